@@ -29,3 +29,41 @@ def package_cache_dir() -> Path:
     path = _cache_root() / "pkgs"
     path.mkdir(parents=True, exist_ok=True)
     return path
+
+
+@pytest.fixture(scope="session")
+def postgres_url():
+    """A real PostgreSQL: $CONDA_STORE_TEST_POSTGRES_URL (CI starts one) or a private server."""
+    url = os.environ.get("CONDA_STORE_TEST_POSTGRES_URL")
+    if url:
+        yield url
+        return
+    from .postgres_server import _bindir, postgres_server
+
+    if _bindir() is None:
+        pytest.skip("no PostgreSQL server available (set CONDA_STORE_TEST_POSTGRES_URL)")
+    with postgres_server() as url:
+        yield url
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def database_url(request, tmp_path):
+    """Run a test once on SQLite and once on PostgreSQL (a fresh database each time)."""
+    if request.param == "sqlite":
+        yield f"sqlite:///{tmp_path / 'conda-store.sqlite'}"
+        return
+    import sqlalchemy
+
+    base = request.getfixturevalue("postgres_url")
+    name = f"t_{os.getpid()}_{abs(hash(request.node.nodeid)) % 10**8}"
+    admin = sqlalchemy.create_engine(base, isolation_level="AUTOCOMMIT")
+    with admin.connect() as conn:
+        conn.exec_driver_sql(f"DROP DATABASE IF EXISTS {name}")
+        conn.exec_driver_sql(f"CREATE DATABASE {name}")
+    admin.dispose()
+    url = base.rsplit("/", 1)[0] + "/" + name
+    yield url
+    admin = sqlalchemy.create_engine(base, isolation_level="AUTOCOMMIT")
+    with admin.connect() as conn:
+        conn.exec_driver_sql(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
+    admin.dispose()

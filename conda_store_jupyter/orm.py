@@ -1,0 +1,244 @@
+"""SQLAlchemy 2 models. The database is the source of truth for build state.
+
+Soft deletion (``deleted_on``) keeps history and the artifacts named in
+``CondaStore.build_artifacts_kept_on_deletion`` after a user deletes something; listings filter it.
+Schema changes go through alembic revisions in ``migrations/versions`` (one concern each);
+:func:`upgrade` applies them on start-up.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from pathlib import Path
+from typing import Any, Optional
+
+from sqlalchemy import (
+    JSON,
+    BigInteger,
+    Column,
+    DateTime,
+    Enum,
+    ForeignKey,
+    Integer,
+    String,
+    Table,
+    Text,
+    UniqueConstraint,
+    create_engine,
+    event,
+)
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
+
+from .naming import build_key
+from .schema import BuildArtifactType, BuildStatus
+
+MIGRATIONS_DIR = Path(__file__).resolve().parent / "migrations"
+
+
+def utcnow() -> dt.datetime:
+    """Naive UTC, as upstream's API emits (``2026-11-21T04:38:54.465745``)."""
+    return dt.datetime.now(dt.timezone.utc).replace(tzinfo=None)
+
+
+class Base(DeclarativeBase):
+    type_annotation_map = {dict[str, Any]: JSON, list[Any]: JSON}
+
+
+class Namespace(Base):
+    __tablename__ = "namespace"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    name: Mapped[str] = mapped_column(String(255), unique=True)
+    metadata_: Mapped[Optional[dict[str, Any]]] = mapped_column("metadata", JSON, default=dict)
+    deleted_on: Mapped[Optional[dt.datetime]] = mapped_column(DateTime)
+
+    environments: Mapped[list["Environment"]] = relationship(back_populates="namespace")
+    role_mappings: Mapped[list["NamespaceRoleMapping"]] = relationship(
+        back_populates="namespace", cascade="all, delete-orphan"
+    )
+
+
+class NamespaceRoleMapping(Base):
+    """Grants ``role`` to every identity matching the ARN glob ``entity`` inside this namespace."""
+
+    __tablename__ = "namespace_role_mapping"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    namespace_id: Mapped[int] = mapped_column(ForeignKey("namespace.id", ondelete="CASCADE"))
+    entity: Mapped[str] = mapped_column(String(255))
+    role: Mapped[str] = mapped_column(String(32))
+
+    namespace: Mapped[Namespace] = relationship(back_populates="role_mappings")
+
+
+class Specification(Base):
+    """A normalised environment.yaml, shared by every build made from identical text."""
+
+    __tablename__ = "specification"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    name: Mapped[str] = mapped_column(String(255))
+    spec: Mapped[dict[str, Any]] = mapped_column(JSON)
+    sha256: Mapped[str] = mapped_column(String(64), unique=True)
+    created_on: Mapped[dt.datetime] = mapped_column(DateTime, default=utcnow)
+
+
+class Environment(Base):
+    __tablename__ = "environment"
+    __table_args__ = (UniqueConstraint("namespace_id", "name", name="uq_environment_namespace_name"),)
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    namespace_id: Mapped[int] = mapped_column(ForeignKey("namespace.id"))
+    name: Mapped[str] = mapped_column(String(255))
+    description: Mapped[Optional[str]] = mapped_column(Text)
+    current_build_id: Mapped[Optional[int]] = mapped_column(
+        ForeignKey("build.id", use_alter=True, name="fk_environment_current_build", ondelete="SET NULL")
+    )
+    deleted_on: Mapped[Optional[dt.datetime]] = mapped_column(DateTime)
+
+    namespace: Mapped[Namespace] = relationship(back_populates="environments")
+    current_build: Mapped[Optional["Build"]] = relationship(foreign_keys=[current_build_id], post_update=True)
+    builds: Mapped[list["Build"]] = relationship(
+        back_populates="environment", foreign_keys="Build.environment_id", order_by="Build.id"
+    )
+
+
+build_conda_package_build = Table(
+    "build_conda_package_build",
+    Base.metadata,
+    Column("build_id", ForeignKey("build.id", ondelete="CASCADE"), primary_key=True),
+    Column("conda_package_build_id", ForeignKey("conda_package_build.id", ondelete="CASCADE"), primary_key=True),
+)
+
+
+class Build(Base):
+    __tablename__ = "build"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    specification_id: Mapped[int] = mapped_column(ForeignKey("specification.id"))
+    environment_id: Mapped[int] = mapped_column(ForeignKey("environment.id"))
+    status: Mapped[BuildStatus] = mapped_column(
+        Enum(BuildStatus, name="build_status", native_enum=False, length=16), default=BuildStatus.QUEUED
+    )
+    status_info: Mapped[Optional[str]] = mapped_column(Text)
+    size: Mapped[int] = mapped_column(BigInteger, default=0)
+    scheduled_on: Mapped[dt.datetime] = mapped_column(DateTime, default=utcnow)
+    started_on: Mapped[Optional[dt.datetime]] = mapped_column(DateTime)
+    ended_on: Mapped[Optional[dt.datetime]] = mapped_column(DateTime)
+    deleted_on: Mapped[Optional[dt.datetime]] = mapped_column(DateTime)
+    job_id: Mapped[Optional[str]] = mapped_column(String(64))
+
+    specification: Mapped[Specification] = relationship()
+    environment: Mapped[Environment] = relationship(back_populates="builds", foreign_keys=[environment_id])
+    artifacts: Mapped[list["BuildArtifact"]] = relationship(back_populates="build", cascade="all, delete-orphan")
+    package_builds: Mapped[list["CondaPackageBuild"]] = relationship(secondary=build_conda_package_build)
+
+    @property
+    def build_key(self) -> str:
+        return build_key(self.specification.sha256, self.scheduled_on, self.id, self.environment.name)
+
+    def prefix_path(self, store_path: Path) -> Path:
+        """``<store>/<namespace id>/<build key>``: made from ids and hashes, never raw strings."""
+        return store_path / "builds" / str(self.environment.namespace_id) / self.build_key
+
+    def artifact(self, kind: BuildArtifactType) -> Optional["BuildArtifact"]:
+        return next((a for a in self.artifacts if a.artifact_type == kind), None)
+
+
+class BuildArtifact(Base):
+    __tablename__ = "build_artifact"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    build_id: Mapped[int] = mapped_column(ForeignKey("build.id", ondelete="CASCADE"))
+    artifact_type: Mapped[BuildArtifactType] = mapped_column(
+        Enum(BuildArtifactType, name="build_artifact_type", native_enum=False, length=32)
+    )
+    key: Mapped[str] = mapped_column(String(1024))
+
+    build: Mapped[Build] = relationship(back_populates="artifacts")
+
+
+class CondaChannel(Base):
+    __tablename__ = "conda_channel"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    name: Mapped[str] = mapped_column(String(1024), unique=True)
+    last_update: Mapped[Optional[dt.datetime]] = mapped_column(DateTime)
+
+
+class CondaPackage(Base):
+    """A (channel, name, version); its builds per subdir live in CondaPackageBuild."""
+
+    __tablename__ = "conda_package"
+    __table_args__ = (UniqueConstraint("channel_id", "name", "version", name="uq_conda_package"),)
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    channel_id: Mapped[int] = mapped_column(ForeignKey("conda_channel.id"))
+    name: Mapped[str] = mapped_column(String(255), index=True)
+    version: Mapped[str] = mapped_column(String(255))
+    license: Mapped[Optional[str]] = mapped_column(Text)
+    summary: Mapped[Optional[str]] = mapped_column(Text)
+
+    channel: Mapped[CondaChannel] = relationship()
+    builds: Mapped[list["CondaPackageBuild"]] = relationship(back_populates="package")
+
+
+class CondaPackageBuild(Base):
+    __tablename__ = "conda_package_build"
+    __table_args__ = (UniqueConstraint("package_id", "subdir", "build", name="uq_conda_package_build"),)
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    package_id: Mapped[int] = mapped_column(ForeignKey("conda_package.id"))
+    build: Mapped[str] = mapped_column(String(255))
+    build_number: Mapped[int] = mapped_column(Integer, default=0)
+    subdir: Mapped[str] = mapped_column(String(64))
+    sha256: Mapped[Optional[str]] = mapped_column(String(64))
+    md5: Mapped[Optional[str]] = mapped_column(String(32))
+    size: Mapped[int] = mapped_column(BigInteger, default=0)
+    depends: Mapped[list[Any]] = mapped_column(JSON, default=list)
+    constrains: Mapped[list[Any]] = mapped_column(JSON, default=list)
+    timestamp: Mapped[Optional[int]] = mapped_column(BigInteger)
+    url: Mapped[Optional[str]] = mapped_column(Text)
+
+    package: Mapped[CondaPackage] = relationship(back_populates="builds")
+
+
+# -- engine -----------------------------------------------------------------------------------
+def create_engine_for(url: str):
+    """An engine with the per-dialect settings we rely on."""
+    if url.startswith("sqlite"):
+        engine = create_engine(url, connect_args={"check_same_thread": False, "timeout": 30})
+
+        @event.listens_for(engine, "connect")
+        def _sqlite_pragmas(dbapi_conn, _record):  # pragma: no cover - trivial
+            cur = dbapi_conn.cursor()
+            # WAL: the server reads while workers write; foreign keys are off by default in SQLite.
+            cur.execute("PRAGMA journal_mode=WAL")
+            cur.execute("PRAGMA foreign_keys=ON")
+            cur.close()
+
+        return engine
+    return create_engine(url, pool_pre_ping=True)
+
+
+def alembic_config(engine):
+    from alembic.config import Config
+
+    cfg = Config()
+    cfg.set_main_option("script_location", str(MIGRATIONS_DIR))
+    cfg.attributes["connection"] = None
+    cfg.attributes["engine"] = engine
+    return cfg
+
+
+def upgrade(engine, revision: str = "head") -> None:
+    """Apply alembic migrations up to ``revision`` (idempotent; safe with several processes)."""
+    from alembic import command
+
+    with engine.begin() as conn:
+        if engine.dialect.name == "postgresql":
+            # Server and workers may start together: serialise migrations with an advisory lock.
+            conn.exec_driver_sql("SELECT pg_advisory_xact_lock(7261001)")
+        cfg = alembic_config(engine)
+        cfg.attributes["connection"] = conn
+        command.upgrade(cfg, revision)

@@ -1,0 +1,77 @@
+"""environment.yaml parsing, validation errors that name the problem, normalisation and hashing."""
+
+from __future__ import annotations
+
+import pytest
+
+from conda_store_jupyter.exceptions import SpecificationError
+from conda_store_jupyter.schema import parse_specification
+
+GOOD = """
+name: demo
+channels: [conda-forge]
+dependencies:
+  - python 3.11.*
+  - six
+  - pip:
+      - tomli==2.0.1
+variables: {OMP_NUM_THREADS: 1}
+description: a demo
+prefix: /home/alice/envs/demo
+"""
+
+
+def test_parse_normalises_and_splits_pip():
+    spec = parse_specification(GOOD)
+    assert spec.name == "demo"
+    assert spec.dependencies == ["python 3.11.*", "six"]
+    assert spec.pip == ["tomli==2.0.1"]
+    assert spec.variables == {"OMP_NUM_THREADS": "1"}
+    env = spec.to_environment_dict()
+    assert env["dependencies"][-1] == {"pip": ["tomli==2.0.1"]}
+    assert "prefix" not in env  # prefix is ignored
+
+
+def test_sha256_is_stable_and_content_sensitive():
+    a = parse_specification(GOOD)
+    b = parse_specification(GOOD.replace("  - six", "  -    six   "))  # whitespace only
+    c = parse_specification(GOOD.replace("six", "packaging"))
+    assert a.sha256 == b.sha256 != c.sha256
+    assert len(a.sha256) == 64
+    assert parse_specification(a.to_yaml()).sha256 == a.sha256  # round trip
+
+
+@pytest.mark.parametrize(
+    "text, fragment",
+    [
+        ("name: [", "invalid YAML at line 1"),
+        ("- just\n- a list", "must be a mapping"),
+        ("channels: []", "'name' is required"),
+        ("name: ..", "name: environment name '..' is not allowed"),
+        ("name: a/b", "is not allowed"),
+        ("name: " + "x" * 300, "the limit is 64"),
+        ("name: ok\ndependencies: [six, 'numpy>>1']", "dependencies[1]: 'numpy>>1' is not a valid conda match spec"),
+        ("name: ok\ndependencies: [{pip: ['-e .']}]", "dependencies[0].pip[0]: pip options"),
+        ("name: ok\ndependencies: [{pip: ['req[']}]", "is not a valid pip requirement"),
+        ("name: ok\ndependencies: [{conda: [x]}]", "dependencies[0]: expected a match spec"),
+        ("name: ok\nchannels: [evil]", "channels[0]: channel 'evil' is not allowed"),
+        ("name: ok\nfoo: 1", "unknown key(s) in specification: foo"),
+    ],
+)
+def test_errors_name_the_problem(text, fragment):
+    with pytest.raises(SpecificationError) as exc:
+        parse_specification(text, allowed_channels=["conda-forge"])
+    assert fragment in str(exc.value)
+
+
+def test_oversized_and_binary_input_rejected():
+    with pytest.raises(SpecificationError, match="limit"):
+        parse_specification("name: x\n#" + "a" * 300_000)
+    with pytest.raises(SpecificationError, match="UTF-8"):
+        parse_specification(b"\xff\xfe")
+
+
+def test_with_packages_adds_only_missing():
+    spec = parse_specification("name: x\ndependencies: [python 3.11.*]")
+    out = spec.with_packages(["python", "pip"])
+    assert out.dependencies == ["python 3.11.*", "pip"]
