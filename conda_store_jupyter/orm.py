@@ -242,3 +242,26 @@ def upgrade(engine, revision: str = "head") -> None:
         cfg = alembic_config(engine)
         cfg.attributes["connection"] = conn
         command.upgrade(cfg, revision)
+
+
+class Token(Base):
+    """An API token we issued. Only a salted hash is stored; ``prefix`` narrows the lookup.
+
+    The plaintext is ``cst_<prefix><secret>`` and is shown once, at creation. Revocation sets
+    ``revoked_on``; expiry is ``expires_at``. ``role_bindings`` never exceed the issuer's.
+    """
+
+    __tablename__ = "token"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    prefix: Mapped[str] = mapped_column(String(16), index=True)
+    hashed: Mapped[str] = mapped_column(String(255))
+    username: Mapped[Optional[str]] = mapped_column(String(255))
+    primary_namespace: Mapped[str] = mapped_column(String(255))
+    role_bindings: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
+    note: Mapped[Optional[str]] = mapped_column(Text)
+    created_on: Mapped[dt.datetime] = mapped_column(DateTime, default=utcnow)
+    expires_at: Mapped[Optional[dt.datetime]] = mapped_column(DateTime)
+    last_used: Mapped[Optional[dt.datetime]] = mapped_column(DateTime)
+    revoked_on: Mapped[Optional[dt.datetime]] = mapped_column(DateTime)
+    issuer_id: Mapped[Optional[int]] = mapped_column(ForeignKey("token.id", ondelete="SET NULL"))
