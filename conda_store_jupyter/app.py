@@ -229,6 +229,32 @@ class CondaStore(LoggingConfigurable):
             self._storage = self.storage_class(parent=self, store_directory=str(self.store_path))
         return self._storage
 
+    # -- queue ----------------------------------------------------------------------------------
+    _redis = None
+    _queue = None
+
+    @property
+    def redis(self):
+        """The Redis connection (build queue + live logs)."""
+        if self._redis is None:
+            if not self.redis_url:
+                raise RuntimeError(
+                    "CondaStore.redis_url is not set: configure Redis or run conda-store-server --standalone"
+                )
+            import redis
+
+            self._redis = redis.Redis.from_url(self.redis_url)
+        return self._redis
+
+    @property
+    def queue(self):
+        """The :class:`~conda_store_jupyter.worker.queue.BuildQueue` (enqueue, cancel, delete)."""
+        if self._queue is None:
+            from .worker.queue import BuildQueue
+
+            self._queue = BuildQueue(self)
+        return self._queue
+
     # -- loading --------------------------------------------------------------------------------
     @classmethod
     def from_config_file(cls, path: str | os.PathLike | None = None, **overrides) -> "CondaStore":
