@@ -101,9 +101,7 @@ def _stdlib_files(src: InterpreterSource) -> dict[str, Path]:
         for name in filenames:
             if name.endswith((".pyc", ".pyo")):
                 continue
-            result[f"lib/python{src.short}/{(rel_dir / name).as_posix()}".replace("/./", "/")] = (
-                Path(dirpath) / name
-            )
+            result[f"lib/python{src.short}/{(rel_dir / name).as_posix()}"] = Path(dirpath) / name
     return result
 
 
@@ -140,8 +138,9 @@ def relocatable_python(src: InterpreterSource | None = None) -> PackageRecipe:
         mode = 0o755 if os.access(path, os.X_OK) else 0o644
         if _is_elf(data):
             # Extension modules in lib-dynload carry RUNPATH=<prefix>/lib too.
-            depth = pkg_path.count("/") - 1  # "lib/python3.11/lib-dynload/x.so" -> 3 up to lib/.. = 2
-            elves[pkg_path] = (path, "$ORIGIN/" + "/".join([".."] * (depth - 1)))
+            # "lib/python3.11/lib-dynload/x.so" sits two directories below lib/.
+            ups = pkg_path.count("/") - 1
+            elves[pkg_path] = (path, "$ORIGIN/" + "/".join([".."] * ups))
         elif prefix_bytes in data and b"\0" not in data:
             files[pkg_path] = PackageFile(data, mode, prefix_placeholder=prefix_str)
         else:
