@@ -47,6 +47,10 @@ class BuildSettings:
     artifacts: frozenset[BuildArtifactType] = DEFAULT_ARTIFACTS
     conda_pack_compress_level: int = 4
     timeout: float | None = 3600.0
+    included_packages: tuple[str, ...] = ()
+    """Match specs added to the specification unless it names that package (store policy)."""
+    required_packages: tuple[str, ...] = ()
+    """Package names the specification must list (store policy); the build fails otherwise."""
     host_platform: str = field(default_factory=current_platform)
 
     def __post_init__(self) -> None:
@@ -56,7 +60,9 @@ class BuildSettings:
             platforms = (self.host_platform, *platforms)
         object.__setattr__(self, "platforms", platforms)
         object.__setattr__(self, "channels", tuple(c.rstrip("/") for c in self.channels))
-        object.__setattr__(self, "pip_find_links", tuple(self.pip_find_links))
+        object.__setattr__(self, "pip_find_links", tuple(str(x) for x in self.pip_find_links))
+        object.__setattr__(self, "included_packages", tuple(self.included_packages))
+        object.__setattr__(self, "required_packages", tuple(self.required_packages))
         object.__setattr__(self, "artifacts", frozenset(BuildArtifactType(a) for a in self.artifacts))
         object.__setattr__(self, "package_cache_directory", Path(self.package_cache_directory))
         if not self.channels:

@@ -1,0 +1,281 @@
+"""Orchestrates one build: solve → lockfile → install → pip → lockfile (+pip) → YAML → conda-pack.
+
+Each step lives in its own module and passes typed records (``records.py``) to the next. This
+module adds what a build needs around the steps: a deadline, stage timings in the log, turning
+any failure into the right :class:`~conda_store_jupyter.exceptions.BuildError` with a
+one-paragraph reason at the top of the log, and removing whatever was half-built.
+
+It knows nothing about the database or the queue (``build/record.py`` and the worker do), so
+the same function runs a build from ``python -m conda_store_jupyter.build`` without a server.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import concurrent.futures
+import contextlib
+import json
+import os
+import shutil
+import time
+import traceback
+from pathlib import Path
+from typing import TYPE_CHECKING, Iterator
+
+from ..exceptions import ArtifactError, BuildError, BuildTimeoutError, InstallError, SolveError
+from ..schema import BuildArtifactType, Specification
+from .export import write_pinned_yaml
+from .install import cached_summaries, install_conda, install_pip, read_pip_packages
+from .lockfile import write_lockfile
+from .log import BuildLog
+from .pack import pack_prefix
+from .records import BuildOutputs, BuildPaths, BuildSettings, PipPackage
+from .solve import solve_specification
+
+if TYPE_CHECKING:
+    from ..app import CondaStore
+
+
+# -- settings -----------------------------------------------------------------------------------
+def settings_from_store(store: "CondaStore", spec: Specification) -> BuildSettings:
+    """The build settings for ``spec`` under a ``CondaStore`` configuration.
+
+    Channels are the specification's own or the store's defaults, each expanded to a URL by
+    ``store.channel_url``. ``conda_included_packages`` and ``conda_required_packages`` travel in
+    the settings and are applied by :func:`run_pipeline` (see :func:`effective_specification`).
+    """
+    channels = spec.channels or list(store.conda_default_channels)
+    known = {a.value for a in BuildArtifactType}
+    return BuildSettings(
+        channels=tuple(store.channel_url(c) for c in channels),
+        platforms=tuple(store.conda_solve_platforms),
+        package_cache_directory=Path(store.package_cache_directory).expanduser().resolve(),
+        pip_index_url=store.pip_index_url,
+        artifacts=frozenset(BuildArtifactType(a) for a in store.build_artifacts if a in known),
+        conda_pack_compress_level=int(store.conda_pack_compress_level),
+        timeout=float(store.build_timeout) if store.build_timeout else None,
+        included_packages=tuple(store.conda_included_packages),
+        required_packages=tuple(store.conda_required_packages),
+    )
+
+
+def effective_specification(spec: Specification, settings: BuildSettings) -> Specification:
+    """``spec`` plus the store's included packages; SolveError if a required package is missing."""
+    from rattler import MatchSpec
+
+    names = spec.conda_names
+    missing = [r for r in settings.required_packages if MatchSpec(r).name.normalized not in names]
+    if missing:
+        raise SolveError(
+            f"the specification must list {', '.join(missing)} (required for every environment "
+            "by this conda-store); add it to dependencies"
+        )
+    return spec.with_packages(settings.included_packages)
+
+
+# -- the pipeline -------------------------------------------------------------------------------
+_STAGE_ERRORS: dict[str, type[BuildError]] = {
+    "solve": SolveError,
+    "install": InstallError,
+    "pip": InstallError,
+}
+
+
+class _Build:
+    """State of one running build (what to clean up, which stage we are in)."""
+
+    def __init__(self, spec: Specification, settings: BuildSettings, paths: BuildPaths, log: BuildLog) -> None:
+        self.spec = spec
+        self.settings = settings
+        self.paths = paths
+        self.log = log
+        self.created_prefix = False
+        self.written: list[Path] = []  # artifacts to remove if the build fails after writing them
+        self.deadline = time.monotonic() + settings.timeout if settings.timeout else None
+
+    def remaining(self) -> float | None:
+        return None if self.deadline is None else max(0.001, self.deadline - time.monotonic())
+
+    @contextlib.contextmanager
+    def stage(self, name: str) -> Iterator[None]:
+        """Time the stage in the log; turn unexpected exceptions into its BuildError subclass."""
+        with self.log.stage(name):
+            try:
+                yield
+            except (BuildError, asyncio.CancelledError):
+                raise
+            except Exception as exc:
+                self.log.write(traceback.format_exc().rstrip())
+                error = _STAGE_ERRORS.get(name, ArtifactError)
+                raise error(f"{name} failed: {type(exc).__name__}: {exc}") from exc
+
+    async def run(self) -> BuildOutputs:
+        spec, settings, paths, log = self.spec, self.settings, self.paths, self.log
+        first_timing = len(log.timings)
+        spec = effective_specification(spec, settings)
+        log.write(f"environment {spec.name}: {len(spec.dependencies)} conda spec(s), {len(spec.pip)} pip requirement(s)")
+        log.write(f"channels: {' '.join(settings.channels)}")
+        log.write(f"platforms: {' '.join(settings.platforms)} (installing {settings.host_platform})")
+
+        with self.stage("solve"):
+            solved = await solve_specification(spec.dependencies, settings, timeout=self.remaining())
+            host = solved.host
+            for p in host.packages:
+                log.write(f"  {p.name} {p.version} {p.build}  ({p.subdir})")
+            if spec.pip and "python" not in {p.name for p in host.packages}:
+                raise InstallError(
+                    "the specification has a pip: section but no python is being installed; "
+                    "add python to its dependencies"
+                )
+
+        if spec.pip:
+            # Written now so a build that fails in install/pip still documents its solve;
+            # rewritten below with the pip pins.
+            with self.stage("lockfile"):
+                self._written(write_lockfile(paths.lockfile, spec, solved))
+
+        with self.stage("install"):
+            self._claim_prefix(paths.prefix)
+            await install_conda(host, paths.prefix, settings, spec.dependencies)
+            if spec.variables:
+                self._write_variables(paths.prefix, spec.variables)
+
+        pip_packages: tuple[PipPackage, ...] = ()
+        if spec.pip:
+            with self.stage("pip"):
+                await install_pip(paths.prefix, spec.pip, settings, log)
+                pip_packages = await asyncio.to_thread(read_pip_packages, paths.prefix, settings)
+                for pp in pip_packages:
+                    log.write(f"  pip {pp.name} {pp.version}  {pp.url or '(source unknown)'}")
+
+        with self.stage("lockfile+yaml" if spec.pip else "lockfile"):
+            self._written(write_lockfile(paths.lockfile, spec, solved, pip_packages))
+            packages = cached_summaries(host.packages, settings)
+            self._written(write_pinned_yaml(paths.yaml, spec, settings.channels, packages, pip_packages))
+
+        archive: Path | None = None
+        if BuildArtifactType.CONDA_PACK in settings.artifacts:
+            with self.stage("conda-pack"):
+                archive = await self._in_thread(
+                    pack_prefix, paths.prefix, paths.archive, settings.conda_pack_compress_level
+                )
+                self._written(archive)
+
+        size = prefix_size(paths.prefix)
+        log.write(f"environment size: {size / 1e6:.1f} MB")
+        return BuildOutputs(
+            prefix=paths.prefix,
+            lockfile=paths.lockfile,
+            yaml=paths.yaml,
+            archive=archive,
+            log=paths.log,
+            packages=packages,
+            pip_packages=pip_packages,
+            timings=log.timings[first_timing:],
+            size_bytes=size,
+            platforms=solved.platforms,
+        )
+
+    # -- helpers ----------------------------------------------------------------------------
+    def _written(self, path: Path) -> Path:
+        self.written.append(path)
+        return path
+
+    def _claim_prefix(self, prefix: Path) -> None:
+        """Create the prefix; refuse one that has content (a build never installs over another)."""
+        if prefix.exists() and (not prefix.is_dir() or any(prefix.iterdir())):
+            raise InstallError(f"the build prefix {prefix} already exists and is not empty")
+        prefix.mkdir(parents=True, exist_ok=True)
+        self.created_prefix = True
+
+    @staticmethod
+    def _write_variables(prefix: Path, variables: dict[str, str]) -> None:
+        # conda keeps per-environment variables in conda-meta/state; `conda activate` sets them.
+        state = prefix / "conda-meta" / "state"
+        state.write_text(json.dumps({"env_vars": dict(variables)}, indent=2) + "\n")
+
+    async def _in_thread(self, fn, *args):  # type: ignore[no-untyped-def]
+        """Run blocking work in a private thread so a timeout does not wait for it to finish.
+
+        The default executor is joined when the event loop closes; a private one is not, and the
+        work itself stops soon after the prefix it reads is removed by the cleanup.
+        """
+        pool = concurrent.futures.ThreadPoolExecutor(max_workers=1, thread_name_prefix="build")
+        try:
+            return await asyncio.get_running_loop().run_in_executor(pool, fn, *args)
+        finally:
+            pool.shutdown(wait=False)
+
+    def cleanup(self) -> None:
+        """Remove what a failed build half-made: the prefix and the artifacts except the lockfile.
+
+        The lockfile is kept on purpose: it records what was solved, which is the first thing
+        to look at when an install fails.
+        """
+        if self.created_prefix:
+            shutil.rmtree(self.paths.prefix, ignore_errors=True)
+        for path in self.written:
+            if path != self.paths.lockfile:
+                path.unlink(missing_ok=True)
+        self.paths.archive.with_name(f".{self.paths.archive.name}.partial").unlink(missing_ok=True)
+
+
+def prefix_size(prefix: Path) -> int:
+    """Bytes of the files in ``prefix``, each hard-linked file counted once."""
+    seen: set[int] = set()
+    total = 0
+    stack = [str(prefix)]
+    while stack:
+        with os.scandir(stack.pop()) as entries:
+            for entry in entries:
+                if entry.is_dir(follow_symlinks=False):
+                    stack.append(entry.path)
+                elif entry.is_file(follow_symlinks=False):
+                    st = entry.stat(follow_symlinks=False)
+                    if st.st_ino not in seen:
+                        seen.add(st.st_ino)
+                        total += st.st_size
+    return total
+
+
+def _reason(exc: BaseException) -> str:
+    """One paragraph: no newlines, so it fits a status line, a log header and stderr."""
+    return " ".join(str(exc).split())
+
+
+async def run_pipeline_async(
+    spec: Specification, settings: BuildSettings, output: BuildPaths, log: BuildLog
+) -> BuildOutputs:
+    """Run one build (see module docstring). Raises a BuildError subclass on any failure,
+    after writing the reason at the top of the log and removing the half-built prefix."""
+    build = _Build(spec, settings, output, log)
+    try:
+        async with asyncio.timeout(settings.timeout) as deadline:
+            return await build.run()
+    except BaseException as exc:
+        if isinstance(exc, TimeoutError) and deadline.expired():
+            error: BaseException = BuildTimeoutError(
+                f"the build took longer than its {settings.timeout:g} s limit and was stopped"
+            )
+        elif isinstance(exc, BuildError):
+            error = exc
+        elif isinstance(exc, (asyncio.CancelledError, KeyboardInterrupt, SystemExit)):
+            error = BuildError("the build was canceled")
+        else:  # a bug outside any stage: keep the traceback in the log, not in the reason
+            log.write(traceback.format_exc().rstrip())
+            error = BuildError(f"internal error: {type(exc).__name__}: {exc}")
+        build.cleanup()
+        log.fail(_reason(error))
+        if error is exc:
+            raise
+        raise error from exc
+
+
+def run_pipeline(spec: Specification, settings: BuildSettings, output: BuildPaths, log: BuildLog) -> BuildOutputs:
+    """Synchronous entry point (worker jobs, CLI). Safe to call from inside an event loop too."""
+    try:
+        asyncio.get_running_loop()
+    except RuntimeError:
+        return asyncio.run(run_pipeline_async(spec, settings, output, log))
+    with concurrent.futures.ThreadPoolExecutor(max_workers=1) as pool:
+        return pool.submit(asyncio.run, run_pipeline_async(spec, settings, output, log)).result()
