@@ -1,0 +1,40 @@
+"""On-demand image names decode strictly into match specs (pure unit tests)."""
+
+from __future__ import annotations
+
+import pytest
+
+from conda_store_jupyter.exceptions import InvalidNameError
+from conda_store_jupyter.naming import validate_name
+from conda_store_jupyter.server.registry import decode_dynamic_segment, dynamic_environment_name
+
+
+@pytest.mark.parametrize(
+    "segment, spec",
+    [
+        ("six", "six"),
+        ("python.lt.3.12", "python <3.12"),
+        ("python.ge.3.11", "python >=3.11"),
+        ("numpy.gt.1.0", "numpy >1.0"),
+        ("hello.eq.2.0", "hello ==2.0"),
+        ("typing-extensions.le.5", "typing-extensions <=5"),
+        ("ruamel.yaml", "ruamel.yaml"),
+    ],
+)
+def test_decode(segment, spec):
+    assert decode_dynamic_segment(segment) == spec
+
+
+@pytest.mark.parametrize("segment", ["", "..", "six.lt.", "six.xx.1", "Six", "six;rm", "six.lt.3.12.", "a" * 101,
+                                     "six.lt.>3", "-six"])
+def test_decode_rejects_junk(segment):
+    with pytest.raises(InvalidNameError):
+        decode_dynamic_segment(segment)
+
+
+def test_environment_name_is_order_independent_and_valid():
+    a = dynamic_environment_name(["python.lt.3.12", "six"])
+    assert a == dynamic_environment_name(["six", "python.lt.3.12"])
+    assert validate_name(a) == a
+    long = dynamic_environment_name([f"pkg{i}.ge.1.0" for i in range(20)])
+    assert long.startswith("dyn-") and validate_name(long) == long
