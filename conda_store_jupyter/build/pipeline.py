@@ -53,7 +53,7 @@ def settings_from_store(store: "CondaStore", spec: Specification) -> BuildSettin
         pip_index_url=store.pip_index_url,
         artifacts=frozenset(BuildArtifactType(a) for a in store.build_artifacts if a in known),
         conda_pack_compress_level=int(store.conda_pack_compress_level),
-        timeout=float(store.build_timeout) if store.build_timeout else None,
+        timeout=float(store.build_timeout) if store.build_timeout > 0 else None,
         included_packages=tuple(store.conda_included_packages),
         required_packages=tuple(store.conda_required_packages),
     )
@@ -91,7 +91,7 @@ class _Build:
         self.log = log
         self.created_prefix = False
         self.written: list[Path] = []  # artifacts to remove if the build fails after writing them
-        self.deadline = time.monotonic() + settings.timeout if settings.timeout else None
+        self.deadline = time.monotonic() + settings.timeout if settings.timeout is not None else None
 
     def remaining(self) -> float | None:
         return None if self.deadline is None else max(0.001, self.deadline - time.monotonic())

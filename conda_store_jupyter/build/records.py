@@ -25,9 +25,9 @@ DEFAULT_ARTIFACTS: frozenset[BuildArtifactType] = frozenset(
 
 def current_platform() -> str:
     """The conda subdir of this machine (``linux-64``...): the only one a build installs."""
-    from rattler import Platform
+    from rattler import Subdir
 
-    return str(Platform.current())
+    return str(Subdir.current())
 
 
 @dataclass(frozen=True)

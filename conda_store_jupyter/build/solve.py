@@ -140,7 +140,7 @@ async def solve_platform(
             gateway=gateway,
             platforms=[platform, "noarch"],
             virtual_packages=virtual,
-            timeout=dt.timedelta(seconds=timeout) if timeout else None,
+            timeout=dt.timedelta(seconds=timeout) if timeout is not None else None,
         )
     except Exception as exc:  # rattler raises SolverError / FetchRepoDataError / ... (not exported)
         where = "" if platform == settings.host_platform else f" (for platform {platform})"
