@@ -1,0 +1,147 @@
+"""Live build logs: one Redis stream per build, the stored LOGS artifact once the build has ended.
+
+While a build runs, every line the pipeline writes is ``XADD``-ed to ``conda-store:build:<id>:log``
+(field ``l``), so the service page and ``conda-store wait`` can follow it from any server process
+by entry id (``read_log(..., after=<last id>)``). When the build ends, the worker stores the full
+log as the LOGS artifact, appends an end marker (field ``end`` = final status) and shortens the
+stream's TTL: from then on the artifact is the truth and the stream only serves readers that were
+already following it.
+
+Why a stream and not pub/sub: a reader that connects late (page reload) must get the lines it
+missed, and several readers must be able to follow one build independently. Entry ids give both.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from ..exceptions import NotFoundError
+from ..schema import BuildArtifactType, BuildStatus
+
+if TYPE_CHECKING:
+    from ..app import CondaStore
+
+LOG_STREAM_KEY = "conda-store:build:{build_id}:log"
+"""Redis stream holding a build's live log lines."""
+
+LIVE_LOG_TTL = 7 * 24 * 3600
+"""TTL (s) of a stream while its build runs, refreshed on every line: bounds the leak if the worker
+dies and nobody finishes the stream (the reconciler normally does)."""
+
+FINISHED_LOG_TTL = 600
+"""TTL (s) of a stream after the build ended: readers mid-way have this long to catch up; later
+readers get the stored LOGS artifact."""
+
+LOG_STREAM_MAXLEN = 200_000
+"""Approximate cap on stream entries (a runaway build must not fill Redis memory)."""
+
+READ_BATCH = 10_000
+"""Most entries returned by one :func:`read_log` call."""
+
+START = "0-0"
+"""Entry id meaning "from the beginning"."""
+
+_LINE = b"l"
+_END = b"end"
+
+
+def log_stream_key(build_id: int) -> str:
+    return LOG_STREAM_KEY.format(build_id=int(build_id))
+
+
+def publish_line(store: "CondaStore", build_id: int, line: str) -> None:
+    """Append one line to the build's live log (and keep the stream alive)."""
+    key = log_stream_key(build_id)
+    pipe = store.redis.pipeline(transaction=False)
+    pipe.xadd(key, {_LINE: line}, maxlen=LOG_STREAM_MAXLEN, approximate=True)
+    pipe.expire(key, LIVE_LOG_TTL)
+    pipe.execute()
+
+
+def finish_log(store: "CondaStore", build_id: int, status: BuildStatus | str) -> None:
+    """Mark the live log finished (readers see ``finished=True``) and let the stream expire."""
+    key = log_stream_key(build_id)
+    pipe = store.redis.pipeline(transaction=False)
+    pipe.xadd(key, {_END: str(getattr(status, "value", status))}, maxlen=LOG_STREAM_MAXLEN, approximate=True)
+    pipe.expire(key, FINISHED_LOG_TTL)
+    pipe.execute()
+
+
+def live_lines(store: "CondaStore", build_id: int) -> list[str]:
+    """Every line currently in the stream (empty if it expired or never existed)."""
+    entries = store.redis.xrange(log_stream_key(build_id), "-", "+")
+    return [_decode(fields[_LINE]) for _id, fields in entries if _LINE in fields]
+
+
+def read_log(
+    store: "CondaStore", build_id: int, after: str = START, *, block_ms: int | None = None
+) -> tuple[list[str], str, bool]:
+    """New lines after entry id ``after``: ``(lines, last entry id, finished?)``.
+
+    Pass the returned id back as ``after`` to follow the log. ``block_ms`` waits up to that long
+    for new lines (use it from a thread or executor, never on an event loop). If the stream is
+    gone and the build has ended, the stored log is returned when reading from the start
+    (``after == "0-0"``), so a late reader still gets everything exactly once.
+    """
+    key = log_stream_key(build_id)
+    after = after or START
+    response = store.redis.xread({key: after}, count=READ_BATCH, block=block_ms or None)
+    lines: list[str] = []
+    last = after
+    finished = False
+    for _stream, entries in response or []:
+        for entry_id, fields in entries:
+            last = _decode(entry_id)
+            if _LINE in fields:
+                lines.append(_decode(fields[_LINE]))
+            if _END in fields:
+                finished = True
+    if response or store.redis.exists(key):
+        return lines, last, finished
+    # No stream: either the build has not written anything yet, or it ended and the stream expired.
+    build_finished, text = _stored_if_finished(store, build_id)
+    if not build_finished:
+        return [], after, False
+    return (text.splitlines() if after == START and text else []), after, True
+
+
+def stored_or_live_log(store: "CondaStore", build_id: int) -> str:
+    """The build's full log so far: the stored LOGS artifact if there is one, else the live stream."""
+    text = _stored_log(store, build_id)
+    if text is not None:
+        return text
+    lines = live_lines(store, build_id)
+    return "".join(f"{line}\n" for line in lines)
+
+
+# -- helpers ------------------------------------------------------------------------------------
+def _decode(value: bytes | str) -> str:
+    return value.decode("utf-8", "replace") if isinstance(value, bytes) else value
+
+
+def _log_artifact_key(store: "CondaStore", build_id: int) -> tuple[BuildStatus, str]:
+    from .. import orm
+    from ..storage.base import artifact_key
+
+    with store.session() as db:
+        build = db.get(orm.Build, int(build_id))
+        if build is None:
+            raise NotFoundError(f"build {build_id} does not exist")
+        row = build.artifact(BuildArtifactType.LOGS)
+        return build.status, (row.key if row else artifact_key(BuildArtifactType.LOGS, build.build_key))
+
+
+def _stored_log(store: "CondaStore", build_id: int) -> str | None:
+    _status, key = _log_artifact_key(store, build_id)
+    if not store.storage.exists(key):
+        return None
+    return store.storage.get_bytes(key).decode("utf-8", "replace")
+
+
+def _stored_if_finished(store: "CondaStore", build_id: int) -> tuple[bool, str]:
+    status, key = _log_artifact_key(store, build_id)
+    if not BuildStatus(status).finished:
+        return False, ""
+    if not store.storage.exists(key):
+        return True, ""
+    return True, store.storage.get_bytes(key).decode("utf-8", "replace")

@@ -1,0 +1,261 @@
+"""``BuildQueue``: how the server hands work to ``conda-store-worker`` processes (RQ on Redis).
+
+The database is the source of truth for build state; Redis only carries *work* (RQ jobs), *signals*
+(a cancel flag per build), *liveness* (a heartbeat per running build) and live logs. Every state
+change is a compare-and-set on ``build.status`` (``UPDATE ... WHERE status = <expected>``), so a
+cancel racing a worker that picks the job up, or the reconciler racing a worker that finishes,
+always ends in exactly one final state.
+
+Jobs name their functions by dotted path (``conda_store_jupyter.worker.tasks.build_environment``)
+and carry the config file path, so a worker on another host imports nothing from the server.
+"""
+
+from __future__ import annotations
+
+import os
+import uuid
+from typing import TYPE_CHECKING, Any
+
+from ..exceptions import ConflictError, CondaStoreError, NotFoundError
+from ..schema import BuildArtifactType, BuildStatus
+
+if TYPE_CHECKING:
+    from rq import Queue
+
+    from ..app import CondaStore
+
+BUILD_QUEUE = "conda-store-builds"
+"""RQ queue of environment builds (one job per build)."""
+
+ARTIFACT_QUEUE = "conda-store-artifacts"
+"""RQ queue of follow-up artifact jobs (Docker image) enqueued after a build completed."""
+
+MAINTENANCE_QUEUE = "conda-store-deletes"
+"""RQ queue of deletions and environment-link updates: short jobs, listened to first."""
+
+WORKER_QUEUES = (MAINTENANCE_QUEUE, BUILD_QUEUE, ARTIFACT_QUEUE)
+"""Queues a ``conda-store-worker`` listens to, in priority order."""
+
+JOB_TIMEOUT_MARGIN = 120
+"""Seconds added to ``CondaStore.build_timeout`` for the RQ job timeout. The worker enforces the
+build timeout itself (and records FAILED); RQ's timeout is only the backstop if the job hangs."""
+
+MAINTENANCE_JOB_TIMEOUT = 3600
+"""RQ timeout (s) of deletion/link jobs (removing a large prefix on a slow filesystem)."""
+
+RESULT_TTL = 24 * 3600
+"""How long RQ keeps finished/failed job records (s); the database keeps the build state forever."""
+
+CANCEL_KEY = "conda-store:build:{build_id}:cancel"
+"""Set (value = reason) to ask the worker running a build to stop it."""
+
+CANCEL_TTL = 7 * 24 * 3600
+"""TTL (s) of a cancel flag; the worker deletes it when the build has ended."""
+
+HEARTBEAT_KEY = "conda-store:build:{build_id}:heartbeat"
+"""Unix time of the last sign of life of the process supervising a running build."""
+
+CANCELED_BY_USER = "canceled by user"
+
+CONFIG_ENV = "CONDA_STORE_CONFIG"
+"""Environment variable naming the config file (set by ``conda-store-worker --config``)."""
+
+REDIS_URL_ENV = "CONDA_STORE_REDIS_URL"
+"""Environment variable overriding ``CondaStore.redis_url`` (set by EmbeddedServices for its workers)."""
+
+_TASKS = "conda_store_jupyter.worker.tasks"
+
+
+class QueueUnavailableError(CondaStoreError):
+    """Redis (the build queue) cannot be reached; the build was marked FAILED."""
+
+    status_code = 503
+
+
+def cancel_key(build_id: int) -> str:
+    return CANCEL_KEY.format(build_id=int(build_id))
+
+
+def heartbeat_key(build_id: int) -> str:
+    return HEARTBEAT_KEY.format(build_id=int(build_id))
+
+
+def config_path_of(store: "CondaStore") -> str | None:
+    """The config file a worker should load for jobs of ``store``.
+
+    ``CondaStore`` has no trait for its own file yet, so look at an attribute set by whoever loaded
+    it (``store.config_file``), then ``$CONDA_STORE_CONFIG``.
+    """
+    path = getattr(store, "config_file", None) or os.environ.get(CONFIG_ENV)
+    return os.path.abspath(path) if path else None
+
+
+def transition(store: "CondaStore", build_id: int, expected: tuple[BuildStatus, ...], **values: Any) -> bool:
+    """Compare-and-set a build's columns if its status is one of ``expected``; True if it changed."""
+    from sqlalchemy import update
+
+    from .. import orm
+
+    with store.session() as db:
+        result = db.execute(
+            update(orm.Build)
+            .where(orm.Build.id == int(build_id), orm.Build.status.in_(list(expected)))
+            .values(**values)
+            .execution_options(synchronize_session=False)
+        )
+        return result.rowcount == 1
+
+
+class BuildQueue:
+    """Enqueue, cancel and clean up builds. ``CondaStore.queue`` returns one."""
+
+    def __init__(self, store: "CondaStore") -> None:
+        self.store = store
+
+    # -- RQ plumbing ------------------------------------------------------------------------------
+    def rq_queue(self, name: str = BUILD_QUEUE) -> "Queue":
+        from rq import Queue
+
+        return Queue(name, connection=self.store.redis)
+
+    def _enqueue(self, queue: str, func: str, *args: Any, job_id: str | None = None, timeout: int) -> str:
+        import redis
+
+        try:
+            job = self.rq_queue(queue).enqueue(
+                f"{_TASKS}.{func}",
+                *args,
+                config_path_of(self.store),
+                job_id=job_id,
+                job_timeout=timeout,
+                result_ttl=RESULT_TTL,
+                failure_ttl=RESULT_TTL,
+                description=f"{func}{args!r}",
+            )
+        except redis.exceptions.RedisError as err:
+            raise QueueUnavailableError(f"the build queue (Redis) is not reachable: {err}") from err
+        return job.id
+
+    # -- builds -----------------------------------------------------------------------------------
+    def enqueue_build(self, build_id: int) -> str:
+        """Queue build ``build_id`` (status QUEUED); returns the RQ job id, also saved in ``Build.job_id``.
+
+        The job id is written to the database *before* the job exists, so the reconciler never sees
+        a queued build without a job id; if Redis is down the build is marked FAILED at once.
+        """
+        from .. import orm
+
+        job_id = f"build-{int(build_id)}-{uuid.uuid4().hex[:12]}"
+        with self.store.session() as db:
+            build = db.get(orm.Build, int(build_id))
+            if build is None:
+                raise NotFoundError(f"build {build_id} does not exist")
+            build.job_id = job_id
+        try:
+            return self._enqueue(
+                BUILD_QUEUE,
+                "build_environment",
+                int(build_id),
+                job_id=job_id,
+                timeout=int(self.store.build_timeout) + JOB_TIMEOUT_MARGIN,
+            )
+        except QueueUnavailableError as err:
+            from ..orm import utcnow
+
+            transition(self.store, build_id, (BuildStatus.QUEUED,), status=BuildStatus.FAILED,
+                       status_info=str(err), ended_on=utcnow())
+            raise
+
+    def enqueue_image(self, build_id: int) -> str:
+        """Queue the Docker image job of a COMPLETED build (hook; see ``tasks.build_image``)."""
+        return self._enqueue(ARTIFACT_QUEUE, "build_image", int(build_id),
+                             timeout=int(self.store.build_timeout) + JOB_TIMEOUT_MARGIN)
+
+    def cancel_build(self, build_id: int, reason: str = CANCELED_BY_USER) -> None:
+        """Cancel a build.
+
+        QUEUED: becomes CANCELED now and its RQ job is canceled. BUILDING: the worker supervising it
+        sees the cancel flag within a fraction of a second, kills the build's process group and
+        records CANCELED (with ``reason`` in the log). Finished builds: ConflictError.
+        """
+        from .. import orm
+        from ..orm import utcnow
+
+        with self.store.session() as db:
+            build = db.get(orm.Build, int(build_id))
+            if build is None:
+                raise NotFoundError(f"build {build_id} does not exist")
+            status, job_id = build.status, build.job_id
+        if status == BuildStatus.QUEUED and transition(
+            self.store, build_id, (BuildStatus.QUEUED,),
+            status=BuildStatus.CANCELED, status_info=reason, ended_on=utcnow(),
+        ):
+            self._cancel_rq_job(job_id)
+            store_final_log(self.store, build_id, BuildStatus.CANCELED, [f"BUILD CANCELED: {reason}"],
+                            announce=f"BUILD CANCELED: {reason}")
+            return
+        with self.store.session() as db:  # lost the race with a worker, or it was not QUEUED
+            status = db.get(orm.Build, int(build_id)).status
+        if status == BuildStatus.BUILDING:
+            self.store.redis.set(cancel_key(build_id), reason, ex=CANCEL_TTL)
+            return
+        raise ConflictError(f"build {build_id} is already {BuildStatus(status).value} and cannot be canceled")
+
+    def _cancel_rq_job(self, job_id: str | None) -> None:
+        if not job_id:
+            return
+        from rq.exceptions import InvalidJobOperation, NoSuchJobError
+        from rq.job import Job
+
+        try:
+            Job.fetch(job_id, connection=self.store.redis).cancel()
+        except (NoSuchJobError, InvalidJobOperation):
+            pass  # already picked up or gone: the worker's compare-and-set sees CANCELED and skips
+
+    # -- deletion and links -----------------------------------------------------------------------
+    def enqueue_delete_build(self, build_id: int) -> None:
+        """After the API soft-deleted the build: remove its prefix and the artifacts not kept."""
+        self._enqueue(MAINTENANCE_QUEUE, "delete_build", int(build_id), timeout=MAINTENANCE_JOB_TIMEOUT)
+
+    def enqueue_delete_environment(self, environment_id: int) -> None:
+        """After the API soft-deleted the environment: cancel its running builds, delete every build,
+        remove its ``envs/<name>`` link."""
+        self._enqueue(MAINTENANCE_QUEUE, "delete_environment", int(environment_id), timeout=MAINTENANCE_JOB_TIMEOUT)
+
+    def enqueue_delete_namespace(self, namespace_id: int) -> None:
+        """After the API soft-deleted the namespace: delete each of its environments."""
+        self._enqueue(MAINTENANCE_QUEUE, "delete_namespace", int(namespace_id), timeout=MAINTENANCE_JOB_TIMEOUT)
+
+    def enqueue_update_environment_link(self, environment_id: int) -> None:
+        """Re-point ``<store>/<ns>/envs/<name>`` at the environment's current build (rollback)."""
+        self._enqueue(MAINTENANCE_QUEUE, "update_environment_link", int(environment_id),
+                      timeout=MAINTENANCE_JOB_TIMEOUT)
+
+
+def store_final_log(store: "CondaStore", build_id: int, status: BuildStatus, lines: list[str],
+                    text: str | None = None, announce: str | None = None) -> str:
+    """Store a build's LOGS artifact (``text``, or ``lines``), record the row, end the live stream.
+
+    Used wherever a build ends without the pipeline's own log file (canceled while queued,
+    reconciled after its worker died). ``announce`` is published to the live stream first, so a
+    reader following it sees why the build ended. Returns the storage key.
+    """
+    from .. import orm
+    from ..storage.base import artifact_key
+    from .logs import finish_log, publish_line
+
+    if text is None:
+        text = "".join(f"{line}\n" for line in lines)
+    with store.session() as db:
+        build = db.get(orm.Build, int(build_id))
+        key = artifact_key(BuildArtifactType.LOGS, build.build_key)
+        store.storage.put_bytes(key, text.encode("utf-8"), content_type="text/plain; charset=utf-8")
+        if build.artifact(BuildArtifactType.LOGS) is None:
+            db.add(orm.BuildArtifact(build_id=build.id, artifact_type=BuildArtifactType.LOGS, key=key))
+    try:
+        if announce:
+            publish_line(store, build_id, announce)
+        finish_log(store, build_id, status)
+    except Exception:  # noqa: BLE001 - the stored log is the record; the stream is a convenience
+        pass
+    return key
