@@ -15,6 +15,7 @@ from typing import Any, Optional
 from sqlalchemy import (
     JSON,
     BigInteger,
+    Boolean,
     Column,
     DateTime,
     Enum,
@@ -265,3 +266,6 @@ class Token(Base):
     last_used: Mapped[Optional[dt.datetime]] = mapped_column(DateTime)
     revoked_on: Mapped[Optional[dt.datetime]] = mapped_column(DateTime)
     issuer_id: Mapped[Optional[int]] = mapped_column(ForeignKey("token.id", ondelete="SET NULL"))
+    # True: a down-scoped token; role_bindings are all it may do. False: a session-like token that
+    # also gets its user's live grants (admin_users, namespace role mappings) at use time.
+    scoped: Mapped[bool] = mapped_column(Boolean, default=False)

@@ -1,0 +1,535 @@
+"""Who is calling, and may they? Configurable authentication + authorization for the service.
+
+``AuthenticationBackend`` turns request credentials into an :class:`~.rbac.Identity`, issues
+down-scoped tokens, and answers authorization questions by combining the identity's role bindings
+with the namespace role mappings stored in the database. It is configured from the same traitlets
+config as ``CondaStore`` (``c.AuthenticationBackend.*``); trait names follow upstream conda-store
+where the concept is the same (``predefined_tokens``, ``authenticated_role_bindings``...).
+
+Password login is pluggable through :class:`Authenticator` (JupyterHub's pattern); the default,
+:class:`NoLoginAuthenticator`, accepts tokens only. JupyterHub OAuth (in ``jupyter/``) ends in
+:meth:`AuthenticationBackend.identity_for_user` like a password login does.
+
+Two kinds of issued token (``orm.Token.scoped``):
+
+- **session-like** (``scoped=False``): what a login yields, or a token copying its caller's
+  namespace and bindings. At use time it also gets the user's *live* grants: ``admin_users``
+  membership and namespace role mappings, so changing those applies at once.
+- **scoped**: the caller asked for other bindings or another primary namespace. Its bindings
+  (a subset of the caller's effective bindings at issue time) are all it may ever do — a read-only
+  CI token stays read-only even if its user is an admin or later gains a role mapping.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import datetime as dt
+import hashlib
+import hmac
+import re
+from dataclasses import dataclass, replace
+from typing import Any, Iterable, Mapping
+
+from sqlalchemy import select
+from traitlets import Dict, Integer, Set, Type, Unicode, validate
+from traitlets.config import LoggingConfigurable
+
+from .. import orm
+from ..exceptions import AuthenticationError, PermissionDeniedError, ValidationError
+from ..naming import NAME_MAX_LENGTH, is_valid_name, validate_name
+from . import tokens as _tokens
+from .rbac import (
+    Identity,
+    Permission,
+    RoleBindings,
+    canonical_role,
+    effective_bindings,
+    is_allowed,
+    is_subset,
+    normalize_bindings,
+)
+
+__all__ = [
+    "AuthenticationBackend",
+    "Authenticator",
+    "DummyAuthenticator",
+    "NoLoginAuthenticator",
+    "TokenIdentity",
+    "namespace_for_username",
+]
+
+NOT_SUBSET_MESSAGE = "Requested role_bindings are not a subset of the current token's permissions"
+"""Upstream's wording for the 400 of ``POST /api/v1/token/`` (clients may match on it)."""
+
+ANONYMOUS_TOKEN_LIFETIME = dt.timedelta(days=1)
+"""Upstream treats an anonymous caller of ``POST /token/`` as holding a token valid for a day."""
+
+
+@dataclass
+class TokenIdentity(Identity):
+    """An identity from an issued token. ``scoped`` tokens get no live grants (see module doc)."""
+
+    scoped: bool = False
+
+
+def _is_scoped(identity: Identity) -> bool:
+    return bool(getattr(identity, "scoped", False))
+
+
+# -- names ------------------------------------------------------------------------------------
+_NOT_NAME_CHARS = re.compile(r"[^a-z0-9]+")
+
+
+def namespace_for_username(username: str) -> str:
+    """The primary namespace of a user: the name itself, or a clear normalisation of it.
+
+    JupyterHub (and other identity providers) allow names our grammar does not: ``Alice``,
+    ``alice@example.org``. Lowercase them and turn each run of other characters into ``-``
+    (``alice-example-org``); raise ValidationError when nothing usable remains.
+    """
+    if not isinstance(username, str) or not username.strip():
+        raise ValidationError("user name must be a non-empty string")
+    if is_valid_name(username):
+        return username
+    candidate = _NOT_NAME_CHARS.sub("-", username.strip().lower()).strip("-")
+    if not is_valid_name(candidate):
+        raise ValidationError(
+            f"user name {username!r} cannot be used as a namespace (normalised to {candidate!r}, "
+            f"which is not a valid name: lowercase letters and digits separated by '.', '_' or '-', "
+            f"at most {NAME_MAX_LENGTH} characters)"
+        )
+    return candidate
+
+
+def _substitute(bindings: Mapping[str, Iterable[str]], **names: str) -> RoleBindings:
+    """Replace ``{primary_namespace}``/``{default_namespace}`` in ARN globs, then validate."""
+    out: dict[str, list[str]] = {}
+    for glob, roles in bindings.items():
+        for key, value in names.items():
+            glob = glob.replace("{" + key + "}", value)
+        out.setdefault(glob, []).extend(roles)
+    return normalize_bindings(out)
+
+
+# -- password login ---------------------------------------------------------------------------
+class Authenticator(LoggingConfigurable):
+    """Checks a username and password (JupyterHub's pattern: subclass and configure
+    ``c.AuthenticationBackend.authenticator_class``)."""
+
+    login_enabled: bool = True
+    """Whether ``POST /login/`` with a password is offered at all."""
+
+    def authenticate(self, username: str, password: str) -> str | None:
+        """Return the (possibly normalised) username if the password is right, else None."""
+        raise NotImplementedError
+
+
+class NoLoginAuthenticator(Authenticator):
+    """Token-only deployments (the default): no password can log anyone in."""
+
+    login_enabled = False
+
+    def authenticate(self, username: str, password: str) -> str | None:
+        return None
+
+
+class DummyAuthenticator(Authenticator):
+    """One shared password for every user: for tests and the upstream client's basic-auth mode.
+
+    Not for production. Unlike upstream's ``DummyAuthentication`` it is off unless a password is
+    configured, and logged-in users get ``authenticated_role_bindings``, not ``*/*`` admin.
+    """
+
+    password = Unicode(
+        "",
+        help="""The password every user logs in with. Empty (the default) disables password login,
+        so forgetting to configure it never means "any password works".""",
+    ).tag(config=True)
+
+    allowed_users = Set(
+        Unicode(),
+        help="""Usernames allowed to log in. Empty means any username that is (or normalises to)
+        a valid namespace name.""",
+    ).tag(config=True)
+
+    @property
+    def login_enabled(self) -> bool:  # type: ignore[override]
+        return bool(self.password)
+
+    def authenticate(self, username: str, password: str) -> str | None:
+        if not self.password:
+            return None
+        if not hmac.compare_digest(password.encode("utf-8"), self.password.encode("utf-8")):
+            return None
+        if self.allowed_users and username not in self.allowed_users:
+            return None
+        return username
+
+
+# -- the backend ------------------------------------------------------------------------------
+class AuthenticationBackend(LoggingConfigurable):
+    """Credentials → identity, token issuing, and authorization checks."""
+
+    predefined_tokens = Dict(
+        help="""Service-account tokens written in the config, which never expire:
+        ``{"<token>": {"primary_namespace": "ci", "role_bindings": {"ci/*": ["admin"]},
+        "username": "ci-bot"}}`` (``username`` optional). Use long random strings (at least 16
+        characters): anyone who knows one has its permissions. Prefer issued tokens, which are
+        stored hashed and can be revoked.""",
+    ).tag(config=True)
+
+    authenticated_role_bindings = Dict(
+        {"{primary_namespace}/*": ["admin"], "{default_namespace}/*": ["viewer"]},
+        help="""Role bindings of a logged-in user (password or JupyterHub login), and so of the
+        session tokens they get. ``{primary_namespace}`` is replaced by the user's namespace and
+        ``{default_namespace}`` by ``CondaStore.default_namespace``. Default: admin of their own
+        namespace, viewer of the default one.""",
+    ).tag(config=True)
+
+    unauthenticated_role_bindings = Dict(
+        {},
+        help="""Role bindings of anonymous requests, e.g. ``{"{default_namespace}/*": ["viewer"]}``
+        to let anyone read the default namespace. Default: anonymous users see nothing.""",
+    ).tag(config=True)
+
+    group_role_bindings = Dict(
+        {},
+        help="""Extra role bindings per identity-provider group (JupyterHub groups):
+        ``{"ml-team": {"ml/*": ["developer"]}}``. ``{primary_namespace}`` is substituted.""",
+    ).tag(config=True)
+
+    admin_users = Set(
+        Unicode(),
+        help="""Usernames that are administrators (``*/*`` admin). Applies at once to their logins
+        and session tokens; not to tokens they down-scoped. JupyterHub admins are added by the
+        hub integration.""",
+    ).tag(config=True)
+
+    cookie_name = Unicode(
+        "conda-store-auth",
+        help="Name of the cookie holding a browser session's token (upstream's name by default).",
+    ).tag(config=True)
+
+    token_max_lifetime = Integer(
+        30 * 24 * 3600,
+        help="""Longest lifetime, in seconds, of an issued token (JupyterHub's
+        ``token_expires_in_max_seconds``). Requests for longer are refused. 0 disables the limit.""",
+    ).tag(config=True)
+
+    default_token_lifetime = Integer(
+        24 * 3600,
+        help="""Lifetime, in seconds, of a token issued without an expiration by a caller whose own
+        credential does not expire (a fresh login or a predefined token); also the session length.""",
+    ).tag(config=True)
+
+    authenticator_class = Type(
+        "conda_store_jupyter.auth.backend.NoLoginAuthenticator",
+        klass=Authenticator,
+        help="""Password checker behind ``POST /login/``. ``NoLoginAuthenticator`` (default) accepts
+        tokens only; ``DummyAuthenticator`` uses one shared password (tests, upstream client's
+        basic mode). Under JupyterHub, users log in through the hub instead.""",
+    ).tag(config=True)
+
+    def __init__(self, store, **kwargs: Any) -> None:
+        kwargs.setdefault("parent", store)
+        super().__init__(**kwargs)
+        self.store = store
+        self._authenticator: Authenticator | None = None
+
+    # -- config validation (fail at start-up, not on the first request) ------------------------
+    @validate("predefined_tokens")
+    def _check_predefined(self, proposal) -> dict:
+        checked: dict[str, dict] = {}
+        for i, (token, spec) in enumerate(proposal.value.items()):
+            where = f"predefined_tokens entry #{i + 1}"  # never echo the token itself
+            if not isinstance(token, str) or len(token) < 8:
+                raise ValidationError(f"{where}: the token must be a string of at least 8 characters")
+            if not isinstance(spec, Mapping):
+                raise ValidationError(f"{where}: the value must be a dict with primary_namespace and role_bindings")
+            unknown = set(spec) - {"primary_namespace", "role_bindings", "username"}
+            if unknown:
+                raise ValidationError(f"{where}: unknown key(s) {sorted(unknown)}")
+            ns = validate_name(spec.get("primary_namespace"), f"{where}: primary_namespace")
+            bindings = normalize_bindings(spec.get("role_bindings") or {})
+            username = spec.get("username")
+            if username is not None and (not isinstance(username, str) or not username):
+                raise ValidationError(f"{where}: username must be a non-empty string")
+            checked[token] = {"primary_namespace": ns, "role_bindings": bindings, "username": username}
+        return checked
+
+    @validate("authenticated_role_bindings", "unauthenticated_role_bindings")
+    def _check_bindings(self, proposal) -> dict:
+        _substitute(proposal.value, primary_namespace="x", default_namespace="x")
+        return proposal.value
+
+    @validate("group_role_bindings")
+    def _check_group_bindings(self, proposal) -> dict:
+        for group, bindings in proposal.value.items():
+            if not isinstance(bindings, Mapping):
+                raise ValidationError(f"group_role_bindings[{group!r}] must be a dict of role bindings")
+            _substitute(bindings, primary_namespace="x", default_namespace="x")
+        return proposal.value
+
+    @validate("token_max_lifetime", "default_token_lifetime")
+    def _check_lifetime(self, proposal) -> int:
+        if proposal.value < 0:
+            raise ValidationError(f"{proposal.trait.name} must be >= 0 seconds")
+        return proposal.value
+
+    # -- pieces --------------------------------------------------------------------------------
+    @property
+    def authenticator(self) -> Authenticator:
+        if self._authenticator is None:
+            self._authenticator = self.authenticator_class(parent=self)
+        return self._authenticator
+
+    @property
+    def default_namespace(self) -> str:
+        return self.store.default_namespace
+
+    def anonymous_identity(self) -> Identity:
+        """An unauthenticated caller: the default namespace and ``unauthenticated_role_bindings``."""
+        ns = self.default_namespace
+        return Identity(
+            username=None,
+            primary_namespace=ns,
+            role_bindings=_substitute(self.unauthenticated_role_bindings, primary_namespace=ns,
+                                      default_namespace=ns),
+            authenticated=False,
+        )
+
+    def _is_admin(self, username: str | None) -> bool:
+        return username is not None and username in self.admin_users
+
+    # -- authentication ------------------------------------------------------------------------
+    def authenticate_request(self, *, cookie: str | None, authorization: str | None) -> Identity:
+        """The identity behind a request's credentials; anonymous if none is valid. Never raises.
+
+        Tried in order: the session cookie, then ``Authorization: Bearer <t>``, ``token <t>``
+        (JupyterHub's form) or ``Basic base64(<anything>:<t>)`` (``docker login``). A bad, expired
+        or revoked credential counts as no credential: handlers answer 401/403 as appropriate.
+        """
+        for token in (cookie, self._token_from_header(authorization)):
+            if token:
+                identity = self.identity_for_token(token)
+                if identity is not None:
+                    return identity
+        return self.anonymous_identity()
+
+    @staticmethod
+    def _token_from_header(header: str | None) -> str | None:
+        if not header or not isinstance(header, str):
+            return None
+        scheme, _, value = header.strip().partition(" ")
+        scheme, value = scheme.lower(), value.strip()
+        if scheme in ("bearer", "token"):
+            return value or None
+        if scheme == "basic":
+            try:
+                decoded = base64.b64decode(value, validate=True).decode("utf-8")
+            except (binascii.Error, ValueError):
+                return None
+            _user, sep, password = decoded.partition(":")
+            return password if sep and password else None
+        return None
+
+    def _predefined(self, token: str) -> dict | None:
+        """Constant-time lookup: compare digests against every entry, whatever matches."""
+        digest = hashlib.sha256(token.encode("utf-8", "surrogatepass")).digest()
+        found = None
+        for candidate, spec in self.predefined_tokens.items():
+            if hmac.compare_digest(digest, hashlib.sha256(candidate.encode("utf-8")).digest()) and found is None:
+                found = spec
+        return found
+
+    def identity_for_token(self, token: str) -> Identity | None:
+        """The identity of a predefined or issued token; None if it is not a live token."""
+        if not isinstance(token, str) or len(token) > 4096:
+            return None
+        spec = self._predefined(token)
+        if spec is not None:
+            username = spec["username"]
+            return TokenIdentity(
+                username=username,
+                primary_namespace=spec["primary_namespace"],
+                role_bindings={glob: set(roles) for glob, roles in spec["role_bindings"].items()},
+                authenticated=True,
+                admin=self._is_admin(username),
+                expiration=None,
+                token_id=None,
+                scoped=False,
+            )
+        if _tokens.split_token(token) is None:
+            return None
+        with self.store.session() as db:
+            row = _tokens.verify_token(db, token)
+            if row is None:
+                return None
+            return TokenIdentity(
+                username=row.username,
+                primary_namespace=row.primary_namespace,
+                role_bindings=normalize_bindings(row.role_bindings or {}),
+                authenticated=True,
+                admin=not row.scoped and self._is_admin(row.username),
+                expiration=row.expires_at,
+                token_id=row.id,
+                scoped=bool(row.scoped),
+            )
+
+    def identity_for_user(self, username: str, *, admin: bool = False, groups: Iterable[str] = ()) -> Identity:
+        """A logged-in user (password or JupyterHub): primary namespace = their (normalised) name."""
+        namespace = namespace_for_username(username)
+        bindings = _substitute(self.authenticated_role_bindings, primary_namespace=namespace,
+                               default_namespace=self.default_namespace)
+        for group in groups:
+            extra = self.group_role_bindings.get(group)
+            if extra:
+                for glob, roles in _substitute(extra, primary_namespace=namespace,
+                                               default_namespace=self.default_namespace).items():
+                    bindings.setdefault(glob, set()).update(roles)
+        return Identity(
+            username=username,
+            primary_namespace=namespace,
+            role_bindings=bindings,
+            authenticated=True,
+            admin=bool(admin) or self._is_admin(username),
+        )
+
+    def login(self, username: str, password: str) -> Identity:
+        """Check a password with the configured authenticator; AuthenticationError on failure."""
+        if not isinstance(username, str) or not isinstance(password, str):
+            raise ValidationError("username and password must be strings")
+        if not self.authenticator.login_enabled:
+            raise AuthenticationError("password login is disabled on this server; use an API token")
+        if not username or len(username) > 255 or not password:
+            raise AuthenticationError("invalid username or password")
+        accepted = self.authenticator.authenticate(username, password)
+        if not accepted:
+            self.log.info("failed login for %r", username[:64])
+            raise AuthenticationError("invalid username or password")
+        return self.identity_for_user(accepted)
+
+    # -- token issuing -------------------------------------------------------------------------
+    def issue_token_for(
+        self,
+        identity: Identity,
+        *,
+        primary_namespace: str | None,
+        role_bindings: Mapping[str, Iterable[str]] | None,
+        expiration: dt.datetime | None,
+        note: str | None = None,
+    ) -> _tokens.IssuedToken:
+        """Issue a token on behalf of ``identity`` (upstream ``POST /api/v1/token/`` semantics).
+
+        Omitted fields are inherited from the caller. The new token can never do more than its
+        caller: requested bindings must be a subset of the caller's effective bindings and the
+        expiration no later than the caller's or ``now + token_max_lifetime``.
+        """
+        now = _tokens.utcnow()
+        max_exp = now + dt.timedelta(seconds=self.token_max_lifetime) if self.token_max_lifetime else None
+        if identity.anonymous:
+            caller_ns, caller_exp = self.default_namespace, now + ANONYMOUS_TOKEN_LIFETIME
+            inherited: RoleBindings = {}
+        else:
+            caller_ns, caller_exp = identity.primary_namespace, identity.expiration
+            inherited = {glob: set(roles) for glob, roles in identity.role_bindings.items()}
+        with self.store.session() as db:
+            held = self.bindings_for(db, identity)
+
+        namespace = validate_name(primary_namespace, "primary_namespace") if primary_namespace else caller_ns
+        # Anything other than a copy of the caller becomes a scoped token (see module doc);
+        # so does a copy of a scoped or anonymous caller.
+        scoped = (identity.anonymous or _is_scoped(identity) or role_bindings is not None
+                  or namespace != caller_ns)
+        if role_bindings is not None:
+            bindings = normalize_bindings(role_bindings)
+            if not is_subset(bindings, held):
+                raise ValidationError(NOT_SUBSET_MESSAGE)
+        elif scoped and not identity.anonymous:
+            bindings = held  # a snapshot of everything the caller may do now, nothing more
+        else:
+            bindings = inherited
+
+        if expiration is not None:
+            expires_at = _tokens.to_naive_utc(expiration)
+            if expires_at <= now:
+                raise ValidationError("expiration must be in the future")
+            if caller_exp is not None and expires_at > caller_exp:
+                raise ValidationError(
+                    f"expiration {expires_at.isoformat()} is later than the current token's "
+                    f"({caller_exp.isoformat()}); a token cannot outlive its issuer"
+                )
+            if max_exp is not None and expires_at > max_exp:
+                raise ValidationError(
+                    f"expiration {expires_at.isoformat()} is too far away: tokens live at most "
+                    f"{self.token_max_lifetime} seconds (until {max_exp.isoformat()})"
+                )
+        else:
+            expires_at = caller_exp or now + dt.timedelta(seconds=self.default_token_lifetime)
+            if max_exp is not None:
+                expires_at = min(expires_at, max_exp)
+
+        with self.store.session() as db:
+            return _tokens.issue_token(
+                db,
+                username=identity.username,
+                primary_namespace=namespace,
+                role_bindings=bindings,
+                expires_at=expires_at,
+                note=note,
+                issuer_id=identity.token_id,
+                scoped=scoped,
+            )
+
+    # -- authorization -------------------------------------------------------------------------
+    def role_mappings(self, db) -> list[tuple[str, str, str]]:
+        """``(namespace, entity glob, role)`` of every non-deleted namespace's role mappings.
+
+        Rows with an unknown role are skipped with a warning rather than failing every request.
+        """
+        rows = db.execute(
+            select(orm.Namespace.name, orm.NamespaceRoleMapping.entity, orm.NamespaceRoleMapping.role)
+            .join(orm.NamespaceRoleMapping.namespace)
+            .where(orm.Namespace.deleted_on.is_(None))
+            .order_by(orm.NamespaceRoleMapping.id)
+        ).all()
+        out = []
+        for namespace, entity, role in rows:
+            try:
+                out.append((namespace, entity, canonical_role(role)))
+            except ValidationError:
+                self.log.warning("ignoring role mapping in %s with unknown role %r", namespace, role)
+        return out
+
+    def bindings_for(self, db, identity: Identity) -> RoleBindings:
+        """Everything ``identity`` may do now: its bindings, admin flag and live DB mappings.
+
+        Scoped tokens get neither the admin flag nor mappings: their bindings are the whole grant.
+        """
+        if identity.anonymous:
+            return effective_bindings(identity)
+        if _is_scoped(identity):
+            return effective_bindings(replace(identity, admin=False))
+        return effective_bindings(identity, self.role_mappings(db))
+
+    def is_allowed(self, db, identity: Identity, permission: Permission | str, arn: str) -> bool:
+        return is_allowed(self.bindings_for(db, identity), _permission(permission), arn)
+
+    def authorize(self, db, identity: Identity, permission: Permission | str, arn: str) -> None:
+        """Raise unless ``identity`` has ``permission`` on ``arn`` (``ns/name``, or ``ns/`` for a
+        namespace): AuthenticationError (401) for anonymous callers, PermissionDeniedError (403)
+        for authenticated ones."""
+        permission = _permission(permission)
+        if is_allowed(self.bindings_for(db, identity), permission, arn):
+            return
+        if identity.anonymous:
+            raise AuthenticationError(f"request not authenticated: {permission.value} on {arn!r} needs a login or token")
+        raise PermissionDeniedError(f"request not authorized: {permission.value} on {arn!r} is not allowed")
+
+
+def _permission(value: Permission | str) -> Permission:
+    try:
+        return Permission(value)
+    except ValueError:
+        raise ValidationError(f"unknown permission {value!r}") from None
