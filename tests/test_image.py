@@ -150,7 +150,7 @@ def test_unowned_files_go_to_the_environment_layer(image_a) -> None:
 def test_same_prefix_gives_same_digest(prefixes, image_a, tmp_path) -> None:
     _, first = image_a
     fresh = LocalStorage(storage_directory=str(tmp_path / "fresh"))  # no diff_id records to lean on
-    again = build_image(prefixes["a"], fresh)
+    again = build_image(prefixes["a"], fresh, threads=1)  # inline gzip: same bytes as the pool
     assert again.manifest == first.manifest and again.digest == first.digest
     # Same specification installed at another path: relocation makes the image identical too.
     moved = build_image(prefixes["a_again"], fresh)
@@ -266,3 +266,25 @@ def test_skopeo_copies_the_layout(image_a, tmp_path) -> None:
         assert (tmp_path / "copy" / layer.digest.split(":")[1]).stat().st_size == layer.size
     index = json.loads((tmp_path / "layout" / "index.json").read_text())
     assert [m["annotations"]["org.opencontainers.image.ref.name"] for m in index["manifests"]] == ["v1"]
+
+
+def test_grouping_is_stable_when_one_small_package_is_added() -> None:
+    """With more packages than layers, adding a package changes one grouped layer, not all of them."""
+    from conda_store_jupyter.build.image import _PackageFiles, _plan_layers
+
+    def packages(n: int) -> list[_PackageFiles]:
+        out = []
+        for i in range(n):
+            size = 1_000_000 // (i + 1)  # a few big packages, a long tail of small ones
+            entry = _oci.TarEntry(f"opt/conda/share/p{i:03d}/data", b"0", 0o644, size=size, source="/dev/null")
+            out.append(_PackageFiles(f"p{i:03d}", f"p{i:03d}-1.0-0", (), [entry]))
+        return out
+
+    before = _plan_layers(packages(150), [], budget=99)
+    grown = packages(150) + [_PackageFiles("zz-new", "zz-new-1.0-0", (), [
+        _oci.TarEntry("opt/conda/share/zz/data", b"0", 0o644, size=10, source="/dev/null")])]
+    after = _plan_layers(grown, [], budget=99)
+    assert len(before) <= 99 and len(after) <= 99
+    as_sets = [{tuple(p.dist for p in layer.packages) for layer in plan} for plan in (before, after)]
+    assert len(as_sets[0] - as_sets[1]) == 1  # only the bucket that took the new package differs
+    assert sorted(p.dist for layer in after for p in layer.packages) == sorted(p.dist for p in grown)

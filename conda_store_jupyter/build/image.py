@@ -161,7 +161,8 @@ def build_image(
         with ThreadPoolExecutor(workers, thread_name_prefix="gzip") as pool:
             layers = [*base_layers]
             for plan in planned:
-                layers.append(_store_layer(plan, storage, compress_level, pool if workers > 1 else None, tmp))
+                layers.append(_store_layer(plan, storage, compress_level, pool if workers > 1 else None,
+                                           2 * workers, tmp))
         timings["layers"] = time.perf_counter() - t0
 
         cmd = [f"{DEST_PREFIX}/bin/python"] if os.path.lexists(root / "bin" / "python") else ["/bin/sh"]
@@ -381,7 +382,8 @@ def _known_blob(storage: Storage, diff_id: str) -> tuple[str, int] | None:
     return (digest, size) if storage.exists(blob_key(digest)) else None
 
 
-def _store_layer(plan: _PlannedLayer, storage: Storage, level: int, pool, tmp: Path) -> Layer:
+def _store_layer(plan: _PlannedLayer, storage: Storage, level: int, pool, in_flight: int,
+                 tmp: Path) -> Layer:
     packages = tuple(p.dist for p in plan.packages)
     try:
         diff_id, _ = _oci.hash_stream(_oci.iter_tar(plan.entries))
@@ -390,7 +392,7 @@ def _store_layer(plan: _PlannedLayer, storage: Storage, level: int, pool, tmp: P
             return Layer(known[0], diff_id, known[1], packages, plan.created_by, reused=True)
         path = tmp / "layer.tar.gz"
         with open(path, "wb") as out:
-            gz = _oci.gzip_stream(_oci.iter_tar(plan.entries), out, level, pool)
+            gz = _oci.gzip_stream(_oci.iter_tar(plan.entries), out, level, pool, in_flight)
     except OSError as err:
         raise ArtifactError(f"cannot write the image layer of {plan.created_by}: {err}") from err
     if gz.diff_id != diff_id:
