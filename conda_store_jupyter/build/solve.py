@@ -73,6 +73,8 @@ def gateway_for(settings: BuildSettings) -> "Gateway":
     key = (str(settings.repodata_cache_directory), settings.channels)
     gw = _GATEWAYS.get(key)
     if gw is None:
+        if len(_GATEWAYS) >= 16:  # a long-lived worker sees few channel sets; do not grow forever
+            _GATEWAYS.clear()
         local = {c: SourceConfig(cache_action="no-cache") for c in settings.channels if c.startswith("file:")}
         gw = Gateway(cache_dir=settings.repodata_cache_directory, per_channel_config=local or None)
         _GATEWAYS[key] = gw
