@@ -1,0 +1,235 @@
+"""``conda-store run``: a per-user cache of unpacked builds, safe extraction, and exec.
+
+Cache layout (``$XDG_CACHE_HOME/conda-store``, default ``~/.cache/conda-store``)::
+
+    <server key>/<build id>/<sha256[:16] of the archive>/   the unpacked, relocated prefix
+    <server key>/<build id>/<digest>/.conda-store-complete   {"digest": ..., "build_id": ...}
+    <server key>/<build id>/.lock                           serialises installers of one build
+
+An entry counts only if its completion marker exists and names the directory's digest, so a
+crash at any point leaves nothing that looks usable. Installation order matters: conda-unpack
+rewrites prefixes to *its own location*, so the archive is extracted into a temporary sibling,
+renamed into place, relocated by ``bin/conda-unpack`` and only then marked complete (the marker
+is written to a temp file and renamed, so it appears atomically).
+
+This module is on the cached fast path: stdlib only, and only cheap stdlib modules at import
+time (tarfile, hashlib and subprocess are imported where an install actually happens).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+from pathlib import Path
+
+from ._errors import CLIError
+
+MARKER = ".conda-store-complete"
+
+
+def cache_root(environ: os._Environ[str] | dict[str, str] | None = None) -> Path:
+    env = os.environ if environ is None else environ
+    base = env.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
+    return Path(base) / "conda-store"
+
+
+def build_dir(server_key: str, build_id: int, root: Path | None = None) -> Path:
+    return (root or cache_root()) / server_key / str(int(build_id))
+
+
+def find_cached(server_key: str, build_id: int, root: Path | None = None) -> Path | None:
+    """The unpacked prefix of ``build_id`` if a complete one is cached (a scandir + a read)."""
+    directory = build_dir(server_key, build_id, root)
+    try:
+        entries = list(os.scandir(directory))
+    except FileNotFoundError:
+        return None
+    for entry in entries:
+        if entry.name.startswith(".") or not entry.is_dir(follow_symlinks=False):
+            continue
+        try:
+            with open(os.path.join(entry.path, MARKER), encoding="utf-8") as fh:
+                marker = json.load(fh)
+        except (OSError, ValueError):
+            continue
+        if isinstance(marker, dict) and str(marker.get("digest", "")).startswith(entry.name):
+            return Path(entry.path)
+    return None
+
+
+# --------------------------------------------------------------------------- safe extraction
+
+
+def _check_member(member, root: str) -> None:
+    """Refuse anything that could write or point outside ``root`` (our check, then the filter's).
+
+    ``filter="data"`` would *strip* a leading ``/`` and silently extract elsewhere than the
+    archive says; an archive that contains such names is not a conda-pack archive, so refuse.
+    """
+    import posixpath
+
+    name = member.name
+    if name.startswith(("/", "\\")) or (len(name) > 1 and name[1] == ":"):
+        raise CLIError(f"unsafe archive: member {name!r} has an absolute path")
+    parts = name.replace("\\", "/").split("/")
+    if ".." in parts:
+        raise CLIError(f"unsafe archive: member {name!r} contains '..'")
+    if not (member.isfile() or member.isdir() or member.issym() or member.islnk()):
+        raise CLIError(f"unsafe archive: member {name!r} is a device, fifo or other special file")
+    if member.issym() or member.islnk():
+        target = member.linkname
+        if target.startswith("/") or not target:
+            raise CLIError(f"unsafe archive: link {name!r} points to absolute path {target!r}")
+        # Symlink targets are relative to the link's directory; hardlink targets to the root.
+        base = posixpath.dirname(name) if member.issym() else ""
+        resolved = posixpath.normpath(posixpath.join(root, base, target))
+        if resolved != root and not resolved.startswith(root + "/"):
+            kind = "symlink" if member.issym() else "hardlink"
+            raise CLIError(f"unsafe archive: {kind} {name!r} -> {target!r} points outside the environment")
+
+
+def safe_extract(archive: Path, dest: Path) -> None:
+    """Stream-extract a tar(.gz) into ``dest`` (which must exist), refusing unsafe members."""
+    import tarfile
+
+    root = os.path.realpath(dest)
+
+    def checked(tar):
+        for member in tar:
+            _check_member(member, root)
+            yield member
+
+    try:
+        # "r|*": one sequential pass over the (possibly compressed) stream, nothing held in memory.
+        with tarfile.open(archive, mode="r|*") as tar:
+            tar.extractall(dest, members=checked(tar), filter="data")
+    except tarfile.FilterError as exc:  # second line of defence: the stdlib's own refusal
+        raise CLIError(f"unsafe archive: {exc}") from None
+    except (tarfile.TarError, EOFError, OSError) as exc:
+        raise CLIError(f"cannot extract the environment archive {archive}: {exc}") from None
+
+
+# --------------------------------------------------------------------------- install
+
+
+def _write_marker(prefix: Path, digest: str, build_id: int) -> None:
+    tmp = prefix / f"{MARKER}.tmp"
+    tmp.write_text(json.dumps({"digest": digest, "build_id": build_id}), encoding="utf-8")
+    os.replace(tmp, prefix / MARKER)
+
+
+def _relocate(prefix: Path) -> None:
+    """Run the archive's ``bin/conda-unpack`` with the environment's own interpreter."""
+    import subprocess
+
+    script = prefix / "bin" / "conda-unpack"
+    if not script.exists():
+        return  # an archive without placeholders (or packed with --dest-prefix) needs nothing
+    python = prefix / "bin" / "python"
+    cmd = [str(python), str(script)] if python.exists() else [str(script)]
+    proc = subprocess.run(cmd, capture_output=True, text=True)
+    if proc.returncode != 0:
+        last = (proc.stderr.strip().splitlines() or ["no output"])[-1]
+        raise CLIError(f"conda-unpack failed for {prefix} (exit {proc.returncode}): {last}")
+
+
+def install_archive(archive: Path, digest: str, build_id: int, directory: Path) -> Path:
+    """Turn a downloaded archive into a complete cached prefix; return the prefix.
+
+    The caller holds the build's lock (see :func:`build_lock`).
+    """
+    import shutil
+    import tempfile
+
+    final = directory / digest[:16]
+    if (final / MARKER).exists():
+        return final
+    if final.exists():  # an earlier attempt died between rename and marker
+        shutil.rmtree(final)
+    tmp = Path(tempfile.mkdtemp(prefix=".extract-", dir=directory))
+    try:
+        safe_extract(archive, tmp)
+        os.replace(tmp, final)
+        _relocate(final)
+        _write_marker(final, digest, build_id)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        shutil.rmtree(final, ignore_errors=True)
+        raise
+    return final
+
+
+class build_lock:
+    """An exclusive flock on ``<build dir>/.lock``: one installer per build at a time."""
+
+    def __init__(self, directory: Path) -> None:
+        self.path = directory / ".lock"
+        self.fd = -1
+
+    def __enter__(self) -> "build_lock":
+        import fcntl
+
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self.fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o600)
+        fcntl.flock(self.fd, fcntl.LOCK_EX)
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        os.close(self.fd)  # closing releases the lock
+
+
+# --------------------------------------------------------------------------- exec
+
+
+def _activation_scripts(prefix: Path) -> list[str]:
+    directory = prefix / "etc" / "conda" / "activate.d"
+    try:
+        return sorted(str(p) for p in directory.iterdir() if p.suffix == ".sh")
+    except OSError:
+        return []
+
+
+def activated_environ(prefix: Path, environ: dict[str, str] | None = None, name: str | None = None) -> dict[str, str]:
+    """What ``conda activate`` would set for a prefix, minus the shell functions."""
+    env = dict(os.environ if environ is None else environ)
+    old_prefix = env.get("CONDA_PREFIX")
+    path_entries = [p for p in env.get("PATH", os.defpath).split(os.pathsep) if p]
+    if old_prefix:  # a previously activated env must not shadow this one
+        path_entries = [p for p in path_entries if p != os.path.join(old_prefix, "bin")]
+    env["PATH"] = os.pathsep.join([str(prefix / "bin"), *path_entries])
+    env["CONDA_PREFIX"] = str(prefix)
+    env["CONDA_DEFAULT_ENV"] = name or str(prefix)
+    env["CONDA_SHLVL"] = "1"
+    for var in ("PYTHONHOME", "VIRTUAL_ENV", "__PYVENV_LAUNCHER__"):
+        env.pop(var, None)  # they would point the env's python at another installation
+    return env
+
+
+def exec_in_env(prefix: Path, command: list[str], name: str | None = None) -> None:
+    """Replace this process with ``command`` inside the environment (never returns).
+
+    Plain ``os.execve``: no wrapper process, so stdin/stdout/signals and the exit code are the
+    command's own. Packages with ``etc/conda/activate.d/*.sh`` hooks (e.g. setting
+    ``GDAL_DATA``) get them sourced by ``sh``, which then ``exec``s the command.
+    """
+    import shutil
+
+    env = activated_environ(prefix, name=name)
+    argv = list(command) or ["python"]
+    hooks = _activation_scripts(prefix)
+    if hooks:
+        script = "".join(f'. "{h}" || exit $?\n' for h in hooks) + 'exec "$@"\n'
+        argv = ["/bin/sh", "-c", script, "conda-store-run", *argv]
+    program = argv[0]
+    if os.sep not in program:
+        found = shutil.which(program, path=env["PATH"])
+        if found is None:
+            raise CLIError(f"command {program!r} not found in the environment or on PATH", exit_code=127)
+        program = found
+    sys.stdout.flush()
+    sys.stderr.flush()
+    try:
+        os.execve(program, argv, env)
+    except OSError as exc:
+        raise CLIError(f"cannot execute {argv[0]!r}: {exc.strerror}", exit_code=126) from None

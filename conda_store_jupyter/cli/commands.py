@@ -1,0 +1,427 @@
+"""The click command tree: ``conda-store [global options] COMMAND``.
+
+Import cost matters: this module imports click and the light helpers only. httpx and rich come
+in through ``_client``/``_ui`` inside the commands that need them, so a cached
+``conda-store run`` never loads them.
+"""
+
+from __future__ import annotations
+
+import re
+import time
+from datetime import datetime, timedelta, timezone
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import click
+
+from .. import __version__
+from ._config import AUTH_CHOICES, Config, resolve_config
+from ._errors import CLIError
+from ._uri import parse_uri
+
+if TYPE_CHECKING:
+    from ._client import Client
+
+ARTIFACTS = ("lockfile", "yaml", "archive", "logs")
+STATUSES = ("QUEUED", "BUILDING", "COMPLETED", "FAILED", "CANCELED")
+ARTIFACT_TYPES = ("DIRECTORY", "LOCKFILE", "LOGS", "YAML", "CONDA_PACK", "DOCKER_MANIFEST", "DOCKER_BLOB")
+CONTEXT = {"help_option_names": ["-h", "--help"], "max_content_width": 100}
+
+
+class State:
+    """Options of the top-level group, resolved lazily so ``--help`` works without a server."""
+
+    def __init__(self, url: str | None, auth: str | None, no_verify_ssl: bool) -> None:
+        self._args = (url, auth, no_verify_ssl)
+        self._config: Config | None = None
+
+    @property
+    def config(self) -> Config:
+        if self._config is None:
+            self._config = resolve_config(*self._args)
+        return self._config
+
+    def client(self, timeout: float = 60.0) -> "Client":
+        from ._client import Client
+
+        return Client(self.config, timeout=timeout)
+
+
+pass_state = click.make_pass_decorator(State)
+
+
+@click.group(context_settings=CONTEXT)
+@click.option("--conda-store-url", metavar="URL", help="Server URL incl. any prefix [env: CONDA_STORE_URL; in JupyterHub: discovered].")
+@click.option("--auth", type=click.Choice(AUTH_CHOICES), help="Auth method [env: CONDA_STORE_AUTH; default: from the available credentials].")
+@click.option("--no-verify-ssl", is_flag=True, help="Do not verify TLS certificates [env: CONDA_STORE_NO_VERIFY].")
+@click.version_option(__version__, "--version", prog_name="conda-store")
+@click.pass_context
+def cli(ctx: click.Context, conda_store_url: str | None, auth: str | None, no_verify_ssl: bool) -> None:
+    """Use conda-store environments from the command line.
+
+    Credentials come from CONDA_STORE_TOKEN, or CONDA_STORE_USERNAME/CONDA_STORE_PASSWORD, or
+    (inside JupyterHub) JUPYTERHUB_API_TOKEN. Build URIs are <build_id>, <namespace>/<environment>
+    or <namespace>/<environment>:<build_id>.
+    """
+    ctx.obj = State(conda_store_url, auth, no_verify_ssl)
+
+
+# --------------------------------------------------------------------------- info / token
+
+
+@cli.command(context_settings=CONTEXT)
+@pass_state
+def info(state: State) -> None:
+    """Show who you are on the server: authentication, primary namespace, permissions."""
+    from . import _ui
+
+    cfg = state.config
+    with state.client() as client:
+        perms = client.permissions()
+    _ui.stdout.print(f"[bold]conda-store[/bold] {cfg.url}  [dim](URL from {cfg.url_source}, credentials from {cfg.auth_source})[/dim]")
+    _ui.stdout.print(f"authenticated: {'yes' if perms.get('authenticated') else 'no'}")
+    _ui.stdout.print(f"primary namespace: {perms.get('primary_namespace')}")
+    if perms.get("expiration"):
+        _ui.stdout.print(f"expires: {perms['expiration']}")
+    permissions: dict[str, list[str]] = perms.get("entity_permissions") or {}
+    roles: dict[str, list[str]] = perms.get("entity_roles") or {}
+    rows = []
+    for arn in sorted(set(permissions) | set(roles)):
+        namespace, _, name = arn.partition("/")
+        rows.append((namespace, name or "*", ", ".join(sorted(roles.get(arn, []))), ", ".join(sorted(permissions.get(arn, [])))))
+    _ui.print_table("Permissions", ("Namespace", "Environment", "Roles", "Permissions"), rows)
+
+
+_DURATION = re.compile(r"^(\d+)([smhdw]?)$")
+_UNITS = {"": 1, "s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
+
+
+def parse_duration(text: str) -> timedelta:
+    """``3600``, ``90m``, ``12h``, ``7d``, ``2w`` → timedelta (must be positive)."""
+    match = _DURATION.match(text.strip().lower())
+    if not match or int(match.group(1)) <= 0:
+        raise CLIError(f"invalid --expiration {text!r}: use seconds or a number with s/m/h/d/w (e.g. 12h, 7d)")
+    return timedelta(seconds=int(match.group(1)) * _UNITS[match.group(2)])
+
+
+def parse_role_binding(text: str) -> tuple[str, list[str]]:
+    """``ns/env=role[,role]`` (globs allowed in the ARN) → (arn, roles)."""
+    arn, sep, roles = text.partition("=")
+    arn = arn.strip()
+    role_list = [r.strip() for r in roles.split(",") if r.strip()]
+    if not sep or arn.count("/") != 1 or not all(arn.split("/")) or not role_list:
+        raise CLIError(f"invalid --role-binding {text!r}: use <namespace>/<environment>=<role>[,<role>] (globs allowed, e.g. 'alice/*=viewer')")
+    return arn, role_list
+
+
+@cli.command(context_settings=CONTEXT)
+@click.option("--namespace", help="Primary namespace of the new token (default: yours).")
+@click.option("--role-binding", "role_bindings", multiple=True, metavar="NS/ENV=ROLE[,ROLE]",
+              help="Grant roles on an ARN glob; repeatable. Must be within your own permissions. Default: all of yours.")
+@click.option("--expiration", metavar="DURATION", help="Lifetime: seconds or 30m/12h/7d (default: as long as yours).")
+@pass_state
+def token(state: State, namespace: str | None, role_bindings: tuple[str, ...], expiration: str | None) -> None:
+    """Issue a new, narrower API token and print it."""
+    body: dict[str, Any] = {}
+    if namespace:
+        body["primary_namespace"] = namespace
+    if role_bindings:
+        merged: dict[str, list[str]] = {}
+        for text in role_bindings:
+            arn, roles = parse_role_binding(text)
+            merged.setdefault(arn, []).extend(r for r in roles if r not in merged.get(arn, []))
+        body["role_bindings"] = merged
+    if expiration:
+        when = datetime.now(timezone.utc) + parse_duration(expiration)
+        body["expiration"] = when.replace(tzinfo=None).isoformat()  # naive UTC, like the server
+    with state.client() as client:
+        click.echo(client.create_token(body))
+
+
+# --------------------------------------------------------------------------- list
+
+
+@cli.group("list", context_settings=CONTEXT)
+def list_() -> None:
+    """List namespaces, environments or builds (all pages)."""
+
+
+output_option = click.option("--output", type=click.Choice(("table", "json")), default="table", show_default=True)
+
+
+@list_.command("namespace", context_settings=CONTEXT)
+@output_option
+@pass_state
+def list_namespace(state: State, output: str) -> None:
+    """List the namespaces you can see."""
+    from . import _ui
+
+    with state.client() as client:
+        items = client.namespaces()
+    if output == "json":
+        return _ui.print_json(items)
+    _ui.print_table("Namespaces", ("ID", "Name"), [(n.get("id"), n.get("name")) for n in items])
+
+
+def _filters(status: str | None, artifact: str | None, packages: tuple[str, ...]) -> dict[str, Any]:
+    return {"status": status, "artifact": artifact, "packages": list(packages)}
+
+
+@list_.command("environment", context_settings=CONTEXT)
+@click.option("--namespace", help="Only this namespace.")
+@click.option("--name", help="Only environments with this name.")
+@click.option("--search", help="Substring of namespace or name.")
+@click.option("--status", type=click.Choice(STATUSES, case_sensitive=False), help="Status of the current build.")
+@click.option("--artifact", type=click.Choice(ARTIFACT_TYPES, case_sensitive=False), help="Current build has this artifact.")
+@click.option("--package", "packages", multiple=True, help="Current build contains this package; repeatable.")
+@output_option
+@pass_state
+def list_environment(state: State, namespace, name, search, status, artifact, packages, output: str) -> None:
+    """List environments and their current builds."""
+    from . import _ui
+
+    with state.client() as client:
+        items = client.environments(
+            namespace=namespace, name=name, search=search,
+            **_filters(status and status.upper(), artifact and artifact.upper(), packages),
+        )
+    if output == "json":
+        return _ui.print_json(items)
+    rows = [
+        (e.get("id"), (e.get("namespace") or {}).get("name"), e.get("name"), e.get("current_build_id"), e.get("description"))
+        for e in items
+    ]
+    _ui.print_table("Environments", ("ID", "Namespace", "Name", "Current build", "Description"), rows)
+
+
+@list_.command("build", context_settings=CONTEXT)
+@click.option("--namespace", help="Only builds of environments in this namespace.")
+@click.option("--name", help="Only builds of environments with this name.")
+@click.option("--status", type=click.Choice(STATUSES, case_sensitive=False))
+@click.option("--artifact", type=click.Choice(ARTIFACT_TYPES, case_sensitive=False), help="Builds that have this artifact.")
+@click.option("--package", "packages", multiple=True, help="Builds containing this package; repeatable.")
+@output_option
+@pass_state
+def list_build(state: State, namespace, name, status, artifact, packages, output: str) -> None:
+    """List builds (newest last)."""
+    from . import _ui
+
+    with state.client() as client:
+        items = client.builds(
+            namespace=namespace, name=name, **_filters(status and status.upper(), artifact and artifact.upper(), packages)
+        )
+        if output == "json":
+            return _ui.print_json(items)
+        try:  # builds only carry environment_id; show ns/name when we can see them
+            envs = {e["id"]: f"{(e.get('namespace') or {}).get('name')}/{e.get('name')}" for e in client.environments()}
+        except CLIError:
+            envs = {}
+    rows = [
+        (b.get("id"), envs.get(b.get("environment_id"), b.get("environment_id")), b.get("status"),
+         b.get("scheduled_on"), b.get("ended_on"), _ui.human_size(b.get("size")))
+        for b in items
+    ]
+    _ui.print_table("Builds", ("ID", "Environment", "Status", "Scheduled", "Ended", "Size"), rows)
+
+
+# --------------------------------------------------------------------------- download / wait
+
+
+_DEFAULT_NAMES = {"lockfile": "build-{id}.conda-lock.yml", "yaml": "build-{id}.yaml", "archive": "build-{id}.tar.gz", "logs": "build-{id}.log"}
+
+
+@cli.command(context_settings=CONTEXT)
+@click.argument("uri")
+@click.option("--artifact", type=click.Choice(ARTIFACTS), default="lockfile", show_default=True)
+@click.option("--output-filename", "-o", type=click.Path(dir_okay=False, path_type=Path),
+              help="Where to write it (default: build-<id>.<ext> in the current directory).")
+@pass_state
+def download(state: State, uri: str, artifact: str, output_filename: Path | None) -> None:
+    """Download an artifact of a build: lockfile, pinned yaml, conda-pack archive or logs."""
+    from . import _ui
+
+    ref = parse_uri(uri)
+    with state.client() as client:
+        build_id = client.resolve(ref)
+        dest = (output_filename or Path(_DEFAULT_NAMES[artifact].format(id=build_id))).absolute()
+        if not dest.parent.is_dir():
+            raise CLIError(f"cannot write {dest}: directory {dest.parent} does not exist")
+        with _ui.download_progress(f"build {build_id} {artifact}") as progress:
+            client.download(build_id, artifact, dest, progress)
+    click.echo(str(dest))
+
+
+@cli.command(context_settings=CONTEXT)
+@click.argument("uri")
+@click.option("--artifact", type=click.Choice(("build", *ARTIFACTS)), default="build", show_default=True,
+              help="Also wait until this artifact exists.")
+@click.option("--timeout", type=click.FloatRange(min=0), default=600, show_default=True, help="Seconds before giving up.")
+@click.option("--interval", type=click.FloatRange(min=0.05), default=2, show_default=True, help="Seconds between polls.")
+@pass_state
+def wait(state: State, uri: str, artifact: str, timeout: float, interval: float) -> None:
+    """Wait until a build is COMPLETED (exit 1 if FAILED/CANCELED, 124 on timeout)."""
+    from . import _ui
+    from ._client import ARTIFACT_TYPES as TYPES
+
+    ref = parse_uri(uri)
+    deadline = time.monotonic() + timeout
+    with state.client() as client:
+        build_id = client.resolve(ref)
+        with _ui.status_progress(f"build {build_id}: waiting") as set_status:
+            while True:
+                build = client.build(build_id)
+                status = build.get("status")
+                have = {a.get("artifact_type") for a in build.get("build_artifacts") or []}
+                if status in ("FAILED", "CANCELED"):
+                    why = f": {build['status_info']}" if build.get("status_info") else ""
+                    raise CLIError(f"build {build_id} {status}{why} (logs: conda-store download {build_id} --artifact logs)")
+                if status == "COMPLETED" and (artifact == "build" or TYPES[artifact] in have):
+                    break
+                waiting_for = "" if status != "COMPLETED" else f", waiting for its {artifact}"
+                set_status(f"build {build_id}: {status}{waiting_for}")
+                if time.monotonic() + interval > deadline:
+                    raise CLIError(f"timed out after {timeout:g}s waiting for build {build_id} (last status {status}{waiting_for})", exit_code=124)
+                time.sleep(interval)
+    click.echo(f"build {build_id} COMPLETED" + ("" if artifact == "build" else f" ({artifact} available)"))
+
+
+# --------------------------------------------------------------------------- solve
+
+
+def _read_specification(path: Path) -> tuple[list[str], list[str], list[str]]:
+    import yaml
+
+    try:
+        doc = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except OSError as exc:
+        raise CLIError(f"cannot read {path}: {exc.strerror}") from None
+    except yaml.YAMLError as exc:
+        raise CLIError(f"{path} is not valid YAML: {' '.join(str(exc).split())}") from None
+    if not isinstance(doc, dict):
+        raise CLIError(f"{path} is not an environment.yaml (expected a mapping with 'dependencies')")
+    channels = [str(c) for c in doc.get("channels") or []]
+    conda: list[str] = []
+    pip: list[str] = []
+    for dep in doc.get("dependencies") or []:
+        if isinstance(dep, str):
+            conda.append(dep)
+        elif isinstance(dep, dict) and isinstance(dep.get("pip"), list):
+            pip.extend(str(p) for p in dep["pip"])
+        else:
+            raise CLIError(f"{path}: unsupported dependency entry {dep!r}")
+    if not conda and not pip:
+        raise CLIError(f"{path} has no dependencies to solve")
+    return channels, conda, pip
+
+
+@cli.command(context_settings=CONTEXT)
+@click.argument("specification", type=click.Path(dir_okay=False, path_type=Path))
+@output_option
+@pass_state
+def solve(state: State, specification: Path, output: str) -> None:
+    """Solve an environment.yaml on the server and print the packages it would install."""
+    from . import _ui
+
+    channels, conda, pip = _read_specification(specification)
+    with state.client() as client:
+        with _ui.status_progress(f"solving {specification.name} on {state.config.url}"):
+            packages = client.solve(channels, conda, pip)
+    if output == "json":
+        return _ui.print_json(packages)
+    rows = sorted(
+        ((p.get("name"), p.get("version"), p.get("build", ""), p.get("channel") or p.get("channel_id"), _ui.human_size(p.get("size")))
+         for p in packages),
+        key=lambda r: str(r[0]),
+    )
+    _ui.print_table(f"{len(rows)} packages", ("Name", "Version", "Build", "Channel", "Size"), rows)
+
+
+# --------------------------------------------------------------------------- run
+
+
+@cli.command(context_settings={**CONTEXT, "ignore_unknown_options": True, "allow_interspersed_args": False})
+@click.option("--artifact", type=click.Choice(("archive",)), default="archive", hidden=True,
+              help="Accepted for compatibility; environments are always fetched as conda-pack archives.")
+@click.argument("uri")
+@click.argument("command", nargs=-1, type=click.UNPROCESSED)
+@pass_state
+def run(state: State, artifact: str, uri: str, command: tuple[str, ...]) -> None:
+    """Run COMMAND (default: python) inside a build's environment.
+
+    The build's conda-pack archive is downloaded once into ~/.cache/conda-store (or
+    $XDG_CACHE_HOME), unpacked safely and reused; the command replaces this process, so its
+    input, output and exit code are its own. Example: conda-store run alice/ml -- python -c 'print(1)'
+    """
+    from . import _run
+
+    cfg = state.config
+    ref = parse_uri(uri)
+    build_id = ref.build_id
+    if ref.is_environment and cfg.auth != "basic":  # basic needs a cookie login: full client below
+        from . import _light
+
+        assert ref.namespace and ref.environment
+        if build_id is None:
+            build_id = _light.current_build_id(cfg, ref.namespace, ref.environment)
+        else:
+            env = _light.get_json(cfg, _light.environment_path(ref.namespace, ref.environment))["data"]
+            build = _light.get_json(cfg, f"/api/v1/build/{build_id}/")["data"]
+            if build.get("environment_id") != env.get("id"):
+                raise CLIError(f"build {build_id} does not belong to environment {ref.namespace}/{ref.environment}")
+    prefix = _run.find_cached(cfg.cache_key, build_id) if build_id is not None else None
+    if prefix is None:
+        prefix = _install(state, ref, build_id)
+    _run.exec_in_env(prefix, list(command) or ["python"], name=str(ref))
+
+
+def _install(state: State, ref: Any, build_id: int | None) -> Path:
+    """The slow path: check the build, download its archive once, unpack it into the cache."""
+    from . import _run, _ui
+
+    cfg = state.config
+    with state.client() as client:
+        if build_id is None:
+            build_id = client.resolve(ref)
+            cached = _run.find_cached(cfg.cache_key, build_id)
+            if cached is not None:
+                return cached
+        build = client.build(build_id)
+        if build.get("status") != "COMPLETED":
+            raise CLIError(f"build {build_id} is {build.get('status')}, not COMPLETED (try 'conda-store wait {build_id} --artifact archive')")
+        _wait_for_archive(client, build_id, build)
+        directory = _run.build_dir(cfg.cache_key, build_id)
+        with _run.build_lock(directory):
+            cached = _run.find_cached(cfg.cache_key, build_id)  # another process may have finished
+            if cached is not None:
+                return cached
+            archive = directory / f".download-{time.time_ns()}.tar.gz"
+            try:
+                with _ui.download_progress(f"build {build_id} environment") as progress:
+                    result = client.download(build_id, "archive", archive, progress)
+                with _ui.status_progress(f"unpacking build {build_id} into {directory}"):
+                    return _run.install_archive(archive, result.sha256, build_id, directory)
+            finally:
+                archive.unlink(missing_ok=True)
+
+
+ARCHIVE_WAIT = 600.0
+"""Seconds ``run`` waits for the conda-pack archive of a COMPLETED build (packed after it)."""
+
+
+def _wait_for_archive(client: "Client", build_id: int, build: dict[str, Any]) -> None:
+    """The archive is an artifact job that runs after the build completes: wait for it briefly."""
+    from . import _ui
+
+    def has_archive(b: dict[str, Any]) -> bool:
+        return any(a.get("artifact_type") == "CONDA_PACK" for a in b.get("build_artifacts") or [])
+
+    if has_archive(build) or build.get("build_artifacts") is None:
+        return  # present, or a server that does not list artifacts: just try the download
+    deadline = time.monotonic() + ARCHIVE_WAIT
+    with _ui.status_progress(f"build {build_id}: waiting for its environment archive"):
+        while not has_archive(build):
+            if time.monotonic() > deadline:
+                raise CLIError(f"build {build_id} has no conda-pack archive after {ARCHIVE_WAIT:g}s; is archive building enabled on the server?", exit_code=124)
+            time.sleep(1.0)
+            build = client.build(build_id)
