@@ -146,6 +146,13 @@ class CondaStore(LoggingConfigurable):
         --index-url``). Unset uses uv's own default and configuration.""",
     ).tag(config=True)
 
+    pip_find_links = List(
+        Unicode(),
+        [],
+        help="""Extra directories or URLs of wheels for the ``pip:`` section (``uv pip install
+        --find-links``), e.g. a local wheelhouse on air-gapped hosts.""",
+    ).tag(config=True)
+
     conda_pack_compress_level = Integer(
         4,
         help="gzip level of conda-pack archives (1 fast .. 9 small).",

@@ -117,7 +117,9 @@ def _check_match_spec(text: str, where: str) -> str:
     if not spec:
         raise SpecificationError(f"{where}: empty dependency")
     try:
-        ms = MatchSpec(spec)
+        # strict: reject what the solver would reject later (``pkg 1.0`` lacks a range operator),
+        # so the user gets a 400 with rattler's "did you mean" hint instead of a failed build.
+        ms = MatchSpec(spec, strict=True)
     except Exception as exc:  # rattler raises InvalidMatchSpecError; message is good
         first = str(exc).splitlines()[0]
         raise SpecificationError(f"{where}: {spec!r} is not a valid conda match spec: {first}") from None

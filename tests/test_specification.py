@@ -51,6 +51,7 @@ def test_sha256_is_stable_and_content_sensitive():
         ("name: a/b", "is not allowed"),
         ("name: " + "x" * 300, "the limit is 64"),
         ("name: ok\ndependencies: [six, 'numpy>>1']", "dependencies[1]: 'numpy>>1' is not a valid conda match spec"),
+        ("name: ok\ndependencies: [libgreet 1.0]", "Did you mean '==1.0' or '1.0.*'?"),
         ("name: ok\ndependencies: [{pip: ['-e .']}]", "dependencies[0].pip[0]: pip options"),
         ("name: ok\ndependencies: [{pip: ['req[']}]", "is not a valid pip requirement"),
         ("name: ok\ndependencies: [{conda: [x]}]", "dependencies[0]: expected a match spec"),

@@ -51,6 +51,7 @@ def settings_from_store(store: "CondaStore", spec: Specification) -> BuildSettin
         platforms=tuple(store.conda_solve_platforms),
         package_cache_directory=Path(store.package_cache_directory).expanduser().resolve(),
         pip_index_url=store.pip_index_url,
+        pip_find_links=tuple(store.pip_find_links),
         artifacts=frozenset(BuildArtifactType(a) for a in store.build_artifacts if a in known),
         conda_pack_compress_level=int(store.conda_pack_compress_level),
         timeout=float(store.build_timeout) if store.build_timeout > 0 else None,
