@@ -24,6 +24,7 @@ SPECIFICATION_MAX_BYTES = 256 * 1024
 """Largest environment file accepted; real ones are a few KB."""
 
 _PACKAGE_NAME_RE = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.\-]*$")
+_CONDA_PIN_RE = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.\-]*=[^=\s]+=[^=\s]+$")
 
 
 class BuildStatus(str, enum.Enum):
@@ -119,7 +120,8 @@ def _check_match_spec(text: str, where: str) -> str:
     try:
         # strict: reject what the solver would reject later (``pkg 1.0`` lacks a range operator),
         # so the user gets a 400 with rattler's "did you mean" hint instead of a failed build.
-        ms = MatchSpec(spec, strict=True)
+        # conda's exact pin form ``name=version=build`` (what exports contain) is only lenient-valid.
+        ms = MatchSpec(spec, strict=not _CONDA_PIN_RE.match(spec))
     except Exception as exc:  # rattler raises InvalidMatchSpecError; message is good
         first = str(exc).splitlines()[0]
         raise SpecificationError(f"{where}: {spec!r} is not a valid conda match spec: {first}") from None
