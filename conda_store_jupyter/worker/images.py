@@ -1,0 +1,177 @@
+"""RQ job: the Docker/OCI image of a COMPLETED build (the DOCKER_MANIFEST artifact).
+
+Runs after the build job (enqueued on the artifacts queue), so a slow image never delays the
+environment itself: the build is COMPLETED and usable before its image exists, and an image
+failure never turns it FAILED. Instead the reason goes to the end of the build's log and into
+``build.status_info`` (prefixed with :data:`IMAGE_FAILED_PREFIX`), which is how the registry tells a
+puller "this build will not get an image" at once instead of waiting out its timeout.
+
+The job is idempotent: a build that already has a DOCKER_MANIFEST is left alone, and blobs are
+content-addressed and written once (see :mod:`conda_store_jupyter.build.image`), so re-running it
+after a crash costs one hash per layer.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import time
+import traceback
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from .. import orm
+from ..exceptions import ArtifactError, CondaStoreError
+from ..schema import BuildArtifactType, BuildStatus
+from ..storage.base import artifact_key, blob_key
+
+if TYPE_CHECKING:
+    from ..app import CondaStore
+    from ..build.image import ImageManifest
+
+log = logging.getLogger(__name__)
+
+IMAGE_FAILED_PREFIX = "image not built: "
+"""Start of ``Build.status_info`` of a COMPLETED build whose image job failed (read by the registry)."""
+
+WORK_DIR_NAME = ".image-work"
+"""Scratch directory under the store: on the prefixes' filesystem, so conda-pack hardlinks."""
+
+
+def load_store(config_path: str | None) -> "CondaStore":
+    """The ``CondaStore`` of a job, configured exactly like the worker's build jobs."""
+    from ..app import CondaStore
+    from .queue import CONFIG_ENV, REDIS_URL_ENV
+
+    path = config_path or os.environ.get(CONFIG_ENV) or None
+    store = CondaStore.from_config_file(path)
+    if os.environ.get(REDIS_URL_ENV):
+        store.redis_url = os.environ[REDIS_URL_ENV]
+    store.config_file = path  # so follow-up jobs name the same file (queue.config_path_of)
+    return store
+
+
+def build_image_artifact(build_id: int, config_path: str | None = None) -> str | None:
+    """Build and record the image of build ``build_id``; returns the manifest digest, or None.
+
+    None means no image was made: the build is not COMPLETED (deleted, failed, rebuilt over) or the
+    image failed, in which case the reason is in the build's log and ``status_info``.
+    """
+    store = load_store(config_path)
+    try:
+        return image_for_build(store, int(build_id))
+    finally:
+        store.dispose()
+
+
+def image_for_build(store: "CondaStore", build_id: int) -> str | None:
+    """:func:`build_image_artifact` on an already loaded store (tests and embedded workers)."""
+    with store.session() as db:
+        build = db.get(orm.Build, build_id)
+        if build is None:
+            log.warning("image job: build %s does not exist", build_id)
+            return None
+        existing = build.artifact(BuildArtifactType.DOCKER_MANIFEST)
+        if existing is not None:
+            return "sha256:" + existing.key.rsplit("/", 1)[-1]
+        if build.status is not BuildStatus.COMPLETED or build.deleted_on is not None:
+            log.info("image job: build %s is %s%s; no image", build_id, build.status.value,
+                     " (deleted)" if build.deleted_on else "")
+            return None
+        prefix = build.prefix_path(store.store_path)
+        build_key = build.build_key
+
+    lines = ["", "-- docker image"]
+    start = time.perf_counter()
+    try:
+        image = _build(store, prefix)
+    except Exception as exc:  # noqa: BLE001 - any failure leaves a usable build without an image
+        reason = " ".join(str(exc).split()) if isinstance(exc, CondaStoreError) else \
+            f"internal error: {type(exc).__name__}: {exc}"
+        if not isinstance(exc, CondaStoreError):
+            lines.append(traceback.format_exc().rstrip())
+        lines += [f"IMAGE FAILED: {reason}", f"== docker image: {time.perf_counter() - start:.3f} s"]
+        _append_log(store, build_key, build_id, lines)
+        _record_failure(store, build_id, reason)
+        log.warning("image of build %s failed: %s", build_id, reason)
+        return None
+
+    lines += _describe(image)
+    lines.append(f"== docker image: {time.perf_counter() - start:.3f} s")
+    recorded = _record(store, build_id, image.digest)
+    if not recorded:
+        lines.append("the build was deleted while its image was built; the image was not recorded")
+    _append_log(store, build_key, build_id, lines)
+    return image.digest if recorded else None
+
+
+def _build(store: "CondaStore", prefix: Path) -> "ImageManifest":
+    from ..build.image import build_image
+
+    if not (prefix / "conda-meta").is_dir():
+        raise ArtifactError(f"the build prefix {prefix} is gone (deleted or never installed)")
+    work_dir = store.store_path / WORK_DIR_NAME
+    work_dir.mkdir(parents=True, exist_ok=True)
+    return build_image(prefix, store.storage, work_dir=work_dir)
+
+
+def _describe(image: "ImageManifest") -> list[str]:
+    """Log lines: the image, then one line per layer (biggest reuse questions answered here)."""
+    new = image.total_bytes - image.reused_bytes
+    lines = [
+        f"image {image.digest}: {len(image.layers)} layers, {image.total_bytes / 1e6:.1f} MB compressed; "
+        f"{image.reused_bytes / 1e6:.1f} MB ({100 * image.reused_share:.0f} %) reused from earlier images, "
+        f"{new / 1e6:.1f} MB new",
+    ]
+    for layer in image.layers:
+        what = " ".join(layer.packages) if layer.packages else layer.created_by
+        lines.append(f"  {layer.digest[:19]} {layer.size / 1e6:8.2f} MB {'reused' if layer.reused else 'new   '} {what}")
+    timings = " ".join(f"{k}={v:.2f}s" for k, v in image.timings.items())
+    if timings:
+        lines.append(f"  timings: {timings}")
+    return lines
+
+
+def _record(store: "CondaStore", build_id: int, digest: str) -> bool:
+    """Add the DOCKER_MANIFEST row unless the build vanished or another job recorded one first."""
+    with store.session() as db:
+        build = db.get(orm.Build, build_id)
+        if build is None or build.deleted_on is not None:
+            return False
+        if build.artifact(BuildArtifactType.DOCKER_MANIFEST) is None:
+            db.add(orm.BuildArtifact(build_id=build_id, artifact_type=BuildArtifactType.DOCKER_MANIFEST,
+                                     key=blob_key(digest)))
+        if build.status_info and build.status_info.startswith(IMAGE_FAILED_PREFIX):
+            build.status_info = None  # a retry succeeded
+    return True
+
+
+def _record_failure(store: "CondaStore", build_id: int, reason: str) -> None:
+    from .queue import transition
+
+    transition(store, build_id, (BuildStatus.COMPLETED,), status_info=IMAGE_FAILED_PREFIX + reason)
+
+
+def _append_log(store: "CondaStore", build_key: str, build_id: int, lines: list[str]) -> None:
+    """Append to the stored LOGS artifact (the build job wrote it when the build ended).
+
+    Read-modify-write is safe here: the build job has finished with the log, and at most one
+    image job runs per build. A missing log (older build, storage wiped) is started afresh.
+    """
+    from ..exceptions import NotFoundError
+
+    storage = store.storage
+    with store.session() as db:
+        build = db.get(orm.Build, build_id)
+        row = build.artifact(BuildArtifactType.LOGS) if build is not None else None
+        key = row.key if row is not None else artifact_key(BuildArtifactType.LOGS, build_key)
+        try:
+            text = storage.get_bytes(key).decode("utf-8", "replace")
+        except (NotFoundError, FileNotFoundError):
+            text = ""
+        if text and not text.endswith("\n"):
+            text += "\n"
+        text += "".join(f"{line}\n" for line in lines)
+        storage.put_bytes(key, text.encode("utf-8"), content_type="text/plain; charset=utf-8")
+        if row is None and build is not None:
+            db.add(orm.BuildArtifact(build_id=build_id, artifact_type=BuildArtifactType.LOGS, key=key))
