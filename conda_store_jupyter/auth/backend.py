@@ -28,6 +28,7 @@ import datetime as dt
 import hashlib
 import hmac
 import re
+import unicodedata
 from dataclasses import dataclass, replace
 from typing import Any, Iterable, Mapping
 
@@ -87,12 +88,18 @@ def namespace_for_username(username: str) -> str:
     JupyterHub (and other identity providers) allow names our grammar does not: ``Alice``,
     ``alice@example.org``. Lowercase them and turn each run of other characters into ``-``
     (``alice-example-org``); raise ValidationError when nothing usable remains.
+
+    Distinct provider names can normalise to the same namespace (``bob@x.org``/``bob-x-org``);
+    JupyterHub already lowercases names, so only deployments whose provider allows such pairs
+    need to care (give those users explicit bindings instead).
     """
     if not isinstance(username, str) or not username.strip():
         raise ValidationError("user name must be a non-empty string")
     if is_valid_name(username):
         return username
-    candidate = _NOT_NAME_CHARS.sub("-", username.strip().lower()).strip("-")
+    # NFKD + dropping non-ASCII keeps "Émile" recognisable as "emile" rather than "mile".
+    ascii_name = unicodedata.normalize("NFKD", username).encode("ascii", "ignore").decode()
+    candidate = _NOT_NAME_CHARS.sub("-", ascii_name.strip().lower()).strip("-")
     if not is_valid_name(candidate):
         raise ValidationError(
             f"user name {username!r} cannot be used as a namespace (normalised to {candidate!r}, "
@@ -246,7 +253,8 @@ class AuthenticationBackend(LoggingConfigurable):
             if not isinstance(token, str) or len(token) < 8:
                 raise ValidationError(f"{where}: the token must be a string of at least 8 characters")
             if not isinstance(spec, Mapping):
-                raise ValidationError(f"{where}: the value must be a dict with primary_namespace and role_bindings")
+                raise ValidationError(
+                    f"{where}: the value must be a dict with primary_namespace and role_bindings")
             unknown = set(spec) - {"primary_namespace", "role_bindings", "username"}
             if unknown:
                 raise ValidationError(f"{where}: unknown key(s) {sorted(unknown)}")
@@ -524,7 +532,8 @@ class AuthenticationBackend(LoggingConfigurable):
         if is_allowed(self.bindings_for(db, identity), permission, arn):
             return
         if identity.anonymous:
-            raise AuthenticationError(f"request not authenticated: {permission.value} on {arn!r} needs a login or token")
+            raise AuthenticationError(
+                f"request not authenticated: {permission.value} on {arn!r} needs a login or token")
         raise PermissionDeniedError(f"request not authorized: {permission.value} on {arn!r} is not allowed")
 
 
