@@ -222,7 +222,7 @@ class Client:
                 raise CLIError(f"timed out downloading {artifact} of build {build_id} from {url}: {exc or 'timeout'}") from None
             except httpx.HTTPError as exc:
                 tmp.unlink(missing_ok=True)
-                raise connection_error(url, exc) from None
+                raise connection_error(self.config.url if same_origin else url, exc) from None
             except BaseException:
                 tmp.unlink(missing_ok=True)
                 raise

@@ -31,7 +31,13 @@ stderr = Console(stderr=True)
 
 @contextmanager
 def download_progress(description: str) -> Iterator[Callable[[int, int | None], None]]:
-    """A byte progress bar on stderr; yields the ``progress(done, total)`` callback."""
+    """A byte progress bar on stderr; yields the ``progress(done, total)`` callback.
+
+    Only on a terminal: piped or captured stderr gets no bar (and no stray blank lines).
+    """
+    if not stderr.is_terminal:
+        yield lambda done, total: None
+        return
     with Progress(
         TextColumn("[bold]{task.description}"),
         BarColumn(),
@@ -52,6 +58,9 @@ def download_progress(description: str) -> Iterator[Callable[[int, int | None], 
 @contextmanager
 def status_progress(description: str) -> Iterator[Callable[[str], None]]:
     """A spinner with elapsed time; yields ``set(text)`` to change the status text."""
+    if not stderr.is_terminal:
+        yield lambda text: None
+        return
     with Progress(
         SpinnerColumn(),
         TextColumn("{task.description}"),

@@ -355,6 +355,8 @@ def run(state: State, artifact: str, uri: str, command: tuple[str, ...]) -> None
     """
     from . import _run
 
+    if command[:1] == ("--",):  # click keeps the separator once positional parsing has stopped
+        command = command[1:]
     cfg = state.config
     ref = parse_uri(uri)
     build_id = ref.build_id
