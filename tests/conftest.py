@@ -67,3 +67,4 @@ def database_url(request, tmp_path):
     with admin.connect() as conn:
         conn.exec_driver_sql(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
     admin.dispose()
+pytest_plugins = ["tests.fixtures_service"]

@@ -64,6 +64,7 @@ REDIS_URL_ENV = "CONDA_STORE_REDIS_URL"
 """Environment variable overriding ``CondaStore.redis_url`` (set by EmbeddedServices for its workers)."""
 
 _TASKS = "conda_store_jupyter.worker.tasks"
+IMAGES_MODULE = "conda_store_jupyter.worker.images"
 
 
 class QueueUnavailableError(CondaStoreError):
@@ -118,12 +119,13 @@ class BuildQueue:
 
         return Queue(name, connection=self.store.redis)
 
-    def _enqueue(self, queue: str, func: str, *args: Any, job_id: str | None = None, timeout: int) -> str:
+    def _enqueue(self, queue: str, func: str, *args: Any, job_id: str | None = None, timeout: int,
+                 module: str = _TASKS) -> str:
         import redis
 
         try:
             job = self.rq_queue(queue).enqueue(
-                f"{_TASKS}.{func}",
+                f"{module}.{func}",
                 *args,
                 config_path_of(self.store),
                 job_id=job_id,
@@ -167,8 +169,8 @@ class BuildQueue:
             raise
 
     def enqueue_image(self, build_id: int) -> str:
-        """Queue the Docker image job of a COMPLETED build (hook; see ``tasks.build_image``)."""
-        return self._enqueue(ARTIFACT_QUEUE, "build_image", int(build_id),
+        """Queue the Docker image job of a COMPLETED build (``worker.images.build_image_artifact``)."""
+        return self._enqueue(ARTIFACT_QUEUE, "build_image_artifact", int(build_id), module=IMAGES_MODULE,
                              timeout=int(self.store.build_timeout) + JOB_TIMEOUT_MARGIN)
 
     def cancel_build(self, build_id: int, reason: str = CANCELED_BY_USER) -> None:

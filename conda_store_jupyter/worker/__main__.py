@@ -1,0 +1,99 @@
+"""``conda-store-worker``: an RQ worker on the conda-store queues, plus the reconciler thread.
+
+    conda-store-worker [--config conda_store_config.py] [--burst] [--name NAME]
+
+Loads the same config file as the server (``c.CondaStore.*``), checks Redis and the database
+before taking jobs (a clear one-line error, no traceback, if either is unreachable), then works
+the queues in priority order: deletions, builds, artifacts. Run as many as you like, on any host
+that shares the store directory and reaches the same Redis, database and storage.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import sys
+from urllib.parse import urlsplit, urlunsplit
+
+from .queue import CONFIG_ENV, WORKER_QUEUES
+from .reconcile import RECONCILE_INTERVAL, STALE_AFTER, ReconcileThread
+
+log = logging.getLogger("conda_store_jupyter.worker")
+
+
+def redacted(url: str) -> str:
+    """``url`` without its password (error messages end up in logs)."""
+    parts = urlsplit(url)
+    if parts.password:
+        netloc = parts.netloc.replace(f":{parts.password}@", ":***@")
+        return urlunsplit(parts._replace(netloc=netloc))
+    return url
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(prog="conda-store-worker", description=__doc__.split("\n\n")[0])
+    p.add_argument("--config", "-c", default=os.environ.get(CONFIG_ENV),
+                   help="traitlets config file (default: $CONDA_STORE_CONFIG)")
+    p.add_argument("--burst", action="store_true", help="exit when the queues are empty")
+    p.add_argument("--name", default=None, help="worker name (default: RQ's host.pid-based name)")
+    p.add_argument("--stale-after", type=float, default=STALE_AFTER,
+                   help="seconds without a heartbeat before the reconciler fails a BUILDING build")
+    p.add_argument("--reconcile-interval", type=float, default=RECONCILE_INTERVAL,
+                   help="seconds between reconciler runs (0 disables the reconciler in this worker)")
+    p.add_argument("--log-level", default="INFO", help="DEBUG, INFO, WARNING...")
+    return p.parse_args(argv)
+
+
+def fail(message: str) -> int:
+    print(f"conda-store-worker: {message}", file=sys.stderr)
+    return 1
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    logging.basicConfig(level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    logging.getLogger("alembic").setLevel(logging.WARNING)  # migration chatter on every start
+    if args.config:
+        args.config = os.path.abspath(args.config)
+        os.environ[CONFIG_ENV] = args.config  # jobs and build children load the same file
+    import redis
+    from rq import Queue, Worker
+
+    from .tasks import load_store
+
+    try:
+        store = load_store(args.config)
+    except Exception as exc:  # noqa: BLE001 - config errors: one clear line
+        return fail(f"cannot load config {args.config}: {type(exc).__name__}: {exc}")
+    if not store.redis_url:
+        return fail("CondaStore.redis_url is not set; point it at a Redis server (redis://host:6379/0)")
+    try:
+        store.redis.ping()
+    except redis.exceptions.RedisError as exc:
+        return fail(f"cannot reach Redis at {redacted(store.redis_url)}: {exc}")
+    try:
+        store.engine  # applies migrations once here, not in every job
+    except Exception as exc:  # noqa: BLE001
+        return fail(f"cannot open the database {redacted(store.database_url)}: {type(exc).__name__}: {exc}")
+
+    # Forked work horses must not reuse this process's pooled DB connections (the reconciler's).
+    os.register_at_fork(after_in_child=lambda: store._engine is not None and store._engine.dispose(close=False))
+    reconciler = None
+    if args.reconcile_interval > 0:
+        reconciler = ReconcileThread(store, interval=args.reconcile_interval, stale_after=args.stale_after)
+        reconciler.start()
+    queues = [Queue(name, connection=store.redis) for name in WORKER_QUEUES]
+    worker = Worker(queues, connection=store.redis, name=args.name)
+    try:
+        worker.work(burst=args.burst, logging_level=args.log_level.upper(), with_scheduler=False)
+    except redis.exceptions.ConnectionError as exc:
+        return fail(f"lost the connection to Redis at {redacted(store.redis_url)}: {exc}")
+    finally:
+        if reconciler is not None:
+            reconciler.stop()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

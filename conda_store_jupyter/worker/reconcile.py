@@ -1,0 +1,195 @@
+"""The reconciler: nothing stays QUEUED or BUILDING after the work behind it is gone.
+
+A build's state lives in the database; its work lives in Redis (the RQ job) and in a process on
+some worker host. When the process dies with its host (SIGKILL, OOM, reboot) or Redis loses the
+job (restart without persistence), nobody is left to record the outcome. :func:`reconcile` finds
+such builds and ends them FAILED (or CANCELED, if a cancel was pending) with the reason at the top
+and bottom of their log. It is cheap and idempotent (every change is a compare-and-set), so every
+worker runs it every ``RECONCILE_INTERVAL`` seconds in a thread, and the server may call it too.
+
+How a BUILDING build is judged: the supervising process refreshes a heartbeat key every
+``tasks.HEARTBEAT_INTERVAL`` (2 s). A heartbeat older than ``stale_after`` seconds, or a job RQ
+reports as failed/stopped/gone, means the build is orphaned. RQ's own detection (worker key TTL,
+StartedJobRegistry cleanup) takes minutes; ours takes ``stale_after`` (30 s) + one interval.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from dataclasses import dataclass
+from datetime import datetime
+from typing import TYPE_CHECKING
+
+from ..schema import BuildStatus
+from .queue import cancel_key, heartbeat_key, store_final_log, transition
+
+if TYPE_CHECKING:
+    from ..app import CondaStore
+
+log = logging.getLogger(__name__)
+
+RECONCILE_INTERVAL = 10.0
+"""Seconds between reconciler runs inside each worker."""
+
+STALE_AFTER = 30.0
+"""Seconds without a heartbeat after which a BUILDING build counts as orphaned."""
+
+_DEAD_JOB_STATES = {"failed", "stopped", "canceled", "finished", "missing"}
+
+
+@dataclass(frozen=True)
+class Verdict:
+    status: BuildStatus
+    reason: str
+
+
+@dataclass(frozen=True)
+class _Row:
+    id: int
+    status: BuildStatus
+    job_id: str | None
+    scheduled_on: datetime
+    started_on: datetime | None
+
+
+def reconcile(store: "CondaStore", *, stale_after: float = STALE_AFTER) -> list[int]:
+    """End every QUEUED/BUILDING build whose work is gone; return the ids of the builds changed."""
+    from sqlalchemy import select
+
+    from .. import orm
+    from ..orm import utcnow
+
+    with store.session() as db:
+        rows = [_Row(*r) for r in db.execute(
+            select(orm.Build.id, orm.Build.status, orm.Build.job_id, orm.Build.scheduled_on, orm.Build.started_on)
+            .where(orm.Build.status.in_([BuildStatus.QUEUED, BuildStatus.BUILDING]))
+        )]
+    changed = []
+    for row in rows:
+        verdict = judge(store, row, utcnow(), stale_after)
+        if verdict is None:
+            continue
+        if _end(store, row, verdict):
+            log.warning("reconciled build %s -> %s: %s", row.id, verdict.status.value, verdict.reason)
+            changed.append(row.id)
+    return changed
+
+
+def judge(store: "CondaStore", row: _Row, now: datetime, stale_after: float) -> Verdict | None:
+    """None if the build may still be progressing, else how it must end."""
+    state, job_info = _job_state(store, row.job_id)
+    if row.status == BuildStatus.QUEUED:
+        age = (now - row.scheduled_on).total_seconds()
+        if row.job_id is None:
+            return _failed("it was never put on the build queue") if age > stale_after else None
+        if state == "missing":
+            return _failed("its job disappeared from the build queue (was Redis restarted or flushed?)") \
+                if age > stale_after else None
+        if state in ("failed", "stopped", "canceled", "finished"):
+            return _failed(f"its queue job ended ({state}) before the build started{job_info}")
+        if state == "started" and age > stale_after and _heartbeat_age(store, row.id) is None:
+            return _failed("the worker that took its job died before starting it")
+        return None
+
+    # BUILDING
+    beat_age = _heartbeat_age(store, row.id)
+    if beat_age is not None and beat_age <= stale_after:
+        return None  # alive
+    since_start = (now - (row.started_on or row.scheduled_on)).total_seconds()
+    if beat_age is None and since_start <= stale_after and state not in _DEAD_JOB_STATES:
+        return None  # just claimed
+    flag = store.redis.get(cancel_key(row.id))
+    if flag is not None:
+        return Verdict(BuildStatus.CANCELED, flag.decode("utf-8", "replace"))
+    if state in ("failed", "stopped"):
+        return _failed(f"the worker's job {state}{job_info}")
+    if state == "missing":
+        return _failed("its job disappeared from the build queue while building (was Redis restarted?)")
+    if beat_age is None:
+        return _failed(f"the worker running it stopped (no heartbeat since it started {since_start:.0f} s ago)")
+    return _failed(f"the worker running it stopped responding (no heartbeat for {beat_age:.0f} s)")
+
+
+def _failed(reason: str) -> Verdict:
+    return Verdict(BuildStatus.FAILED, reason)
+
+
+def _heartbeat_age(store: "CondaStore", build_id: int) -> float | None:
+    value = store.redis.get(heartbeat_key(build_id))
+    if value is None:
+        return None
+    try:
+        return max(0.0, time.time() - float(value))
+    except ValueError:
+        return None
+
+
+def _job_state(store: "CondaStore", job_id: str | None) -> tuple[str, str]:
+    """(RQ status name or "missing", ": <last line of the job's exception>" or "")."""
+    if not job_id:
+        return "missing", ""
+    from rq.exceptions import NoSuchJobError
+    from rq.job import Job
+
+    try:
+        job = Job.fetch(job_id, connection=store.redis)
+        status = job.get_status(refresh=False)
+    except NoSuchJobError:
+        return "missing", ""
+    if status is None:
+        return "missing", ""
+    info = ""
+    if str(status.value) in ("failed", "stopped"):
+        try:
+            exc = (job.latest_result().exc_string if job.latest_result() else None) or ""
+        except Exception:  # noqa: BLE001 - the reason is a nicety
+            exc = ""
+        last = [line for line in exc.strip().splitlines() if line.strip()]
+        info = f": {last[-1].strip()}" if last else ""
+    return str(status.value), info
+
+
+def _end(store: "CondaStore", row: _Row, verdict: Verdict) -> bool:
+    from ..orm import utcnow
+    from .logs import live_lines
+
+    if not transition(store, row.id, (row.status,), status=verdict.status, status_info=verdict.reason,
+                      ended_on=utcnow()):
+        return False  # the build moved on meanwhile: its own process recorded the outcome
+    header = f"BUILD {verdict.status.value}: {verdict.reason}"
+    try:
+        lines = live_lines(store, row.id)
+    except Exception:  # noqa: BLE001
+        lines = []
+    text = f"{header}\n\n" + "".join(f"{line}\n" for line in lines) + f"{header}\n"
+    try:
+        store_final_log(store, row.id, verdict.status, [], text=text, announce=header)
+        store.redis.delete(heartbeat_key(row.id), cancel_key(row.id))
+    except Exception:  # noqa: BLE001 - the state is recorded; a missing log is logged, not fatal
+        log.exception("storing the log of reconciled build %s failed", row.id)
+    return True
+
+
+class ReconcileThread(threading.Thread):
+    """Runs :func:`reconcile` every ``interval`` seconds until :meth:`stop` (daemon thread)."""
+
+    def __init__(self, store: "CondaStore", *, interval: float = RECONCILE_INTERVAL,
+                 stale_after: float = STALE_AFTER) -> None:
+        super().__init__(name="conda-store-reconcile", daemon=True)
+        self.store = store
+        self.interval = interval
+        self.stale_after = stale_after
+        self._stop_event = threading.Event()
+
+    def run(self) -> None:
+        while not self._stop_event.is_set():
+            try:
+                reconcile(self.store, stale_after=self.stale_after)
+            except Exception:  # noqa: BLE001 - keep reconciling; Redis/DB may come back
+                log.exception("reconcile failed; retrying in %s s", self.interval)
+            self._stop_event.wait(self.interval)
+
+    def stop(self) -> None:
+        self._stop_event.set()

@@ -1,0 +1,545 @@
+"""RQ job functions, and the supervised child process that runs one build.
+
+Process layout of a running build (why each level exists)::
+
+    conda-store-worker          RQ worker: takes jobs, runs the reconciler thread
+    └── work horse (fork)       RQ's per-job process: runs build_environment() = the *supervisor*
+        └── build child         `python -m conda_store_jupyter.worker.tasks run-build <id>`
+            └── uv, ...         in the child's own session / process group
+
+The pipeline runs in a fresh interpreter in its **own process group** (``start_new_session``), so
+the supervisor can stop *everything* the build started — uv, conda-pack threads, anything — with one
+``killpg`` while itself staying alive to record the outcome. That is what makes cancel ("canceled
+by user" in the log, state CANCELED) and the per-build timeout (FAILED) reliable: the process that
+writes the final state is never the one being killed. A fresh interpreter (not a fork) also avoids
+inheriting the worker's sockets and the thread state of native libraries.
+
+The supervisor polls every ``POLL_INTERVAL`` for: the child's exit, the cancel flag, the deadline,
+and the death of its own parent (worker SIGKILLed -> stop the build). It refreshes the build's
+heartbeat key so the reconciler (``reconcile.py``) can tell a live build from an orphaned one. The
+child watches its parent too and kills its own process group if the supervisor disappears.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import logging
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from ..exceptions import BuildError, CondaStoreError, NotFoundError
+from ..schema import BuildArtifactType, BuildStatus
+from .queue import (CANCELED_BY_USER, CONFIG_ENV, REDIS_URL_ENV, cancel_key, heartbeat_key,
+                    store_final_log, transition)
+
+if TYPE_CHECKING:
+    from ..app import CondaStore
+    from ..build.records import BuildOutputs, BuildPaths
+
+log = logging.getLogger(__name__)
+
+POLL_INTERVAL = 0.25
+"""Seconds between supervisor checks (child exit, cancel flag, deadline, parent alive)."""
+
+HEARTBEAT_INTERVAL = 2.0
+"""Seconds between heartbeats of a running build; the reconciler's ``stale_after`` is far larger."""
+
+HEARTBEAT_TTL = 3600
+"""TTL (s) of the heartbeat key: long enough that staleness is judged by its value, not expiry."""
+
+TERM_GRACE = 5.0
+"""Seconds between SIGTERM and SIGKILL when stopping a build's process group."""
+
+STDERR_TAIL = 2000
+"""Characters of the build child's stderr quoted in the reason when it crashes."""
+
+WORK_DIR = ".work"
+"""``<store>/.work/<build id>/``: the build's log file and artifacts before they are stored."""
+
+
+# -- loading ------------------------------------------------------------------------------------
+def load_store(config_path: str | None = None) -> "CondaStore":
+    """Load ``CondaStore`` for a job.
+
+    The worker's own config (``$CONDA_STORE_CONFIG``, set by ``conda-store-worker --config``) wins
+    over the path the server put in the job: on another host the server's path may not exist, and
+    the worker's operator knows where its config is. ``$CONDA_STORE_REDIS_URL`` overrides the Redis
+    URL (EmbeddedServices uses it to point its workers at the private redis-server).
+    """
+    from ..app import CondaStore
+
+    path = os.environ.get(CONFIG_ENV) or config_path
+    overrides: dict[str, object] = {}
+    if os.environ.get(REDIS_URL_ENV):
+        overrides["redis_url"] = os.environ[REDIS_URL_ENV]
+    store = CondaStore.from_config_file(path or None, **overrides)
+    store.config_file = os.path.abspath(path) if path else None  # read by queue.config_path_of
+    return store
+
+
+def work_dir(store: "CondaStore", build_id: int) -> Path:
+    return store.store_path / WORK_DIR / str(int(build_id))
+
+
+def environment_link(store: "CondaStore", namespace: str, environment: str) -> Path:
+    """``<store>/<namespace>/envs/<environment>`` (names re-validated: paths never come from raw strings)."""
+    from ..naming import validate_name
+
+    return store.store_path / validate_name(namespace, "namespace") / "envs" / validate_name(environment, "environment")
+
+
+# -- the RQ job: supervisor ---------------------------------------------------------------------
+@dataclass(frozen=True)
+class ChildExit:
+    """How the supervised build child ended."""
+
+    returncode: int | None
+    stopped: BuildStatus | None = None  # set when the supervisor stopped the build itself
+    reason: str | None = None
+
+
+def build_environment(build_id: int, config_path: str | None = None) -> None:
+    """RQ job: claim build ``build_id`` (QUEUED -> BUILDING), run it in a supervised child process."""
+    from ..orm import utcnow
+    from rq import get_current_job
+
+    store = load_store(config_path)
+    job = get_current_job()
+    beat(store, build_id)  # before the claim, so the reconciler never sees BUILDING without a heartbeat
+    values: dict[str, object] = {"status": BuildStatus.BUILDING, "started_on": utcnow()}
+    if job is not None:
+        values["job_id"] = job.id
+    if not transition(store, build_id, (BuildStatus.QUEUED,), **values):
+        log.info("build %s is no longer QUEUED (canceled or handled elsewhere); skipping", build_id)
+        store.redis.delete(heartbeat_key(build_id))
+        return
+    try:
+        outcome = supervise(store, build_id, config_path)
+        _after_child(store, build_id, outcome)
+    finally:
+        store.redis.delete(heartbeat_key(build_id), cancel_key(build_id))
+        shutil.rmtree(work_dir(store, build_id), ignore_errors=True)
+
+
+def beat(store: "CondaStore", build_id: int) -> None:
+    store.redis.set(heartbeat_key(build_id), f"{time.time():.3f}", ex=HEARTBEAT_TTL)
+
+
+def supervise(store: "CondaStore", build_id: int, config_path: str | None) -> ChildExit:
+    """Run the build child; stop its process group on cancel, timeout or worker death."""
+    wd = work_dir(store, build_id)
+    wd.mkdir(parents=True, exist_ok=True)
+    cmd = [sys.executable, "-m", "conda_store_jupyter.worker.tasks", "run-build", str(int(build_id))]
+    path = os.environ.get(CONFIG_ENV) or config_path
+    if path:
+        cmd += ["--config", path]
+    env = dict(os.environ, PYTHONUNBUFFERED="1")
+    if store.redis_url:
+        env[REDIS_URL_ENV] = store.redis_url
+    parent = os.getppid()
+    deadline = time.monotonic() + float(store.build_timeout)
+    next_beat = 0.0
+    with open(wd / "child.stderr", "wb") as err:
+        proc = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=err, stderr=subprocess.STDOUT,
+                                env=env, start_new_session=True)
+        stopped: BuildStatus | None = None
+        reason: str | None = None
+        while True:
+            try:
+                rc = proc.wait(timeout=POLL_INTERVAL)
+                break
+            except subprocess.TimeoutExpired:
+                pass
+            now = time.monotonic()
+            try:
+                if now >= next_beat:
+                    beat(store, build_id)
+                    next_beat = now + HEARTBEAT_INTERVAL
+                flag = store.redis.get(cancel_key(build_id))
+            except Exception as exc:  # noqa: BLE001 - Redis hiccup: keep building, retry next tick
+                log.warning("build %s: Redis unavailable while supervising: %s", build_id, exc)
+                flag = None
+            if flag is not None:
+                stopped, reason = BuildStatus.CANCELED, flag.decode("utf-8", "replace") or CANCELED_BY_USER
+            elif now >= deadline:
+                stopped = BuildStatus.FAILED
+                reason = (f"the build took longer than its {store.build_timeout} s limit "
+                          "(CondaStore.build_timeout) and was stopped")
+            elif os.getppid() != parent:
+                stopped, reason = BuildStatus.FAILED, "the worker running this build stopped; the build was stopped"
+            if stopped is not None:
+                rc = stop_process_group(proc)
+                break
+        # Whatever the child left in its group (a stray uv) goes with it.
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.killpg(proc.pid, signal.SIGKILL)
+    return ChildExit(returncode=rc, stopped=stopped, reason=reason)
+
+
+def stop_process_group(proc: subprocess.Popen) -> int | None:
+    """SIGTERM the child's whole process group, SIGKILL it after ``TERM_GRACE``; return the exit code."""
+    for sig, wait in ((signal.SIGTERM, TERM_GRACE), (signal.SIGKILL, TERM_GRACE)):
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.killpg(proc.pid, sig)
+        try:
+            return proc.wait(timeout=wait)
+        except subprocess.TimeoutExpired:
+            continue
+    return proc.poll()
+
+
+def _after_child(store: "CondaStore", build_id: int, outcome: ChildExit) -> None:
+    """Record the outcome when the child could not (it was stopped, or it crashed)."""
+    if outcome.stopped is not None:
+        end_abnormally(store, build_id, outcome.stopped, outcome.reason or "stopped")
+        return
+    if outcome.returncode == 0:
+        return  # the child recorded COMPLETED or FAILED itself
+    rc = outcome.returncode
+    how = f"was killed by signal {-rc}" if rc is not None and rc < 0 else f"exited with code {rc}"
+    tail = ""
+    err = work_dir(store, build_id) / "child.stderr"
+    if err.exists():
+        tail = err.read_text(errors="replace")[-STDERR_TAIL:].strip()
+    reason = f"the build process {how}" + (f": {tail.splitlines()[-1]}" if tail else "")
+    end_abnormally(store, build_id, BuildStatus.FAILED, reason, extra=tail)
+
+
+def end_abnormally(store: "CondaStore", build_id: int, status: BuildStatus, reason: str, extra: str = "") -> bool:
+    """BUILDING -> ``status`` with ``reason``; remove the half-built prefix; store the log.
+
+    The log is the child's log file (same host), else what reached the live stream, with the reason
+    first (like ``BuildLog.fail``) and last (for readers following the stream).
+    """
+    from .. import orm
+    from ..orm import utcnow
+    from .logs import live_lines
+
+    if not transition(store, build_id, (BuildStatus.BUILDING,), status=status, status_info=reason, ended_on=utcnow()):
+        return False
+    with store.session() as db:
+        build = db.get(orm.Build, int(build_id))
+        prefix = build.prefix_path(store.store_path)
+    shutil.rmtree(prefix, ignore_errors=True)
+    header = f"BUILD {status.value}: {reason}"
+    logfile = work_dir(store, build_id) / "build.log"
+    body = logfile.read_text(errors="replace") if logfile.exists() else "".join(
+        f"{line}\n" for line in live_lines(store, build_id))
+    text = f"{header}\n\n{body}" + (f"{extra}\n" if extra else "") + f"{header}\n"
+    store_final_log(store, build_id, status, [], text=text, announce=header)
+    return True
+
+
+# -- the build child ----------------------------------------------------------------------------
+def _watch_parent() -> None:
+    """If the supervisor dies (SIGKILL, RQ timeout), kill this whole process group (uv included)."""
+    parent = os.getppid()
+
+    def watch() -> None:
+        while True:
+            time.sleep(0.5)
+            if os.getppid() != parent:
+                os.killpg(0, signal.SIGKILL)
+
+    threading.Thread(target=watch, name="parent-watch", daemon=True).start()
+
+
+def load_specification(data: dict):
+    """The stored specification: the environment.yaml form, or a dumped ``Specification``."""
+    from ..schema import Specification, specification_from_dict
+
+    if "pip" in data:  # Specification.model_dump(): pip is already split out
+        return Specification.model_validate(data)
+    return specification_from_dict(data)
+
+
+def run_build(store: "CondaStore", build_id: int) -> BuildStatus:
+    """Run the pipeline for a BUILDING build and record COMPLETED or FAILED (in the build child)."""
+    from .. import orm
+    from ..build.log import BuildLog
+    from ..build.pipeline import run_pipeline, settings_from_store
+    from ..build.records import BuildPaths
+    from .logs import publish_line
+
+    with store.session() as db:
+        build = db.get(orm.Build, int(build_id))
+        if build is None:
+            raise NotFoundError(f"build {build_id} does not exist")
+        spec_data = dict(build.specification.spec)
+        build_key = build.build_key
+        prefix = build.prefix_path(store.store_path)
+    wd = work_dir(store, build_id)
+    paths = BuildPaths(prefix=prefix, lockfile=wd / "conda-lock.yml", yaml=wd / "environment.yaml",
+                       archive=wd / "environment.tar.gz", log=wd / "build.log")
+    prefix.parent.mkdir(parents=True, exist_ok=True)
+
+    def sink(line: str) -> None:
+        publish_line(store, build_id, line)
+
+    with BuildLog(paths.log, sink=sink) as blog:
+        blog.write(f"build {build_id} ({build_key}) on {socket.gethostname()} pid {os.getpid()}")
+        try:
+            spec = load_specification(spec_data)
+            outputs = run_pipeline(spec, settings_from_store(store, spec), paths, blog)
+            with blog.stage("store artifacts"):
+                keys = _store_artifacts(store, build_key, outputs)
+        except CondaStoreError as err:  # BuildError from the pipeline, storage errors, bad spec
+            if not isinstance(err, BuildError) or blog.failure is None:
+                blog.fail(" ".join(str(err).split()))
+            blog.close()
+            _record_failure(store, build_id, build_key, paths, blog.failure or str(err))
+            return BuildStatus.FAILED
+        blog.write(f"BUILD COMPLETED in {sum(t.seconds for t in blog.timings):.1f} s")
+    return _record_success(store, build_id, build_key, outputs, paths, keys)
+
+
+def _store_artifacts(store: "CondaStore", build_key: str, outputs: "BuildOutputs") -> dict[BuildArtifactType, str]:
+    from ..exceptions import ArtifactError
+    from ..storage.base import artifact_key
+
+    files = {BuildArtifactType.LOCKFILE: (outputs.lockfile, "text/yaml"),
+             BuildArtifactType.YAML: (outputs.yaml, "text/yaml")}
+    if outputs.archive is not None:
+        files[BuildArtifactType.CONDA_PACK] = (outputs.archive, "application/gzip")
+    keys = {}
+    for kind, (path, content_type) in files.items():
+        key = artifact_key(kind, build_key)
+        try:
+            store.storage.put_file(key, path, content_type=content_type)
+        except Exception as exc:  # noqa: BLE001 - any storage failure fails the build with its reason
+            raise ArtifactError(f"storing the {kind.value} artifact failed: {type(exc).__name__}: {exc}") from exc
+        keys[kind] = key
+    return keys
+
+
+def _put_log(store: "CondaStore", build_key: str, path: Path) -> str:
+    from ..storage.base import artifact_key
+
+    key = artifact_key(BuildArtifactType.LOGS, build_key)
+    store.storage.put_file(key, path, content_type="text/plain; charset=utf-8")
+    return key
+
+
+def _record_failure(store: "CondaStore", build_id: int, build_key: str, paths: "BuildPaths", reason: str) -> None:
+    """FAILED with the reason; keep the log and (if the solve got that far) the lockfile."""
+    from .. import orm
+    from ..orm import utcnow
+    from ..storage.base import artifact_key
+    from .logs import finish_log
+
+    rows = {BuildArtifactType.LOGS: _put_log(store, build_key, paths.log)}
+    if paths.lockfile.exists():
+        rows[BuildArtifactType.LOCKFILE] = artifact_key(BuildArtifactType.LOCKFILE, build_key)
+        store.storage.put_file(rows[BuildArtifactType.LOCKFILE], paths.lockfile, content_type="text/yaml")
+    if transition(store, build_id, (BuildStatus.BUILDING,), status=BuildStatus.FAILED,
+                  status_info=reason, ended_on=utcnow()):
+        with store.session() as db:
+            for kind, key in rows.items():
+                db.add(orm.BuildArtifact(build_id=int(build_id), artifact_type=kind, key=key))
+    with contextlib.suppress(Exception):
+        finish_log(store, build_id, BuildStatus.FAILED)
+
+
+def _record_success(store: "CondaStore", build_id: int, build_key: str, outputs: "BuildOutputs",
+                    paths: "BuildPaths", keys: dict[BuildArtifactType, str]) -> BuildStatus:
+    """One transaction: BUILDING -> COMPLETED, packages, artifact rows, size, current build."""
+    from sqlalchemy import or_, update
+
+    from .. import orm
+    from ..build.record import record_packages
+    from ..orm import utcnow
+    from .logs import finish_log
+
+    keys = {**keys, BuildArtifactType.LOGS: _put_log(store, build_key, paths.log),
+            BuildArtifactType.DIRECTORY: str(outputs.prefix)}
+    with store.session() as db:
+        claimed = db.execute(
+            update(orm.Build)
+            .where(orm.Build.id == int(build_id), orm.Build.status == BuildStatus.BUILDING)
+            .values(status=BuildStatus.COMPLETED, ended_on=utcnow(), status_info=None, size=outputs.size_bytes)
+            .execution_options(synchronize_session=False)
+        ).rowcount == 1
+        if not claimed:  # canceled or reconciled meanwhile: the other side owns the final state
+            return BuildStatus.FAILED
+        build = db.get(orm.Build, int(build_id))
+        record_packages(db, build, outputs.packages)
+        for kind, key in keys.items():
+            db.add(orm.BuildArtifact(build_id=build.id, artifact_type=kind, key=key))
+        # Newer builds win: a slow old build finishing late must not replace a newer current build.
+        db.execute(
+            update(orm.Environment)
+            .where(orm.Environment.id == build.environment_id, orm.Environment.deleted_on.is_(None),
+                   or_(orm.Environment.current_build_id.is_(None), orm.Environment.current_build_id < build.id))
+            .values(current_build_id=build.id)
+            .execution_options(synchronize_session=False)
+        )
+        environment_id = build.environment_id
+    with contextlib.suppress(Exception):
+        finish_log(store, build_id, BuildStatus.COMPLETED)
+    sync_environment_link(store, environment_id)
+    # Image hook: the image job (worker/images.py) runs on the artifacts queue, after COMPLETED,
+    # so a slow image never delays the environment and a failed one never fails the build.
+    if BuildArtifactType.DOCKER_MANIFEST.value in store.build_artifacts:
+        try:
+            store.queue.enqueue_image(build_id)
+        except Exception as exc:  # noqa: BLE001 - the build is done; the image can be re-queued
+            log.warning("build %s: could not queue its image job: %s", build_id, exc)
+    return BuildStatus.COMPLETED
+
+
+def sync_environment_link(store: "CondaStore", environment_id: int) -> Path | None:
+    """Point ``<store>/<ns>/envs/<name>`` at the environment's current build (or remove it).
+
+    Reads the current build and switches the link under an exclusive file lock, so two builds of
+    one environment finishing together cannot leave the link at the older one.
+    """
+    import fcntl
+
+    from .. import orm
+    from ..build.link import remove_environment_link, switch_environment_link
+
+    with store.session() as db:
+        env = db.get(orm.Environment, int(environment_id))
+        if env is None:
+            raise NotFoundError(f"environment {environment_id} does not exist")
+        link = environment_link(store, env.namespace.name, env.name)
+    link.parent.mkdir(parents=True, exist_ok=True)
+    with open(link.parent / f".{link.name}.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        with store.session() as db:
+            env = db.get(orm.Environment, int(environment_id))
+            current = env.current_build
+            usable = (env.deleted_on is None and current is not None and current.status == BuildStatus.COMPLETED
+                      and current.deleted_on is None)
+            target = current.prefix_path(store.store_path) if usable else None
+        if target is not None and target.is_dir():
+            return switch_environment_link(link, target)
+        remove_environment_link(link)
+        return None
+
+
+# -- deletion jobs (MAINTENANCE_QUEUE) -----------------------------------------------------------
+def _purge_build(store: "CondaStore", build_id: int) -> None:
+    """Remove a build's prefix and the artifacts not in ``build_artifacts_kept_on_deletion``.
+
+    Running builds are canceled first (their supervisor removes the half-built prefix). The prefix
+    path is recomputed from ids, never taken from the DIRECTORY row's key. Content-addressed image
+    blobs (``docker/blobs/...``) may be shared with other builds and are left for a separate GC.
+    """
+    from .. import orm
+    from ..exceptions import ConflictError
+    from ..orm import utcnow
+
+    with store.session() as db:
+        build = db.get(orm.Build, int(build_id))
+        if build is None:
+            return
+        if build.deleted_on is None:
+            build.deleted_on = utcnow()
+        status = build.status
+    if not BuildStatus(status).finished:
+        with contextlib.suppress(ConflictError, NotFoundError):
+            store.queue.cancel_build(build_id, reason="canceled: the build was deleted")
+    kept = set(store.build_artifacts_kept_on_deletion)
+    with store.session() as db:
+        build = db.get(orm.Build, int(build_id))
+        prefix = build.prefix_path(store.store_path)
+        for artifact in list(build.artifacts):
+            kind = BuildArtifactType(artifact.artifact_type)
+            if kind.value in kept:
+                continue
+            if kind not in (BuildArtifactType.DIRECTORY,) and not artifact.key.startswith("docker/blobs/"):
+                with contextlib.suppress(ValueError):  # a key that is not ours is never touched
+                    store.storage.delete(artifact.key)
+            db.delete(artifact)
+        link = environment_link(store, build.environment.namespace.name, build.environment.name)
+    from ..build.link import remove_environment_link
+
+    remove_environment_link(link, target=prefix)  # only if it points at this build
+    shutil.rmtree(prefix, ignore_errors=True)
+
+
+def delete_build(build_id: int, config_path: str | None = None) -> None:
+    """RQ job: clean up a soft-deleted build."""
+    _purge_build(load_store(config_path), build_id)
+
+
+def _purge_environment(store: "CondaStore", environment_id: int) -> None:
+    from .. import orm
+    from ..orm import utcnow
+
+    with store.session() as db:
+        env = db.get(orm.Environment, int(environment_id))
+        if env is None:
+            return
+        if env.deleted_on is None:
+            env.deleted_on = utcnow()
+        build_ids = [b.id for b in env.builds]
+    for build_id in build_ids:
+        _purge_build(store, build_id)
+    sync_environment_link(store, environment_id)  # deleted environment: removes the link
+
+
+def delete_environment(environment_id: int, config_path: str | None = None) -> None:
+    """RQ job: clean up a soft-deleted environment (every build, then its link)."""
+    _purge_environment(load_store(config_path), environment_id)
+
+
+def delete_namespace(namespace_id: int, config_path: str | None = None) -> None:
+    """RQ job: clean up a soft-deleted namespace (every environment, then its empty directories)."""
+    from .. import orm
+    from ..naming import validate_name
+    from ..orm import utcnow
+
+    store = load_store(config_path)
+    with store.session() as db:
+        ns = db.get(orm.Namespace, int(namespace_id))
+        if ns is None:
+            return
+        if ns.deleted_on is None:
+            ns.deleted_on = utcnow()
+        env_ids = [e.id for e in ns.environments]
+        name = validate_name(ns.name, "namespace")
+    for env_id in env_ids:
+        _purge_environment(store, env_id)
+    for directory in (store.store_path / name / "envs", store.store_path / name,
+                      store.store_path / "builds" / str(int(namespace_id))):
+        for lock in directory.glob(".*.lock") if directory.is_dir() else ():
+            lock.unlink(missing_ok=True)
+        with contextlib.suppress(OSError):
+            directory.rmdir()  # only if empty
+
+
+def update_environment_link(environment_id: int, config_path: str | None = None) -> None:
+    """RQ job: re-point the environment link at its current build (after a rollback)."""
+    sync_environment_link(load_store(config_path), environment_id)
+
+
+# -- python -m conda_store_jupyter.worker.tasks run-build <id> ----------------------------------
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m conda_store_jupyter.worker.tasks",
+                                     description="Run one build in this process (used by the worker).")
+    sub = parser.add_subparsers(dest="command", required=True)
+    run = sub.add_parser("run-build", help="run a BUILDING build and record its outcome")
+    run.add_argument("build_id", type=int)
+    run.add_argument("--config", default=None)
+    args = parser.parse_args(argv)
+    _watch_parent()
+    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    store = load_store(args.config)
+    status = run_build(store, args.build_id)
+    return 0 if status in (BuildStatus.COMPLETED, BuildStatus.FAILED) else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
