@@ -1,0 +1,250 @@
+"""``conda-store-server``: the tornado web service (REST API v1, login, metrics, registry).
+
+    conda-store-server --config conda_store_config.py     # production: Redis, PostgreSQL, S3, workers
+    conda-store-server --standalone [--demo]              # one machine, nothing to install or configure
+
+The same config file configures ``c.CondaStoreServer``, ``c.CondaStore``,
+``c.AuthenticationBackend`` and ``c.Registry``. ``--standalone`` fills in whatever the file
+leaves open: SQLite and local storage under ``./conda-store-state``, a private redis-server and
+two ``conda-store-worker`` processes (``EmbeddedServices``), and — when the default channel
+cannot be reached — a real local channel built on the spot.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import secrets
+import signal
+import sys
+from contextlib import ExitStack
+from pathlib import Path
+from typing import Any
+
+from tornado import web
+from tornado.httpserver import HTTPServer
+from tornado.netutil import bind_sockets
+from traitlets import Bool, Integer, Unicode, default, validate
+from traitlets.config import Application
+
+from ..app import CondaStore
+from ..auth.backend import AuthenticationBackend
+from . import (
+    builds,
+    environments,
+    login,
+    logs,
+    metrics,
+    namespaces,
+    packages,
+    permissions,
+    specifications,
+    tokens,
+)
+from .base import NotFoundHandler, routes
+from .registry import Registry, registry_handlers
+
+HANDLER_MODULES = (permissions, namespaces, environments, specifications, logs, builds, tokens, packages,
+                   metrics, login)
+
+DEMO_SPECIFICATION = """\
+name: python-demo
+description: A sample environment built by conda-store-server --demo
+dependencies:
+  - python
+  - six
+  - hello
+  - pip:
+    - {pip_package}
+"""
+
+
+class CondaStoreServer(Application):
+    """The web service. Handlers live one module per resource in this package."""
+
+    name = "conda-store-server"
+    description = "Serve the conda-store REST API (upstream v1 compatible), login, metrics and registry."
+
+    config_file = Unicode(
+        "",
+        help="""Traitlets config file (``conda_store_config.py``) shared with ``conda-store-worker``.
+        Configures this server (``c.CondaStoreServer``), the store (``c.CondaStore``), auth
+        (``c.AuthenticationBackend``) and the registry (``c.Registry``).""",
+    ).tag(config=True)
+
+    address = Unicode("127.0.0.1", help="Address to listen on (``0.0.0.0`` for all interfaces).").tag(config=True)
+
+    port = Integer(8080, help="Port to listen on; 0 picks a free one (printed at start).").tag(config=True)
+
+    url_prefix = Unicode(
+        "/",
+        help="""Path prefix of every route except the registry (``/v2/`` is always at the root,
+        because registry clients build it from the host name). ``/conda-store`` behind a proxy.""",
+    ).tag(config=True)
+
+    @validate("url_prefix")
+    def _normalize_prefix(self, proposal) -> str:
+        return "/" + proposal.value.strip("/") + "/" if proposal.value.strip("/") else "/"
+
+    max_page_size = Integer(
+        100,
+        help="""Largest page a listing returns (``?size=`` is capped to it). Listings asked for no
+        page at all return every row, as the upstream ``conda-store`` client expects.""",
+    ).tag(config=True)
+
+    max_body_size = Integer(
+        1024 * 1024,
+        help="""Largest request body in bytes; larger ones get 413. Environment files are a few
+        KB (``schema.SPECIFICATION_MAX_BYTES`` is 256 KB).""",
+    ).tag(config=True)
+
+    max_buffer_size = Integer(
+        64 * 1024 * 1024,
+        help="""Bodies larger than this are cut off at the connection level (tornado closes the
+        socket). Bodies between ``max_body_size`` and this are read, dropped and answered with a
+        proper 413.""",
+    ).tag(config=True)
+
+    standalone = Bool(
+        False,
+        help="""Run everything on this machine: a private redis-server and worker processes, SQLite
+        and local storage unless configured otherwise, and a local channel if the default channel
+        cannot be reached. Prints an admin token generated for this run.""",
+    ).tag(config=True)
+
+    demo = Bool(
+        False,
+        help="With --standalone: also create and build ``demo/python-demo`` and print how to download it.",
+    ).tag(config=True)
+
+    workers = Integer(2, help="Worker processes started by --standalone.").tag(config=True)
+
+    enable_registry = Bool(True, help="Serve the Docker registry API at ``/v2/``.").tag(config=True)
+
+    cookie_secret_file = Unicode(
+        help="""File holding the secret tornado signs cookies with (the xsrf cookie). Created with
+        a random secret if missing. Defaults to ``<store_directory>/cookie_secret``.""",
+    ).tag(config=True)
+
+    aliases = {
+        "config": "CondaStoreServer.config_file",
+        "address": "CondaStoreServer.address",
+        "port": "CondaStoreServer.port",
+        "url-prefix": "CondaStoreServer.url_prefix",
+        "workers": "CondaStoreServer.workers",
+        "log-level": "Application.log_level",
+    }
+    flags = {
+        "standalone": ({"CondaStoreServer": {"standalone": True}}, standalone.help),
+        "demo": ({"CondaStoreServer": {"standalone": True, "demo": True}}, demo.help),
+        "debug": ({"Application": {"log_level": 10}}, "Log at DEBUG level."),
+    }
+    classes = [CondaStore, AuthenticationBackend, Registry]
+
+    @default("log_level")
+    def _default_log_level(self) -> int:
+        return 20
+
+    # -- set-up ------------------------------------------------------------------------------------
+    store: CondaStore
+    auth: AuthenticationBackend
+    registry: Registry
+    bound_port: int | None = None
+    admin_token: str | None = None
+
+    @property
+    def base_url(self) -> str:
+        return self.url_prefix
+
+    def initialize(self, argv: list[str] | None = None) -> None:
+        self.parse_command_line(argv)
+        if self.config_file:
+            self.load_config_file(self.config_file)
+            self.parse_command_line(argv)  # the command line wins over the file
+        self.store = CondaStore(config=self.config, log=self.log)
+        if self.config_file:
+            self.store.config_file = os.path.abspath(self.config_file)  # read by worker jobs
+        self.auth = AuthenticationBackend(store=self.store, config=self.config)
+        self.registry = Registry(config=self.config, log=self.log)
+
+    def cookie_secret(self) -> bytes:
+        path = Path(self.cookie_secret_file or self.store.store_path / "cookie_secret")
+        if not path.exists():
+            path.parent.mkdir(parents=True, exist_ok=True)
+            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+            with os.fdopen(fd, "w") as f:
+                f.write(secrets.token_hex(32))
+        return path.read_text().strip().encode()
+
+    def make_app(self) -> web.Application:
+        table = [route for module in HANDLER_MODULES for route in module.HANDLERS]
+        handlers: list[Any] = list(routes(self.url_prefix, table))
+        if self.enable_registry:
+            handlers = registry_handlers(self.store, self.auth, self.registry) + handlers
+        return web.Application(
+            handlers,
+            default_handler_class=NotFoundHandler,
+            conda_store=self.store,
+            authentication=self.auth,
+            conda_store_server=self,
+            cookie_secret=self.cookie_secret(),
+            xsrf_cookie_kwargs={"path": self.url_prefix, "samesite": "Strict"},
+            log_function=self._log_request,
+        )
+
+    def _log_request(self, handler: web.RequestHandler) -> None:
+        status = handler.get_status()
+        level = self.log.info if status < 400 else self.log.warning if status < 500 else self.log.error
+        level("%d %s %s %.1fms", status, handler.request.method, handler.request.uri,
+              1000.0 * handler.request.request_time())
+
+    def listen(self) -> HTTPServer:
+        """Bind (port 0 → a free port, remembered in ``bound_port``) and start serving."""
+        server = HTTPServer(self.make_app(), max_body_size=self.max_buffer_size, xheaders=True)
+        sockets = bind_sockets(self.port, self.address)
+        server.add_sockets(sockets)
+        self.bound_port = sockets[0].getsockname()[1]
+        return server
+
+    @property
+    def public_url(self) -> str:
+        return f"http://{self.address}:{self.bound_port or self.port}{self.url_prefix}"
+
+    # -- running -----------------------------------------------------------------------------------
+    def start(self) -> None:
+        with ExitStack() as stack:
+            if self.standalone:
+                from .standalone import prepare_standalone
+
+                prepare_standalone(self, stack)
+            self.store.engine  # noqa: B018 - apply migrations before the first request
+            asyncio.run(self._serve())
+
+    async def _serve(self) -> None:
+        server = self.listen()
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.add_signal_handler(sig, stop.set)
+        print(f"conda-store-server listening on {self.public_url}", flush=True)
+        if self.standalone:
+            from .standalone import announce
+
+            await announce(self)
+        await stop.wait()
+        self.log.info("shutting down")
+        server.stop()
+        await asyncio.wait_for(server.close_all_connections(), timeout=5)
+
+
+def main(argv: list[str] | None = None) -> None:
+    app = CondaStoreServer()
+    app.initialize(argv)
+    try:
+        app.start()
+    except KeyboardInterrupt:  # pragma: no cover - a second Ctrl-C during shutdown
+        sys.exit(130)
+
+
+if __name__ == "__main__":
+    main()

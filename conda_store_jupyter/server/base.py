@@ -1,0 +1,274 @@
+"""``BaseHandler``: what every REST handler shares, so resource handlers stay a few lines each.
+
+- **Envelope.** Success is ``{"status": "ok", "data": ..., "message": ...}`` (listings add
+  ``page``/``size``/``count``); every error, including unknown routes, 405 and oversized
+  bodies, is ``{"status": "error", "data": null, "message": "..."}``. Exceptions from
+  :mod:`conda_store_jupyter.exceptions` carry their own HTTP status; anything unexpected is a
+  logged 500 with a generic message (never a traceback to the client).
+- **Credentials** (``Authorization: Bearer|token``, Basic with the token as password, or the
+  ``conda-store-auth`` cookie) are turned into an ``Identity`` by the ``AuthenticationBackend``
+  before the method runs. Bad credentials mean anonymous, not an error: endpoints then answer
+  401 where authentication is required.
+- **XSRF** applies to cookie-authenticated writes only (like JupyterHub's ``APIHandler``): a
+  cross-site page can make the browser send the cookie, but it cannot set a header or read our
+  xsrf cookie. Token-authenticated clients never need it.
+- **Body limit.** Bodies are streamed in and dropped past ``CondaStoreServer.max_body_size``;
+  reading ``self.body`` then raises 413 (in the envelope, unlike tornado's connection-level
+  limit, which just closes the socket).
+- **Upstream client quirks**: its URLs get a ``/`` appended after the query string, so one
+  trailing ``/`` is stripped from every query value (no valid name, id or enum ends with one).
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from typing import Any, Iterable, Iterator, TypeVar
+import enum
+
+from tornado import httputil, web
+
+from .. import api
+from ..auth.rbac import Identity, Permission
+from ..exceptions import AuthenticationError, CondaStoreError, ValidationError
+
+E = TypeVar("E", bound=enum.Enum)
+
+WRITE_METHODS = frozenset({"POST", "PUT", "PATCH", "DELETE"})
+_ID_RE = re.compile(r"^[0-9]{1,18}$")
+
+
+def _default(value: Any) -> Any:
+    """JSON for the types serializers hand us (datetimes are formatted there; enums here)."""
+    if isinstance(value, enum.Enum):
+        return value.value
+    if isinstance(value, (set, frozenset)):
+        return sorted(value)
+    raise TypeError(f"{type(value).__name__} is not JSON serializable")
+
+
+@web.stream_request_body
+class BaseHandler(web.RequestHandler):
+    """Base of every ``/api/v1`` handler (see the module docstring for what it guarantees)."""
+
+    identity: Identity
+    cookie_authenticated: bool = False
+
+    # -- shared objects (set once on the Application by CondaStoreServer) -----------------------
+    @property
+    def store(self):
+        return self.settings["conda_store"]
+
+    @property
+    def auth(self):
+        return self.settings["authentication"]
+
+    @property
+    def server(self):
+        return self.settings["conda_store_server"]
+
+    # -- request lifecycle ------------------------------------------------------------------------
+    def set_default_headers(self) -> None:
+        self.set_header("Content-Type", "application/json; charset=UTF-8")
+        self.set_header("X-Content-Type-Options", "nosniff")
+        self.set_header("Cache-Control", "no-store")
+
+    def check_xsrf_cookie(self) -> None:
+        """Only cookie-authenticated writes are checked (called from :meth:`prepare`)."""
+        if self.cookie_authenticated and self.request.method in WRITE_METHODS:
+            super().check_xsrf_cookie()
+
+    def prepare(self) -> None:
+        self._chunks: list[bytes] = []
+        self._received = 0
+        self._too_large = False
+        limit = self.server.max_body_size
+        length = self.request.headers.get("Content-Length")
+        if length and length.isdigit() and int(length) > limit:
+            self._too_large = True  # drain and drop it; the handler answers 413 when it reads it
+        self.identity = self._authenticate()
+        self.check_xsrf_cookie()
+
+    def data_received(self, chunk: bytes) -> None:
+        self._received += len(chunk)
+        if self._too_large or self._received > self.server.max_body_size:
+            self._too_large = True
+            self._chunks.clear()
+            return
+        self._chunks.append(chunk)
+
+    def _authenticate(self) -> Identity:
+        """One credential per request: the Authorization header wins over the cookie."""
+        authorization = self.request.headers.get("Authorization")
+        if authorization:
+            return self.auth.authenticate_request(cookie=None, authorization=authorization)
+        cookie = self.get_cookie(self.auth.cookie_name)
+        identity = self.auth.authenticate_request(cookie=cookie, authorization=None)
+        self.cookie_authenticated = bool(cookie) and identity.authenticated
+        return identity
+
+    # -- body -------------------------------------------------------------------------------------
+    @property
+    def body(self) -> bytes:
+        if self._too_large:
+            raise web.HTTPError(413, f"request body is larger than {self.server.max_body_size} bytes")
+        return b"".join(self._chunks)
+
+    def json_body(self, *, required: bool = True) -> dict[str, Any]:
+        """The body as a JSON object (empty bodies are ``{}`` unless ``required``)."""
+        raw = self.body
+        if not raw.strip():
+            if required:
+                raise ValidationError("request body must be a JSON object")
+            return {}
+        try:
+            data = json.loads(raw)
+        except (ValueError, UnicodeDecodeError) as exc:
+            raise ValidationError(f"request body is not valid JSON: {exc}") from None
+        if not isinstance(data, dict):
+            raise ValidationError("request body must be a JSON object")
+        return data
+
+    def form_body(self) -> dict[str, str]:
+        """``application/x-www-form-urlencoded`` or multipart fields (first value of each)."""
+        args: dict[str, list[bytes]] = {}
+        files: dict[str, list] = {}
+        httputil.parse_body_arguments(self.request.headers.get("Content-Type", ""), self.body, args, files)
+        return {k: v[0].decode("utf-8", "replace") for k, v in args.items() if v}
+
+    # -- query ------------------------------------------------------------------------------------
+    def query(self, name: str, default: str | None = None) -> str | None:
+        values = self.query_list(name)
+        return values[-1] if values else default
+
+    def query_list(self, name: str) -> list[str]:
+        """All values of ``name``; one trailing ``/`` removed (the upstream client appends it)."""
+        out = []
+        for value in self.get_query_arguments(name):
+            value = value[:-1] if value.endswith("/") else value
+            if value:
+                out.append(value)
+        return out
+
+    def query_int(self, name: str, default: int | None = None, *, minimum: int = 1) -> int | None:
+        value = self.query(name)
+        if value is None:
+            return default
+        if not _ID_RE.match(value) or int(value) < minimum:
+            raise ValidationError(f"query parameter {name!r} must be an integer >= {minimum}, got {value[:40]!r}")
+        return int(value)
+
+    def query_enum(self, name: str, kind: type[E]) -> E | None:
+        value = self.query(name)
+        if value is None:
+            return None
+        try:
+            return kind(value.upper())
+        except ValueError:
+            choices = ", ".join(k.value for k in kind)
+            raise ValidationError(f"query parameter {name!r} must be one of {choices}") from None
+
+    def query_bool(self, name: str) -> bool:
+        """Upstream semantics: any non-empty value except an explicit false means true."""
+        value = self.query(name)
+        return bool(value) and value.lower() not in ("0", "false", "no", "off")
+
+    def page(self) -> api.Page:
+        """v1 paging. With neither ``page`` nor ``size`` everything is returned (see api.paginate)."""
+        cap = self.server.max_page_size
+        page = self.query_int("page", 1)
+        size = self.query_int("size")
+        if size is not None:
+            size = min(size, cap)
+        elif self.query("page") is not None:
+            size = cap
+        order = (self.query("order") or "asc").lower()
+        return api.Page(page=page, size=size, sort_by=tuple(self.query_list("sort_by")),
+                        order=order if order in ("asc", "desc") else "asc")
+
+    # -- authorization ----------------------------------------------------------------------------
+    def authorize(self, db, permission: Permission, arn: str) -> None:
+        """401 for anonymous callers, 403 for authenticated ones (raised by the backend)."""
+        self.auth.authorize(db, self.identity, permission, arn)
+
+    def require_authenticated(self) -> None:
+        if not self.identity.authenticated:
+            raise AuthenticationError("request not authenticated")
+
+    def bindings(self, db):
+        """The caller's effective role bindings (token/user bindings + DB namespace mappings)."""
+        return self.auth.bindings_for(db, self.identity)
+
+    # -- responses --------------------------------------------------------------------------------
+    def write_json(self, payload: dict[str, Any], status: int = 200) -> None:
+        self.set_status(status)
+        self.finish(json.dumps(payload, default=_default))
+
+    def ok(self, data: Any = None, message: str | None = None, status: int = 200) -> None:
+        self.write_json({"status": "ok", "data": data, "message": message}, status)
+
+    def ok_page(self, result: api.PageResult, serialize) -> None:
+        self.write_json({
+            "status": "ok",
+            "data": [serialize(item) for item in result.items],
+            "message": None,
+            "page": result.page,
+            "size": result.size,
+            "count": result.count,
+        })
+
+    def write_error(self, status_code: int, **kwargs: Any) -> None:
+        exc = kwargs.get("exc_info", (None, None, None))[1]
+        if isinstance(exc, CondaStoreError) and exc.status_code != 500:
+            status_code, message = exc.status_code, str(exc)  # incl. 503 "queue unavailable"
+        elif isinstance(exc, web.HTTPError):
+            message = exc.log_message % exc.args if exc.log_message and exc.args else exc.log_message
+            message = message or self._reason or httputil.responses.get(status_code, "error")
+            if status_code == 403 and ("_xsrf" in message or "XSRF" in message):
+                message = f"{message}: cookie-authenticated writes need the X-XSRFToken header"
+        elif status_code >= 500:
+            message = "internal server error"
+        else:
+            message = self._reason
+        self.set_status(status_code)
+        self.set_header("Content-Type", "application/json; charset=UTF-8")
+        if status_code == 401:
+            self.set_header("WWW-Authenticate", 'Bearer realm="conda-store"')
+        self.finish(json.dumps({"status": "error", "data": None, "message": message}))
+
+    def log_exception(self, typ, value, tb) -> None:
+        # Our own errors are answers, not failures: log one line instead of a traceback.
+        if isinstance(value, CondaStoreError) and value.status_code != 500:
+            self.log.debug("%s %s -> %d %s", self.request.method, self.request.path, value.status_code, value)
+            self.set_status(value.status_code)  # so the access log shows the real status
+            return
+        super().log_exception(typ, value, tb)
+
+    @property
+    def log(self):
+        return self.server.log
+
+
+def parse_id(value: str, what: str = "build id") -> int:
+    """Path ids are matched as ``[^/]+`` so junk reaches us and gets a 400, not a 404 page."""
+    if not _ID_RE.match(value or ""):
+        raise ValidationError(f"{what} must be a positive integer, got {value[:40]!r}")
+    return int(value)
+
+
+class NotFoundHandler(BaseHandler):
+    """Unknown routes (the Application's ``default_handler_class``): an enveloped 404."""
+
+    def prepare(self) -> None:
+        super().prepare()
+        raise web.HTTPError(404, f"no such endpoint: {self.request.method} {self.request.path}")
+
+
+def routes(prefix: str, table: Iterable[tuple[str, type]]) -> Iterator[tuple[str, type]]:
+    """``(path, handler)`` with ``prefix`` applied and the trailing slash optional.
+
+    Upstream declares every route with a trailing slash and 307-redirects the other form; we
+    simply serve both, which also fixes the upstream client (it drops the slash before queries).
+    """
+    for path, handler in table:
+        yield prefix.rstrip("/") + path.rstrip("/") + "/?", handler

@@ -1,0 +1,55 @@
+"""``POST /login/`` and ``POST /logout/``: password sessions for browsers and the upstream client.
+
+A successful login issues one of our ordinary tokens (hashed, expiring, revocable) and puts it
+in the ``conda-store-auth`` cookie (HttpOnly, SameSite=Strict); the xsrf cookie is set at the
+same time so pages can send ``X-XSRFToken`` on writes. Only offered when the configured
+authenticator has password login enabled; under JupyterHub users log in through the hub.
+"""
+
+from __future__ import annotations
+
+from ..auth import tokens
+from ..exceptions import ValidationError
+from . import serialize
+from .base import BaseHandler
+
+
+class LoginHandler(BaseHandler):
+    def check_xsrf_cookie(self) -> None:
+        """Logging in creates the session; there is no cookie session to protect yet."""
+
+    def post(self) -> None:
+        content_type = self.request.headers.get("Content-Type", "")
+        form = self.form_body() if content_type.startswith(("application/x-www-form", "multipart/")) else None
+        data = form if form is not None else self.json_body()
+        username, password = data.get("username"), data.get("password")
+        if not isinstance(username, str) or not isinstance(password, str):
+            raise ValidationError("username and password are required")
+        identity = self.auth.login(username, password)
+        issued = self.auth.issue_token_for(identity, primary_namespace=None, role_bindings=None, expiration=None,
+                                           note="login session")
+        self.set_cookie(
+            self.auth.cookie_name, issued.token, path=self.server.base_url, expires=issued.expires_at,
+            httponly=True, samesite="Strict", secure=self.request.protocol == "https",
+        )
+        self.xsrf_token  # noqa: B018 - property access sets the _xsrf cookie for later writes
+        self.ok({"username": identity.username, "primary_namespace": identity.primary_namespace,
+                 "expiration": serialize.timestamp(issued.expires_at)})
+
+
+class LogoutHandler(BaseHandler):
+    def check_xsrf_cookie(self) -> None:
+        """Ending a session is harmless even if a third party triggers it."""
+
+    def post(self) -> None:
+        if self.cookie_authenticated and self.identity.token_id is not None:
+            with self.store.session() as db:
+                tokens.revoke_token(db, self.identity.token_id)
+        self.clear_cookie(self.auth.cookie_name, path=self.server.base_url)
+        self.ok(message="logged out")
+
+
+HANDLERS = [
+    (r"/login/", LoginHandler),
+    (r"/logout/", LogoutHandler),
+]

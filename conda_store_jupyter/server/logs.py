@@ -1,0 +1,95 @@
+"""Build logs: ``GET /api/v1/build/{id}/logs/`` (everything so far) and ``…/logs/stream/``
+(server-sent events following the live log until the build ends).
+
+While a build runs its lines live in a Redis stream (``worker.logs``); once it ends, the stored
+LOGS artifact is the truth and is served like any other artifact.
+"""
+
+from __future__ import annotations
+
+import asyncio
+
+from tornado.iostream import StreamClosedError
+
+from .. import api
+from ..auth.rbac import Permission
+from ..schema import BuildArtifactType
+from ..worker import logs as live
+from .artifacts import artifact_storage_key, send_artifact
+from .base import BaseHandler, parse_id
+
+POLL_SECONDS = 0.25
+"""How often a streaming request checks for new lines (a non-blocking XREAD: microseconds)."""
+
+KEEPALIVE_SECONDS = 15.0
+"""A comment line is sent this often so proxies do not close an idle event stream."""
+
+
+class _LogHandler(BaseHandler):
+    def _authorized_build(self, build_id: str):
+        with self.store.session() as db:
+            build = api.get_build(db, parse_id(build_id))
+            env = build.environment
+            self.authorize(db, Permission.ENVIRONMENT_READ, f"{env.namespace.name}/{env.name}")
+        return build
+
+
+class BuildLogsHandler(_LogHandler):
+    async def get(self, build_id: str) -> None:
+        build = self._authorized_build(build_id)
+        key = artifact_storage_key(build, BuildArtifactType.LOGS)
+        if build.status.finished and key and self.store.storage.exists(key):
+            await send_artifact(self, build, BuildArtifactType.LOGS)
+            return
+        text = live.stored_or_live_log(self.store, build.id)
+        self.set_header("Content-Type", "text/plain; charset=utf-8")
+        self.finish(text)
+
+
+class BuildLogStreamHandler(_LogHandler):
+    """``text/event-stream``: one ``data:`` event per line, ``event: end`` when the build ends.
+
+    Reconnecting clients send ``Last-Event-ID`` (EventSource does this by itself) and continue
+    where they stopped; ``?after=<id>`` does the same for scripts.
+    """
+
+    _closed = False
+
+    def on_connection_close(self) -> None:
+        self._closed = True
+
+    async def get(self, build_id: str) -> None:
+        build = self._authorized_build(build_id)
+        self.set_header("Content-Type", "text/event-stream; charset=utf-8")
+        self.set_header("X-Accel-Buffering", "no")  # nginx: do not buffer the stream
+        after = self.request.headers.get("Last-Event-ID") or self.query("after") or live.START
+        idle = 0.0
+        try:
+            while not self._closed:
+                lines, last, finished = live.read_log(self.store, build.id, after)
+                for i, line in enumerate(lines):
+                    # The last event of a batch carries the stream position for reconnects.
+                    event_id = f"id: {last}\n" if i == len(lines) - 1 else ""
+                    self.write(f"{event_id}data: {line.replace(chr(13), '')}\n\n")
+                after = last
+                if finished:
+                    self.write("event: end\ndata: build finished\n\n")
+                    break
+                if lines:
+                    idle = 0.0
+                    await self.flush()
+                elif idle >= KEEPALIVE_SECONDS:
+                    idle = 0.0
+                    self.write(": keep-alive\n\n")
+                    await self.flush()
+                await asyncio.sleep(POLL_SECONDS)
+                idle += POLL_SECONDS
+            self.finish()
+        except StreamClosedError:
+            pass  # the client went away: nothing to clean up
+
+
+HANDLERS = [
+    (r"/api/v1/build/([^/]+)/logs/", BuildLogsHandler),
+    (r"/api/v1/build/([^/]+)/logs/stream/", BuildLogStreamHandler),
+]

@@ -1,0 +1,73 @@
+"""``/api/v1/specification/``: submit an environment (POST) and solve one without building (GET)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from .. import api
+from ..auth.rbac import Permission
+from ..exceptions import SpecificationError, ValidationError
+from ..naming import validate_name
+from .base import BaseHandler
+
+SOLVE_TIMEOUT = 60.0
+"""Seconds a remote solve may take (a solve of a sane environment takes milliseconds)."""
+
+
+class SpecificationHandler(BaseHandler):
+    def post(self) -> None:
+        """Create or update ``namespace/<spec name>`` and queue a build: ``{"build_id": N}``."""
+        body: dict[str, Any] = self.json_body()
+        if body.get("is_lockfile"):
+            raise ValidationError("lockfile specifications (is_lockfile) are not supported; submit environment.yaml")
+        text = body.get("specification")
+        if not isinstance(text, (str, dict)) or not text:
+            raise ValidationError("'specification' is required: the environment.yaml text")
+        spec = api.prepare_specification(self.store, text)
+        if body.get("environment_name"):
+            spec = spec.model_copy(update={"name": validate_name(body["environment_name"], "environment_name")})
+        description = body.get("environment_description")
+        if description is not None and not isinstance(description, str):
+            raise ValidationError("environment_description must be a string")
+        namespace = body.get("namespace") or self.identity.primary_namespace
+        validate_name(namespace, "namespace")
+        with self.store.session() as db:
+            if api.find_namespace(db, namespace) is None:
+                self.authorize(db, Permission.NAMESPACE_CREATE, f"{namespace}/")
+            self.authorize(db, Permission.ENVIRONMENT_CREATE, f"{namespace}/{spec.name}")
+        build_id = api.submit(self.store, namespace=namespace, specification=spec, description=description)
+        self.ok({"build_id": build_id})
+
+    async def get(self) -> None:
+        """Solve ``conda`` specs on ``channel`` (repeatable) for the host platform, no build.
+
+        Needs the right to build in one's own namespace (a solve costs CPU and fetches repodata).
+        Upstream answers ``{"solve": [...]}`` without the envelope; its client reads that key, so
+        the enveloped answer carries it at the top level too.
+        """
+        from ..build.records import BuildSettings
+        from ..build.solve import solve_specification
+
+        with self.store.session() as db:
+            self.authorize(db, Permission.ENVIRONMENT_CREATE, f"{self.identity.primary_namespace}/*")
+        conda = self.query_list("conda")
+        if not conda:
+            raise ValidationError("give at least one 'conda' match spec to solve")
+        channels = self.query_list("channel") + self.query_list("channels")  # the client sends 'channels'
+        spec = api.prepare_specification(self.store, {"name": "solve", "channels": channels, "dependencies": conda})
+        if self.query_list("pip"):
+            raise SpecificationError("remote solves cover conda packages only; 'pip' is not supported")
+        settings = BuildSettings(
+            channels=tuple(self.store.channel_url(c) for c in spec.channels),
+            package_cache_directory=self.store.package_cache_directory,
+        )
+        result = await solve_specification(spec.dependencies, settings, timeout=SOLVE_TIMEOUT)
+        packages = [
+            {"name": p.name, "version": p.version, "build": p.build, "channel": p.channel, "channel_id": None,
+             "subdir": p.subdir, "size": p.size, "url": p.url, "sha256": p.sha256}
+            for p in result.host.packages
+        ]
+        self.write_json({"status": "ok", "data": {"solve": packages}, "message": None, "solve": packages})
+
+
+HANDLERS = [(r"/api/v1/specification/", SpecificationHandler)]

@@ -1,0 +1,100 @@
+"""``/api/v1/token/``: issue (POST), list one's own (GET) and revoke (DELETE) API tokens."""
+
+from __future__ import annotations
+
+import datetime as dt
+from typing import Any
+
+from ..auth import tokens
+from ..exceptions import NotFoundError, ValidationError
+from . import serialize
+from .base import BaseHandler, parse_id
+
+
+def parse_expiration(value: Any) -> dt.datetime | None:
+    """ISO datetime (``T`` or space separated, optional offset) or unix seconds; naive = UTC."""
+    if value is None or value == "":
+        return None
+    if isinstance(value, (int, float)) and not isinstance(value, bool):
+        try:
+            return dt.datetime.fromtimestamp(value, dt.timezone.utc)
+        except (OverflowError, OSError, ValueError):
+            raise ValidationError("expiration is out of range") from None
+    if isinstance(value, str):
+        try:
+            return dt.datetime.fromisoformat(value.strip().replace("Z", "+00:00"))
+        except ValueError:
+            pass
+    raise ValidationError(f"expiration must be an ISO 8601 datetime or unix time, got {str(value)[:40]!r}")
+
+
+def _token_row(row) -> dict[str, Any]:
+    return {
+        "id": row.id,
+        "primary_namespace": row.primary_namespace,
+        "role_bindings": row.role_bindings,
+        "note": row.note,
+        "created_on": serialize.timestamp(row.created_on),
+        "expires_at": serialize.timestamp(row.expires_at),
+        "last_used": serialize.timestamp(row.last_used),
+        "scoped": bool(getattr(row, "scoped", False)),
+    }
+
+
+class TokenHandler(BaseHandler):
+    def post(self) -> None:
+        """Body ``{primary_namespace?, expiration? (or exp), role_bindings?, note?}``.
+
+        The upstream client sends ``exp`` where its server reads ``expiration``; both work here.
+        Omitted fields are inherited from the caller; the result never exceeds the caller.
+        """
+        self.require_authenticated()
+        body = self.json_body(required=False)
+        expiration = body.get("expiration", body.get("exp"))
+        issued = self.auth.issue_token_for(
+            self.identity,
+            primary_namespace=body.get("primary_namespace") or None,
+            role_bindings=body.get("role_bindings"),
+            expiration=parse_expiration(expiration),
+            note=body.get("note"),
+        )
+        self.ok({"token": issued.token, "id": issued.id, "expiration": serialize.timestamp(issued.expires_at),
+                 "primary_namespace": issued.primary_namespace, "role_bindings": issued.role_bindings})
+
+    def get(self) -> None:
+        """The caller's live tokens (never their secrets)."""
+        self.require_authenticated()
+        with self.store.session() as db:
+            rows = tokens.list_tokens(db, username=self.identity.username) if self.identity.username else []
+            self.ok([_token_row(r) for r in rows])
+
+    def delete(self) -> None:
+        """Revoke the token this request was made with (log out a script)."""
+        self.require_authenticated()
+        if self.identity.token_id is None:
+            raise ValidationError("this credential is not a revocable token (predefined tokens live in the config)")
+        with self.store.session() as db:
+            tokens.revoke_token(db, self.identity.token_id)
+        self.ok(message="token revoked")
+
+
+class TokenByIdHandler(BaseHandler):
+    def delete(self, token_id: str) -> None:
+        """Revoke one of one's own tokens (admins: anyone's)."""
+        self.require_authenticated()
+        wanted = parse_id(token_id, "token id")
+        from .. import orm
+
+        with self.store.session() as db:
+            row = db.get(orm.Token, wanted)
+            mine = row is not None and row.username is not None and row.username == self.identity.username
+            if row is None or not (mine or self.identity.admin):
+                raise NotFoundError(f"token {wanted} does not exist")
+            tokens.revoke_token(db, wanted)
+        self.ok(message=f"token {wanted} revoked")
+
+
+HANDLERS = [
+    (r"/api/v1/token/", TokenHandler),
+    (r"/api/v1/token/([^/]+)/", TokenByIdHandler),
+]
