@@ -69,3 +69,16 @@ def running_server(config: Config, argv: list[str] | None = None) -> Iterator[Ru
         state["loop"].call_soon_threadsafe(state["stop"].set)
         thread.join(10)
         app.store.dispose()
+
+
+def user_token(server: RunningServer, username: str, *, admin: bool = False, **kwargs) -> str:
+    """Issue a session-like token for ``username`` (primary namespace = their name)."""
+    identity = server.auth.identity_for_user(username, admin=admin)
+    kwargs.setdefault("primary_namespace", None)
+    kwargs.setdefault("role_bindings", None)
+    kwargs.setdefault("expiration", None)
+    return server.auth.issue_token_for(identity, **kwargs).token
+
+
+def bearer(token: str) -> dict[str, str]:
+    return {"Authorization": f"Bearer {token}"}
