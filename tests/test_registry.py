@@ -11,10 +11,14 @@ from __future__ import annotations
 import datetime as dt
 import hashlib
 import json
+import re
 import shutil
 import subprocess
+import sys
+from dataclasses import dataclass
 from pathlib import Path
 
+import httpx
 import pytest
 
 from conda_store_jupyter import orm
@@ -23,6 +27,7 @@ from conda_store_jupyter.schema import BuildArtifactType, BuildStatus
 from conda_store_jupyter.storage.base import artifact_key, blob_key
 from conda_store_jupyter.worker.images import IMAGE_FAILED_PREFIX, image_for_build
 
+from .fixtures_service import wait_for
 from .test_image import make_prefix
 
 UMOCI = shutil.which("umoci")
@@ -106,3 +111,235 @@ def test_image_job_skips_unfinished_builds(store) -> None:
         db.get(orm.Build, build_id).status = BuildStatus.FAILED
     assert image_for_build(store, build_id) is None
     assert "docker image" not in _log(store, build_id)
+
+
+# -- end to end: conda-store-server + Redis + conda-store-worker, pulled by skopeo -------------------
+
+ADMIN = "registry-admin-token-0123456789"
+OTHER = "registry-other-token-0123456789"  # admin of namespace "other" only
+BUILD_TIMEOUT = 240.0
+needs_clients = pytest.mark.skipif(SKOPEO is None or UMOCI is None, reason="skopeo/umoci not installed")
+
+
+@dataclass
+class Service:
+    env: object  # fixtures_service.ServiceEnv (config file, store, workers)
+    server: subprocess.Popen
+    url: str  # REST base URL, with url_prefix
+    host: str  # 127.0.0.1:<port>: the registry is at its root whatever url_prefix is
+
+    @property
+    def store(self) -> CondaStore:
+        return self.env.store
+
+    def v2(self, path: str) -> str:
+        return f"http://{self.host}/v2/{path.lstrip('/')}"
+
+    def submit(self, namespace: str, name: str, dependencies: list[str]) -> int:
+        spec = json.dumps({"name": name, "dependencies": dependencies})
+        r = httpx.post(f"{self.url}api/v1/specification/", headers=_bearer(ADMIN),
+                       json={"namespace": namespace, "specification": spec}, timeout=30)
+        assert r.status_code == 200, r.text
+        return r.json()["data"]["build_id"]
+
+    def wait_for_image(self, build_id: int) -> str:
+        """Wait for the build and its image job; returns the manifest digest."""
+
+        def image() -> str | None:
+            with self.store.session() as db:
+                build = db.get(orm.Build, build_id)
+                assert build.status not in (BuildStatus.FAILED, BuildStatus.CANCELED), build.status_info
+                assert not (build.status_info or "").startswith(IMAGE_FAILED_PREFIX), build.status_info
+                artifact = build.artifact(BuildArtifactType.DOCKER_MANIFEST)
+                return "sha256:" + artifact.key.rsplit("/", 1)[1] if artifact else None
+
+        try:
+            return wait_for(image, BUILD_TIMEOUT, f"the image of build {build_id}", interval=0.2)
+        except AssertionError:
+            print(self.env.worker_logs()[-4000:])
+            raise
+
+    def build_key(self, build_id: int) -> str:
+        with self.store.session() as db:
+            return db.get(orm.Build, build_id).build_key
+
+    def log(self, build_id: int) -> str:
+        return _log(self.store, build_id)
+
+
+def _bearer(token: str) -> dict[str, str]:
+    return {"Authorization": f"Bearer {token}"}
+
+
+def _basic(token: str, user: str = "x") -> tuple[str, str]:
+    return (user, token)
+
+
+def _errors(response: httpx.Response) -> list[str]:
+    """Error codes of a registry error body (and it must be one)."""
+    assert response.headers["content-type"].startswith("application/json"), response.headers
+    return [e["code"] for e in response.json()["errors"]]
+
+
+@pytest.fixture(scope="module")
+def service(tmp_path_factory, redis_server_url, local_channel, package_cache_dir) -> Service:
+    """conda-store-server (a real subprocess, url_prefix /conda-store) and two workers."""
+    import redis
+
+    from conda_store_jupyter.worker.tasks import load_store
+
+    from .fixtures_service import _DB_NUMBERS, ServiceEnv, write_config
+
+    root = tmp_path_factory.mktemp("registry")
+    redis_url = f"{redis_server_url}/{next(_DB_NUMBERS)}"
+    redis.Redis.from_url(redis_url).flushdb()
+    config = write_config(
+        root / "conda_store_config.py",
+        store_directory=str(root / "store"),
+        database_url=f"sqlite:///{root / 'conda-store.sqlite'}",
+        redis_url=redis_url,
+        conda_default_channels=[local_channel.url],
+        pip_index_url=local_channel.pypi_index_url,
+        package_cache_directory=str(package_cache_dir),
+        build_artifacts=["LOCKFILE", "YAML", "DOCKER_MANIFEST"],
+        build_timeout=int(BUILD_TIMEOUT),
+    )
+    tokens = {
+        ADMIN: {"primary_namespace": "team", "role_bindings": {"*/*": ["admin"]}, "username": "admin"},
+        OTHER: {"primary_namespace": "other", "role_bindings": {"other/*": ["admin"]}, "username": "bob"},
+    }
+    with open(config, "a") as f:
+        f.write(f"c.AuthenticationBackend.predefined_tokens = {tokens!r}\n"
+                "c.CondaStoreServer.url_prefix = '/conda-store'\n"
+                f"c.Registry.dynamic_wait_timeout = {BUILD_TIMEOUT}\n"
+                "c.Registry.dynamic_poll_interval = 0.2\n")
+    env = ServiceEnv(config=config, store=load_store(str(config)), tmp=root)
+    out = root / "server.log"
+    with open(out, "wb") as log:
+        server = subprocess.Popen([str(Path(sys.executable).with_name("conda-store-server")), "--config", str(config),
+                                   "--port", "0"], stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT)
+    try:
+        line = wait_for(lambda: re.search(r"listening on (http://(\S+?)(/\S*))", out.read_text()), 60,
+                        "conda-store-server to listen")
+        env.start_worker()
+        env.start_worker()
+        yield Service(env=env, server=server, url=line.group(1), host=line.group(2))
+    finally:
+        server.terminate()
+        try:
+            server.wait(10)
+        except subprocess.TimeoutExpired:
+            server.kill()
+            server.wait()
+        env.stop_workers()
+        env.store.dispose()
+        print(out.read_text()[-3000:])
+
+
+@pytest.fixture(scope="module")
+def sixenv(service) -> dict:
+    """team/sixenv (python, six, hello 2) built with its image: the first build of the environment."""
+    build_id = service.submit("team", "sixenv", ["python", "six", "hello"])
+    digest = service.wait_for_image(build_id)
+    return {"build_id": build_id, "digest": digest, "key": service.build_key(build_id)}
+
+
+def skopeo_copy(src: str, dest: str, token: str = ADMIN, *extra: str) -> subprocess.CompletedProcess:
+    return subprocess.run([SKOPEO, "copy", "--src-tls-verify=false", "--src-creds", f"x:{token}", *extra,
+                           src, dest], capture_output=True, text=True, timeout=BUILD_TIMEOUT + 60)
+
+
+def umoci_unpack(layout: Path, ref: str, bundle: Path) -> Path:
+    """Unpack with umoci, which recomputes every layer's diff_id against the config."""
+    subprocess.run([UMOCI, "unpack", "--rootless", "--image", f"{layout}:{ref}", str(bundle)],
+                   check=True, capture_output=True, text=True)
+    return bundle / "rootfs" / "opt" / "conda"
+
+
+def test_v2_base_requires_credentials(service) -> None:
+    r = httpx.get(service.v2(""))
+    assert r.status_code == 401 and _errors(r) == ["UNAUTHORIZED"]
+    assert r.headers["www-authenticate"] == 'Basic realm="conda-store"'
+    assert r.headers["docker-distribution-api-version"] == "registry/2.0"
+    assert httpx.get(service.v2(""), auth=_basic("not-a-token")).status_code == 401
+    ok = httpx.get(service.v2(""), auth=_basic(OTHER))
+    assert ok.status_code == 200 and ok.json() == {}
+    # Mounted at the server root although the REST API lives under /conda-store/.
+    assert service.url.endswith("/conda-store/")
+    assert httpx.get(f"{service.url}v2/", auth=_basic(ADMIN)).status_code == 404
+    # Anything else under /v2/ answers in registry format, pushes included.
+    put = httpx.put(service.v2("team/x/manifests/latest"), auth=_basic(ADMIN), content=b"{}")
+    assert put.status_code == 405 and _errors(put) == ["UNSUPPORTED"]
+    unknown = httpx.get(service.v2("team/nope/manifests/latest"), auth=_basic(ADMIN))
+    assert unknown.status_code == 404 and _errors(unknown) == ["NAME_UNKNOWN"]
+
+
+@needs_clients
+def test_skopeo_pulls_and_umoci_unpacks_a_runnable_image(service, sixenv, tmp_path) -> None:
+    ref = f"docker://{service.host}/team/sixenv:latest"
+    copied = skopeo_copy(ref, f"dir:{tmp_path / 'dir'}")
+    assert copied.returncode == 0, copied.stderr
+    manifest = (tmp_path / "dir" / "manifest.json").read_bytes()
+    assert "sha256:" + hashlib.sha256(manifest).hexdigest() == sixenv["digest"]  # served byte-for-byte
+    assert manifest == service.store.storage.get_bytes(blob_key(sixenv["digest"]))
+
+    copied = skopeo_copy(ref, f"oci:{tmp_path / 'oci'}:latest")
+    assert copied.returncode == 0, copied.stderr
+    conda = umoci_unpack(tmp_path / "oci", "latest", tmp_path / "bundle")
+    run = subprocess.run([conda / "bin" / "python", "-c", "import six, sys; print(six.__name__, sys.prefix)"],
+                         capture_output=True, text=True, check=True)
+    assert run.stdout.split() == ["six", str(conda)]
+    assert subprocess.run([conda / "bin" / "hello"], capture_output=True, text=True,
+                          check=True).stdout.startswith("hello 2.")
+    # The image job's report is at the end of the build's log.
+    text = service.log(sixenv["build_id"])
+    assert f"image {sixenv['digest']}:" in text and "== docker image:" in text
+
+
+def test_head_and_tags(service, sixenv) -> None:
+    auth = _basic(ADMIN)
+    head = httpx.head(service.v2("team/sixenv/manifests/latest"), auth=auth)
+    assert head.status_code == 200 and head.content == b""
+    assert head.headers["docker-content-digest"] == sixenv["digest"]
+    assert head.headers["content-type"] == "application/vnd.docker.distribution.manifest.v2+json"
+    manifest = httpx.get(service.v2(f"team/sixenv/manifests/{sixenv['digest']}"), auth=auth)
+    assert manifest.status_code == 200 and int(head.headers["content-length"]) == len(manifest.content)
+    layer = manifest.json()["layers"][0]
+    blob_head = httpx.head(service.v2(f"team/sixenv/blobs/{layer['digest']}"), auth=auth)
+    assert blob_head.status_code == 200 and blob_head.content == b""
+    assert int(blob_head.headers["content-length"]) == layer["size"]
+    assert blob_head.headers["docker-content-digest"] == layer["digest"]
+    blob = httpx.get(service.v2(f"team/sixenv/blobs/{layer['digest']}"), auth=auth)
+    assert "sha256:" + hashlib.sha256(blob.content).hexdigest() == layer["digest"]
+    # An OCI-only client gets the OCI form (same blobs) and can come back by its digest.
+    oci = httpx.get(service.v2("team/sixenv/manifests/latest"), auth=auth,
+                    headers={"Accept": "application/vnd.oci.image.manifest.v1+json"})
+    assert oci.headers["content-type"] == "application/vnd.oci.image.manifest.v1+json"
+    assert oci.json()["layers"][0]["digest"] == layer["digest"]
+    again = httpx.head(service.v2(f"team/sixenv/manifests/{oci.headers['docker-content-digest']}"), auth=auth,
+                       headers={"Accept": "application/vnd.oci.image.manifest.v1+json"})
+    assert again.status_code == 200
+    tags = httpx.get(service.v2("team/sixenv/tags/list"), auth=auth).json()
+    assert tags == {"name": "team/sixenv", "tags": ["latest", sixenv["key"]]}
+    missing = httpx.head(service.v2("team/sixenv/blobs/sha256:" + "0" * 64), auth=auth)
+    assert missing.status_code == 404
+    bad = httpx.get(service.v2("team/sixenv/blobs/md5:abc"), auth=auth)
+    assert bad.status_code == 400 and _errors(bad) == ["DIGEST_INVALID"]
+    unknown_tag = httpx.get(service.v2("team/sixenv/manifests/v1.0"), auth=auth)
+    assert unknown_tag.status_code == 404 and _errors(unknown_tag) == ["MANIFEST_UNKNOWN"]
+
+
+def test_pull_needs_a_token_with_read_access(service, sixenv, tmp_path) -> None:
+    manifest = service.v2("team/sixenv/manifests/latest")
+    anonymous = httpx.get(manifest)
+    assert anonymous.status_code == 401 and _errors(anonymous) == ["UNAUTHORIZED"]
+    assert "www-authenticate" in anonymous.headers
+    layer = service.store.storage.get_bytes(blob_key(sixenv["digest"]))
+    blob = service.v2(f"team/sixenv/blobs/{json.loads(layer)['layers'][0]['digest']}")
+    for url in (manifest, blob, service.v2("team/sixenv/tags/list")):
+        denied = httpx.get(url, auth=_basic(OTHER))
+        assert denied.status_code == 403 and _errors(denied) == ["DENIED"], url
+        assert httpx.get(url).status_code == 401
+    if SKOPEO is not None:
+        refused = skopeo_copy(f"docker://{service.host}/team/sixenv:latest", f"dir:{tmp_path / 'x'}", OTHER)
+        assert refused.returncode != 0 and "denied" in refused.stderr.lower(), refused.stderr

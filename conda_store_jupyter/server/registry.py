@@ -15,13 +15,18 @@ or ``Authorization: Bearer <token>``. Pulling needs ``environment::read`` on ``<
 from __future__ import annotations
 
 import asyncio
+import datetime as dt
+import hashlib
 import json
 import re
 import time
+import weakref
+from collections import OrderedDict
 from dataclasses import dataclass
+from typing import Any, Callable, TypeVar
 
 from sqlalchemy import select
-from tornado import web
+from tornado import iostream, web
 from traitlets import Bool, Float, Unicode
 from traitlets.config import LoggingConfigurable
 
@@ -38,6 +43,9 @@ from ..exceptions import (
 from ..naming import parse_build_key, validate_name, validate_tag
 from ..schema import BuildArtifactType, BuildStatus
 from ..storage.base import blob_key
+from ..worker.images import IMAGE_FAILED_PREFIX
+
+T = TypeVar("T")
 
 MANIFEST_V2 = "application/vnd.docker.distribution.manifest.v2+json"
 OCI_MANIFEST = "application/vnd.oci.image.manifest.v1+json"
@@ -83,6 +91,13 @@ class Registry(LoggingConfigurable):
         help="Seconds between checks of an on-demand build's state while a request waits for it.",
     ).tag(config=True)
 
+    dynamic_retry_after = Float(
+        300.0,
+        help="""Seconds during which a failed on-demand build is reported as is instead of being
+        retried: a name that cannot be built (unknown package, conflict) must not start a new
+        build on every pull.""",
+    ).tag(config=True)
+
 
 # -- on-demand names ------------------------------------------------------------------------------
 
@@ -100,8 +115,6 @@ def decode_dynamic_segment(segment: str) -> str:
 
 def dynamic_environment_name(segments: list[str]) -> str:
     """A stable environment name for a set of segments (order does not matter)."""
-    import hashlib
-
     canonical = sorted(set(segments))
     readable = "-".join(canonical)
     if len(readable) <= 64:
@@ -120,11 +133,54 @@ class ResolvedImage:
     manifest_digest: str
 
 
+@dataclass(frozen=True)
+class _ManifestInfo:
+    """What the handlers need from a stored manifest; immutable because manifests are content-addressed."""
+
+    blobs: frozenset[str]  # config + layer digests
+    oci_digest: str  # digest of the OCI form served to clients that accept only OCI manifests
+
+
+_MANIFEST_CACHE: OrderedDict[tuple[int, str], _ManifestInfo] = OrderedDict()
+_MANIFEST_CACHE_SIZE = 2048
+
+
+def manifest_info(storage, digest: str) -> _ManifestInfo | None:
+    """Blobs of the stored manifest ``digest`` (cached: a pull asks once per blob); None if missing."""
+    key = (id(storage), digest)
+    info = _MANIFEST_CACHE.get(key)
+    if info is not None:
+        _MANIFEST_CACHE.move_to_end(key)
+        return info
+    try:
+        data = storage.get_bytes(blob_key(digest))
+    except NotFoundError:
+        return None
+    from ..build.image import oci_manifest
+
+    parsed = json.loads(data)
+    blobs = frozenset([parsed["config"]["digest"], *(layer["digest"] for layer in parsed["layers"])])
+    info = _ManifestInfo(blobs, "sha256:" + hashlib.sha256(oci_manifest(data)).hexdigest())
+    _MANIFEST_CACHE[key] = info
+    while len(_MANIFEST_CACHE) > _MANIFEST_CACHE_SIZE:
+        _MANIFEST_CACHE.popitem(last=False)
+    return info
+
+
 def _manifest_digest(build: orm.Build) -> str | None:
     artifact = build.artifact(BuildArtifactType.DOCKER_MANIFEST)
     if artifact is None:
         return None
     return "sha256:" + artifact.key.rsplit("/", 1)[-1]
+
+
+def image_failure(build: orm.Build) -> str | None:
+    """Why a finished build has (and will get) no image; None while one may still come."""
+    if build.status in (BuildStatus.FAILED, BuildStatus.CANCELED):
+        return f"build {build.id} {build.status.value}: {build.status_info or 'no reason recorded'}"
+    if build.status is BuildStatus.COMPLETED and (build.status_info or "").startswith(IMAGE_FAILED_PREFIX):
+        return f"build {build.id} has no image: {build.status_info[len(IMAGE_FAILED_PREFIX):]}"
+    return None
 
 
 def _find_environment(db, namespace: str, name: str) -> orm.Environment:
@@ -139,17 +195,28 @@ def _find_environment(db, namespace: str, name: str) -> orm.Environment:
     return env
 
 
-def resolve_reference(db, env: orm.Environment, reference: str) -> ResolvedImage:
-    """``latest`` | ``<build key>`` | ``sha256:<hex>`` → the build and its manifest digest."""
+def resolve_reference(db, env: orm.Environment, reference: str, *, storage=None,
+                      images_enabled: bool = True) -> ResolvedImage:
+    """``latest`` | ``<build key>`` | ``sha256:<hex>`` → the build and its manifest digest.
+
+    A digest may be the stored (Docker) manifest's or, given ``storage``, the OCI form's that
+    OCI-only clients were served, so they can come back by digest.
+    """
     if DIGEST_RE.match(reference):
         for build in env.builds:
-            if build.deleted_on is None and _manifest_digest(build) == reference:
+            digest = _manifest_digest(build)
+            if build.deleted_on is not None or digest is None:
+                continue
+            if digest == reference:
                 return ResolvedImage(build.id, reference)
+            info = manifest_info(storage, digest) if storage is not None else None
+            if info is not None and info.oci_digest == reference:
+                return ResolvedImage(build.id, digest)
         raise RegistryError(404, "MANIFEST_UNKNOWN", f"manifest {reference} is not part of this repository")
     if reference == "latest":
         build = env.current_build
         if build is None:
-            raise RegistryError(404, "MANIFEST_UNKNOWN", "the environment has no current build yet")
+            raise RegistryError(404, "MANIFEST_UNKNOWN", "the environment has no completed build yet")
     else:
         try:
             validate_tag(reference)
@@ -163,36 +230,62 @@ def resolve_reference(db, env: orm.Environment, reference: str) -> ResolvedImage
         raise RegistryError(404, "MANIFEST_UNKNOWN", f"build {build.id} was deleted")
     digest = _manifest_digest(build)
     if digest is None:
-        state = "is still being built" if not build.status.finished else f"is {build.status.value} without an image"
-        raise RegistryError(404, "MANIFEST_UNKNOWN", f"build {build.id} {state}")
+        if not build.status.finished:
+            state = f"build {build.id} is still {build.status.value}"
+        elif not images_enabled:
+            state = "this conda-store does not build images (DOCKER_MANIFEST is not in CondaStore.build_artifacts)"
+        else:
+            state = image_failure(build) or f"the image of build {build.id} is still being built; retry shortly"
+        raise RegistryError(404, "MANIFEST_UNKNOWN", state)
     return ResolvedImage(build.id, digest)
 
 
 # -- handlers ---------------------------------------------------------------------------------------
 
 class RegistryHandler(web.RequestHandler):
-    """Base: registry-format errors, credentials, read permission on the repository."""
+    """Base: registry-format errors, credentials, read permission on the repository.
+
+    Database and storage calls run on the default executor (``run_sync``): a slow database or
+    disk must not stall every other request, the on-demand waits included.
+    """
 
     def initialize(self, store, auth, registry: Registry) -> None:
         self.store, self.auth, self.registry = store, auth, registry
+        self.client_gone = False
+
+    def on_connection_close(self) -> None:
+        self.client_gone = True
 
     def check_xsrf_cookie(self) -> None:  # read-only API authenticated by headers, never cookies
         pass
 
     def set_default_headers(self) -> None:
         self.set_header("Docker-Distribution-API-Version", "registry/2.0")
+        self.set_header("X-Content-Type-Options", "nosniff")
 
-    def _identity(self):
-        return self.auth.authenticate_request(cookie=None, authorization=self.request.headers.get("Authorization"))
+    async def run_sync(self, fn: Callable[..., T], *args: Any) -> T:
+        return await asyncio.get_running_loop().run_in_executor(None, fn, *args)
 
-    def _challenge(self) -> None:
-        self.set_header("WWW-Authenticate", 'Basic realm="conda-store"')
+    @property
+    def images_enabled(self) -> bool:
+        return BuildArtifactType.DOCKER_MANIFEST.value in self.store.build_artifacts
+
+    def is_dynamic(self, name: str) -> bool:
+        return self.registry.dynamic_images and name.split("/", 1)[0] == self.registry.dynamic_namespace
+
+    def authenticated(self):
+        """The caller's identity; 401 (with the Basic challenge ``docker login`` answers) if anonymous."""
+        identity = self.auth.authenticate_request(cookie=None, authorization=self.request.headers.get("Authorization"))
+        if identity.anonymous:
+            raise RegistryError(401, "UNAUTHORIZED", "authentication required: use a conda-store token "
+                                "as the password (docker login -u <anything> -p <token>)")
+        return identity
 
     def write_registry_error(self, status: int, code: str, message: str) -> None:
         self.clear()
         self.set_default_headers()
         if status == 401:
-            self._challenge()
+            self.set_header("WWW-Authenticate", 'Basic realm="conda-store"')
         self.set_status(status)
         self.set_header("Content-Type", "application/json")
         if self.request.method != "HEAD":
@@ -209,13 +302,20 @@ class RegistryHandler(web.RequestHandler):
             return self.write_registry_error(status_code, code, exc.log_message or self._reason)
         self.write_registry_error(500, "UNKNOWN", "internal error")
 
+    def log_exception(self, typ, value, tb) -> None:
+        if isinstance(value, RegistryError):  # expected answers, not server errors
+            return
+        super().log_exception(typ, value, tb)
+
     def _raise_for(self, exc: CondaStoreError) -> None:
         if isinstance(exc, AuthenticationError):
             raise RegistryError(401, "UNAUTHORIZED", "authentication required")
         if isinstance(exc, PermissionDeniedError):
             raise RegistryError(403, "DENIED", "requested access to the resource is denied")
-        if isinstance(exc, (ValidationError, NotFoundError)):
-            raise RegistryError(404 if isinstance(exc, NotFoundError) else 400, "NAME_INVALID", str(exc))
+        if isinstance(exc, NotFoundError):
+            raise RegistryError(404, "NAME_UNKNOWN", str(exc))
+        if isinstance(exc, ValidationError):
+            raise RegistryError(400, "NAME_INVALID", str(exc))
         raise exc
 
     def require_pull(self, db, identity, namespace: str, name: str) -> None:
@@ -233,15 +333,45 @@ class RegistryHandler(web.RequestHandler):
         except InvalidNameError as exc:
             raise RegistryError(400, "NAME_INVALID", str(exc)) from None
 
+    def dynamic_name(self, name: str) -> tuple[str, list[str]]:
+        """(environment name, match specs) of an on-demand image name; 400 NAME_INVALID on junk."""
+        segments = name.split("/")[1:]
+        if not segments or segments == [""]:
+            raise RegistryError(400, "NAME_INVALID",
+                                f"name at least one package after {self.registry.dynamic_namespace}/")
+        try:
+            specs = [decode_dynamic_segment(s) for s in segments]
+        except InvalidNameError as exc:
+            raise RegistryError(400, "NAME_INVALID", str(exc)) from None
+        return dynamic_environment_name(segments), specs
+
+    def repository(self, db, identity, name: str) -> orm.Environment:
+        """The environment behind an image name, after the pull permission check.
+
+        On-demand images hold only channel packages and any authenticated user may create them,
+        so reading them needs authentication only.
+        """
+        if self.is_dynamic(name):
+            env_name, _ = self.dynamic_name(name)
+            return _find_environment(db, self.registry.dynamic_namespace, env_name)
+        namespace, env_name = self.split_name(name)
+        self.require_pull(db, identity, namespace, env_name)
+        return _find_environment(db, namespace, env_name)
+
 
 class BaseCheckHandler(RegistryHandler):
     """``GET /v2/``: tells clients this is a v2 registry and whether their credentials work."""
 
-    def get(self) -> None:
-        if self._identity().anonymous:
-            raise RegistryError(401, "UNAUTHORIZED", "authentication required")
+    async def get(self) -> None:
+        await self.run_sync(self.authenticated)
         self.set_header("Content-Type", "application/json")
         self.finish("{}")
+
+    head = get
+
+
+_DYNAMIC_LOCKS: "weakref.WeakValueDictionary[str, asyncio.Lock]" = weakref.WeakValueDictionary()
+"""Per on-demand environment, held while one request decides whether to submit its build."""
 
 
 class ManifestHandler(RegistryHandler):
@@ -252,31 +382,40 @@ class ManifestHandler(RegistryHandler):
         await self._serve(name, reference, body=False)
 
     async def _serve(self, name: str, reference: str, body: bool) -> None:
-        identity = self._identity()
-        if identity.anonymous:
-            raise RegistryError(401, "UNAUTHORIZED", "authentication required")
-        if self.registry.dynamic_images and name.split("/", 1)[0] == self.registry.dynamic_namespace:
+        identity = await self.run_sync(self.authenticated)
+        if self.is_dynamic(name):
             digest = await self._dynamic(identity, name, reference)
         else:
-            namespace, env_name = self.split_name(name)
-            with self.store.session() as db:
-                self.require_pull(db, identity, namespace, env_name)
-                env = _find_environment(db, namespace, env_name)
-                digest = resolve_reference(db, env, reference).manifest_digest
-        self._write_manifest(digest, body)
+            digest = await self.run_sync(self._resolve, identity, name, reference)
+        data = await self.run_sync(self._manifest_bytes, digest)
+        self._write_manifest(digest, data, body)
 
-    def _write_manifest(self, digest: str, body: bool) -> None:
+    def _resolve(self, identity, name: str, reference: str) -> str:
+        with self.store.session() as db:
+            env = self.repository(db, identity, name)
+            return resolve_reference(db, env, reference, storage=self.store.storage,
+                                     images_enabled=self.images_enabled).manifest_digest
+
+    def _manifest_bytes(self, digest: str) -> bytes:
         try:
-            data = self.store.storage.get_bytes(blob_key(digest))
+            return self.store.storage.get_bytes(blob_key(digest))
         except NotFoundError:
             raise RegistryError(404, "MANIFEST_UNKNOWN", f"manifest {digest} is missing from storage") from None
+
+    def _write_manifest(self, digest: str, data: bytes, body: bool) -> None:
+        """Serve the stored bytes as they are, unless the client accepts only OCI manifests.
+
+        The stored form is Docker v2 schema 2 (what ``docker pull`` asks for first). A client whose
+        ``Accept`` lists OCI but not Docker types gets :func:`oci_manifest` of it: same config and
+        layer blobs, so nothing else changes; its digest is the one ``resolve_reference`` knows.
+        """
         media_type = json.loads(data).get("mediaType", MANIFEST_V2)
-        accept = self.request.headers.get("Accept", "")
+        accept = ",".join(self.request.headers.get_list("Accept"))
         if media_type == MANIFEST_V2 and accept and MANIFEST_V2 not in accept and OCI_MANIFEST in accept:
             from ..build.image import oci_manifest
 
             data, media_type = oci_manifest(data), OCI_MANIFEST
-            digest = "sha256:" + __import__("hashlib").sha256(data).hexdigest()
+            digest = "sha256:" + hashlib.sha256(data).hexdigest()
         self.set_header("Content-Type", media_type)
         self.set_header("Docker-Content-Digest", digest)
         self.set_header("Content-Length", str(len(data)))
@@ -285,113 +424,146 @@ class ManifestHandler(RegistryHandler):
 
     # -- on demand ------------------------------------------------------------------------------
     async def _dynamic(self, identity, name: str, reference: str) -> str:
+        env_name, specs = self.dynamic_name(name)
         if reference != "latest":
-            raise RegistryError(404, "MANIFEST_UNKNOWN", "on-demand images only have the tag 'latest'")
-        segments = name.split("/")[1:]
-        if not segments:
-            raise RegistryError(404, "NAME_UNKNOWN", "name at least one package after conda-store-dynamic/")
-        try:
-            specs = [decode_dynamic_segment(s) for s in segments]
-        except InvalidNameError as exc:
-            raise RegistryError(400, "NAME_INVALID", str(exc)) from None
-        env_name = dynamic_environment_name(segments)
-        build_id = await asyncio.get_running_loop().run_in_executor(
-            None, self._ensure_dynamic_build, identity, env_name, specs
-        )
+            digest = await self.run_sync(self._resolve, identity, name, reference)  # a digest or build key
+            return digest
+        if not self.images_enabled:
+            raise RegistryError(404, "MANIFEST_UNKNOWN", "this conda-store does not build images "
+                                "(DOCKER_MANIFEST is not in CondaStore.build_artifacts)")
+        # One request per process decides whether to submit; concurrent pulls of a new name then
+        # find its build instead of each submitting one.
+        lock = _DYNAMIC_LOCKS.get(env_name)
+        if lock is None:
+            lock = _DYNAMIC_LOCKS[env_name] = asyncio.Lock()
+        async with lock:
+            build_id = await self.run_sync(self._ensure_dynamic_build, identity, env_name, specs)
         return await self._wait_for_image(build_id)
 
     def _ensure_dynamic_build(self, identity, env_name: str, specs: list[str]) -> int:
-        """Reuse the environment's current or in-flight build, else submit a new one."""
+        """The build whose image answers this pull: the current image, an in-flight build, a
+        recent failure (reported, not retried), or a newly submitted build."""
         from .. import api
 
         namespace = self.registry.dynamic_namespace
         with self.store.session() as db:
             env = db.scalars(
                 select(orm.Environment).join(orm.Namespace)
-                .where(orm.Namespace.name == namespace, orm.Environment.name == env_name,
-                       orm.Environment.deleted_on.is_(None))
+                .where(orm.Namespace.name == namespace, orm.Namespace.deleted_on.is_(None),
+                       orm.Environment.name == env_name, orm.Environment.deleted_on.is_(None))
             ).one_or_none()
             if env is not None:
-                for build in sorted(env.builds, key=lambda b: b.id, reverse=True):
-                    if build.deleted_on is None and build.status in (BuildStatus.QUEUED, BuildStatus.BUILDING):
-                        return build.id
-                    if build.deleted_on is None and build.status is BuildStatus.COMPLETED and _manifest_digest(build):
-                        return build.id
+                current = env.current_build
+                if current is not None and current.deleted_on is None and _manifest_digest(current):
+                    return current.id
+                live = [b for b in env.builds if b.deleted_on is None]
+                if live:
+                    latest = max(live, key=lambda b: b.id)
+                    failure = image_failure(latest)
+                    if failure is None:  # queued, building, or completed with its image coming
+                        return latest.id
+                    ended = latest.ended_on or latest.scheduled_on
+                    if (orm.utcnow() - ended) < dt.timedelta(seconds=self.registry.dynamic_retry_after):
+                        return latest.id
         spec = {"name": env_name, "dependencies": specs}
         try:
             return api.submit_dynamic_build(self.store, namespace=namespace, specification=spec,
                                             requested_by=identity.username)
-        except CondaStoreError as exc:
+        except ValidationError as exc:
             raise RegistryError(400, "NAME_INVALID", f"cannot build this image: {exc}") from None
+        except CondaStoreError as exc:
+            raise RegistryError(503 if exc.status_code >= 500 else 400, "UNAVAILABLE" if exc.status_code >= 500
+                                else "NAME_INVALID", f"cannot build this image: {exc}") from None
+
+    def _dynamic_state(self, build_id: int) -> tuple[str | None, str | None]:
+        """(manifest digest, failure) of an on-demand build; both None while it is in progress."""
+        with self.store.session() as db:
+            build = db.get(orm.Build, build_id)
+            if build is None or build.deleted_on is not None:
+                return None, f"build {build_id} was deleted"
+            return _manifest_digest(build), image_failure(build)
 
     async def _wait_for_image(self, build_id: int) -> str:
+        """Poll until the image exists, the build fails, the client leaves, or the deadline passes.
+
+        Each check runs on the executor and the pause is ``asyncio.sleep``: waiting requests cost
+        the event loop nothing, however many there are.
+        """
         deadline = time.monotonic() + self.registry.dynamic_wait_timeout
         while True:
-            with self.store.session() as db:
-                build = db.get(orm.Build, build_id)
-                digest = _manifest_digest(build)
-                status, info = build.status, build.status_info
+            digest, failure = await self.run_sync(self._dynamic_state, build_id)
             if digest:
                 return digest
-            if status in (BuildStatus.FAILED, BuildStatus.CANCELED):
-                raise RegistryError(404, "MANIFEST_UNKNOWN", f"build {build_id} {status.value}: {info or ''}".strip())
-            if time.monotonic() > deadline:
-                raise RegistryError(404, "MANIFEST_UNKNOWN",
-                                    f"build {build_id} is not ready after {self.registry.dynamic_wait_timeout:.0f} s")
-            if self.request.connection.stream.closed():  # the client gave up; stop waiting
+            if failure:
+                raise RegistryError(404, "MANIFEST_UNKNOWN", f"on-demand image failed: {failure}")
+            if self.client_gone:
                 raise web.Finish()
-            await asyncio.sleep(self.registry.dynamic_poll_interval)
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                raise RegistryError(404, "MANIFEST_UNKNOWN",
+                                    f"build {build_id} is not ready after {self.registry.dynamic_wait_timeout:g} s; "
+                                    "it continues: pull again later")
+            await asyncio.sleep(min(self.registry.dynamic_poll_interval, remaining))
 
 
 class BlobHandler(RegistryHandler):
-    def get(self, name: str, digest: str) -> None:
-        self._serve(name, digest, body=True)
+    CHUNK = 1 << 20
 
-    def head(self, name: str, digest: str) -> None:
-        self._serve(name, digest, body=False)
+    async def get(self, name: str, digest: str) -> None:
+        await self._serve(name, digest, body=True)
 
-    def _serve(self, name: str, digest: str, body: bool) -> None:
+    async def head(self, name: str, digest: str) -> None:
+        await self._serve(name, digest, body=False)
+
+    async def _serve(self, name: str, digest: str, body: bool) -> None:
         if not DIGEST_RE.match(digest):
             raise RegistryError(400, "DIGEST_INVALID", f"{digest!r} is not a sha256 digest")
-        identity = self._identity()
-        if identity.anonymous:
-            raise RegistryError(401, "UNAUTHORIZED", "authentication required")
-        with self.store.session() as db:
-            env = self._environment_for(db, identity, name)
-            if not self._blob_in_repository(env, digest):
-                raise RegistryError(404, "BLOB_UNKNOWN", f"blob {digest} is not part of this repository")
-        key = blob_key(digest)
-        storage = self.store.storage
-        url = storage.presigned_url(key) if body else None
+        size, url = await self.run_sync(self._locate, name, digest, body)
         if url:
             self.redirect(url, status=307)
             return
-        try:
-            size = storage.size(key)
-        except NotFoundError:
-            raise RegistryError(404, "BLOB_UNKNOWN", f"blob {digest} is missing from storage") from None
         self.set_header("Content-Type", "application/octet-stream")
         self.set_header("Docker-Content-Digest", digest)
         self.set_header("Content-Length", str(size))
+        self.set_header("ETag", f'"{digest}"')
+        self.set_header("Cache-Control", "max-age=31536000")  # content-addressed: never changes
         if not body:
             self.finish()
             return
-        for chunk in storage.iter_chunks(key):
-            self.write(chunk)
-        self.finish()
+        await self._stream(blob_key(digest))
 
-    def _environment_for(self, db, identity, name: str) -> orm.Environment:
-        if self.registry.dynamic_images and name.split("/", 1)[0] == self.registry.dynamic_namespace:
-            segments = name.split("/")[1:]
-            try:
-                [decode_dynamic_segment(s) for s in segments]
-            except InvalidNameError as exc:
-                raise RegistryError(400, "NAME_INVALID", str(exc)) from None
-            namespace, env_name = self.registry.dynamic_namespace, dynamic_environment_name(segments)
-        else:
-            namespace, env_name = self.split_name(name)
-            self.require_pull(db, identity, namespace, env_name)
-        return _find_environment(db, namespace, env_name)
+    def _locate(self, name: str, digest: str, body: bool) -> tuple[int, str | None]:
+        identity = self.authenticated()
+        with self.store.session() as db:
+            env = self.repository(db, identity, name)
+            if not self._blob_in_repository(env, digest):
+                raise RegistryError(404, "BLOB_UNKNOWN", f"blob {digest} is not part of this repository")
+        storage = self.store.storage
+        key = blob_key(digest)
+        url = storage.presigned_url(key) if body else None
+        if url:
+            return 0, url
+        try:
+            return storage.size(key), None
+        except NotFoundError:
+            raise RegistryError(404, "BLOB_UNKNOWN", f"blob {digest} is missing from storage") from None
+
+    async def _stream(self, key: str) -> None:
+        """Send the blob chunk by chunk, reading on the executor and waiting for each send.
+
+        ``flush()`` per chunk keeps memory at one chunk per download (a layer can be hundreds of
+        MB) and applies the client's back-pressure.
+        """
+        f = await self.run_sync(self.store.storage.open, key)
+        try:
+            while chunk := await self.run_sync(f.read, self.CHUNK):
+                self.write(chunk)
+                await self.flush()
+        except iostream.StreamClosedError:
+            return
+        finally:
+            f.close()
+        self.finish()
 
     def _blob_in_repository(self, env: orm.Environment, digest: str) -> bool:
         """Only blobs referenced by one of this repository's manifests may be pulled through it."""
@@ -402,29 +574,29 @@ class BlobHandler(RegistryHandler):
                 continue
             if manifest_digest == digest:
                 return True
-            try:
-                manifest = json.loads(storage.get_bytes(blob_key(manifest_digest)))
-            except NotFoundError:
-                continue
-            if digest == manifest["config"]["digest"] or any(l["digest"] == digest for l in manifest["layers"]):
+            info = manifest_info(storage, manifest_digest)
+            if info is not None and digest in info.blobs:
                 return True
         return False
 
 
 class TagsHandler(RegistryHandler):
-    def get(self, name: str) -> None:
-        identity = self._identity()
-        if identity.anonymous:
-            raise RegistryError(401, "UNAUTHORIZED", "authentication required")
-        namespace, env_name = self.split_name(name)
-        with self.store.session() as db:
-            self.require_pull(db, identity, namespace, env_name)
-            env = _find_environment(db, namespace, env_name)
-            tags = [b.build_key for b in env.builds if b.deleted_on is None and _manifest_digest(b)]
-            if env.current_build is not None and _manifest_digest(env.current_build):
-                tags.insert(0, "latest")
+    """``GET /v2/<name>/tags/list``: ``latest`` (when the current build has an image), then build keys."""
+
+    async def get(self, name: str) -> None:
+        tags = await self.run_sync(self._tags, name)
         self.set_header("Content-Type", "application/json")
         self.finish(json.dumps({"name": name, "tags": tags}))
+
+    def _tags(self, name: str) -> list[str]:
+        identity = self.authenticated()
+        with self.store.session() as db:
+            env = self.repository(db, identity, name)
+            tags = [b.build_key for b in env.builds if b.deleted_on is None and _manifest_digest(b)]
+            current = env.current_build
+            if current is not None and current.deleted_on is None and _manifest_digest(current):
+                tags.insert(0, "latest")
+        return tags
 
 
 class CatchAllHandler(RegistryHandler):

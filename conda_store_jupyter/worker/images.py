@@ -14,7 +14,6 @@ after a crash costs one hash per layer.
 from __future__ import annotations
 
 import logging
-import os
 import time
 import traceback
 from pathlib import Path
@@ -38,25 +37,14 @@ WORK_DIR_NAME = ".image-work"
 """Scratch directory under the store: on the prefixes' filesystem, so conda-pack hardlinks."""
 
 
-def load_store(config_path: str | None) -> "CondaStore":
-    """The ``CondaStore`` of a job, configured exactly like the worker's build jobs."""
-    from ..app import CondaStore
-    from .queue import CONFIG_ENV, REDIS_URL_ENV
-
-    path = config_path or os.environ.get(CONFIG_ENV) or None
-    store = CondaStore.from_config_file(path)
-    if os.environ.get(REDIS_URL_ENV):
-        store.redis_url = os.environ[REDIS_URL_ENV]
-    store.config_file = path  # so follow-up jobs name the same file (queue.config_path_of)
-    return store
-
-
 def build_image_artifact(build_id: int, config_path: str | None = None) -> str | None:
     """Build and record the image of build ``build_id``; returns the manifest digest, or None.
 
     None means no image was made: the build is not COMPLETED (deleted, failed, rebuilt over) or the
     image failed, in which case the reason is in the build's log and ``status_info``.
     """
+    from .tasks import load_store  # the same loading rules as the build job
+
     store = load_store(config_path)
     try:
         return image_for_build(store, int(build_id))
