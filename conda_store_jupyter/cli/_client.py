@@ -153,16 +153,30 @@ class Client:
                 return solved
         raise CLIError(f"unexpected answer to the solve request from {self.config.url}")
 
-    def resolve(self, uri: BuildURI) -> int:
-        """The build id a URI names; for ``ns/env:id`` check the build belongs to the env."""
+    def latest_build(self, environment: dict[str, Any]) -> dict[str, Any] | None:
+        """The newest build of an environment (highest id), whatever its state."""
+        builds = self.builds(environment_id=environment.get("id"))
+        return max(builds, key=lambda b: int(b["id"]), default=None)
+
+    def resolve(self, uri: BuildURI, newest: bool = False) -> int:
+        """The build id a URI names; for ``ns/env:id`` check the build belongs to the env.
+
+        ``ns/env`` means the environment's current build, or with ``newest`` its most recent
+        one: a new environment has no current build until its first build completes, and
+        after an update the build worth waiting for is the new one.
+        """
         if not uri.is_environment:
             assert uri.build_id is not None
             return uri.build_id
         assert uri.namespace and uri.environment
         env = self.environment(uri.namespace, uri.environment)
         if uri.build_id is None:
+            latest = self.latest_build(env) if newest or env.get("current_build_id") is None else None
+            if newest and latest is not None:
+                return int(latest["id"])
             if env.get("current_build_id") is None:
-                raise CLIError(f"environment {uri} has no build yet")
+                state = f" (build {latest['id']} is {latest.get('status')}; try 'conda-store wait {uri}')" if latest else ""
+                raise CLIError(f"environment {uri} has no completed build yet{state}")
             return int(env["current_build_id"])
         build = self.build(uri.build_id)
         if build.get("environment_id") != env.get("id"):

@@ -47,6 +47,8 @@ def http_error(status: int, method: str, url: str, body: bytes | str = b"") -> C
         hint = "permission denied"
     elif status == 404:
         hint = "not found"
+    elif status in (400, 409, 422):
+        hint = "refused by the server"
     elif status >= 500:
         hint = f"server error {status}"
     else:

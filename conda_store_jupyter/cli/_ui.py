@@ -94,3 +94,10 @@ def human_size(n: int | None) -> str:
             return f"{size:.0f} {unit}" if unit == "B" else f"{size:.1f} {unit}"
         size /= 1024
     return str(n)
+
+
+def short_time(value: str | None) -> str:
+    """``2026-11-21T05:20:35.354962`` → ``2026-11-21 05:20:35`` (naive UTC, as the server sends)."""
+    if not value:
+        return ""
+    return str(value).replace("T", " ").split(".")[0]

@@ -219,10 +219,10 @@ def list_build(state: State, namespace, name, status, artifact, packages, output
             envs = {}
     rows = [
         (b.get("id"), envs.get(b.get("environment_id"), b.get("environment_id")), b.get("status"),
-         b.get("scheduled_on"), b.get("ended_on"), _ui.human_size(b.get("size")))
+         _ui.short_time(b.get("scheduled_on")), _ui.short_time(b.get("ended_on")), _ui.human_size(b.get("size")))
         for b in items
     ]
-    _ui.print_table("Builds", ("ID", "Environment", "Status", "Scheduled", "Ended", "Size"), rows)
+    _ui.print_table("Builds", ("ID", "Environment", "Status", "Scheduled (UTC)", "Ended (UTC)", "Size"), rows)
 
 
 # --------------------------------------------------------------------------- download / wait
@@ -260,14 +260,18 @@ def download(state: State, uri: str, artifact: str, output_filename: Path | None
 @click.option("--interval", type=click.FloatRange(min=0.05), default=2, show_default=True, help="Seconds between polls.")
 @pass_state
 def wait(state: State, uri: str, artifact: str, timeout: float, interval: float) -> None:
-    """Wait until a build is COMPLETED (exit 1 if FAILED/CANCELED, 124 on timeout)."""
+    """Wait until a build is COMPLETED (exit 1 if FAILED/CANCELED, 124 on timeout).
+
+    For <namespace>/<environment> this is the environment's newest build (the one a just
+    submitted specification started), not necessarily its current one.
+    """
     from . import _ui
     from ._client import ARTIFACT_TYPES as TYPES
 
     ref = parse_uri(uri)
     deadline = time.monotonic() + timeout
     with state.client() as client:
-        build_id = client.resolve(ref)
+        build_id = client.resolve(ref, newest=True)
         with _ui.status_progress(f"build {build_id}: waiting") as set_status:
             while True:
                 build = client.build(build_id)
