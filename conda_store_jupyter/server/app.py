@@ -101,8 +101,8 @@ class CondaStoreServer(Application):
     max_buffer_size = Integer(
         64 * 1024 * 1024,
         help="""Bodies larger than this are cut off at the connection level (tornado closes the
-        socket). Bodies between ``max_body_size`` and this are read, dropped and answered with a
-        proper 413.""",
+        socket). Bodies between ``max_body_size`` and this are read and answered with an
+        enveloped 413, which clients can show.""",
     ).tag(config=True)
 
     standalone = Bool(

@@ -12,9 +12,10 @@
 - **XSRF** applies to cookie-authenticated writes only (like JupyterHub's ``APIHandler``): a
   cross-site page can make the browser send the cookie, but it cannot set a header or read our
   xsrf cookie. Token-authenticated clients never need it.
-- **Body limit.** Bodies are streamed in and dropped past ``CondaStoreServer.max_body_size``;
-  reading ``self.body`` then raises 413 (in the envelope, unlike tornado's connection-level
-  limit, which just closes the socket).
+- **Body limit.** Bodies over ``CondaStoreServer.max_body_size`` get an enveloped 413. The
+  connection-level cap (``max_buffer_size``, where tornado just closes the socket) is set well
+  above it so clients normally see the 413. (Not ``stream_request_body``: an error raised before
+  the body is read resets the connection, and the client never sees the answer.)
 - **Upstream client quirks**: its URLs get a ``/`` appended after the query string, so one
   trailing ``/`` is stripped from every query value (no valid name, id or enum ends with one).
 """
@@ -47,7 +48,6 @@ def _default(value: Any) -> Any:
     raise TypeError(f"{type(value).__name__} is not JSON serializable")
 
 
-@web.stream_request_body
 class BaseHandler(web.RequestHandler):
     """Base of every ``/api/v1`` handler (see the module docstring for what it guarantees)."""
 
@@ -79,23 +79,10 @@ class BaseHandler(web.RequestHandler):
             super().check_xsrf_cookie()
 
     def prepare(self) -> None:
-        self._chunks: list[bytes] = []
-        self._received = 0
-        self._too_large = False
-        limit = self.server.max_body_size
-        length = self.request.headers.get("Content-Length")
-        if length and length.isdigit() and int(length) > limit:
-            self._too_large = True  # drain and drop it; the handler answers 413 when it reads it
+        if len(self.request.body) > self.server.max_body_size:
+            raise web.HTTPError(413, f"request body is larger than {self.server.max_body_size} bytes")
         self.identity = self._authenticate()
         self.check_xsrf_cookie()
-
-    def data_received(self, chunk: bytes) -> None:
-        self._received += len(chunk)
-        if self._too_large or self._received > self.server.max_body_size:
-            self._too_large = True
-            self._chunks.clear()
-            return
-        self._chunks.append(chunk)
 
     def _authenticate(self) -> Identity:
         """One credential per request: the Authorization header wins over the cookie."""
@@ -110,9 +97,7 @@ class BaseHandler(web.RequestHandler):
     # -- body -------------------------------------------------------------------------------------
     @property
     def body(self) -> bytes:
-        if self._too_large:
-            raise web.HTTPError(413, f"request body is larger than {self.server.max_body_size} bytes")
-        return b"".join(self._chunks)
+        return self.request.body
 
     def json_body(self, *, required: bool = True) -> dict[str, Any]:
         """The body as a JSON object (empty bodies are ``{}`` unless ``required``)."""

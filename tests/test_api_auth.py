@@ -1,0 +1,161 @@
+"""Permissions over HTTP: who may read, build in, download from and change which namespace.
+
+Users are real identities (``identity_for_user``: admin of their own namespace, viewer of the
+default one) holding real issued tokens; the password flow uses the DummyAuthenticator and
+``POST /login/``; cookie writes need XSRF, token writes do not.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+
+import httpx
+import pytest
+from traitlets.config import Config
+
+from conda_store_jupyter import orm
+from conda_store_jupyter.schema import BuildStatus
+from conda_store_jupyter.server.testing import bearer, running_server, user_token
+
+SPEC = "name: env\ndependencies: [python]\n"
+
+
+@pytest.fixture
+def server(tmp_path, redis_url, local_channel):
+    c = Config()
+    c.CondaStore.store_directory = str(tmp_path / "store")
+    c.CondaStore.redis_url = redis_url
+    c.CondaStore.conda_default_channels = [local_channel.url]
+    c.AuthenticationBackend.authenticator_class = "conda_store_jupyter.auth.backend.DummyAuthenticator"
+    c.DummyAuthenticator.password = "s3cret"
+    with running_server(c) as s:
+        yield s
+
+
+@pytest.fixture
+def users(server):
+    """alice and bob with one environment each (alice/env, bob/env); bob's build is COMPLETED."""
+    tokens = {name: user_token(server, name) for name in ("alice", "bob")}
+    builds = {}
+    for name, token in tokens.items():
+        r = httpx.post(server.api("specification/"), headers=bearer(token), json={"specification": SPEC})
+        assert r.status_code == 200, r.text
+        builds[name] = r.json()["data"]["build_id"]
+    with server.store.session() as db:
+        db.get(orm.Build, builds["bob"]).status = BuildStatus.COMPLETED
+    return tokens, builds
+
+
+def call(server, method, path, token=None, **kw):
+    headers = bearer(token) if token else {}
+    return httpx.request(method, server.api(path), headers=headers, timeout=30, **kw)
+
+
+def test_cross_namespace_table(server, users):
+    tokens, builds = users
+    alice, bob = tokens["alice"], tokens["bob"]
+    b = builds["bob"]
+    table = [
+        # (method, path, json) — alice acting on bob's things: always 403; anonymous: always 401
+        ("GET", "namespace/bob/", None),
+        ("GET", "environment/bob/env/", None),
+        ("PUT", "environment/bob/env/", {"description": "x"}),
+        ("DELETE", "environment/bob/env/", None),
+        ("GET", f"build/{b}/", None),
+        ("PUT", f"build/{b}/", None),
+        ("PUT", f"build/{b}/cancel/", None),
+        ("DELETE", f"build/{b}/", None),
+        ("GET", f"build/{b}/packages/", None),
+        ("GET", f"build/{b}/logs/", None),
+        ("GET", f"build/{b}/lockfile/", None),
+        ("GET", f"build/{b}/yaml/", None),
+        ("GET", f"build/{b}/archive/", None),
+        ("GET", "environment/bob/env/lockfile/", None),
+        ("POST", "specification/", {"namespace": "bob", "specification": SPEC}),
+        ("POST", "namespace/bob2/", None),
+        ("PUT", "namespace/bob/", {"metadata": {}}),
+        ("DELETE", "namespace/bob/", None),
+        ("GET", "namespace/bob/roles", None),
+        ("DELETE", "namespace/default/", None),
+    ]
+    for method, path, body in table:
+        r = call(server, method, path, alice, json=body)
+        assert r.status_code == 403, (method, path, r.status_code, r.text)
+        assert r.json()["status"] == "error"
+        r = call(server, method, path, None, json=body)
+        assert r.status_code == 401, (method, path, r.status_code, r.text)
+    # listings are filtered, not refused
+    assert [e["name"] for e in call(server, "GET", "namespace/", alice).json()["data"]] == ["alice"]
+    envs = call(server, "GET", "environment/", alice).json()["data"]
+    assert [(e["namespace"]["name"], e["name"]) for e in envs] == [("alice", "env")]
+    assert [x["id"] for x in call(server, "GET", "build/", alice).json()["data"]] == [builds["alice"]]
+    assert call(server, "GET", "environment/", None).json()["count"] == 0
+    assert list(call(server, "GET", "usage/", alice).json()["data"]) == ["alice"]
+    # and the owner may do all of it
+    assert call(server, "GET", "environment/bob/env/", bob).status_code == 200
+    assert call(server, "PUT", "environment/bob/env/", bob, json={"description": "mine"}).status_code == 200
+
+
+def test_namespace_role_mapping_grants_access(server, users):
+    tokens, builds = users
+    assert call(server, "GET", "environment/bob/env/", tokens["alice"]).status_code == 403
+    r = call(server, "POST", "namespace/bob/role", tokens["bob"], json={"other_namespace": "alice", "role": "viewer"})
+    assert r.status_code == 200, r.text
+    assert call(server, "GET", "environment/bob/env/", tokens["alice"]).status_code == 200
+    assert call(server, "PUT", "environment/bob/env/", tokens["alice"], json={"description": "x"}).status_code == 403
+    assert call(server, "DELETE", "namespace/bob/roles", tokens["bob"]).status_code == 200
+    assert call(server, "GET", "environment/bob/env/", tokens["alice"]).status_code == 403
+
+
+def test_revoked_and_expired_tokens_stop_working(server, users):
+    tokens, _ = users
+    alice = tokens["alice"]
+    child = call(server, "POST", "token/", alice, json={"note": "ci"}).json()["data"]
+    assert call(server, "GET", "environment/alice/env/", child["token"]).status_code == 200
+    assert child["id"] in [t["id"] for t in call(server, "GET", "token/", alice).json()["data"]]
+    assert call(server, "DELETE", f"token/{child['id']}/", tokens["bob"]).status_code == 404  # not bob's
+    assert call(server, "DELETE", f"token/{child['id']}/", alice).status_code == 200
+    assert call(server, "GET", "environment/alice/env/", child["token"]).status_code == 401
+    # a token revoking itself
+    other = call(server, "POST", "token/", alice).json()["data"]["token"]
+    assert call(server, "DELETE", "token/", other).status_code == 200
+    assert call(server, "GET", "permission/", other).json()["data"]["authenticated"] is False
+    # expiry
+    soon = (dt.datetime.now(dt.timezone.utc) + dt.timedelta(hours=1)).isoformat()
+    short = call(server, "POST", "token/", alice, json={"expiration": soon}).json()["data"]
+    assert call(server, "GET", "environment/alice/env/", short["token"]).status_code == 200
+    with server.store.session() as db:
+        db.get(orm.Token, short["id"]).expires_at = orm.utcnow() - dt.timedelta(seconds=1)
+    assert call(server, "GET", "environment/alice/env/", short["token"]).status_code == 401
+    # garbage credentials are anonymous, not errors
+    for header in ("Bearer nope", "Basic !!!", "token cst_" + "x" * 300, "Weird"):
+        r = httpx.get(server.api("environment/alice/env/"), headers={"Authorization": header})
+        assert r.status_code == 401, header
+
+
+def test_login_cookie_and_xsrf(server):
+    base = server.url
+    with httpx.Client(base_url=base, timeout=30) as browser:
+        assert browser.post("login/", json={"username": "carol", "password": "wrong"}).status_code == 401
+        r = browser.post("login/", data={"username": "carol", "password": "s3cret"})  # form login
+        assert r.status_code == 200, r.text
+        assert "httponly" in r.headers["set-cookie"].lower()
+        assert browser.get("api/v1/permission/").json()["data"]["primary_namespace"] == "carol"
+        # a cookie-authenticated write without the xsrf header is refused…
+        r = browser.post("api/v1/specification/", json={"specification": SPEC})
+        assert r.status_code == 403 and "XSRF" in r.json()["message"]
+        # …and accepted with it
+        xsrf = browser.cookies["_xsrf"]
+        r = browser.post("api/v1/specification/", json={"specification": SPEC}, headers={"X-XSRFToken": xsrf})
+        assert r.status_code == 200, r.text
+        assert browser.post("logout/").status_code == 200
+        assert browser.get("api/v1/permission/").json()["data"]["authenticated"] is False
+
+
+def test_login_disabled_without_password(tmp_path, redis_url):
+    c = Config()
+    c.CondaStore.store_directory = str(tmp_path / "s")
+    c.CondaStore.redis_url = redis_url
+    with running_server(c) as s:
+        r = httpx.post(s.url + "login/", json={"username": "a", "password": "b"})
+        assert r.status_code == 401 and "disabled" in r.json()["message"]
