@@ -91,6 +91,8 @@ c.CondaStore.conda_allowed_channels = [{local_channel.url!r}]
 c.CondaStore.pip_index_url = {local_channel.pypi_index_url!r}
 c.CondaStore.conda_solve_platforms = ["linux-64"]
 c.CondaStore.build_artifacts = ["LOCKFILE", "YAML", "CONDA_PACK"]
+c.AuthenticationBackend.authenticator_class = "conda_store_jupyter.auth.backend.DummyAuthenticator"
+c.DummyAuthenticator.password = "cli-e2e-password"
 c.AuthenticationBackend.predefined_tokens = {{
     {ADMIN!r}: {{"primary_namespace": "team", "role_bindings": {{"*/*": ["admin"]}}, "username": "ci-admin"}},
     {OUTSIDER!r}: {{"primary_namespace": "outsider", "role_bindings": {{"outsider/*": ["admin"]}}}},
@@ -164,6 +166,16 @@ def test_anonymous_info(server):
     proc = server.cli("info", env=server.env(token=None))
     assert proc.returncode == 0, proc.stderr
     assert "authenticated: no" in proc.stdout
+
+
+def test_basic_auth_logs_in(server, build_id):
+    env = server.env(token=None, CONDA_STORE_USERNAME="alice", CONDA_STORE_PASSWORD="cli-e2e-password")
+    proc = server.cli("info", env=env)
+    assert proc.returncode == 0, proc.stderr
+    assert "authenticated: yes" in proc.stdout and "primary namespace: alice" in proc.stdout
+    assert server.cli("--auth", "basic", "list", "namespace", env=env).returncode == 0
+    bad = server.cli("info", env={**env, "CONDA_STORE_PASSWORD": "wrong"})
+    assert "login as 'alice' failed" in _one_line_error(bad)
 
 
 def test_token_is_narrower(server, build_id):
