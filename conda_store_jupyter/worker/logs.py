@@ -96,8 +96,11 @@ def read_log(
                 lines.append(_decode(fields[_LINE]))
             if _END in fields:
                 finished = True
-    if response or store.redis.exists(key):
+    if response:
         return lines, last, finished
+    tail = store.redis.xrevrange(key, "+", "-", count=1)
+    if tail:  # nothing new; finished if the stream already ended
+        return [], after, _END in tail[0][1]
     # No stream: either the build has not written anything yet, or it ended and the stream expired.
     build_finished, text = _stored_if_finished(store, build_id)
     if not build_finished:

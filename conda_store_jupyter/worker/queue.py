@@ -181,20 +181,18 @@ class BuildQueue:
         records CANCELED (with ``reason`` in the log). Finished builds: ConflictError.
         """
         from .. import orm
-        from ..orm import utcnow
 
         with self.store.session() as db:
             build = db.get(orm.Build, int(build_id))
             if build is None:
                 raise NotFoundError(f"build {build_id} does not exist")
             status, job_id = build.status, build.job_id
-        if status == BuildStatus.QUEUED and transition(
-            self.store, build_id, (BuildStatus.QUEUED,),
-            status=BuildStatus.CANCELED, status_info=reason, ended_on=utcnow(),
+        header = f"BUILD CANCELED: {reason}"
+        if status == BuildStatus.QUEUED and end_build(
+            self.store, build_id, (BuildStatus.QUEUED,), BuildStatus.CANCELED, reason,
+            text=f"{header}\n", announce=header,
         ):
             self._cancel_rq_job(job_id)
-            store_final_log(self.store, build_id, BuildStatus.CANCELED, [f"BUILD CANCELED: {reason}"],
-                            announce=f"BUILD CANCELED: {reason}")
             return
         with self.store.session() as db:  # lost the race with a worker, or it was not QUEUED
             status = db.get(orm.Build, int(build_id)).status
@@ -234,21 +232,32 @@ class BuildQueue:
                       timeout=MAINTENANCE_JOB_TIMEOUT)
 
 
-def store_final_log(store: "CondaStore", build_id: int, status: BuildStatus, lines: list[str],
-                    text: str | None = None, announce: str | None = None) -> str:
-    """Store a build's LOGS artifact (``text``, or ``lines``), record the row, end the live stream.
+def end_build(store: "CondaStore", build_id: int, expected: tuple[BuildStatus, ...], status: BuildStatus,
+              reason: str, text: str, announce: str | None = None) -> bool:
+    """End a build that has no pipeline log of its own to record (canceled while queued, stopped by
+    its supervisor, reconciled after its worker died), in one transaction.
 
-    Used wherever a build ends without the pipeline's own log file (canceled while queued,
-    reconciled after its worker died). ``announce`` is published to the live stream first, so a
-    reader following it sees why the build ended. Returns the storage key.
+    Compare-and-set ``expected`` -> ``status`` (``status_info = reason``), store ``text`` as the LOGS
+    artifact and its row, commit: nobody ever sees the final state without the final log, and if
+    the build moved on meanwhile (False is returned) nothing is written. ``announce`` then goes to
+    the live stream, which is marked finished.
     """
+    from sqlalchemy import update
+
     from .. import orm
+    from ..orm import utcnow
     from ..storage.base import artifact_key
     from .logs import finish_log, publish_line
 
-    if text is None:
-        text = "".join(f"{line}\n" for line in lines)
     with store.session() as db:
+        changed = db.execute(
+            update(orm.Build)
+            .where(orm.Build.id == int(build_id), orm.Build.status.in_(list(expected)))
+            .values(status=status, status_info=reason, ended_on=utcnow())
+            .execution_options(synchronize_session=False)
+        ).rowcount == 1
+        if not changed:
+            return False
         build = db.get(orm.Build, int(build_id))
         key = artifact_key(BuildArtifactType.LOGS, build.build_key)
         store.storage.put_bytes(key, text.encode("utf-8"), content_type="text/plain; charset=utf-8")
@@ -260,4 +269,4 @@ def store_final_log(store: "CondaStore", build_id: int, status: BuildStatus, lin
         finish_log(store, build_id, status)
     except Exception:  # noqa: BLE001 - the stored log is the record; the stream is a convenience
         pass
-    return key
+    return True

@@ -23,7 +23,7 @@ from datetime import datetime
 from typing import TYPE_CHECKING
 
 from ..schema import BuildStatus
-from .queue import cancel_key, heartbeat_key, store_final_log, transition
+from .queue import cancel_key, end_build, heartbeat_key
 
 if TYPE_CHECKING:
     from ..app import CondaStore
@@ -152,23 +152,20 @@ def _job_state(store: "CondaStore", job_id: str | None) -> tuple[str, str]:
 
 
 def _end(store: "CondaStore", row: _Row, verdict: Verdict) -> bool:
-    from ..orm import utcnow
     from .logs import live_lines
 
-    if not transition(store, row.id, (row.status,), status=verdict.status, status_info=verdict.reason,
-                      ended_on=utcnow()):
-        return False  # the build moved on meanwhile: its own process recorded the outcome
     header = f"BUILD {verdict.status.value}: {verdict.reason}"
     try:
         lines = live_lines(store, row.id)
-    except Exception:  # noqa: BLE001
+    except Exception:  # noqa: BLE001 - Redis trouble: record the state with what we have
         lines = []
     text = f"{header}\n\n" + "".join(f"{line}\n" for line in lines) + f"{header}\n"
+    if not end_build(store, row.id, (row.status,), verdict.status, verdict.reason, text, announce=header):
+        return False  # the build moved on meanwhile: its own process recorded the outcome
     try:
-        store_final_log(store, row.id, verdict.status, [], text=text, announce=header)
         store.redis.delete(heartbeat_key(row.id), cancel_key(row.id))
-    except Exception:  # noqa: BLE001 - the state is recorded; a missing log is logged, not fatal
-        log.exception("storing the log of reconciled build %s failed", row.id)
+    except Exception:  # noqa: BLE001
+        log.warning("could not clear the Redis keys of reconciled build %s", row.id)
     return True
 
 

@@ -39,8 +39,8 @@ from typing import TYPE_CHECKING
 
 from ..exceptions import BuildError, CondaStoreError, NotFoundError
 from ..schema import BuildArtifactType, BuildStatus
-from .queue import (CANCELED_BY_USER, CONFIG_ENV, REDIS_URL_ENV, cancel_key, heartbeat_key,
-                    store_final_log, transition)
+from .queue import (CANCELED_BY_USER, CONFIG_ENV, REDIS_URL_ENV, cancel_key, end_build, heartbeat_key,
+                    transition)
 
 if TYPE_CHECKING:
     from ..app import CondaStore
@@ -222,22 +222,22 @@ def end_abnormally(store: "CondaStore", build_id: int, status: BuildStatus, reas
     first (like ``BuildLog.fail``) and last (for readers following the stream).
     """
     from .. import orm
-    from ..orm import utcnow
     from .logs import live_lines
 
-    if not transition(store, build_id, (BuildStatus.BUILDING,), status=status, status_info=reason, ended_on=utcnow()):
-        return False
     with store.session() as db:
         build = db.get(orm.Build, int(build_id))
+        if build.status != BuildStatus.BUILDING:
+            return False
         prefix = build.prefix_path(store.store_path)
+    # The child is dead by now, so nobody else writes the prefix; remove it before the final state
+    # is visible, so a CANCELED/FAILED build never shows a half-built environment.
     shutil.rmtree(prefix, ignore_errors=True)
     header = f"BUILD {status.value}: {reason}"
     logfile = work_dir(store, build_id) / "build.log"
     body = logfile.read_text(errors="replace") if logfile.exists() else "".join(
         f"{line}\n" for line in live_lines(store, build_id))
     text = f"{header}\n\n{body}" + (f"{extra}\n" if extra else "") + f"{header}\n"
-    store_final_log(store, build_id, status, [], text=text, announce=header)
-    return True
+    return end_build(store, build_id, (BuildStatus.BUILDING,), status, reason, text, announce=header)
 
 
 # -- the build child ----------------------------------------------------------------------------
@@ -331,21 +331,28 @@ def _put_log(store: "CondaStore", build_key: str, path: Path) -> str:
 
 
 def _record_failure(store: "CondaStore", build_id: int, build_key: str, paths: "BuildPaths", reason: str) -> None:
-    """FAILED with the reason; keep the log and (if the solve got that far) the lockfile."""
+    """FAILED with the reason, the log and (if the solve got that far) the lockfile, atomically."""
+    from sqlalchemy import update
+
     from .. import orm
     from ..orm import utcnow
     from ..storage.base import artifact_key
     from .logs import finish_log
 
-    rows = {BuildArtifactType.LOGS: _put_log(store, build_key, paths.log)}
-    if paths.lockfile.exists():
-        rows[BuildArtifactType.LOCKFILE] = artifact_key(BuildArtifactType.LOCKFILE, build_key)
-        store.storage.put_file(rows[BuildArtifactType.LOCKFILE], paths.lockfile, content_type="text/yaml")
-    if transition(store, build_id, (BuildStatus.BUILDING,), status=BuildStatus.FAILED,
-                  status_info=reason, ended_on=utcnow()):
-        with store.session() as db:
-            for kind, key in rows.items():
-                db.add(orm.BuildArtifact(build_id=int(build_id), artifact_type=kind, key=key))
+    with store.session() as db:
+        if db.execute(
+            update(orm.Build)
+            .where(orm.Build.id == int(build_id), orm.Build.status == BuildStatus.BUILDING)
+            .values(status=BuildStatus.FAILED, status_info=reason, ended_on=utcnow())
+            .execution_options(synchronize_session=False)
+        ).rowcount != 1:
+            return  # canceled or reconciled meanwhile
+        rows = {BuildArtifactType.LOGS: _put_log(store, build_key, paths.log)}
+        if paths.lockfile.exists():
+            rows[BuildArtifactType.LOCKFILE] = artifact_key(BuildArtifactType.LOCKFILE, build_key)
+            store.storage.put_file(rows[BuildArtifactType.LOCKFILE], paths.lockfile, content_type="text/yaml")
+        for kind, key in rows.items():
+            db.add(orm.BuildArtifact(build_id=int(build_id), artifact_type=kind, key=key))
     with contextlib.suppress(Exception):
         finish_log(store, build_id, BuildStatus.FAILED)
 
@@ -384,9 +391,11 @@ def _record_success(store: "CondaStore", build_id: int, build_key: str, outputs:
             .execution_options(synchronize_session=False)
         )
         environment_id = build.environment_id
+    # Link first, then end the live log: whoever follows the log until "finished" (conda-store
+    # wait) finds the environment link already switched.
+    sync_environment_link(store, environment_id)
     with contextlib.suppress(Exception):
         finish_log(store, build_id, BuildStatus.COMPLETED)
-    sync_environment_link(store, environment_id)
     # Image hook: the image job (worker/images.py) runs on the artifacts queue, after COMPLETED,
     # so a slow image never delays the environment and a failed one never fails the build.
     if BuildArtifactType.DOCKER_MANIFEST.value in store.build_artifacts:

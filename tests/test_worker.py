@@ -1,0 +1,410 @@
+"""The queue and workers with real parts: Debian redis-server, `conda-store-worker` processes, the
+local conda channel, SQLite. Waits are on conditions with deadlines, never sleeps.
+
+Builds that must be *running* when a test acts on them (cancel, timeout, worker killed) use a
+``pip:`` section against :class:`HangingIndex`, a pip index that accepts connections and never
+answers: the build sits in uv (a grandchild process in the build's process group) until stopped,
+and the index sees uv's connections close when that process group is killed.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import threading
+from pathlib import Path
+
+import pytest
+
+from conda_store_jupyter import orm
+from conda_store_jupyter.exceptions import ConflictError
+from conda_store_jupyter.schema import BuildArtifactType, BuildStatus
+from conda_store_jupyter.worker.logs import read_log, stored_or_live_log
+from conda_store_jupyter.worker.queue import ARTIFACT_QUEUE, BUILD_QUEUE, heartbeat_key
+from conda_store_jupyter.worker.reconcile import reconcile
+
+from .fixtures_service import descendants, kill_tree, make_build, wait_for
+
+QUICK = "name: hi\ndependencies:\n  - hello\n"
+QUICK2 = "name: hi\ndependencies:\n  - hello\n  - libgreet\n"
+SLOW = "name: slow\ndependencies:\n  - python 3.11.*\n  - pip:\n    - tomli\n"
+
+BUILD_DEADLINE = 120.0
+"""Generous upper bound for one small build on a loaded CI machine."""
+
+
+class HangingIndex:
+    """A TCP server that accepts HTTP connections and never answers; tracks which are still open."""
+
+    def __init__(self) -> None:
+        self.sock = socket.socket()
+        self.sock.bind(("127.0.0.1", 0))
+        self.sock.listen(64)
+        self.accepted = 0
+        self.open = 0
+        self._lock = threading.Lock()
+        threading.Thread(target=self._accept, daemon=True).start()
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.sock.getsockname()[1]}/simple/"
+
+    def _accept(self) -> None:
+        while True:
+            try:
+                conn, _ = self.sock.accept()
+            except OSError:
+                return
+            with self._lock:
+                self.accepted += 1
+                self.open += 1
+            threading.Thread(target=self._drain, args=(conn,), daemon=True).start()
+
+    def _drain(self, conn: socket.socket) -> None:
+        with conn:
+            while True:
+                try:
+                    if not conn.recv(65536):
+                        break
+                except OSError:
+                    break
+        with self._lock:
+            self.open -= 1
+
+    def close(self) -> None:
+        self.sock.close()
+
+
+@pytest.fixture
+def hanging_index():
+    server = HangingIndex()
+    yield server
+    server.close()
+
+
+def status_of(store, build_id: int) -> tuple[BuildStatus, str | None]:
+    with store.session() as db:
+        build = db.get(orm.Build, build_id)
+        return BuildStatus(build.status), build.status_info
+
+
+def wait_status(store, build_id: int, *statuses: BuildStatus, timeout: float = BUILD_DEADLINE, env=None):
+    def check():
+        status, _ = status_of(store, build_id)
+        return status in statuses
+
+    try:
+        wait_for(check, timeout, f"build {build_id} to become {[s.value for s in statuses]}")
+    except AssertionError:
+        logs = env.worker_logs()[-4000:] if env is not None else ""
+        raise AssertionError(f"build {build_id} is {status_of(store, build_id)}; worker output:\n{logs}") from None
+    return status_of(store, build_id)
+
+
+def wait_in_pip_stage(store, build_id: int, env) -> list[str]:
+    """Follow the live log until the build is installing its pip section (BUILDING all along)."""
+    seen: list[str] = []
+    state = {"after": "0-0"}
+
+    def in_pip():
+        lines, state["after"], _finished = read_log(store, build_id, state["after"])
+        seen.extend(lines)
+        return "-- pip" in seen and status_of(store, build_id)[0] == BuildStatus.BUILDING
+
+    try:
+        wait_for(in_pip, BUILD_DEADLINE, "the build to reach its pip stage")
+    except AssertionError:
+        raise AssertionError(f"log so far: {seen}\nworker output:\n{env.worker_logs()[-4000:]}") from None
+    return seen
+
+
+def build_row(store, build_id: int):
+    with store.session() as db:
+        build = db.get(orm.Build, build_id)
+        _ = build.environment.namespace, build.specification, build.artifacts
+        return build
+
+
+# -- happy path -------------------------------------------------------------------------------------
+def test_build_completes_with_artifacts_link_and_logs(service_factory):
+    env = service_factory()
+    store = env.store
+    build_id = make_build(store, QUICK)
+    job_id = store.queue.enqueue_build(build_id)
+    assert build_row(store, build_id).job_id == job_id
+    env.start_worker()
+    status, info = wait_status(store, build_id, BuildStatus.COMPLETED, BuildStatus.FAILED, env=env)
+    assert status == BuildStatus.COMPLETED, info
+
+    build = build_row(store, build_id)
+    assert build.started_on and build.ended_on and build.size > 0
+    kinds = {a.artifact_type: a.key for a in build.artifacts}
+    assert set(kinds) == {BuildArtifactType.LOCKFILE, BuildArtifactType.YAML, BuildArtifactType.CONDA_PACK,
+                          BuildArtifactType.LOGS, BuildArtifactType.DIRECTORY}
+    assert b"hello" in store.storage.get_bytes(kinds[BuildArtifactType.LOCKFILE])
+    assert b"hello=2.0" in store.storage.get_bytes(kinds[BuildArtifactType.YAML])
+    assert store.storage.get_bytes(kinds[BuildArtifactType.CONDA_PACK])[:2] == b"\x1f\x8b"
+    prefix = build.prefix_path(store.store_path)
+    assert kinds[BuildArtifactType.DIRECTORY] == str(prefix)
+    assert (prefix / "conda-meta").is_dir()
+
+    link = store.store_path / "default" / "envs" / "hi"
+    wait_for(lambda: link.is_symlink(), 10, "the environment link (switched right after COMPLETED)")
+    assert link.resolve() == prefix.resolve()
+    with store.session() as db:
+        assert db.get(orm.Environment, build.environment_id).current_build_id == build_id
+        assert {p.package.name for p in db.get(orm.Build, build_id).package_builds} == {"hello", "libgreet"}
+
+    text = stored_or_live_log(store, build_id)
+    assert "-- solve" in text and "BUILD COMPLETED" in text
+    assert store.storage.get_bytes(kinds[BuildArtifactType.LOGS]).decode() == text
+    lines, last, finished = read_log(store, build_id)
+    assert finished and "-- solve" in lines and last != "0-0"
+    assert read_log(store, build_id, last) == ([], last, True)
+    # The supervisor tidies up right after the child recorded COMPLETED.
+    wait_for(lambda: not store.redis.exists(heartbeat_key(build_id))
+             and not (store.store_path / ".work" / str(build_id)).exists(), 10, "the supervisor to clean up")
+
+
+def test_image_job_is_queued_when_docker_manifest_is_configured(service_factory):
+    env = service_factory(build_artifacts=["LOCKFILE", "YAML", "DOCKER_MANIFEST"])
+    store = env.store
+    build_id = make_build(store, QUICK)
+    store.queue.enqueue_build(build_id)
+    # One worker listening only to builds: the image job must wait on the artifacts queue.
+    code = ("import sys; from rq import Queue, Worker; from conda_store_jupyter.worker.tasks import load_store;"
+            f"s = load_store({str(env.config)!r}); Worker([Queue({BUILD_QUEUE!r}, connection=s.redis)],"
+            " connection=s.redis).work(burst=True)")
+    subprocess.run([sys.executable, "-c", code], check=True, capture_output=True, timeout=BUILD_DEADLINE)
+    assert status_of(store, build_id)[0] == BuildStatus.COMPLETED
+    jobs = store.queue.rq_queue(ARTIFACT_QUEUE).jobs
+    assert [(j.func_name, j.args[0]) for j in jobs] == [("conda_store_jupyter.worker.images.build_image_artifact",
+                                                         build_id)]
+
+
+def test_failed_build_records_reason_and_log(service_factory):
+    env = service_factory()
+    store = env.store
+    build_id = make_build(store, "name: nope\ndependencies:\n  - no-such-package\n")
+    store.queue.enqueue_build(build_id)
+    env.start_worker("--burst")
+    status, info = wait_status(store, build_id, BuildStatus.FAILED, BuildStatus.COMPLETED, env=env)
+    assert status == BuildStatus.FAILED and "no-such-package" in info
+    text = stored_or_live_log(store, build_id)
+    assert text.startswith("BUILD FAILED:") and "no-such-package" in text.splitlines()[0]
+    assert not build_row(store, build_id).prefix_path(store.store_path).exists()
+
+
+# -- cancel -------------------------------------------------------------------------------------------
+def test_cancel_queued_build(service_factory):
+    env = service_factory()
+    store = env.store
+    build_id = make_build(store, QUICK)
+    job_id = store.queue.enqueue_build(build_id)
+    store.queue.cancel_build(build_id)
+    assert status_of(store, build_id) == (BuildStatus.CANCELED, "canceled by user")
+    from rq.job import Job
+
+    assert Job.fetch(job_id, connection=store.redis).get_status().value == "canceled"
+    assert "canceled by user" in stored_or_live_log(store, build_id)
+    assert read_log(store, build_id)[2] is True
+    with pytest.raises(ConflictError):
+        store.queue.cancel_build(build_id)
+    # A worker running afterwards does not build it.
+    other = make_build(store, QUICK2)
+    store.queue.enqueue_build(other)
+    env.start_worker("--burst").wait(timeout=BUILD_DEADLINE)
+    assert status_of(store, other)[0] == BuildStatus.COMPLETED
+    assert status_of(store, build_id)[0] == BuildStatus.CANCELED
+
+
+def test_cancel_running_build_kills_its_process_group(service_factory, hanging_index):
+    env = service_factory(pip_index_url=hanging_index.url)
+    store = env.store
+    build_id = make_build(store, SLOW)
+    store.queue.enqueue_build(build_id)
+    env.start_worker()
+    live = wait_in_pip_stage(store, build_id, env)  # live log readable while BUILDING
+    assert "-- solve" in live
+    wait_for(lambda: hanging_index.open > 0, 60, "uv to connect to the pip index")
+
+    store.queue.cancel_build(build_id)
+    status, info = wait_status(store, build_id, BuildStatus.CANCELED, BuildStatus.FAILED, timeout=30, env=env)
+    assert (status, info) == (BuildStatus.CANCELED, "canceled by user")
+    wait_for(lambda: hanging_index.open == 0, 10, "uv (in the build's process group) to be killed")
+    text = stored_or_live_log(store, build_id)
+    assert text.startswith("BUILD CANCELED: canceled by user") and "-- pip" in text
+    assert not build_row(store, build_id).prefix_path(store.store_path).exists()
+    with pytest.raises(ConflictError):
+        store.queue.cancel_build(build_id)
+    # The worker is free again.
+    quick = make_build(store, QUICK)
+    store.queue.enqueue_build(quick)
+    assert wait_status(store, quick, BuildStatus.COMPLETED, BuildStatus.FAILED, env=env)[0] == BuildStatus.COMPLETED
+
+
+def test_build_timeout_fails_the_build(service_factory, hanging_index):
+    env = service_factory(pip_index_url=hanging_index.url, build_timeout=12)
+    store = env.store
+    build_id = make_build(store, SLOW)
+    store.queue.enqueue_build(build_id)
+    env.start_worker()
+    status, info = wait_status(store, build_id, BuildStatus.FAILED, BuildStatus.COMPLETED, timeout=90, env=env)
+    assert status == BuildStatus.FAILED and "12" in info and ("limit" in info), info
+    wait_for(lambda: hanging_index.open == 0, 15, "uv to be stopped")
+    assert stored_or_live_log(store, build_id).startswith("BUILD FAILED:")
+
+
+# -- workers dying ------------------------------------------------------------------------------------
+def test_worker_killed_mid_build_is_reconciled_and_next_build_succeeds(service_factory, hanging_index):
+    env = service_factory(pip_index_url=hanging_index.url)
+    store = env.store
+    build_id = make_build(store, SLOW)
+    store.queue.enqueue_build(build_id)
+    worker = env.start_worker("--reconcile-interval", "0")
+    wait_in_pip_stage(store, build_id, env)
+    # The whole host "dies": worker, work horse, build child and uv, all at once.
+    killed = kill_tree(worker.pid)
+    assert len(killed) >= 3, killed
+    worker.wait()
+    assert status_of(store, build_id)[0] == BuildStatus.BUILDING  # nobody left to record anything
+
+    # A surviving worker's reconciler notices the silence (short stale_after to keep the test fast).
+    env.start_worker("--stale-after", "5", "--reconcile-interval", "1")
+    status, info = wait_status(store, build_id, BuildStatus.FAILED, BuildStatus.CANCELED, timeout=60, env=env)
+    assert status == BuildStatus.FAILED and "heartbeat" in info, info
+    text = stored_or_live_log(store, build_id)
+    assert text.startswith(f"BUILD FAILED: {info}") and text.rstrip().endswith(info) and "-- pip" in text
+    assert read_log(store, build_id)[2] is True
+
+    quick = make_build(store, QUICK)
+    store.queue.enqueue_build(quick)
+    assert wait_status(store, quick, BuildStatus.COMPLETED, BuildStatus.FAILED, env=env)[0] == BuildStatus.COMPLETED
+
+
+def test_worker_process_killed_alone_stops_its_build(service_factory, hanging_index):
+    env = service_factory(pip_index_url=hanging_index.url)
+    store = env.store
+    build_id = make_build(store, SLOW)
+    store.queue.enqueue_build(build_id)
+    worker = env.start_worker("--reconcile-interval", "0")
+    wait_in_pip_stage(store, build_id, env)
+    tree = descendants(worker.pid)
+    os.kill(worker.pid, signal.SIGKILL)  # only the RQ worker; its horse notices it is orphaned
+    worker.wait()
+    status, info = wait_status(store, build_id, BuildStatus.FAILED, BuildStatus.COMPLETED, timeout=30, env=env)
+    assert status == BuildStatus.FAILED and "worker" in info, info
+    wait_for(lambda: hanging_index.open == 0, 15, "uv to be stopped")
+    wait_for(lambda: not any(Path(f"/proc/{p}").exists() for p in tree), 15, "the build processes to exit")
+
+
+def test_reconcile_fails_builds_whose_job_or_heartbeat_is_gone(service_factory):
+    env = service_factory()
+    store = env.store
+    lost = make_build(store, QUICK)
+    store.queue.enqueue_build(lost)
+    store.redis.flushdb()  # Redis restarted without persistence: the job is gone
+    stale = make_build(store, QUICK2)
+    from conda_store_jupyter.worker.queue import transition
+
+    store.queue.enqueue_build(stale)  # its job exists; a worker "took" it, then went silent
+    assert transition(store, stale, (BuildStatus.QUEUED,), status=BuildStatus.BUILDING)
+    store.redis.set(heartbeat_key(stale), "1000.0")  # last sign of life long ago
+    alive = make_build(store, QUICK)
+    store.queue.enqueue_build(alive)  # queued, job present: left alone
+
+    assert reconcile(store, stale_after=30) == [stale]  # the lost one is still young
+    assert sorted(reconcile(store, stale_after=0)) == [lost]
+    assert "disappeared" in status_of(store, lost)[1]
+    assert "no heartbeat" in status_of(store, stale)[1]
+    assert status_of(store, alive)[0] == BuildStatus.QUEUED
+    assert reconcile(store, stale_after=0) == []
+
+
+# -- deletion and links -------------------------------------------------------------------------------
+def test_delete_build_keeps_logs_lockfile_yaml(service_factory):
+    env = service_factory()
+    store = env.store
+    build_id = make_build(store, QUICK)
+    store.queue.enqueue_build(build_id)
+    env.start_worker("--burst").wait(timeout=BUILD_DEADLINE)
+    build = build_row(store, build_id)
+    keys = {a.artifact_type: a.key for a in build.artifacts}
+    prefix = build.prefix_path(store.store_path)
+    assert prefix.is_dir()
+
+    with store.session() as db:
+        db.get(orm.Build, build_id).deleted_on = orm.utcnow()
+    store.queue.enqueue_delete_build(build_id)
+    env.start_worker("--burst").wait(timeout=BUILD_DEADLINE)
+
+    assert not prefix.exists()
+    assert not (store.store_path / "default" / "envs" / "hi").is_symlink()
+    assert not store.storage.exists(keys[BuildArtifactType.CONDA_PACK])
+    for kind in (BuildArtifactType.LOGS, BuildArtifactType.LOCKFILE, BuildArtifactType.YAML):
+        assert store.storage.exists(keys[kind])
+    assert {a.artifact_type for a in build_row(store, build_id).artifacts} == {
+        BuildArtifactType.LOGS, BuildArtifactType.LOCKFILE, BuildArtifactType.YAML}
+
+
+def test_newer_build_becomes_current_and_rollback_moves_the_link(service_factory):
+    env = service_factory()
+    store = env.store
+    first = make_build(store, QUICK)
+    second = make_build(store, QUICK2)
+    store.queue.enqueue_build(first)
+    store.queue.enqueue_build(second)
+    env.start_worker("--burst").wait(timeout=BUILD_DEADLINE)
+    b1, b2 = build_row(store, first), build_row(store, second)
+    assert b1.status == b2.status == BuildStatus.COMPLETED
+    link = store.store_path / "default" / "envs" / "hi"
+    assert link.resolve() == b2.prefix_path(store.store_path).resolve()
+
+    with store.session() as db:
+        db.get(orm.Environment, b1.environment_id).current_build_id = first
+    store.queue.enqueue_update_environment_link(b1.environment_id)
+    env.start_worker("--burst").wait(timeout=BUILD_DEADLINE)
+    assert link.resolve() == b1.prefix_path(store.store_path).resolve()
+
+    with store.session() as db:
+        db.get(orm.Environment, b1.environment_id).deleted_on = orm.utcnow()
+    store.queue.enqueue_delete_environment(b1.environment_id)
+    env.start_worker("--burst").wait(timeout=BUILD_DEADLINE)
+    assert not link.is_symlink()
+    assert not b1.prefix_path(store.store_path).exists() and not b2.prefix_path(store.store_path).exists()
+
+
+# -- the command and the embedded mode ----------------------------------------------------------------
+def test_worker_reports_unreachable_redis_without_traceback(service_factory):
+    from .redis_server import free_port
+
+    env = service_factory(redis_url=f"redis://127.0.0.1:{free_port()}/0")
+    proc = subprocess.run([sys.executable, "-m", "conda_store_jupyter.worker", "--config", str(env.config)],
+                          capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 1
+    assert "cannot reach Redis at redis://127.0.0.1:" in proc.stderr
+    assert "Traceback" not in proc.stderr
+
+
+def test_embedded_services_start_redis_and_restart_workers(service_factory):
+    from conda_store_jupyter.worker.embedded import EmbeddedServices
+
+    env = service_factory(redis_url=None)
+    store = env.store
+    with EmbeddedServices(store, workers=1) as services:
+        assert store.redis_url.startswith("unix://")
+        build_id = make_build(store, QUICK)
+        store.queue.enqueue_build(build_id)
+        assert wait_status(store, build_id, BuildStatus.COMPLETED, BuildStatus.FAILED)[0] == BuildStatus.COMPLETED
+        [pid] = services.worker_pids()
+        os.kill(pid, signal.SIGKILL)
+        wait_for(lambda: services.restarts == 1 and services.worker_pids() not in ([], [pid]), 30,
+                 "the worker to be restarted")
+        again = make_build(store, QUICK2)
+        store.queue.enqueue_build(again)
+        assert wait_status(store, again, BuildStatus.COMPLETED, BuildStatus.FAILED)[0] == BuildStatus.COMPLETED
+        worker_pid = services.worker_pids()[0]
+    assert not Path(f"/proc/{worker_pid}").exists() or Path(f"/proc/{worker_pid}/stat").read_text().split()[2] == "Z"
