@@ -101,7 +101,9 @@ def main() -> int:
     parser.add_argument("--uri", help="ns/env or build id on that server")
     args = parser.parse_args()
 
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("CONDA_STORE", "CONDA_PREFIX"))}
+    # Self-contained mode must not pick up the caller's server or token; --url mode needs them.
+    strip = ("CONDA_PREFIX",) if args.url else ("CONDA_STORE", "CONDA_PREFIX")
+    env = {k: v for k, v in os.environ.items() if not k.startswith(strip)}
     commands: dict[str, list[str]] = {}
     server = None
     with tempfile.TemporaryDirectory(prefix="cs-bench-") as tmp:

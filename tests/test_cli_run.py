@@ -256,7 +256,7 @@ def test_cached_run_does_not_import_heavy_modules(cache):
     probe = textwrap.dedent("""
         import os, sys
         def fake_execve(path, argv, env):
-            heavy = sorted(m for m in ("httpx", "rich", "yaml", "pydantic", "sqlalchemy") if m in sys.modules)
+            heavy = sorted(m for m in ("click", "httpx", "rich", "yaml", "pydantic", "sqlalchemy") if m in sys.modules)
             print(",".join(heavy) or "none", os.path.basename(path), argv[1:])
             os._exit(0)
         os.execve = fake_execve

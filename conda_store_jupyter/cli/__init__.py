@@ -21,6 +21,47 @@ def _fail(message: str, code: int) -> int:
     return code
 
 
+def _run_cached(args: list[str]) -> None:
+    """``[global options] run URI [--] CMD...`` of a cached build: exec it without click.
+
+    click costs ~30 ms to import, a fifth of the budget of a cached run. Only the plain form is
+    handled here; anything else (``--help``, run options, an uncached build, basic auth)
+    returns and goes through the full CLI, which gives the same results, just slower.
+    """
+    url = auth = None
+    no_verify = False
+    i = 0
+    while i < len(args) and args[i].startswith("-"):
+        name, eq, value = args[i].partition("=")
+        if name == "--no-verify-ssl" and not eq:
+            no_verify, i = True, i + 1
+        elif name in ("--conda-store-url", "--auth"):
+            if not eq:
+                if i + 1 >= len(args):
+                    return
+                value, i = args[i + 1], i + 1
+            url, auth = (value, auth) if name == "--conda-store-url" else (url, value)
+            i += 1
+        else:
+            return
+    if args[i : i + 1] != ["run"] or len(args) < i + 2 or args[i + 1].startswith("-"):
+        return
+    uri, command = args[i + 1], args[i + 2 :]
+    if command[:1] == ["--"]:
+        command = command[1:]
+    from . import _run
+    from ._config import resolve_config
+    from ._light import resolve_light
+    from ._uri import parse_uri
+
+    config = resolve_config(url, auth, no_verify)
+    ref = parse_uri(uri)
+    build_id = resolve_light(config, ref)
+    prefix = _run.find_cached(config.cache_key, build_id) if build_id is not None else None
+    if prefix is not None:
+        _run.exec_in_env(prefix, command or ["python"], name=str(ref))
+
+
 def main(argv: list[str] | None = None) -> int:
     """Run the CLI with ``argv`` (default ``sys.argv[1:]``); returns the exit code."""
     from ._errors import CLIError
@@ -32,6 +73,7 @@ def main(argv: list[str] | None = None) -> int:
         rewritten = shebang_argv(args, COMMANDS)
         if rewritten is not None:
             args = rewritten
+        _run_cached(args)  # returns only if the build is not cached (or the form is unusual)
         import click
 
         from .commands import cli

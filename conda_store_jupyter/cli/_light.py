@@ -14,6 +14,7 @@ from urllib.parse import quote, urlsplit
 
 from ._config import Config
 from ._errors import CLIError, connection_error, http_error
+from ._uri import BuildURI
 
 TIMEOUT = 30.0
 
@@ -67,3 +68,22 @@ def current_build_id(config: Config, namespace: str, name: str) -> int:
     if build_id is None:
         raise CLIError(f"environment {namespace}/{name} has no completed build yet (try 'conda-store wait {namespace}/{name}')")
     return int(build_id)
+
+
+def resolve_light(config: Config, uri: BuildURI) -> int | None:
+    """The build id of ``uri`` using at most two light requests; None if the full client must.
+
+    Basic auth needs a cookie login first, which is left to the full client.
+    """
+    if not uri.is_environment:
+        return uri.build_id
+    if config.auth == "basic":
+        return None
+    assert uri.namespace and uri.environment
+    if uri.build_id is None:
+        return current_build_id(config, uri.namespace, uri.environment)
+    env = get_json(config, environment_path(uri.namespace, uri.environment))["data"]
+    build = get_json(config, f"/api/v1/build/{uri.build_id}/")["data"]
+    if build.get("environment_id") != env.get("id"):
+        raise CLIError(f"build {uri.build_id} does not belong to environment {uri.namespace}/{uri.environment}")
+    return uri.build_id

@@ -358,23 +358,13 @@ def run(state: State, artifact: str, uri: str, command: tuple[str, ...]) -> None
     input, output and exit code are its own. Example: conda-store run alice/ml -- python -c 'print(1)'
     """
     from . import _run
+    from ._light import resolve_light
 
     if command[:1] == ("--",):  # click keeps the separator once positional parsing has stopped
         command = command[1:]
     cfg = state.config
     ref = parse_uri(uri)
-    build_id = ref.build_id
-    if ref.is_environment and cfg.auth != "basic":  # basic needs a cookie login: full client below
-        from . import _light
-
-        assert ref.namespace and ref.environment
-        if build_id is None:
-            build_id = _light.current_build_id(cfg, ref.namespace, ref.environment)
-        else:
-            env = _light.get_json(cfg, _light.environment_path(ref.namespace, ref.environment))["data"]
-            build = _light.get_json(cfg, f"/api/v1/build/{build_id}/")["data"]
-            if build.get("environment_id") != env.get("id"):
-                raise CLIError(f"build {build_id} does not belong to environment {ref.namespace}/{ref.environment}")
+    build_id = resolve_light(cfg, ref)
     prefix = _run.find_cached(cfg.cache_key, build_id) if build_id is not None else None
     if prefix is None:
         prefix = _install(state, ref, build_id)
