@@ -11,7 +11,6 @@ import http.server
 import json
 import threading
 from contextlib import contextmanager
-from pathlib import Path
 
 import pytest
 

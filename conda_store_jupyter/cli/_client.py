@@ -8,7 +8,7 @@ server's own ``message``; connection problems name the URL. The client knows the
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any

@@ -22,13 +22,14 @@ import json
 import os
 import sys
 from pathlib import Path
+from typing import Mapping
 
 from ._errors import CLIError
 
 MARKER = ".conda-store-complete"
 
 
-def cache_root(environ: os._Environ[str] | dict[str, str] | None = None) -> Path:
+def cache_root(environ: Mapping[str, str] | None = None) -> Path:
     env = os.environ if environ is None else environ
     base = env.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
     return Path(base) / "conda-store"
