@@ -23,6 +23,7 @@ import pytest
 
 from conda_store_jupyter import orm
 from conda_store_jupyter.app import CondaStore
+from conda_store_jupyter.exceptions import InvalidNameError
 from conda_store_jupyter.schema import BuildArtifactType, BuildStatus
 from conda_store_jupyter.storage.base import artifact_key, blob_key
 from conda_store_jupyter.worker.images import IMAGE_FAILED_PREFIX, image_for_build
@@ -343,3 +344,180 @@ def test_pull_needs_a_token_with_read_access(service, sixenv, tmp_path) -> None:
     if SKOPEO is not None:
         refused = skopeo_copy(f"docker://{service.host}/team/sixenv:latest", f"dir:{tmp_path / 'x'}", OTHER)
         assert refused.returncode != 0 and "denied" in refused.stderr.lower(), refused.stderr
+
+
+def _oci_blobs(layout: Path) -> dict[str, int]:
+    blobs = layout / "blobs" / "sha256"
+    return {p.name: p.stat().st_size for p in blobs.iterdir()} if blobs.exists() else {}
+
+
+@needs_clients
+def test_second_environment_reuses_shared_layers(service, sixenv, tmp_path) -> None:
+    """team/pkgenv shares python and six with team/sixenv: those layers are stored and pulled once."""
+    build_id = service.submit("team", "pkgenv", ["python", "six", "packaging"])
+    digest = service.wait_for_image(build_id)
+    layout = tmp_path / "layout"
+    first = skopeo_copy(f"docker://{service.host}/team/sixenv:latest", f"oci:{layout}:sixenv")
+    assert first.returncode == 0, first.stderr
+    before = _oci_blobs(layout)
+    second = skopeo_copy(f"docker://{service.host}/team/pkgenv:latest", f"oci:{layout}:pkgenv")
+    assert second.returncode == 0, second.stderr
+    layers = json.loads(service.store.storage.get_bytes(blob_key(digest)))["layers"]
+    total = sum(layer["size"] for layer in layers)
+    reused = sum(layer["size"] for layer in layers if layer["digest"].split(":")[1] in before)
+    print(f"\nsecond pull: {reused} of {total} layer bytes ({100 * reused / total:.0f} %) were already "
+          f"in the local layout; {len(_oci_blobs(layout)) - len(before)} new blobs")
+    assert reused / total > 0.8
+    # The image job saw the same thing on the server side and logged it.
+    assert re.search(r"MB \((8[0-9]|9[0-9]) %\) reused from earlier images", service.log(build_id)), \
+        service.log(build_id)
+    conda = umoci_unpack(layout, "pkgenv", tmp_path / "bundle")
+    subprocess.run([conda / "bin" / "python", "-c", "import six, packaging"], check=True)
+
+
+def _history(service: Service, manifest_digest: str) -> str:
+    manifest = json.loads(service.store.storage.get_bytes(blob_key(manifest_digest)))
+    config = json.loads(service.store.storage.get_bytes(blob_key(manifest["config"]["digest"])))
+    return " ".join(h["created_by"] for h in config["history"])
+
+
+@needs_clients
+def test_build_key_tag_keeps_pulling_the_older_build(service, sixenv, tmp_path) -> None:
+    new_id = service.submit("team", "sixenv", ["python", "six", "hello <2"])  # a new build of the env
+    new_digest = service.wait_for_image(new_id)
+    assert new_digest != sixenv["digest"]
+
+    def pulled(tag: str, name: str) -> tuple[str, Path]:
+        copied = skopeo_copy(f"docker://{service.host}/team/sixenv:{tag}", f"dir:{tmp_path / name}")
+        assert copied.returncode == 0, copied.stderr
+        manifest = (tmp_path / name / "manifest.json").read_bytes()
+        return "sha256:" + hashlib.sha256(manifest).hexdigest(), tmp_path / name
+
+    assert pulled("latest", "latest")[0] == new_digest
+    assert pulled(sixenv["key"], "old")[0] == sixenv["digest"]
+    assert "hello-2." in _history(service, sixenv["digest"]) and "hello-1." in _history(service, new_digest)
+    tags = httpx.get(service.v2("team/sixenv/tags/list"), auth=_basic(ADMIN)).json()["tags"]
+    assert tags == ["latest", sixenv["key"], service.build_key(new_id)]
+
+
+def test_dynamic_environment_names_never_collide() -> None:
+    from conda_store_jupyter.server.registry_names import decode_dynamic_segment, dynamic_environment_name
+
+    assert dynamic_environment_name(["python", "six"]) == "python--six"
+    assert dynamic_environment_name(["python-six"]) == "python-six"  # one package, another environment
+    assert dynamic_environment_name(["hello.ge.2.0"]) != dynamic_environment_name(["hello.ge.2.0", "six"])
+    with pytest.raises(InvalidNameError):
+        decode_dynamic_segment("python--six")
+
+
+def _dynamic_builds(service: Service, env_name: str) -> list[orm.Build]:
+    from sqlalchemy import select
+
+    with service.store.session() as db:
+        return list(db.scalars(select(orm.Build).join(orm.Build.environment).join(orm.Environment.namespace).where(
+            orm.Namespace.name == "conda-store-dynamic", orm.Environment.name == env_name)))
+
+
+@needs_clients
+def test_on_demand_image_pulls_and_runs(service, tmp_path) -> None:
+    copied = skopeo_copy(f"docker://{service.host}/conda-store-dynamic/python/six:latest",
+                         f"oci:{tmp_path / 'oci'}:latest")
+    assert copied.returncode == 0, copied.stderr
+    conda = umoci_unpack(tmp_path / "oci", "latest", tmp_path / "bundle")
+    subprocess.run([conda / "bin" / "python", "-c", "import six"], check=True)
+    (build,) = _dynamic_builds(service, "python--six")
+    assert build.status is BuildStatus.COMPLETED
+    # Pulled again (any segment order): served from the existing build, no new one.
+    again = httpx.head(service.v2("conda-store-dynamic/six/python/manifests/latest"), auth=_basic(OTHER))
+    assert again.status_code == 200 and len(_dynamic_builds(service, "python--six")) == 1
+    tags = httpx.get(service.v2("conda-store-dynamic/python/six/tags/list"), auth=_basic(OTHER)).json()
+    assert tags["tags"][0] == "latest"
+
+
+def test_concurrent_on_demand_pulls_share_one_build_and_never_block_the_server(service) -> None:
+    """Three pulls of a new name wait together on one build while the server keeps answering."""
+    import concurrent.futures
+    import time
+
+    url = service.v2("conda-store-dynamic/hello.ge.2.0/manifests/latest")
+    with concurrent.futures.ThreadPoolExecutor(3) as pool:
+        pulls = [pool.submit(httpx.get, url, auth=_basic(OTHER), timeout=BUILD_TIMEOUT + 30) for _ in range(3)]
+        wait_for(lambda: _dynamic_builds(service, "hello.ge.2.0"), 30, "the on-demand build to be submitted")
+        latencies = []
+        while not all(p.done() for p in pulls):
+            start = time.monotonic()
+            assert httpx.get(service.v2(""), auth=_basic(OTHER), timeout=5).status_code == 200
+            latencies.append(time.monotonic() - start)
+            concurrent.futures.wait(pulls, timeout=0.2)
+        responses = [p.result() for p in pulls]
+    assert [r.status_code for r in responses] == [200, 200, 200], responses[0].text
+    assert len({r.headers["docker-content-digest"] for r in responses}) == 1
+    assert len(_dynamic_builds(service, "hello.ge.2.0")) == 1
+    assert latencies and max(latencies) < 1.0, latencies
+    print(f"\n/v2/ answered {len(latencies)} times during the on-demand build, slowest {max(latencies) * 1000:.0f} ms")
+    config = json.loads(httpx.get(service.v2("conda-store-dynamic/hello.ge.2.0/blobs/"
+                                             + responses[0].json()["config"]["digest"]), auth=_basic(OTHER)).content)
+    assert "hello-2." in " ".join(h["created_by"] for h in config["history"])
+
+
+def test_on_demand_errors_are_registry_errors(service) -> None:
+    auth = _basic(OTHER)
+    for name in ("six.xx.1", "six.lt.", "python/six.lt.3.", "python..six"):
+        r = httpx.get(service.v2(f"conda-store-dynamic/{name}/manifests/latest"), auth=auth)
+        assert r.status_code == 400 and _errors(r) == ["NAME_INVALID"], (name, r.text)
+    # Characters outside the name grammar never reach the decoder, but still get a registry error.
+    for path in ("conda-store-dynamic/Six/manifests/latest", "conda-store-dynamic/six.lt.>3/manifests/latest",
+                 "conda-store-dynamic/manifests/latest"):
+        r = httpx.get(service.v2(path), auth=auth)
+        assert 400 <= r.status_code < 500 and _errors(r), (path, r.text)
+    assert httpx.get(service.v2("conda-store-dynamic/six/manifests/latest")).status_code == 401
+    # A well-formed name that cannot be solved: the build fails and the pull says why.
+    r = httpx.get(service.v2("conda-store-dynamic/no-such-package/manifests/latest"), auth=auth,
+                  timeout=BUILD_TIMEOUT + 30)
+    assert r.status_code == 404 and _errors(r) == ["MANIFEST_UNKNOWN"]
+    assert "FAILED" in r.json()["errors"][0]["message"] and "no-such-package" in r.json()["errors"][0]["message"]
+    # Asking again reports the recent failure instead of starting another build.
+    again = httpx.get(service.v2("conda-store-dynamic/no-such-package/manifests/latest"), auth=auth, timeout=10)
+    assert again.status_code == 404 and len(_dynamic_builds(service, "no-such-package")) == 1
+
+
+def test_on_demand_wait_is_bounded(redis_url, local_channel, package_cache_dir, tmp_path) -> None:
+    """No worker takes the build: the pull gives up after Registry.dynamic_wait_timeout, cleanly."""
+    import time
+
+    from traitlets.config import Config
+
+    from conda_store_jupyter.server.testing import running_server
+
+    c = Config()
+    c.CondaStore.store_directory = str(tmp_path / "store")
+    c.CondaStore.redis_url = redis_url
+    c.CondaStore.conda_default_channels = [local_channel.url]
+    c.CondaStore.package_cache_directory = str(package_cache_dir)
+    c.AuthenticationBackend.predefined_tokens = {ADMIN: {"primary_namespace": "team",
+                                                         "role_bindings": {"*/*": ["admin"]}}}
+    c.Registry.dynamic_wait_timeout = 1.0
+    c.Registry.dynamic_poll_interval = 0.1
+    with running_server(c) as server:
+        host = server.url.split("/")[2]
+        start = time.monotonic()
+        r = httpx.get(f"http://{host}/v2/conda-store-dynamic/six/manifests/latest", auth=_basic(ADMIN), timeout=30)
+        elapsed = time.monotonic() - start
+    assert r.status_code == 404 and _errors(r) == ["MANIFEST_UNKNOWN"]
+    assert "not ready after 1 s" in r.json()["errors"][0]["message"]
+    assert 1.0 <= elapsed < 10.0
+
+
+def test_tls_probe_on_the_plain_http_port_is_refused_at_once(service) -> None:
+    """Insecure-registry clients try HTTPS first; hanging up at once saves them a 10 s handshake timeout."""
+    import socket
+
+    host, port = service.host.split(":")
+    with socket.create_connection((host, int(port)), timeout=5) as sock:
+        sock.sendall(bytes.fromhex("160301002a010000260303") + bytes(32) + b"\x00\x00\x02\x13\x01\x01\x00")
+        sock.settimeout(2)
+        try:  # closed (FIN, or RST since the hello was left unread), not waiting for HTTP headers
+            assert sock.recv(100) == b""
+        except ConnectionResetError:
+            pass
+    assert httpx.get(service.v2(""), auth=_basic(ADMIN)).status_code == 200

@@ -42,7 +42,7 @@ from . import (
     tokens,
 )
 from .base import NotFoundHandler, routes
-from .registry import Registry, registry_handlers
+from .registry import Registry, RegistryHTTPServer, registry_handlers
 
 HANDLER_MODULES = (permissions, namespaces, environments, specifications, logs, builds, tokens, packages,
                    metrics, login)
@@ -200,7 +200,7 @@ class CondaStoreServer(Application):
 
     def listen(self) -> HTTPServer:
         """Bind (port 0 → a free port, remembered in ``bound_port``) and start serving."""
-        server = HTTPServer(self.make_app(), max_body_size=self.max_buffer_size, xheaders=True)
+        server = RegistryHTTPServer(self.make_app(), max_body_size=self.max_buffer_size, xheaders=True)
         sockets = bind_sockets(self.port, self.address)
         server.add_sockets(sockets)
         self.bound_port = sockets[0].getsockname()[1]

@@ -19,6 +19,7 @@ import datetime as dt
 import hashlib
 import json
 import re
+import socket
 import time
 import weakref
 from collections import OrderedDict
@@ -27,11 +28,13 @@ from typing import Any, Callable, TypeVar
 
 from sqlalchemy import select
 from tornado import iostream, web
+from tornado.httpserver import HTTPServer
+from tornado.ioloop import IOLoop
 from traitlets import Bool, Float, Unicode
 from traitlets.config import LoggingConfigurable
 
 from .. import orm
-from ..auth.rbac import Permission, is_allowed
+from ..auth.rbac import Permission
 from ..exceptions import (
     AuthenticationError,
     CondaStoreError,
@@ -43,6 +46,7 @@ from ..exceptions import (
 from ..naming import parse_build_key, validate_name, validate_tag
 from ..schema import BuildArtifactType, BuildStatus
 from ..storage.base import blob_key
+from .registry_names import decode_dynamic_segment, dynamic_environment_name  # noqa: F401 - re-exported
 from ..worker.images import IMAGE_FAILED_PREFIX
 
 T = TypeVar("T")
@@ -50,12 +54,6 @@ T = TypeVar("T")
 MANIFEST_V2 = "application/vnd.docker.distribution.manifest.v2+json"
 OCI_MANIFEST = "application/vnd.oci.image.manifest.v1+json"
 DIGEST_RE = re.compile(r"^sha256:[0-9a-f]{64}$")
-
-_OPERATORS = {"lt": "<", "le": "<=", "gt": ">", "ge": ">=", "eq": "=="}
-_SEGMENT_RE = re.compile(
-    r"^(?P<name>[a-z0-9][a-z0-9_-]*(?:\.[a-z][a-z0-9_-]*)*?)"
-    r"(?:\.(?P<op>lt|le|gt|ge|eq)\.(?P<version>[0-9][0-9a-z]*(?:\.[0-9a-z]+)*))?$"
-)
 
 
 class RegistryError(Exception):
@@ -97,32 +95,6 @@ class Registry(LoggingConfigurable):
         retried: a name that cannot be built (unknown package, conflict) must not start a new
         build on every pull.""",
     ).tag(config=True)
-
-
-# -- on-demand names ------------------------------------------------------------------------------
-
-def decode_dynamic_segment(segment: str) -> str:
-    """``python.lt.3.12`` → ``python <3.12``; ``six`` → ``six``. Raises InvalidNameError on junk."""
-    m = _SEGMENT_RE.match(segment)
-    if not m or len(segment) > 100:
-        raise InvalidNameError(
-            f"image name segment {segment!r} is not '<package>' or '<package>.<lt|le|gt|ge|eq>.<version>'"
-        )
-    if m.group("op") is None:
-        return m.group("name")
-    return f"{m.group('name')} {_OPERATORS[m.group('op')]}{m.group('version')}"
-
-
-def dynamic_environment_name(segments: list[str]) -> str:
-    """A stable environment name for a set of segments (order does not matter)."""
-    canonical = sorted(set(segments))
-    readable = "-".join(canonical)
-    if len(readable) <= 64:
-        try:
-            return validate_name(readable)
-        except InvalidNameError:
-            pass
-    return "dyn-" + hashlib.sha256("/".join(canonical).encode()).hexdigest()[:16]
 
 
 # -- manifest lookup --------------------------------------------------------------------------------
@@ -619,3 +591,32 @@ def registry_handlers(store, auth, registry: Registry) -> list[tuple]:
         (rf"/v2/{name}/tags/list", TagsHandler, kw),
         (r"/v2/.*", CatchAllHandler, kw),
     ]
+
+
+class RegistryHTTPServer(HTTPServer):
+    """``HTTPServer`` that hangs up at once on a TLS handshake sent to this plain-HTTP port.
+
+    Registry clients told a registry is insecure (skopeo ``--tls-verify=false``, Docker's
+    ``insecure-registries``) try HTTPS first and fall back to HTTP only when that fails. Tornado
+    would wait for the end of HTTP headers that a TLS ClientHello never sends, so each pull stalled
+    for Go's 10 s handshake timeout. Peeking at the first byte (``0x16`` starts every TLS handshake
+    record, never an HTTP method) lets the client fail fast and retry over HTTP.
+    """
+
+    def handle_stream(self, stream, address) -> None:
+        sock, loop = stream.socket, IOLoop.current()
+
+        def readable(fd, _events) -> None:
+            try:
+                first = sock.recv(1, socket.MSG_PEEK)
+            except BlockingIOError:
+                return  # spurious wake-up: stay registered
+            except OSError:
+                first = b""
+            loop.remove_handler(fd)
+            if first in (b"", b"\x16"):
+                stream.close()
+                return
+            HTTPServer.handle_stream(self, stream, address)
+
+        loop.add_handler(sock.fileno(), readable, IOLoop.READ)
