@@ -8,6 +8,7 @@ processes.
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import hashlib
 import json
@@ -17,6 +18,7 @@ import subprocess
 import sys
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Iterator
 
 import httpx
 import pytest
@@ -182,25 +184,24 @@ def _errors(response: httpx.Response) -> list[str]:
     return [e["code"] for e in response.json()["errors"]]
 
 
-@pytest.fixture(scope="module")
-def service(tmp_path_factory, redis_server_url, local_channel, package_cache_dir) -> Service:
-    """conda-store-server (a real subprocess, url_prefix /conda-store) and two workers."""
+@contextlib.contextmanager
+def running_service(root: Path, redis_url: str, channel, package_cache_dir: Path,
+                    extra_config: str = "") -> Iterator[Service]:
+    """conda-store-server (a real subprocess, url_prefix /conda-store) and two workers on one config."""
     import redis
 
     from conda_store_jupyter.worker.tasks import load_store
 
-    from .fixtures_service import _DB_NUMBERS, ServiceEnv, write_config
+    from .fixtures_service import ServiceEnv, write_config
 
-    root = tmp_path_factory.mktemp("registry")
-    redis_url = f"{redis_server_url}/{next(_DB_NUMBERS)}"
     redis.Redis.from_url(redis_url).flushdb()
     config = write_config(
         root / "conda_store_config.py",
         store_directory=str(root / "store"),
         database_url=f"sqlite:///{root / 'conda-store.sqlite'}",
         redis_url=redis_url,
-        conda_default_channels=[local_channel.url],
-        pip_index_url=local_channel.pypi_index_url,
+        conda_default_channels=[channel.url],
+        pip_index_url=channel.pypi_index_url,
         package_cache_directory=str(package_cache_dir),
         build_artifacts=["LOCKFILE", "YAML", "DOCKER_MANIFEST"],
         build_timeout=int(BUILD_TIMEOUT),
@@ -213,7 +214,7 @@ def service(tmp_path_factory, redis_server_url, local_channel, package_cache_dir
         f.write(f"c.AuthenticationBackend.predefined_tokens = {tokens!r}\n"
                 "c.CondaStoreServer.url_prefix = '/conda-store'\n"
                 f"c.Registry.dynamic_wait_timeout = {BUILD_TIMEOUT}\n"
-                "c.Registry.dynamic_poll_interval = 0.2\n")
+                "c.Registry.dynamic_poll_interval = 0.2\n" + extra_config)
     env = ServiceEnv(config=config, store=load_store(str(config)), tmp=root)
     out = root / "server.log"
     with open(out, "wb") as log:
@@ -235,6 +236,15 @@ def service(tmp_path_factory, redis_server_url, local_channel, package_cache_dir
         env.stop_workers()
         env.store.dispose()
         print(out.read_text()[-3000:])
+
+
+@pytest.fixture(scope="module")
+def service(tmp_path_factory, redis_server_url, local_channel, package_cache_dir) -> Iterator[Service]:
+    from .fixtures_service import _DB_NUMBERS
+
+    with running_service(tmp_path_factory.mktemp("registry"), f"{redis_server_url}/{next(_DB_NUMBERS)}",
+                         local_channel, package_cache_dir) as service:
+        yield service
 
 
 @pytest.fixture(scope="module")
@@ -521,3 +531,28 @@ def test_tls_probe_on_the_plain_http_port_is_refused_at_once(service) -> None:
         except ConnectionResetError:
             pass
     assert httpx.get(service.v2(""), auth=_basic(ADMIN)).status_code == 200
+
+
+@needs_clients
+def test_s3_storage_blobs_are_redirected_to_presigned_urls(s3_endpoint, redis_url, local_channel,
+                                                           package_cache_dir, tmp_path) -> None:
+    """With S3 storage the server answers blob GETs with a short presigned URL; skopeo follows it."""
+    import uuid
+
+    s3 = (f"c.CondaStore.storage_class = 'conda_store_jupyter.storage.s3.S3Storage'\n"
+          f"c.S3Storage.bucket_name = 'cs-{uuid.uuid4().hex[:12]}'\n"
+          f"c.S3Storage.endpoint_url = {s3_endpoint!r}\n"
+          "c.S3Storage.access_key = 'test'\nc.S3Storage.secret_key = 'test'\nc.S3Storage.create_bucket = True\n")
+    (tmp_path / "svc").mkdir()
+    with running_service(tmp_path / "svc", redis_url, local_channel, package_cache_dir, s3) as service:
+        digest = service.wait_for_image(service.submit("team", "s3env", ["python", "six"]))
+        layer = json.loads(service.store.storage.get_bytes(blob_key(digest)))["layers"][0]["digest"]
+        r = httpx.get(service.v2(f"team/s3env/blobs/{layer}"), auth=_basic(ADMIN))
+        assert r.status_code == 307 and r.headers["location"].startswith(s3_endpoint)
+        head = httpx.head(service.v2(f"team/s3env/blobs/{layer}"), auth=_basic(ADMIN))
+        assert head.status_code == 200 and int(head.headers["content-length"]) > 0
+        copied = skopeo_copy(f"docker://{service.host}/team/s3env:latest", f"oci:{tmp_path / 'oci'}:latest")
+        assert copied.returncode == 0, copied.stderr
+        conda = umoci_unpack(tmp_path / "oci", "latest", tmp_path / "bundle")
+        subprocess.run([conda / "bin" / "python", "-c", "import six"], check=True)
+        assert not (service.store.store_path / ".artifacts").exists()  # nothing went to local storage
