@@ -106,6 +106,14 @@ def test_image_job_failure_leaves_build_completed_with_reason(store) -> None:
         assert build.artifact(BuildArtifactType.DOCKER_MANIFEST) is None
         assert build.status_info.startswith(IMAGE_FAILED_PREFIX) and "prefix" in build.status_info
     assert "IMAGE FAILED: the build prefix" in _log(store, build_id)
+    # A pull of it says why at once (no waiting for an image that will not come).
+    from conda_store_jupyter.server.registry import RegistryError, resolve_reference
+
+    with store.session() as db:
+        env = db.get(orm.Build, build_id).environment
+        with pytest.raises(RegistryError) as err:
+            resolve_reference(db, env, "latest")
+    assert err.value.code == "MANIFEST_UNKNOWN" and "has no image: the build prefix" in err.value.message
 
 
 def test_image_job_skips_unfinished_builds(store) -> None:
