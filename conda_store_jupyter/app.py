@@ -164,6 +164,13 @@ class CondaStore(LoggingConfigurable):
         help="Where artifacts are kept: ``LocalStorage`` (default) or ``S3Storage``.",
     ).tag(config=True)
 
+    config_file = Unicode(
+        None,
+        allow_none=True,
+        help="""The config file this object was loaded from (set by ``from_config_file``). Build jobs
+        carry it so workers load the same settings.""",
+    )
+
     upgrade_database = Bool(
         True,
         help="Apply pending alembic migrations when the database is first opened.",
@@ -273,6 +280,7 @@ class CondaStore(LoggingConfigurable):
                 raise FileNotFoundError(f"config file {path} does not exist")
             app.load_config_file(path.name, path=str(path.parent.resolve()))
         store = cls(config=app.config)
+        store.config_file = str(Path(path).resolve()) if path else None
         for key, value in overrides.items():
             setattr(store, key, value)
         return store

@@ -8,8 +8,10 @@
     ├── ConflictError               the request contradicts current state (HTTP 409)
     ├── PermissionDeniedError       authenticated but not allowed (HTTP 403)
     ├── AuthenticationError         not (or no longer) authenticated (HTTP 401)
+    ├── ServiceUnavailableError     a backing service (Redis queue) is unreachable (HTTP 503)
     └── BuildError                  a build step failed; ``str(err)`` is the one-paragraph reason
-        ├── SolveError              the solver could not satisfy the specification
+        ├── SolveError              the solver could not satisfy the specification (HTTP 422
+        │                           when it answers a request, e.g. a remote solve)
         ├── InstallError            linking packages or the ``pip:`` section failed
         ├── ArtifactError           an artifact (lockfile, pack, image) could not be produced
         └── BuildTimeoutError       the build ran past ``CondaStore.build_timeout``
@@ -56,12 +58,20 @@ class PermissionDeniedError(CondaStoreError):
     status_code = 403
 
 
+class ServiceUnavailableError(CondaStoreError):
+    """A service we depend on (Redis, the build queue) cannot be reached right now."""
+
+    status_code = 503
+
+
 class BuildError(CondaStoreError):
     """A build failed. ``str(err)`` is a one-paragraph, user-facing reason."""
 
 
 class SolveError(BuildError):
     """The solver could not satisfy the specification (its explanation is the message)."""
+
+    status_code = 422  # the request was understood but the packages asked for cannot be combined
 
 
 class InstallError(BuildError):

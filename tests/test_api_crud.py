@@ -164,3 +164,15 @@ def test_tokens_permissions_usage_metrics(client, server):
     text = httpx.get(server.url + "metrics").text
     assert "conda_store_build_queued 1" in text and "conda_store_environments 1" in text
     assert client.get("").json()["data"]["version"]
+
+
+def test_remote_solve(client, local_channel):
+    r = client.get("specification/", params={"conda": ["hello >=2", "six"], "channel": [local_channel.url]})
+    assert r.status_code == 200, r.text
+    names = {p["name"]: p["version"] for p in r.json()["solve"]}
+    assert names["hello"] == "2.0" and names["libgreet"] == "1.1" and "six" in names
+    # unsatisfiable: the solver's explanation, as a client error (never a 500)
+    r = client.get("specification/", params={"conda": ["hello >=3"], "channel": [local_channel.url]})
+    assert r.status_code == 422 and "hello" in r.json()["message"]
+    r = client.get("specification/", params={"conda": ["hello >>3"]})
+    assert r.status_code == 400 and "not a valid conda match spec" in r.json()["message"]

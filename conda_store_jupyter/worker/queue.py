@@ -16,7 +16,7 @@ import os
 import uuid
 from typing import TYPE_CHECKING, Any
 
-from ..exceptions import ConflictError, CondaStoreError, NotFoundError
+from ..exceptions import ConflictError, NotFoundError, ServiceUnavailableError
 from ..schema import BuildArtifactType, BuildStatus
 
 if TYPE_CHECKING:
@@ -67,10 +67,8 @@ _TASKS = "conda_store_jupyter.worker.tasks"
 IMAGES_MODULE = "conda_store_jupyter.worker.images"
 
 
-class QueueUnavailableError(CondaStoreError):
+class QueueUnavailableError(ServiceUnavailableError):
     """Redis (the build queue) cannot be reached; the build was marked FAILED."""
-
-    status_code = 503
 
 
 def cancel_key(build_id: int) -> str:
@@ -82,12 +80,8 @@ def heartbeat_key(build_id: int) -> str:
 
 
 def config_path_of(store: "CondaStore") -> str | None:
-    """The config file a worker should load for jobs of ``store``.
-
-    ``CondaStore`` has no trait for its own file yet, so look at an attribute set by whoever loaded
-    it (``store.config_file``), then ``$CONDA_STORE_CONFIG``.
-    """
-    path = getattr(store, "config_file", None) or os.environ.get(CONFIG_ENV)
+    """The config file a worker should load for jobs of ``store``: its own, then ``$CONDA_STORE_CONFIG``."""
+    path = store.config_file or os.environ.get(CONFIG_ENV)
     return os.path.abspath(path) if path else None
 
 

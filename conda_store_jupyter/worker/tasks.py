@@ -83,7 +83,6 @@ def load_store(config_path: str | None = None) -> "CondaStore":
     if os.environ.get(REDIS_URL_ENV):
         overrides["redis_url"] = os.environ[REDIS_URL_ENV]
     store = CondaStore.from_config_file(path or None, **overrides)
-    store.config_file = os.path.abspath(path) if path else None  # read by queue.config_path_of
     return store
 
 
