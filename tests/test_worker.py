@@ -407,4 +407,41 @@ def test_embedded_services_start_redis_and_restart_workers(service_factory):
         store.queue.enqueue_build(again)
         assert wait_status(store, again, BuildStatus.COMPLETED, BuildStatus.FAILED)[0] == BuildStatus.COMPLETED
         worker_pid = services.worker_pids()[0]
-    assert not Path(f"/proc/{worker_pid}").exists() or Path(f"/proc/{worker_pid}/stat").read_text().split()[2] == "Z"
+        redis_pid = services.redis_process.pid
+    for pid in (worker_pid, redis_pid):  # stop() leaves nothing running (zombies are reaped later)
+        assert not Path(f"/proc/{pid}").exists() or Path(f"/proc/{pid}/stat").read_text().split()[2] == "Z"
+
+
+def _alive(pid: int) -> bool:
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().split()[2] != "Z"
+    except FileNotFoundError:
+        return False
+
+
+def test_embedded_services_die_with_a_killed_parent(service_factory, tmp_path):
+    """A SIGKILLed standalone server must not leave its redis-server or workers running."""
+    import subprocess
+    import sys
+
+    env = service_factory(redis_url=None)
+    script = tmp_path / "parent.py"
+    script.write_text(
+        "import sys, time\n"
+        "from conda_store_jupyter.app import CondaStore\n"
+        "from conda_store_jupyter.worker.embedded import EmbeddedServices\n"
+        f"store = CondaStore(store_directory={str(env.store.store_path)!r}, "
+        f"database_url={env.store.database_url!r})\n"
+        "services = EmbeddedServices(store, workers=1)\n"
+        "services.start()\n"
+        "print(services.redis_process.pid, *services.worker_pids(), flush=True)\n"
+        "time.sleep(600)\n"
+    )
+    parent = subprocess.Popen([sys.executable, str(script)], stdout=subprocess.PIPE, text=True)
+    try:
+        pids = [int(p) for p in parent.stdout.readline().split()]
+        assert len(pids) == 2 and all(_alive(p) for p in pids)
+    finally:
+        parent.kill()
+        parent.wait()
+    wait_for(lambda: not any(_alive(p) for p in pids), 20, "redis-server and the worker to exit with their parent")

