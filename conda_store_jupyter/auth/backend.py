@@ -243,6 +243,7 @@ class AuthenticationBackend(LoggingConfigurable):
         super().__init__(**kwargs)
         self.store = store
         self._authenticator: Authenticator | None = None
+        self._hub = None  # HubAuthentication, created on first use (see ``hub``)
 
     # -- config validation (fail at start-up, not on the first request) ------------------------
     @validate("predefined_tokens")
@@ -323,7 +324,36 @@ class AuthenticationBackend(LoggingConfigurable):
                 identity = self.identity_for_token(token)
                 if identity is not None:
                     return identity
+        hub_token = self._hub_token_from_header(authorization)
+        if hub_token and self.hub is not None:
+            identity = self.hub.identity_for_token(hub_token, self)
+            if identity is not None:
+                return identity
         return self.anonymous_identity()
+
+    @property
+    def hub(self):
+        """The JupyterHub token checker (:mod:`.hub`), or None when hub auth is off."""
+        if self._hub is None:
+            from .hub import HubAuthentication
+
+            self._hub = HubAuthentication(parent=self)
+        return self._hub if self._hub.active else None
+
+    @staticmethod
+    def _hub_token_from_header(header: str | None) -> str | None:
+        """A ``token``/``Bearer`` credential that is not one of ours: maybe a JupyterHub token.
+
+        Only the header (hub tokens never come as our cookie or as docker-login passwords), and
+        never a ``cst_`` token: a bad one of ours must not be sent to the hub.
+        """
+        if not header or not isinstance(header, str):
+            return None
+        scheme, _, value = header.strip().partition(" ")
+        value = value.strip()
+        if scheme.lower() not in ("bearer", "token") or not value or value.startswith(_tokens.TOKEN_PREFIX):
+            return None
+        return value
 
     @staticmethod
     def _token_from_header(header: str | None) -> str | None:

@@ -20,6 +20,7 @@ import sys
 from contextlib import ExitStack
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 from tornado import web
 from tornado.httpserver import HTTPServer
@@ -29,6 +30,7 @@ from traitlets.config import Application
 
 from ..app import CondaStore
 from ..auth.backend import AuthenticationBackend
+from ..auth.hub import HubAuthentication, running_as_hub_service
 from . import (
     builds,
     environments,
@@ -74,13 +76,26 @@ class CondaStoreServer(Application):
 
     address = Unicode("127.0.0.1", help="Address to listen on (``0.0.0.0`` for all interfaces).").tag(config=True)
 
-    port = Integer(8080, help="Port to listen on; 0 picks a free one (printed at start).").tag(config=True)
+    port = Integer(8080, help="""Port to listen on; 0 picks a free one (printed at start). As a
+        JupyterHub service: the port of ``$JUPYTERHUB_SERVICE_URL`` by default.""").tag(config=True)
 
     url_prefix = Unicode(
         "/",
         help="""Path prefix of every route except the registry (``/v2/`` is always at the root,
-        because registry clients build it from the host name). ``/conda-store`` behind a proxy.""",
+        because registry clients build it from the host name). ``/conda-store`` behind a proxy.
+        As a JupyterHub service: ``$JUPYTERHUB_SERVICE_PREFIX`` (``/services/<name>/``) by default.""",
     ).tag(config=True)
+
+    @default("port")
+    def _default_port(self) -> int:
+        # A hub-managed service listens where c.JupyterHub.services[...]["url"] says.
+        url = urlsplit(os.environ.get("JUPYTERHUB_SERVICE_URL", "") if running_as_hub_service() else "")
+        return url.port or {"http": 80, "https": 443}.get(url.scheme, 8080)
+
+    @default("url_prefix")
+    def _default_url_prefix(self) -> str:
+        # ... and serves under /services/<name>/, the path the proxy forwards unchanged.
+        return (os.environ.get("JUPYTERHUB_SERVICE_PREFIX") or "/") if running_as_hub_service() else "/"
 
     @validate("url_prefix")
     def _normalize_prefix(self, proposal) -> str:
@@ -139,7 +154,7 @@ class CondaStoreServer(Application):
         "demo": ({"CondaStoreServer": {"standalone": True, "demo": True}}, demo.help),
         "debug": ({"Application": {"log_level": 10}}, "Log at DEBUG level."),
     }
-    classes = [CondaStore, AuthenticationBackend, Registry]
+    classes = [CondaStore, AuthenticationBackend, HubAuthentication, Registry]
 
     @default("log_level")
     def _default_log_level(self) -> int:

@@ -1,0 +1,301 @@
+"""JupyterHub tokens against a real hub: JupyterHub 6.1 + configurable-http-proxy (npm) + our
+server as a hub-*managed* service, everything on 127.0.0.1 free ports.
+
+What a user inside a hub does: the ``conda-store`` CLI with only the hub's variables, its token
+sent as ``Authorization: token <hub token>`` through the proxy to ``/services/conda-store/``,
+and the server checking that token with the hub (``conda_store_jupyter.auth.hub``).
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import httpx
+import pytest
+
+pytest.importorskip("jupyterhub", reason="JupyterHub is not installed")
+pytest.importorskip("conda_store_jupyter.worker.embedded", reason="the embedded services have not landed yet")
+
+REPO = Path(__file__).resolve().parent.parent
+BIN = Path(sys.executable).parent
+CHP_VERSION = "5.3.0"
+SERVICE = "conda-store"
+ACCESS = f"access:services!service={SERVICE}"
+HUB_ADMIN_TOKEN = "test-hub-admin-service-token-0123456789"  # a hub *service* token, not ours
+SPEC = "name: hubenv\ndependencies:\n  - python 3.11.*\n"
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _wait_until(check, what: str, proc: subprocess.Popen, log: Path, timeout: float = 90) -> None:
+    """Poll ``check()`` (no fixed sleeps beyond a short poll interval); fail with the log tail."""
+    deadline = time.monotonic() + timeout
+    while True:
+        if proc.poll() is not None:
+            pytest.fail(f"jupyterhub exited with {proc.returncode} before {what}:\n{log.read_text()[-4000:]}")
+        try:
+            if check():
+                return
+        except httpx.HTTPError:
+            pass
+        if time.monotonic() > deadline:
+            pytest.fail(f"timed out waiting for {what}:\n{log.read_text()[-4000:]}")
+        time.sleep(0.1)
+
+
+@pytest.fixture(scope="session")
+def chp() -> Path:
+    """configurable-http-proxy from npm, installed once into ``.cache/chp`` (kept between runs)."""
+    root = Path(os.environ.get("CONDA_STORE_TEST_CACHE", REPO / ".cache")).resolve() / "chp"
+    exe = root / "node_modules" / ".bin" / "configurable-http-proxy"
+    if not exe.exists():
+        if shutil.which("npm") is None or shutil.which("node") is None:
+            pytest.skip("configurable-http-proxy needs node and npm, which are not installed")
+        root.mkdir(parents=True, exist_ok=True)
+        proc = subprocess.run(["npm", "install", "--no-audit", "--no-fund", "--prefix", str(root),
+                               f"configurable-http-proxy@{CHP_VERSION}"], capture_output=True, text=True, timeout=300)
+        if proc.returncode != 0 or not exe.exists():
+            pytest.fail(f"npm install configurable-http-proxy failed:\n{proc.stdout}\n{proc.stderr}")
+    return exe
+
+
+@dataclass
+class Hub:
+    public_url: str  # the proxy: http://127.0.0.1:<port>
+    api_url: str  # the hub process itself: http://127.0.0.1:<hub port>/hub/api
+    tmp: Path
+    log: Path
+
+    @property
+    def service_url(self) -> str:
+        return f"{self.public_url}/services/{SERVICE}"
+
+    def admin(self, method: str, path: str, **kwargs) -> httpx.Response:
+        return httpx.request(method, f"{self.api_url}{path}", timeout=30,
+                             headers={"Authorization": f"token {HUB_ADMIN_TOKEN}"}, **kwargs)
+
+    def token_for(self, user: str, scopes: list[str], note: str = "test") -> str:
+        """A hub API token of ``user`` (what ``$JUPYTERHUB_API_TOKEN`` is in their server)."""
+        resp = self.admin("POST", f"/users/{user}/tokens", json={"note": note, "scopes": scopes})
+        assert resp.status_code == 201, resp.text
+        return resp.json()["token"]
+
+    def api(self, method: str, path: str, token: str, **kwargs) -> httpx.Response:
+        """Our REST API through the proxy, as the hub routes it."""
+        return httpx.request(method, f"{self.service_url}/api/v1/{path}", timeout=30,
+                             headers={"Authorization": f"token {token}"}, **kwargs)
+
+    def cli(self, *args: str, token: str) -> subprocess.CompletedProcess:
+        """The real CLI with *only* the hub's variables (as in a notebook terminal)."""
+        env = {k: v for k, v in os.environ.items() if not k.startswith(("CONDA_STORE", "JUPYTERHUB", "CONDA_PREFIX"))}
+        env.update(XDG_CACHE_HOME=str(self.tmp / "xdg"), JUPYTERHUB_API_TOKEN=token, JUPYTERHUB_API_URL=self.api_url,
+                   JUPYTERHUB_PUBLIC_HUB_URL=f"{self.public_url}/hub/")
+        return subprocess.run([str(BIN / "conda-store"), *args], capture_output=True, text=True, env=env, timeout=120)
+
+
+@pytest.fixture(scope="module")
+def hub(tmp_path_factory, chp, local_channel, package_cache_dir):
+    tmp = tmp_path_factory.mktemp("hub")
+    proxy_port, hub_port, proxy_api_port, service_port = (_free_port() for _ in range(4))
+    store_config = tmp / "conda_store_config.py"
+    store_config.write_text(f"""\
+c = get_config()  # noqa: F821
+c.CondaStore.store_directory = {str(tmp / 'store')!r}
+c.CondaStore.package_cache_directory = {str(package_cache_dir)!r}
+c.CondaStore.conda_default_channels = [{local_channel.url!r}]
+c.CondaStore.conda_allowed_channels = [{local_channel.url!r}]
+c.CondaStore.pip_index_url = {local_channel.pypi_index_url!r}
+c.CondaStore.conda_solve_platforms = ["linux-64"]
+""")
+    # The hub starts and stops our server (a managed service). Port and url prefix come from the
+    # hub's JUPYTERHUB_SERVICE_URL/PREFIX. No workers: these tests check who may submit, not
+    # builds; the private redis-server still takes the queue.
+    service_command = [sys.executable, "-m", "conda_store_jupyter.server.app", "--standalone",
+                       f"--config={store_config}", "--workers=0"]
+    hub_config = tmp / "jupyterhub_config.py"
+    hub_config.write_text(f"""\
+c = get_config()  # noqa: F821
+c.JupyterHub.ip = "127.0.0.1"
+c.JupyterHub.port = {proxy_port}
+c.JupyterHub.hub_ip = "127.0.0.1"
+c.JupyterHub.hub_port = {hub_port}
+c.ConfigurableHTTPProxy.api_url = "http://127.0.0.1:{proxy_api_port}"
+c.ConfigurableHTTPProxy.command = [{str(chp)!r}]
+c.JupyterHub.db_url = "sqlite:///{tmp / 'jupyterhub.sqlite'}"
+c.JupyterHub.cookie_secret_file = {str(tmp / 'jupyterhub_cookie_secret')!r}
+c.JupyterHub.authenticator_class = "dummy"
+c.DummyAuthenticator.allowed_users = {{"alice", "bob"}}
+c.Authenticator.admin_users = {{"boss"}}
+c.JupyterHub.services = [
+    {{"name": {SERVICE!r}, "url": "http://127.0.0.1:{service_port}", "command": {service_command!r},
+      "cwd": {str(tmp)!r}, "oauth_no_confirm": True}},
+    {{"name": "test-admin", "api_token": {HUB_ADMIN_TOKEN!r}}},
+]
+c.JupyterHub.load_roles = [
+    {{"name": "user", "scopes": ["self", {ACCESS!r}]}},
+    {{"name": "test-admin", "services": ["test-admin"], "scopes": ["admin:users", "tokens", "read:services"]}},
+]
+""")
+    log = tmp / "jupyterhub.log"
+    started = time.monotonic()
+    with open(log, "wb") as out:
+        proc = subprocess.Popen([sys.executable, "-m", "jupyterhub", "-f", str(hub_config)], cwd=tmp,
+                                stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
+    service_pid = None
+    try:
+        # The hub's own port first, then our server directly, then through the proxy (CHP answers
+        # 404, and the hub logs each one, until the hub has added the routes).
+        _wait_until(lambda: httpx.get(f"http://127.0.0.1:{hub_port}/hub/health", timeout=2).status_code == 200,
+                    "the hub", proc, log)
+        _wait_until(lambda: httpx.get(f"http://127.0.0.1:{service_port}/services/{SERVICE}/api/v1/",
+                                      timeout=2).status_code == 200, "the managed conda-store service", proc, log)
+        public = f"http://127.0.0.1:{proxy_port}"
+        _wait_until(lambda: httpx.get(f"{public}/hub/health", timeout=2).status_code == 200,
+                    "the proxy routes", proc, log)
+        _wait_until(lambda: httpx.get(f"{public}/services/{SERVICE}/api/v1/", timeout=2).status_code == 200,
+                    "the conda-store service through the proxy", proc, log)
+        print(f"hub + managed conda-store service ready in {time.monotonic() - started:.1f}s")
+        running = Hub(public_url=public, api_url=f"http://127.0.0.1:{hub_port}/hub/api", tmp=tmp, log=log)
+        service_pid = running.admin("GET", f"/services/{SERVICE}").json()["pid"]
+        assert service_pid and _alive(service_pid)
+        yield running
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        try:
+            proc.wait(30)
+        except subprocess.TimeoutExpired:
+            os.killpg(proc.pid, signal.SIGKILL)  # the session we created for it
+            proc.wait(10)
+    # The hub stops its managed service (SIGINT, pitfall P2); check it really went away.
+    if service_pid and _alive(service_pid):
+        os.kill(service_pid, signal.SIGKILL)
+        pytest.fail(f"managed conda-store service {service_pid} outlived the hub:\n{log.read_text()[-3000:]}")
+
+
+def _alive(pid: int) -> bool:
+    try:
+        return "\nState:\tZ" not in Path(f"/proc/{pid}/status").read_text()
+    except FileNotFoundError:
+        return False
+
+
+# --------------------------------------------------------------------------- tests
+
+
+def test_cli_zero_setup_with_hub_token(hub):
+    """A notebook terminal: only JUPYTERHUB_* set; the CLI finds the service and is alice."""
+    token = hub.token_for("alice", [ACCESS])
+    proc = hub.cli("info", token=token)
+    assert proc.returncode == 0, proc.stderr + hub.log.read_text()[-2000:]
+    assert f"{hub.service_url}" in proc.stdout and "JupyterHub" in proc.stdout
+    assert "authenticated: yes" in proc.stdout
+    assert "primary namespace: alice" in proc.stdout
+
+
+def test_token_without_service_access_is_anonymous(hub):
+    token = hub.token_for("alice", ["read:users:name!user=alice"])
+    perms = hub.api("GET", "permission/", token).json()["data"]
+    assert perms["authenticated"] is False
+    resp = hub.api("POST", "specification/", token, json={"namespace": "alice", "specification": SPEC})
+    assert resp.status_code == 401, resp.text
+    assert resp.json()["status"] == "error"
+    assert "authenticated: no" in hub.cli("info", token=token).stdout
+
+
+def test_bogus_and_revoked_tokens(hub):
+    assert hub.api("GET", "permission/", "not-a-hub-token-at-all").json()["data"]["authenticated"] is False
+    # revoked on the hub before its first use here (after a use it stays cached up to cache_ttl)
+    token = hub.token_for("alice", [ACCESS], note="revoke-me")
+    [model] = [t for t in hub.admin("GET", "/users/alice/tokens").json()["api_tokens"] if t["note"] == "revoke-me"]
+    assert hub.admin("DELETE", f"/users/alice/tokens/{model['id']}").status_code == 204
+    resp = hub.api("POST", "specification/", token, json={"namespace": "alice", "specification": SPEC})
+    assert resp.status_code == 401, resp.text
+    # a cst_-shaped token is ours: rejected locally, never sent to the hub
+    assert hub.api("GET", "permission/", "cst_AAAAAAAA" + "x" * 43).json()["data"]["authenticated"] is False
+
+
+def test_user_writes_only_in_own_namespace(hub):
+    token = hub.token_for("alice", [ACCESS])
+    resp = hub.api("POST", "specification/", token, json={"namespace": "alice", "specification": SPEC})
+    assert resp.status_code == 200, resp.text
+    assert resp.json()["data"]["build_id"] >= 1
+    denied = hub.api("POST", "specification/", token, json={"namespace": "bob", "specification": SPEC})
+    assert denied.status_code == 403, denied.text
+    # bob cannot see alice's environment either
+    bob = hub.token_for("bob", [ACCESS])
+    assert hub.api("GET", "environment/alice/hubenv/", bob).status_code in (403, 404)
+    assert hub.api("GET", "environment/alice/hubenv/", token).status_code == 200
+
+
+def test_hub_admin_is_admin(hub):
+    hub.admin("POST", "/users/boss")  # 201 or 409: the admin user exists either way
+    token = hub.token_for("boss", [ACCESS])
+    perms = hub.api("GET", "permission/", token).json()["data"]
+    assert perms["authenticated"] and perms["username"] == "boss"
+    assert "admin" in perms["entity_roles"].get("*/*", [])
+    resp = hub.api("POST", "specification/", token, json={"namespace": "bob", "specification": SPEC})
+    assert resp.status_code == 200, resp.text
+    # ...while an ordinary user is not
+    alice = hub.api("GET", "permission/", hub.token_for("alice", [ACCESS])).json()["data"]
+    assert "*/*" not in alice["entity_roles"]
+
+
+def test_service_tokens_are_not_users(hub):
+    """Another hub service's token (even an admin one) is not a conda-store user."""
+    perms = hub.api("GET", "permission/", HUB_ADMIN_TOKEN).json()["data"]
+    assert perms["authenticated"] is False
+
+
+# --------------------------------------------------------------------------- without a hub
+
+
+def test_running_as_hub_service():
+    from conda_store_jupyter.auth.hub import running_as_hub_service
+
+    service = {"JUPYTERHUB_API_URL": "http://127.0.0.1:1/hub/api", "JUPYTERHUB_API_TOKEN": "x"}
+    assert running_as_hub_service(service)
+    assert not running_as_hub_service({**service, "JUPYTERHUB_USER": "alice"})  # a notebook terminal
+    assert not running_as_hub_service({"JUPYTERHUB_API_URL": "http://127.0.0.1:1/hub/api"})
+
+
+def test_hub_unreachable_means_anonymous_and_is_not_cached():
+    """A hub that is down costs one refused connection per request, never an error."""
+    from conda_store_jupyter.auth.hub import HubAuthentication
+
+    auth = HubAuthentication(enabled=True, api_url=f"http://127.0.0.1:{_free_port()}/hub/api/", timeout=2)
+    assert auth.api_url.endswith("/hub/api")
+    started = time.monotonic()
+    assert auth.user_model("some-hub-token") is None
+    assert time.monotonic() - started < 2
+    assert auth._cache == {}
+    assert HubAuthentication(enabled=False, api_url="http://127.0.0.1:1/hub/api").user_model("t") is None
+    auth.close()
+
+
+def test_access_scope_and_admin_bindings():
+    from conda_store_jupyter.auth.hub import HubAuthentication, has_access_scope
+    from conda_store_jupyter.auth.rbac import Identity
+    from conda_store_jupyter.exceptions import ValidationError
+
+    assert has_access_scope({"access:services"}, SERVICE)
+    assert has_access_scope({f"access:services!service={SERVICE}", "self"}, SERVICE)
+    assert not has_access_scope({"access:services!service=other", "read:users:name!user=alice"}, SERVICE)
+    user = Identity(username="boss", primary_namespace="boss", role_bindings={"boss/*": {"admin"}}, authenticated=True)
+    assert HubAuthentication()._with_admin_bindings(user).admin
+    viewer = HubAuthentication(admin_role_bindings={"*/*": ["viewer"]})._with_admin_bindings(user)
+    assert not viewer.admin and viewer.role_bindings == {"boss/*": {"admin"}, "*/*": {"viewer"}}
+    assert HubAuthentication(admin_role_bindings={})._with_admin_bindings(user) == user
+    with pytest.raises(ValidationError):
+        HubAuthentication(admin_role_bindings={"*/*": ["owner"]})
