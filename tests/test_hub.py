@@ -118,6 +118,7 @@ c.CondaStore.conda_default_channels = [{local_channel.url!r}]
 c.CondaStore.conda_allowed_channels = [{local_channel.url!r}]
 c.CondaStore.pip_index_url = {local_channel.pypi_index_url!r}
 c.CondaStore.conda_solve_platforms = ["linux-64"]
+c.AuthenticationBackend.group_role_bindings = {{"ml-team": {{"ml/*": ["developer"]}}}}
 """)
     # The hub starts and stops our server (a managed service). Port and url prefix come from the
     # hub's JUPYTERHUB_SERVICE_URL/PREFIX. No workers: these tests check who may submit, not
@@ -145,7 +146,7 @@ c.JupyterHub.services = [
 ]
 c.JupyterHub.load_roles = [
     {{"name": "user", "scopes": ["self", {ACCESS!r}]}},
-    {{"name": "test-admin", "services": ["test-admin"], "scopes": ["admin:users", "tokens", "read:services"]}},
+    {{"name": "test-admin", "services": ["test-admin"], "scopes": ["admin:users", "admin:groups", "tokens", "read:services"]}},
 ]
 """)
     log = tmp / "jupyterhub.log"
@@ -250,6 +251,23 @@ def test_hub_admin_is_admin(hub):
     # ...while an ordinary user is not
     alice = hub.api("GET", "permission/", hub.token_for("alice", [ACCESS])).json()["data"]
     assert "*/*" not in alice["entity_roles"]
+
+
+def test_hub_groups_map_to_role_bindings(hub):
+    """Hub group ml-team → c.AuthenticationBackend.group_role_bindings["ml-team"]."""
+    assert hub.admin("POST", "/groups/ml-team").status_code in (201, 409)
+    assert hub.admin("POST", "/groups/ml-team/users", json={"users": ["alice"]}).status_code == 200
+    alice = hub.token_for("alice", [ACCESS])  # a new token: its answer is not cached yet
+    perms = hub.api("GET", "permission/", alice).json()["data"]
+    assert perms["entity_roles"].get("ml/*") == ["developer"]
+    # developers write environments in a namespace; creating the namespace takes an admin
+    assert hub.api("POST", "namespace/ml/", alice).status_code == 403
+    hub.admin("POST", "/users/boss")
+    assert hub.api("POST", "namespace/ml/", hub.token_for("boss", [ACCESS])).status_code == 200
+    resp = hub.api("POST", "specification/", alice, json={"namespace": "ml", "specification": SPEC})
+    assert resp.status_code == 200, resp.text
+    bob = hub.token_for("bob", [ACCESS])
+    assert hub.api("POST", "specification/", bob, json={"namespace": "ml", "specification": SPEC}).status_code == 403
 
 
 def test_service_tokens_are_not_users(hub):

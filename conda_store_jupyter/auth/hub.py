@@ -134,7 +134,8 @@ class HubAuthentication(LoggingConfigurable):
 
     cache_size = Integer(
         10_000,
-        help="Most cached token answers kept; expired ones are dropped first, then the oldest.",
+        help="""Most cached token answers kept; expired ones are dropped first, then the oldest.
+        0 disables the cache (every request with a hub token asks the hub).""",
     ).tag(config=True)
 
     timeout = Float(
@@ -223,9 +224,10 @@ class HubAuthentication(LoggingConfigurable):
         """``GET {api_url}/user`` as the token's owner; None for 401/403/404 (not a live token)."""
         import httpx
 
-        if self._client is None:
-            # One client: keep-alive to the hub, so a cache miss costs one request, not a connect.
-            self._client = httpx.Client(timeout=self.timeout, follow_redirects=False, trust_env=False)
+        with self._lock:
+            if self._client is None:
+                # One client: keep-alive to the hub, so a cache miss costs a request, not a connect.
+                self._client = httpx.Client(timeout=self.timeout, follow_redirects=False, trust_env=False)
         response = self._client.get(f"{self.api_url}/user", headers={"Authorization": f"token {token}"})
         if response.status_code in (401, 403, 404):
             return None
@@ -259,6 +261,8 @@ class HubAuthentication(LoggingConfigurable):
         return replace(identity, role_bindings=bindings, admin=admin)
 
     def _remember(self, key: str, expires: float, model: dict | None) -> None:
+        if self.cache_size < 1:
+            return
         with self._lock:
             if len(self._cache) >= self.cache_size:
                 now = time.monotonic()
