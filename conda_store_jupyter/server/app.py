@@ -44,7 +44,8 @@ from . import (
     tokens,
 )
 from .base import NotFoundHandler, routes
-from .registry import Registry, RegistryHTTPServer, registry_handlers
+from .httpserver import PlainHTTPServer
+from .registry import Registry, registry_handlers
 
 HANDLER_MODULES = (permissions, namespaces, environments, specifications, logs, builds, tokens, packages,
                    metrics, login)
@@ -215,7 +216,7 @@ class CondaStoreServer(Application):
 
     def listen(self) -> HTTPServer:
         """Bind (port 0 → a free port, remembered in ``bound_port``) and start serving."""
-        server = RegistryHTTPServer(self.make_app(), max_body_size=self.max_buffer_size, xheaders=True)
+        server = PlainHTTPServer(self.make_app(), max_body_size=self.max_buffer_size, xheaders=True)
         sockets = bind_sockets(self.port, self.address)
         server.add_sockets(sockets)
         self.bound_port = sockets[0].getsockname()[1]

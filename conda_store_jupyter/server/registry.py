@@ -19,7 +19,6 @@ import datetime as dt
 import hashlib
 import json
 import re
-import socket
 import time
 import weakref
 from collections import OrderedDict
@@ -28,8 +27,6 @@ from typing import Any, Callable, TypeVar
 
 from sqlalchemy import select
 from tornado import iostream, web
-from tornado.httpserver import HTTPServer
-from tornado.ioloop import IOLoop
 from traitlets import Bool, Float, Unicode
 from traitlets.config import LoggingConfigurable
 
@@ -591,32 +588,3 @@ def registry_handlers(store, auth, registry: Registry) -> list[tuple]:
         (rf"/v2/{name}/tags/list", TagsHandler, kw),
         (r"/v2/.*", CatchAllHandler, kw),
     ]
-
-
-class RegistryHTTPServer(HTTPServer):
-    """``HTTPServer`` that hangs up at once on a TLS handshake sent to this plain-HTTP port.
-
-    Registry clients told a registry is insecure (skopeo ``--tls-verify=false``, Docker's
-    ``insecure-registries``) try HTTPS first and fall back to HTTP only when that fails. Tornado
-    would wait for the end of HTTP headers that a TLS ClientHello never sends, so each pull stalled
-    for Go's 10 s handshake timeout. Peeking at the first byte (``0x16`` starts every TLS handshake
-    record, never an HTTP method) lets the client fail fast and retry over HTTP.
-    """
-
-    def handle_stream(self, stream, address) -> None:
-        sock, loop = stream.socket, IOLoop.current()
-
-        def readable(fd, _events) -> None:
-            try:
-                first = sock.recv(1, socket.MSG_PEEK)
-            except BlockingIOError:
-                return  # spurious wake-up: stay registered
-            except OSError:
-                first = b""
-            loop.remove_handler(fd)
-            if first in (b"", b"\x16"):
-                stream.close()
-                return
-            HTTPServer.handle_stream(self, stream, address)
-
-        loop.add_handler(sock.fileno(), readable, IOLoop.READ)
