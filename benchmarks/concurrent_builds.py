@@ -23,6 +23,7 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
+from conda_store_jupyter.testing.config import local_channel_traits  # noqa: E402
 from tests.fixtures_service import ServiceEnv, make_build, write_config  # noqa: E402
 from tests.redis_server import redis_server  # noqa: E402
 
@@ -50,9 +51,7 @@ def run_round(redis_url: str, channel, package_cache: Path, workers: int, builds
         store_directory=str(root / "store"),
         database_url=f"sqlite:///{root / 'conda-store.sqlite'}",
         redis_url=redis_url,
-        conda_default_channels=[channel.url],
-        pip_index_url=channel.pypi_index_url,
-        package_cache_directory=str(package_cache),
+        **local_channel_traits(channel, package_cache),
         build_artifacts=["LOCKFILE", "YAML", "CONDA_PACK"],
     )
     env = ServiceEnv(config=config, store=load_store(str(config)), tmp=root)

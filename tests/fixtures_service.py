@@ -156,14 +156,16 @@ class ServiceEnv:
 
 
 def write_config(path: Path, **traits: object) -> Path:
-    lines = [f"c.CondaStore.{name} = {value!r}" for name, value in traits.items()]
-    path.write_text("\n".join(lines) + "\n")
-    return path
+    """A config file with these ``CondaStore`` traits (see :mod:`conda_store_jupyter.testing.config`)."""
+    from conda_store_jupyter.testing.config import write_config as write
+
+    return write(path, traits)
 
 
 @pytest.fixture
 def service_factory(tmp_path, redis_url, local_channel, package_cache_dir):
     """Make a ``ServiceEnv`` (config file + store) with trait overrides; stops its workers after."""
+    from conda_store_jupyter.testing.config import local_channel_traits
     from conda_store_jupyter.worker.tasks import load_store
 
     made: list[ServiceEnv] = []
@@ -175,9 +177,7 @@ def service_factory(tmp_path, redis_url, local_channel, package_cache_dir):
             store_directory=str(root / "store"),
             database_url=f"sqlite:///{root / 'conda-store.sqlite'}",
             redis_url=redis_url,
-            conda_default_channels=[local_channel.url],
-            pip_index_url=local_channel.pypi_index_url,
-            package_cache_directory=str(package_cache_dir),
+            **local_channel_traits(local_channel, package_cache_dir),
             build_artifacts=["LOCKFILE", "YAML", "CONDA_PACK"],
             build_timeout=300,
         )

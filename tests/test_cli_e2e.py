@@ -24,9 +24,8 @@ import httpx
 import pytest
 import yaml
 
-pytest.importorskip("conda_store_jupyter.worker.embedded", reason="the embedded worker has not landed yet")
-
-from conda_store_jupyter.build.records import current_platform  # noqa: E402
+from conda_store_jupyter.build.records import current_platform
+from conda_store_jupyter.testing.config import local_channel_traits, write_config
 
 pytestmark = pytest.mark.skipif(current_platform() != "linux-64", reason="the local test channel is linux-64")
 
@@ -82,22 +81,19 @@ def _one_line_error(proc: subprocess.CompletedProcess, code: int = 1) -> str:
 def server(tmp_path_factory, local_channel, package_cache_dir):
     tmp = tmp_path_factory.mktemp("cli-e2e")
     config = tmp / "conda_store_config.py"
-    config.write_text(f"""\
-c = get_config()  # noqa: F821
-c.CondaStore.store_directory = {str(tmp / 'store')!r}
-c.CondaStore.package_cache_directory = {str(package_cache_dir)!r}
-c.CondaStore.conda_default_channels = [{local_channel.url!r}]
-c.CondaStore.conda_allowed_channels = [{local_channel.url!r}]
-c.CondaStore.pip_index_url = {local_channel.pypi_index_url!r}
-c.CondaStore.conda_solve_platforms = ["linux-64"]
-c.CondaStore.build_artifacts = ["LOCKFILE", "YAML", "CONDA_PACK"]
-c.AuthenticationBackend.authenticator_class = "conda_store_jupyter.auth.backend.DummyAuthenticator"
-c.DummyAuthenticator.password = "cli-e2e-password"
-c.AuthenticationBackend.predefined_tokens = {{
-    {ADMIN!r}: {{"primary_namespace": "team", "role_bindings": {{"*/*": ["admin"]}}, "username": "ci-admin"}},
-    {OUTSIDER!r}: {{"primary_namespace": "outsider", "role_bindings": {{"outsider/*": ["admin"]}}}},
-}}
-""")
+    write_config(
+        config,
+        {"store_directory": str(tmp / "store"), **local_channel_traits(local_channel, package_cache_dir),
+         "conda_solve_platforms": ["linux-64"], "build_artifacts": ["LOCKFILE", "YAML", "CONDA_PACK"]},
+        AuthenticationBackend={
+            "authenticator_class": "conda_store_jupyter.auth.backend.DummyAuthenticator",
+            "predefined_tokens": {
+                ADMIN: {"primary_namespace": "team", "role_bindings": {"*/*": ["admin"]}, "username": "ci-admin"},
+                OUTSIDER: {"primary_namespace": "outsider", "role_bindings": {"outsider/*": ["admin"]}},
+            },
+        },
+        DummyAuthenticator={"password": "cli-e2e-password"},
+    )
     port = _free_port()
     log = tmp / "server.log"
     with open(log, "wb") as out:

@@ -21,8 +21,9 @@ from pathlib import Path
 import httpx
 import pytest
 
+from conda_store_jupyter.testing.config import local_channel_traits, write_config
+
 pytest.importorskip("jupyterhub", reason="JupyterHub is not installed")
-pytest.importorskip("conda_store_jupyter.worker.embedded", reason="the embedded services have not landed yet")
 
 REPO = Path(__file__).resolve().parent.parent
 BIN = Path(sys.executable).parent
@@ -110,16 +111,12 @@ def hub(tmp_path_factory, chp, local_channel, package_cache_dir):
     tmp = tmp_path_factory.mktemp("hub")
     proxy_port, hub_port, proxy_api_port, service_port = (_free_port() for _ in range(4))
     store_config = tmp / "conda_store_config.py"
-    store_config.write_text(f"""\
-c = get_config()  # noqa: F821
-c.CondaStore.store_directory = {str(tmp / 'store')!r}
-c.CondaStore.package_cache_directory = {str(package_cache_dir)!r}
-c.CondaStore.conda_default_channels = [{local_channel.url!r}]
-c.CondaStore.conda_allowed_channels = [{local_channel.url!r}]
-c.CondaStore.pip_index_url = {local_channel.pypi_index_url!r}
-c.CondaStore.conda_solve_platforms = ["linux-64"]
-c.AuthenticationBackend.group_role_bindings = {{"ml-team": {{"ml/*": ["developer"]}}}}
-""")
+    write_config(
+        store_config,
+        {"store_directory": str(tmp / "store"), **local_channel_traits(local_channel, package_cache_dir),
+         "conda_solve_platforms": ["linux-64"]},
+        AuthenticationBackend={"group_role_bindings": {"ml-team": {"ml/*": ["developer"]}}},
+    )
     # The hub starts and stops our server (a managed service). Port and url prefix come from the
     # hub's JUPYTERHUB_SERVICE_URL/PREFIX. No workers: these tests check who may submit, not
     # builds; the private redis-server still takes the queue.

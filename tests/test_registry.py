@@ -200,6 +200,8 @@ def running_service(root: Path, redis_url: str, channel, package_cache_dir: Path
 
     from conda_store_jupyter.worker.tasks import load_store
 
+    from conda_store_jupyter.testing.config import local_channel_traits
+
     from .fixtures_service import ServiceEnv, write_config
 
     redis.Redis.from_url(redis_url).flushdb()
@@ -208,9 +210,7 @@ def running_service(root: Path, redis_url: str, channel, package_cache_dir: Path
         store_directory=str(root / "store"),
         database_url=f"sqlite:///{root / 'conda-store.sqlite'}",
         redis_url=redis_url,
-        conda_default_channels=[channel.url],
-        pip_index_url=channel.pypi_index_url,
-        package_cache_directory=str(package_cache_dir),
+        **local_channel_traits(channel, package_cache_dir),
         build_artifacts=["LOCKFILE", "YAML", "DOCKER_MANIFEST"],
         build_timeout=int(BUILD_TIMEOUT),
     )

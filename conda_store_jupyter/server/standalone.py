@@ -18,6 +18,8 @@ from contextlib import ExitStack
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from ..testing.config import config_lines
+
 if TYPE_CHECKING:
     from .app import CondaStoreServer
 
@@ -47,11 +49,10 @@ def prepare_standalone(app: "CondaStoreServer", stack: ExitStack) -> None:
     channels = [store.channel_url(c) for c in store.conda_default_channels]
     if not any(channel_reachable(c) for c in channels):
         from ..testing.channel import build_channel
+        from ..testing.config import local_channel_traits
 
         print(f"default channel(s) {', '.join(channels)} not reachable: building a local channel…", flush=True)
-        local = build_channel(store.store_path / "local-channel")
-        overrides.update(conda_default_channels=[local.url], conda_allowed_channels=[local.url],
-                         pip_index_url=local.pypi_index_url, pip_find_links=[str(local.pypi_dir)])
+        overrides.update(local_channel_traits(build_channel(store.store_path / "local-channel")))
     for name, value in overrides.items():
         setattr(store, name, value)
 
@@ -60,7 +61,7 @@ def prepare_standalone(app: "CondaStoreServer", stack: ExitStack) -> None:
              "c = get_config()  # noqa: F821"]
     if app.config_file:
         lines.append(f"load_subconfig({str(Path(app.config_file).resolve())!r})  # noqa: F821")
-    lines += [f"c.CondaStore.{name} = {value!r}" for name, value in overrides.items()]
+    lines += config_lines({"CondaStore": overrides})
     config.write_text("\n".join(lines) + "\n")
     store.config_file = str(config)
 
