@@ -134,6 +134,27 @@ class CondaStore(LoggingConfigurable):
             raise ValueError(f"unknown artifact type(s) {bad}; choose among {_ARTIFACT_NAMES}")
         return proposal.value
 
+    default_docker_base_image = Unicode(
+        "",
+        help="""Image every environment image is built on, from any Docker Registry v2 / OCI registry:
+        ``host[:port]/repository[:tag|@sha256:…]`` (``debian:bookworm-slim`` means Docker Hub's
+        ``registry-1.docker.io/library/debian``). Its linux layers for this host's architecture are
+        pulled once into storage and shared by all images; a tag is re-resolved every 10 minutes, a
+        digest never. Empty (the default): images hold only the environment.""",
+    ).tag(config=True)
+
+    docker_base_image_credentials = Unicode(
+        None,
+        allow_none=True,
+        help="""``user:password`` for the base image's registry (Basic auth, or the Bearer token flow's
+        token request). Unset pulls anonymously.""",
+    ).tag(config=True)
+
+    docker_base_image_insecure = Bool(
+        False,
+        help="Pull the base image over plain http instead of https (local registries and tests only).",
+    ).tag(config=True)
+
     default_namespace = Unicode(
         "default",
         help="Namespace used for anonymous requests and specifications that name none.",

@@ -29,12 +29,16 @@ from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from ..exceptions import ArtifactError, NotFoundError
 from ..storage.base import Storage, blob_key
 from . import _oci
 from ._oci import (CONFIG_V1, LAYER_TAR_GZIP, MANIFEST_V2, OCI_CONFIG, OCI_LAYERS, OCI_MANIFEST,
                    TarEntry)
+
+if TYPE_CHECKING:
+    from .base_image import BaseImage
 
 log = logging.getLogger(__name__)
 
@@ -123,6 +127,7 @@ def build_image(
     storage: Storage,
     *,
     base_layers: Sequence[Layer] = (),
+    base: "BaseImage | None" = None,
     max_layers: int = DEFAULT_MAX_LAYERS,
     compress_level: int = DEFAULT_COMPRESS_LEVEL,
     threads: int | None = None,
@@ -133,10 +138,14 @@ def build_image(
 
     ``base_layers`` (blobs already in ``storage``, e.g. pulled from a base image) come first, then
     one layer per package (grouped so the total stays within ``max_layers``), then the environment
-    layer. ``work_dir`` should be on the package cache's filesystem: conda-pack then hardlinks
-    instead of copying. Raises :class:`ArtifactError` with the reason when the image cannot be made.
+    layer. ``base`` (from :func:`.base_image.resolve_base_image`) puts its layers first and its
+    runtime settings (Env, WorkingDir, User) under ours. ``work_dir`` should be on the package
+    cache's filesystem: conda-pack then hardlinks instead of copying. Raises :class:`ArtifactError` with the reason when the image cannot be made.
     """
     prefix = Path(prefix)
+    if base is not None:
+        base_layers = [*base.layers, *base_layers]
+        architecture = architecture or base.architecture or None
     if not (prefix / "conda-meta").is_dir():
         raise ArtifactError(f"cannot build an image: {prefix} is not a conda environment (no conda-meta)")
     budget = max_layers - len(base_layers) - 1  # one layer is kept for the environment files
@@ -169,15 +178,13 @@ def build_image(
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
 
+    from .base_image import runtime_config
+
     config = _oci.canonical_json({
         "architecture": architecture or image_architecture(),
         "os": "linux",
         "created": _oci.FIXED_CREATED,
-        "config": {
-            "Env": [f"PATH={':'.join(IMAGE_PATH)}", f"CONDA_PREFIX={DEST_PREFIX}"],
-            "Cmd": cmd,
-            "WorkingDir": "/",
-        },
+        "config": runtime_config(base, cmd),
         "rootfs": {"type": "layers", "diff_ids": [layer.diff_id for layer in layers]},
         "history": [{"created": _oci.FIXED_CREATED, "created_by": layer.created_by} for layer in layers],
     })

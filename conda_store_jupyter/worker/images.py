@@ -100,7 +100,14 @@ def _build(store: "CondaStore", prefix: Path) -> "ImageManifest":
         raise ArtifactError(f"the build prefix {prefix} is gone (deleted or never installed)")
     work_dir = store.store_path / WORK_DIR_NAME
     work_dir.mkdir(parents=True, exist_ok=True)
-    return build_image(prefix, store.storage, work_dir=work_dir)
+    base = None
+    if store.default_docker_base_image:
+        from ..build.base_image import resolve_base_image
+
+        base = resolve_base_image(store.default_docker_base_image, store.storage, work_dir=work_dir,
+                                  credentials=store.docker_base_image_credentials,
+                                  insecure=store.docker_base_image_insecure)
+    return build_image(prefix, store.storage, work_dir=work_dir, base=base)
 
 
 def _describe(image: "ImageManifest") -> list[str]:
