@@ -16,6 +16,7 @@ import yaml
 
 from ..exceptions import ArtifactError
 from ..schema import Specification
+from ..urls import redact_url
 from .records import InstalledPackage, PipPackage
 
 
@@ -30,7 +31,7 @@ def pinned_environment(
     pip = [p.pin for p in sorted(pip_packages, key=lambda p: p.name)]
     if pip:
         deps.append({"pip": pip})
-    out: dict[str, Any] = {"name": spec.name, "channels": list(channels), "dependencies": deps}
+    out: dict[str, Any] = {"name": spec.name, "channels": [redact_url(c) for c in channels], "dependencies": deps}
     # variables belong to the environment (they are set on activation), so keep them pinned too.
     if spec.variables:
         out["variables"] = dict(spec.variables)

@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING, Iterable
 
 from ..exceptions import ArtifactError
 from ..schema import Specification
+from ..urls import redact_text, redact_url
 from .records import BuildSettings, PipPackage, SolveResult
 
 if TYPE_CHECKING:
@@ -101,7 +102,7 @@ def _lockfile_model(
                 # conda-lock requires a URL. When the index did not tell us the file (see
                 # install.pip_file_url), fall back to "" rather than inventing one: the pin
                 # (name/version) is still recorded and ``pip install name==version`` recreates it.
-                url=pp.url or "",
+                url=redact_url(pp.url or ""),
                 hash=HashModel(sha256=pp.sha256),
                 dependencies=_requires_map(pp.requires),
                 categories={"main"},
@@ -109,7 +110,7 @@ def _lockfile_model(
         )
     meta = LockMeta(
         content_hash={p: spec.sha256 for p in solve.platforms},
-        channels=[Channel.from_string(c) for c in solve.channels],
+        channels=[Channel.from_string(redact_url(c)) for c in solve.channels],
         platforms=list(solve.platforms),
         sources=[LOCKFILE_SOURCE],
         time_metadata=TimeMeta(created_at=dt.datetime.now(dt.timezone.utc).isoformat()),
@@ -224,11 +225,14 @@ async def records_from_lockfile(
         for p in wanted
     ]
     gateway = gateway_for(settings)
+    # Lockfiles hold redacted URLs: use the configured channel whose redacted form matches.
+    configured = {redact_url(c): c for c in settings.channels}
+    channels = [configured.get(c, c) for c in locked.channels] or list(settings.channels)
     try:
-        found = await gateway.query(list(locked.channels or settings.channels), [platform, "noarch"], specs, recursive=False)
+        found = await gateway.query(channels, [platform, "noarch"], specs, recursive=False)
     except Exception as exc:
-        raise ArtifactError(f"could not read the lockfile's channels: {exc}") from exc
-    by_url = {str(r.url): r for per_channel in found for r in per_channel}
+        raise ArtifactError(f"could not read the lockfile's channels: {redact_text(str(exc))}") from exc
+    by_url = {redact_url(str(r.url)): r for per_channel in found for r in per_channel}
     missing = [f"{p.name}={p.version}={p.build}" for p in wanted if p.url not in by_url]
     if missing:
         raise ArtifactError(f"locked package(s) no longer available from the channels: {', '.join(missing)}")

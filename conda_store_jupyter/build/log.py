@@ -15,6 +15,7 @@ import time
 from pathlib import Path
 from typing import Callable, Iterator, TextIO
 
+from ..urls import redact_text
 from .records import StageTiming
 
 Sink = Callable[[str], None]
@@ -37,8 +38,12 @@ class BuildLog:
 
     # -- writing --------------------------------------------------------------------------------
     def write(self, text: str) -> None:
-        """Write one or more lines (a trailing newline is added when missing)."""
-        for line in text.splitlines() or [""]:
+        """Write one or more lines (a trailing newline is added when missing).
+
+        Logs are shown to every reader of the environment, so URL credentials are redacted here,
+        the one place all log text passes through.
+        """
+        for line in redact_text(text).splitlines() or [""]:
             if self._file is not None:
                 self._file.write(line + "\n")
             if self.sink is not None:
@@ -76,6 +81,7 @@ class BuildLog:
         The rest of the log (progress, tool output, traceback) stays below it. The sink also gets
         the reason, last, so a live viewer sees it without reloading.
         """
+        reason = redact_text(reason)
         self.failure = reason
         paragraph = f"BUILD FAILED: {reason}\n\n"
         if self._file is not None:

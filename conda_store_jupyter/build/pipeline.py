@@ -22,8 +22,15 @@ import traceback
 from pathlib import Path
 from typing import TYPE_CHECKING, Iterator
 
-from ..exceptions import ArtifactError, BuildError, BuildTimeoutError, InstallError, SolveError
+from ..exceptions import (
+    ArtifactError,
+    BuildError,
+    BuildTimeoutError,
+    InstallError,
+    SolveError,
+)
 from ..schema import BuildArtifactType, Specification
+from ..urls import redact_text, redact_url
 from .export import write_pinned_yaml
 from .install import cached_summaries, install_conda, install_pip, read_pip_packages
 from .lockfile import write_lockfile
@@ -115,7 +122,7 @@ class _Build:
         first_timing = len(log.timings)
         spec = effective_specification(spec, settings)
         log.write(f"environment {spec.name}: {len(spec.dependencies)} conda spec(s), {len(spec.pip)} pip requirement(s)")
-        log.write(f"channels: {' '.join(settings.channels)}")
+        log.write(f"channels: {' '.join(redact_url(c) for c in settings.channels)}")
         log.write(f"platforms: {' '.join(settings.platforms)} (installing {settings.host_platform})")
 
         with self.stage("solve"):
@@ -266,6 +273,8 @@ async def run_pipeline_async(
             log.write(traceback.format_exc().rstrip())
             error = BuildError(f"internal error: {type(exc).__name__}: {exc}")
         build.cleanup()
+        if redact_text(str(error)) != str(error):  # the reason is stored and shown: no secrets
+            error = type(error)(redact_text(str(error)))
         log.fail(_reason(error))
         if error is exc:
             raise

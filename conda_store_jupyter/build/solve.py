@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Iterable, Sequence
 
 from ..exceptions import SolveError
+from ..urls import redact_url
 from .records import BuildSettings, InstalledPackage, PlatformSolution, SolveResult
 
 if TYPE_CHECKING:
@@ -103,9 +104,9 @@ def package_from_record(record: "RepoDataRecord", summary: str = "") -> Installe
         version=str(record.version),
         build=str(record.build),
         build_number=int(record.build_number),
-        channel=(record.channel or "").rstrip("/"),
+        channel=redact_url((record.channel or "").rstrip("/")),  # persisted: no secrets
         subdir=str(record.subdir),
-        url=str(record.url),
+        url=redact_url(str(record.url)),
         fn=str(record.file_name),
         sha256=_hex(record.sha256),
         md5=_hex(record.md5),

@@ -1,0 +1,94 @@
+"""A channel URL carrying a token never reaches the lockfile, pinned YAML, log or database.
+
+The local channel is served over real HTTP behind an anaconda.org-style ``/t/<token>/`` path;
+the build must use the secret URL and record only the redacted one, and a reinstall from the
+lockfile must still find every package through the configured (secret) channel.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+import subprocess
+import threading
+from http.server import SimpleHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+
+import pytest
+
+from conda_store_jupyter.build.lockfile import read_lockfile, records_from_lockfile
+from conda_store_jupyter.build.log import BuildLog
+from conda_store_jupyter.build.pipeline import run_pipeline
+from conda_store_jupyter.build.records import (
+    BuildPaths,
+    BuildSettings,
+    current_platform,
+)
+from conda_store_jupyter.exceptions import BuildError
+from conda_store_jupyter.schema import parse_specification
+
+TOKEN = "tk-5ecret-0123456789"
+
+pytestmark = pytest.mark.skipif(current_platform() != "linux-64", reason="the local test channel is linux-64")
+
+
+class _TokenChannel(SimpleHTTPRequestHandler):
+    """Serves the channel directory only under /t/<TOKEN>/ch/ (anything else: 403)."""
+
+    def translate_path(self, path: str) -> str:
+        prefix = f"/t/{TOKEN}/ch/"
+        if not path.startswith(prefix):
+            return str(Path(self.directory) / "__not-served__")
+        return super().translate_path("/" + path[len(prefix):])
+
+    def log_message(self, *args) -> None:  # keep pytest output clean
+        pass
+
+
+@pytest.fixture(scope="module")
+def secret_channel(local_channel):
+    handler = functools.partial(_TokenChannel, directory=str(Path(local_channel.path).resolve()))
+    server = ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield f"http://127.0.0.1:{server.server_address[1]}/t/{TOKEN}/ch"
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
+def test_token_is_redacted_everywhere_and_lockfile_reinstalls(secret_channel, package_cache_dir, tmp_path):
+    settings = BuildSettings(channels=(secret_channel,), package_cache_directory=package_cache_dir, timeout=300)
+    paths = BuildPaths.in_directory(tmp_path / "out")
+    lines: list[str] = []
+    with BuildLog(paths.log, sink=lines.append) as log:
+        result = run_pipeline(parse_specification("name: secret\ndependencies: [hello >=2]"), settings, paths, log)
+
+    for artifact in (paths.lockfile, paths.yaml, paths.log):
+        text = artifact.read_text()
+        assert TOKEN not in text, artifact
+        assert "/t/***/ch" in text, artifact
+    assert not any(TOKEN in line for line in lines)  # the live stream too
+    assert all(TOKEN not in p.url and TOKEN not in p.channel for p in result.packages)  # what the DB records
+
+    locked = read_lockfile(paths.lockfile)
+    records = asyncio.run(records_from_lockfile(locked, settings))
+    prefix = tmp_path / "again"
+    from rattler import install
+
+    asyncio.run(install(list(records), target_prefix=prefix, cache_dir=package_cache_dir, show_progress=False))
+    out = subprocess.run([prefix / "bin" / "hello"], capture_output=True, text=True, check=True).stdout
+    assert out.startswith("hello 2.0")
+
+
+def test_failure_reason_is_redacted(secret_channel, package_cache_dir, tmp_path):
+    """A channel that cannot be fetched: the error names the URL, without the token."""
+    broken = secret_channel.replace("/ch", "/missing")
+    settings = BuildSettings(channels=(broken,), package_cache_directory=package_cache_dir, timeout=300)
+    paths = BuildPaths.in_directory(tmp_path / "out")
+    with BuildLog(paths.log) as log, pytest.raises(BuildError) as err:
+        run_pipeline(parse_specification("name: secret\ndependencies: [hello]"), settings, paths, log)
+    assert "/t/***/missing" in str(err.value)
+    assert TOKEN not in str(err.value)
+    assert TOKEN not in paths.log.read_text()
