@@ -271,6 +271,8 @@ def test_worker_killed_mid_build_is_reconciled_and_next_build_succeeds(service_f
     assert len(killed) >= 3, killed
     worker.wait()
     assert status_of(store, build_id)[0] == BuildStatus.BUILDING  # nobody left to record anything
+    prefix = build_row(store, build_id).prefix_path(store.store_path)
+    assert (prefix / "conda-meta").is_dir()  # conda packages were linked before pip hung
 
     # A surviving worker's reconciler notices the silence (short stale_after to keep the test fast).
     env.start_worker("--stale-after", "5", "--reconcile-interval", "1")
@@ -279,6 +281,7 @@ def test_worker_killed_mid_build_is_reconciled_and_next_build_succeeds(service_f
     text = stored_or_live_log(store, build_id)
     assert text.startswith(f"BUILD FAILED: {info}") and text.rstrip().endswith(info) and "-- pip" in text
     assert read_log(store, build_id)[2] is True
+    assert not prefix.exists()  # the reconciler leaves nothing half-built behind
 
     quick = make_build(store, QUICK)
     store.queue.enqueue_build(quick)

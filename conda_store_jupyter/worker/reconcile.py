@@ -16,6 +16,7 @@ StartedJobRegistry cleanup) takes minutes; ours takes ``stale_after`` (30 s) + o
 from __future__ import annotations
 
 import logging
+import shutil
 import threading
 import time
 from dataclasses import dataclass
@@ -162,11 +163,29 @@ def _end(store: "CondaStore", row: _Row, verdict: Verdict) -> bool:
     text = f"{header}\n\n" + "".join(f"{line}\n" for line in lines) + f"{header}\n"
     if not end_build(store, row.id, (row.status,), verdict.status, verdict.reason, text, announce=header):
         return False  # the build moved on meanwhile: its own process recorded the outcome
+    _remove_leftovers(store, row.id)
     try:
         store.redis.delete(heartbeat_key(row.id), cancel_key(row.id))
     except Exception:  # noqa: BLE001
         log.warning("could not clear the Redis keys of reconciled build %s", row.id)
     return True
+
+
+def _remove_leftovers(store: "CondaStore", build_id: int) -> None:
+    """Delete the half-built prefix and scratch files of a build we just ended.
+
+    Only after winning the compare-and-set above: the build is final, so no process of ours will
+    link into this prefix again (a builder cut off from Redis kills itself when its supervisor goes).
+    """
+    from .. import orm
+    from .tasks import work_dir
+
+    with store.session() as db:
+        build = db.get(orm.Build, int(build_id))
+        prefix = build.prefix_path(store.store_path) if build is not None else None
+    for path in (prefix, work_dir(store, build_id)):
+        if path is not None:
+            shutil.rmtree(path, ignore_errors=True)
 
 
 class ReconcileThread(threading.Thread):
