@@ -16,6 +16,8 @@ import time
 from pathlib import Path
 from typing import Iterator
 
+from .processes import stop_process
+
 REDIS_SERVER = shutil.which("redis-server") or "/usr/bin/redis-server"
 START_TIMEOUT = 10.0
 """Seconds to wait for PONG before giving up (it normally answers in < 0.5 s)."""
@@ -63,10 +65,5 @@ def redis_server() -> Iterator[str]:
     try:
         yield url
     finally:
-        proc.terminate()
-        try:
-            proc.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
+        stop_process(proc, timeout=10)
         shutil.rmtree(tmp, ignore_errors=True)

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import json
 import os
-import signal
 import socket
 import subprocess
 import sys
@@ -26,6 +25,8 @@ import yaml
 
 from conda_store_jupyter.build.records import current_platform
 from conda_store_jupyter.testing.config import local_channel_traits, write_config
+
+from .processes import stop_process
 
 pytestmark = pytest.mark.skipif(current_platform() != "linux-64", reason="the local test channel is linux-64")
 
@@ -118,12 +119,7 @@ def server(tmp_path_factory, local_channel, package_cache_dir):
             time.sleep(0.3)
         yield Server(url=url, port=port, tmp=tmp, log=log)
     finally:
-        proc.send_signal(signal.SIGTERM)
-        try:
-            proc.wait(30)
-        except subprocess.TimeoutExpired:
-            os.killpg(proc.pid, signal.SIGKILL)  # the group we created with start_new_session
-            proc.wait(10)
+        stop_process(proc, group=True)  # the group we created with start_new_session
 
 
 @pytest.fixture(scope="module")

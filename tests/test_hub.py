@@ -23,6 +23,8 @@ import pytest
 
 from conda_store_jupyter.testing.config import local_channel_traits, write_config
 
+from .processes import stop_process
+
 pytest.importorskip("jupyterhub", reason="JupyterHub is not installed")
 
 REPO = Path(__file__).resolve().parent.parent
@@ -170,12 +172,7 @@ c.JupyterHub.load_roles = [
         assert service_pid and _alive(service_pid)
         yield running
     finally:
-        proc.send_signal(signal.SIGTERM)
-        try:
-            proc.wait(30)
-        except subprocess.TimeoutExpired:
-            os.killpg(proc.pid, signal.SIGKILL)  # the session we created for it
-            proc.wait(10)
+        stop_process(proc, group=True)  # the session we created for it
     # The hub stops its managed service (SIGINT, pitfall P2); check it really went away.
     if service_pid and _alive(service_pid):
         os.kill(service_pid, signal.SIGKILL)

@@ -31,6 +31,7 @@ from conda_store_jupyter.storage.base import artifact_key, blob_key
 from conda_store_jupyter.worker.images import IMAGE_FAILED_PREFIX, image_for_build
 
 from .fixtures_service import wait_for
+from .processes import stop_process
 from .test_image import make_prefix
 
 UMOCI = shutil.which("umoci")
@@ -198,9 +199,8 @@ def running_service(root: Path, redis_url: str, channel, package_cache_dir: Path
     """conda-store-server (a real subprocess, url_prefix /conda-store) and two workers on one config."""
     import redis
 
-    from conda_store_jupyter.worker.tasks import load_store
-
     from conda_store_jupyter.testing.config import local_channel_traits
+    from conda_store_jupyter.worker.tasks import load_store
 
     from .fixtures_service import ServiceEnv, write_config
 
@@ -235,12 +235,7 @@ def running_service(root: Path, redis_url: str, channel, package_cache_dir: Path
         env.start_worker()
         yield Service(env=env, server=server, url=line.group(1), host=line.group(2))
     finally:
-        server.terminate()
-        try:
-            server.wait(10)
-        except subprocess.TimeoutExpired:
-            server.kill()
-            server.wait()
+        stop_process(server, timeout=10)
         env.stop_workers()
         env.store.dispose()
         print(out.read_text()[-3000:])
@@ -419,7 +414,10 @@ def test_build_key_tag_keeps_pulling_the_older_build(service, sixenv, tmp_path) 
 
 
 def test_dynamic_environment_names_never_collide() -> None:
-    from conda_store_jupyter.server.registry_names import decode_dynamic_segment, dynamic_environment_name
+    from conda_store_jupyter.server.registry_names import (
+        decode_dynamic_segment,
+        dynamic_environment_name,
+    )
 
     assert dynamic_environment_name(["python", "six"]) == "python--six"
     assert dynamic_environment_name(["python-six"]) == "python-six"  # one package, another environment
