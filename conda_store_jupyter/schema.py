@@ -191,6 +191,9 @@ def specification_from_dict(data: object, *, allowed_channels: Iterable[str] | N
     variables = data.get("variables") or {}
     if not isinstance(variables, dict) or not all(isinstance(k, str) for k in variables):
         raise SpecificationError("variables: must be a mapping of names to strings")
+    for key, value in variables.items():
+        if not isinstance(value, (str, int, float, bool)):
+            raise SpecificationError(f"variables.{key}: must be a string or number, got {type(value).__name__}")
     description = data.get("description")
     if description is not None and not isinstance(description, str):
         raise SpecificationError("description: must be a string")
@@ -206,6 +209,19 @@ def specification_from_dict(data: object, *, allowed_channels: Iterable[str] | N
     except pydantic.ValidationError as exc:  # pragma: no cover - guarded above
         err = exc.errors()[0]
         raise SpecificationError(f"{_where(err['loc'])}: {err['msg']}") from None
+
+
+class _NoAliasLoader(yaml.SafeLoader):
+    """SafeLoader without anchors/aliases: environment files never need them, and aliases let a
+    few hundred bytes expand into gigabytes ("billion laughs") once the document is used."""
+
+    def compose_node(self, parent, index):
+        if self.check_event(yaml.AliasEvent):
+            event = self.peek_event()
+            raise yaml.composer.ComposerError(
+                None, None, "YAML aliases (*name) are not allowed in environment files", event.start_mark
+            )
+        return super().compose_node(parent, index)
 
 
 def parse_specification(text: str | bytes, *, allowed_channels: Iterable[str] | None = None) -> Specification:
@@ -224,7 +240,9 @@ def parse_specification(text: str | bytes, *, allowed_channels: Iterable[str] | 
     if len(text) > SPECIFICATION_MAX_BYTES:
         raise SpecificationError(f"specification is {len(text)} characters; the limit is {SPECIFICATION_MAX_BYTES}")
     try:
-        data = yaml.safe_load(text)
+        data = yaml.load(text, Loader=_NoAliasLoader)  # noqa: S506 - a SafeLoader subclass
+    except RecursionError:
+        raise SpecificationError("specification is nested too deeply") from None
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         at = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""

@@ -119,3 +119,17 @@ def test_specific_errors(server):
     assert r.status_code == 413 and r.json()["status"] == "error"
     r = httpx.get(server.api("build/1/archive/"), headers=h)  # queued: no archive yet
     assert r.status_code == 404 and "no conda_pack artifact" in r.json()["message"]
+
+
+def test_numeric_and_nesting_limits_are_client_errors(server):
+    """Values that overflow 64-bit integers or Python's recursion limit are 400s, never 500s."""
+    with httpx.Client(base_url=server.api(""), headers=bearer(ADMIN), timeout=30) as client:
+        r = client.get("environment/", params={"page": "999999999999999999", "size": "100"})
+        assert r.status_code == 400 and "page" in r.json()["message"]
+        r = client.put("environment/team/env/", json={"build_id": 10**30})
+        assert r.status_code == 400 and "build_id" in r.json()["message"]
+        r = client.post("specification/", content=b"[" * 30_000 + b"]" * 30_000,
+                        headers={"Content-Type": "application/json"})
+        assert r.status_code == 400 and "nested too deeply" in r.json()["message"]
+        r = client.post("token/", json={"expiration": "0001-01-01T00:00:00+05:00"})
+        assert r.status_code == 400 and "out of range" in r.json()["message"]

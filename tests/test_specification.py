@@ -57,6 +57,9 @@ def test_sha256_is_stable_and_content_sensitive():
         ("name: ok\ndependencies: [{conda: [x]}]", "dependencies[0]: expected a match spec"),
         ("name: ok\nchannels: [evil]", "channels[0]: channel 'evil' is not allowed"),
         ("name: ok\nfoo: 1", "unknown key(s) in specification: foo"),
+        ("name: ok\nvariables: {A: [1, 2]}", "variables.A: must be a string or number, got list"),
+        ("a: &x [1, 2]\nb: *x", "YAML aliases (*name) are not allowed"),
+        ("name: ok\nvariables: " + "[" * 5000 + "]" * 5000, "nested too deeply"),
     ],
 )
 def test_errors_name_the_problem(text, fragment):
@@ -76,3 +79,16 @@ def test_with_packages_adds_only_missing():
     spec = parse_specification("name: x\ndependencies: [python 3.11.*]")
     out = spec.with_packages(["python", "pip"])
     assert out.dependencies == ["python 3.11.*", "pip"]
+
+
+def test_alias_bomb_is_refused_quickly():
+    """A few hundred bytes of nested aliases would expand to gigabytes; refuse before expanding."""
+    import time
+
+    levels = ["l0: &l0 [x, x, x, x, x, x, x, x, x]"]
+    levels += [f"l{i}: &l{i} [{', '.join([f'*l{i - 1}'] * 9)}]" for i in range(1, 9)]
+    text = "name: bomb\nvariables:\n  " + "\n  ".join(levels) + "\n"
+    start = time.perf_counter()
+    with pytest.raises(SpecificationError, match="aliases"):
+        parse_specification(text)
+    assert time.perf_counter() - start < 0.5

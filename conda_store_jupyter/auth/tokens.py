@@ -66,7 +66,10 @@ def to_naive_utc(value: dt.datetime | None) -> dt.datetime | None:
     if not isinstance(value, dt.datetime):
         raise ValidationError(f"expected a datetime, got {type(value).__name__}")
     if value.tzinfo is not None:
-        value = value.astimezone(dt.timezone.utc).replace(tzinfo=None)
+        try:
+            value = value.astimezone(dt.timezone.utc).replace(tzinfo=None)
+        except OverflowError:
+            raise ValidationError(f"datetime {value.isoformat()} is out of range") from None
     return value
 
 

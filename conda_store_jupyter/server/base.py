@@ -37,6 +37,8 @@ E = TypeVar("E", bound=enum.Enum)
 
 WRITE_METHODS = frozenset({"POST", "PUT", "PATCH", "DELETE"})
 _ID_RE = re.compile(r"^[0-9]{1,18}$")
+MAX_PAGE = 10**12
+"""Largest page number accepted (page * max_page_size stays far inside int64)."""
 
 
 def _default(value: Any) -> Any:
@@ -74,9 +76,20 @@ class BaseHandler(web.RequestHandler):
         self.set_header("Cache-Control", "no-store")
 
     def check_xsrf_cookie(self) -> None:
-        """Only cookie-authenticated writes are checked (called from :meth:`prepare`)."""
-        if self.cookie_authenticated and self.request.method in WRITE_METHODS:
-            super().check_xsrf_cookie()
+        """Cookie-authenticated writes a cross-site page could forge must carry the XSRF token.
+
+        A page on another site can only send "simple" requests without our consent: POST with a
+        form or text body. JSON bodies and PUT/DELETE need a CORS preflight, which this server
+        never grants (no CORS headers), and the cookie is SameSite=Strict on top. So those are
+        exempt, which lets cookie clients such as the upstream ``conda-store`` client's basic
+        mode write; form and text POSTs are checked (called from :meth:`prepare`).
+        """
+        if not (self.cookie_authenticated and self.request.method in WRITE_METHODS):
+            return
+        media_type = self.request.headers.get("Content-Type", "").split(";")[0].strip().lower()
+        if self.request.method in ("PUT", "PATCH", "DELETE") or media_type == "application/json":
+            return
+        super().check_xsrf_cookie()
 
     def prepare(self) -> None:
         if len(self.request.body) > self.server.max_body_size:
@@ -108,6 +121,8 @@ class BaseHandler(web.RequestHandler):
             return {}
         try:
             data = json.loads(raw)
+        except RecursionError:
+            raise ValidationError("request body is nested too deeply") from None
         except (ValueError, UnicodeDecodeError) as exc:
             raise ValidationError(f"request body is not valid JSON: {exc}") from None
         if not isinstance(data, dict):
@@ -162,6 +177,8 @@ class BaseHandler(web.RequestHandler):
         """v1 paging. With neither ``page`` nor ``size`` everything is returned (see api.paginate)."""
         cap = self.server.max_page_size
         page = self.query_int("page", 1)
+        if page > MAX_PAGE:  # offsets must fit the databases' 64-bit integers
+            raise ValidationError(f"query parameter 'page' must be <= {MAX_PAGE}")
         size = self.query_int("size")
         if size is not None:
             size = min(size, cap)

@@ -50,8 +50,9 @@ class EnvironmentHandler(BaseHandler):
         """``{"build_id": N}`` makes a completed build current (rollback); ``description`` edits."""
         body: dict[str, Any] = self.json_body()
         build_id, description = body.get("build_id"), body.get("description")
-        if build_id is not None and (not isinstance(build_id, int) or isinstance(build_id, bool)):
-            raise ValidationError("build_id must be an integer")
+        if build_id is not None and (not isinstance(build_id, int) or isinstance(build_id, bool)
+                                     or not 0 < build_id < 2**63):
+            raise ValidationError("build_id must be a positive integer (a build id)")
         if description is not None and not isinstance(description, str):
             raise ValidationError("description must be a string")
         if build_id is None and description is None:
