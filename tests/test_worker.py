@@ -372,8 +372,10 @@ def test_newer_build_becomes_current_and_rollback_moves_the_link(service_factory
     env.start_worker("--burst").wait(timeout=BUILD_DEADLINE)
     assert link.resolve() == b1.prefix_path(store.store_path).resolve()
 
-    with store.session() as db:
-        db.get(orm.Environment, b1.environment_id).deleted_on = orm.utcnow()
+    with store.session() as db:  # as the API does: the environment and its builds
+        from conda_store_jupyter import api
+
+        api.delete_environment(db, db.get(orm.Environment, b1.environment_id))
     store.queue.enqueue_delete_environment(b1.environment_id)
     env.start_worker("--burst").wait(timeout=BUILD_DEADLINE)
     assert not link.is_symlink()

@@ -65,6 +65,7 @@ REDIS_URL_ENV = "CONDA_STORE_REDIS_URL"
 
 _TASKS = "conda_store_jupyter.worker.tasks"
 IMAGES_MODULE = "conda_store_jupyter.worker.images"
+PURGE_MODULE = "conda_store_jupyter.worker.purge"
 
 
 class QueueUnavailableError(ServiceUnavailableError):
@@ -209,21 +210,24 @@ class BuildQueue:
     # -- deletion and links -----------------------------------------------------------------------
     def enqueue_delete_build(self, build_id: int) -> None:
         """After the API soft-deleted the build: remove its prefix and the artifacts not kept."""
-        self._enqueue(MAINTENANCE_QUEUE, "delete_build", int(build_id), timeout=MAINTENANCE_JOB_TIMEOUT)
+        self._enqueue(MAINTENANCE_QUEUE, "delete_build", int(build_id), timeout=MAINTENANCE_JOB_TIMEOUT,
+                      module=PURGE_MODULE)
 
     def enqueue_delete_environment(self, environment_id: int) -> None:
         """After the API soft-deleted the environment: cancel its running builds, delete every build,
         remove its ``envs/<name>`` link."""
-        self._enqueue(MAINTENANCE_QUEUE, "delete_environment", int(environment_id), timeout=MAINTENANCE_JOB_TIMEOUT)
+        self._enqueue(MAINTENANCE_QUEUE, "delete_environment", int(environment_id), timeout=MAINTENANCE_JOB_TIMEOUT,
+                      module=PURGE_MODULE)
 
     def enqueue_delete_namespace(self, namespace_id: int) -> None:
         """After the API soft-deleted the namespace: delete each of its environments."""
-        self._enqueue(MAINTENANCE_QUEUE, "delete_namespace", int(namespace_id), timeout=MAINTENANCE_JOB_TIMEOUT)
+        self._enqueue(MAINTENANCE_QUEUE, "delete_namespace", int(namespace_id), timeout=MAINTENANCE_JOB_TIMEOUT,
+                      module=PURGE_MODULE)
 
     def enqueue_update_environment_link(self, environment_id: int) -> None:
         """Re-point ``<store>/<ns>/envs/<name>`` at the environment's current build (rollback)."""
         self._enqueue(MAINTENANCE_QUEUE, "update_environment_link", int(environment_id),
-                      timeout=MAINTENANCE_JOB_TIMEOUT)
+                      timeout=MAINTENANCE_JOB_TIMEOUT, module=PURGE_MODULE)
 
 
 def end_build(store: "CondaStore", build_id: int, expected: tuple[BuildStatus, ...], status: BuildStatus,

@@ -436,103 +436,6 @@ def sync_environment_link(store: "CondaStore", environment_id: int) -> Path | No
         return None
 
 
-# -- deletion jobs (MAINTENANCE_QUEUE) -----------------------------------------------------------
-def _purge_build(store: "CondaStore", build_id: int) -> None:
-    """Remove a build's prefix and the artifacts not in ``build_artifacts_kept_on_deletion``.
-
-    Running builds are canceled first (their supervisor removes the half-built prefix). The prefix
-    path is recomputed from ids, never taken from the DIRECTORY row's key. Content-addressed image
-    blobs (``docker/blobs/...``) may be shared with other builds and are left for a separate GC.
-    """
-    from .. import orm
-    from ..exceptions import ConflictError
-    from ..orm import utcnow
-
-    with store.session() as db:
-        build = db.get(orm.Build, int(build_id))
-        if build is None:
-            return
-        if build.deleted_on is None:
-            build.deleted_on = utcnow()
-        status = build.status
-    if not BuildStatus(status).finished:
-        with contextlib.suppress(ConflictError, NotFoundError):
-            store.queue.cancel_build(build_id, reason="canceled: the build was deleted")
-    kept = set(store.build_artifacts_kept_on_deletion)
-    with store.session() as db:
-        build = db.get(orm.Build, int(build_id))
-        prefix = build.prefix_path(store.store_path)
-        for artifact in list(build.artifacts):
-            kind = BuildArtifactType(artifact.artifact_type)
-            if kind.value in kept:
-                continue
-            if kind not in (BuildArtifactType.DIRECTORY,) and not artifact.key.startswith("docker/blobs/"):
-                with contextlib.suppress(ValueError):  # a key that is not ours is never touched
-                    store.storage.delete(artifact.key)
-            db.delete(artifact)
-        link = environment_link(store, build.environment.namespace.name, build.environment.name)
-    from ..build.link import remove_environment_link
-
-    remove_environment_link(link, target=prefix)  # only if it points at this build
-    shutil.rmtree(prefix, ignore_errors=True)
-
-
-def delete_build(build_id: int, config_path: str | None = None) -> None:
-    """RQ job: clean up a soft-deleted build."""
-    _purge_build(load_store(config_path), build_id)
-
-
-def _purge_environment(store: "CondaStore", environment_id: int) -> None:
-    from .. import orm
-    from ..orm import utcnow
-
-    with store.session() as db:
-        env = db.get(orm.Environment, int(environment_id))
-        if env is None:
-            return
-        if env.deleted_on is None:
-            env.deleted_on = utcnow()
-        build_ids = [b.id for b in env.builds]
-    for build_id in build_ids:
-        _purge_build(store, build_id)
-    sync_environment_link(store, environment_id)  # deleted environment: removes the link
-
-
-def delete_environment(environment_id: int, config_path: str | None = None) -> None:
-    """RQ job: clean up a soft-deleted environment (every build, then its link)."""
-    _purge_environment(load_store(config_path), environment_id)
-
-
-def delete_namespace(namespace_id: int, config_path: str | None = None) -> None:
-    """RQ job: clean up a soft-deleted namespace (every environment, then its empty directories)."""
-    from .. import orm
-    from ..naming import validate_name
-    from ..orm import utcnow
-
-    store = load_store(config_path)
-    with store.session() as db:
-        ns = db.get(orm.Namespace, int(namespace_id))
-        if ns is None:
-            return
-        if ns.deleted_on is None:
-            ns.deleted_on = utcnow()
-        env_ids = [e.id for e in ns.environments]
-        name = validate_name(ns.name, "namespace")
-    for env_id in env_ids:
-        _purge_environment(store, env_id)
-    for directory in (store.store_path / name / "envs", store.store_path / name,
-                      store.store_path / "builds" / str(int(namespace_id))):
-        for lock in directory.glob(".*.lock") if directory.is_dir() else ():
-            lock.unlink(missing_ok=True)
-        with contextlib.suppress(OSError):
-            directory.rmdir()  # only if empty
-
-
-def update_environment_link(environment_id: int, config_path: str | None = None) -> None:
-    """RQ job: re-point the environment link at its current build (after a rollback)."""
-    sync_environment_link(load_store(config_path), environment_id)
-
-
 # -- python -m conda_store_jupyter.worker.tasks run-build <id> ----------------------------------
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m conda_store_jupyter.worker.tasks",
@@ -549,6 +452,9 @@ def main(argv: list[str] | None = None) -> int:
     status = run_build(store, args.build_id)
     return 0 if status in (BuildStatus.COMPLETED, BuildStatus.FAILED) else 1
 
+
+# Jobs queued by an older server name the deletion functions under this module.
+from .purge import delete_build, delete_environment, delete_namespace, update_environment_link  # noqa: E402,F401
 
 if __name__ == "__main__":
     sys.exit(main())
