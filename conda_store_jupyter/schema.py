@@ -138,9 +138,16 @@ def _check_pip(text: object, where: str) -> str:
         # pip options (-e, --index-url, -r ...) could point the build anywhere; refuse them.
         raise SpecificationError(f"{where}: pip options like {text.split()[0]!r} are not allowed")
     try:
-        Requirement(text)
+        requirement = Requirement(text)
     except InvalidRequirement as exc:
         raise SpecificationError(f"{where}: {text!r} is not a valid pip requirement: {exc}") from None
+    if requirement.url:
+        # ``name @ https://…`` / ``file:///…`` would bypass the configured index (fetch anything,
+        # build local directories with arbitrary code): packages come from the index only.
+        raise SpecificationError(
+            f"{where}: direct URL requirements ({requirement.name} @ …) are not allowed; "
+            "use a name and version available from the configured package index"
+        )
     return text.strip()
 
 

@@ -92,3 +92,50 @@ def test_failure_reason_is_redacted(secret_channel, package_cache_dir, tmp_path)
     assert "/t/***/missing" in str(err.value)
     assert TOKEN not in str(err.value)
     assert TOKEN not in paths.log.read_text()
+
+
+class _BasicAuthIndex(SimpleHTTPRequestHandler):
+    """A PEP 503 index that answers only with HTTP Basic credentials pip-user:PASSWORD."""
+
+    def do_GET(self) -> None:
+        import base64
+
+        expected = "Basic " + base64.b64encode(f"pip-user:{TOKEN}".encode()).decode()
+        if self.headers.get("Authorization") != expected:
+            self.send_response(401)
+            self.send_header("WWW-Authenticate", 'Basic realm="index"')
+            self.end_headers()
+            return
+        super().do_GET()
+
+    def log_message(self, *args) -> None:
+        pass
+
+
+@pytest.fixture(scope="module")
+def secret_index(local_channel):
+    root = Path(local_channel.pypi_index_url.removeprefix("file://")).parent  # serves simple/ and the wheels
+    handler = functools.partial(_BasicAuthIndex, directory=str(root))
+    server = ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield f"http://pip-user:{TOKEN}@127.0.0.1:{server.server_address[1]}/simple/"
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
+def test_pip_index_with_credentials(local_channel, secret_index, package_cache_dir, tmp_path):
+    """Credentials in pip_index_url work for uv and for locating the installed wheel's URL,
+    and are recorded nowhere."""
+    settings = BuildSettings(channels=(local_channel.url,), package_cache_directory=package_cache_dir,
+                             pip_index_url=secret_index, timeout=300)
+    paths = BuildPaths.in_directory(tmp_path / "out")
+    with BuildLog(paths.log) as log:
+        result = run_pipeline(parse_specification(
+            "name: secret\ndependencies: [python, {pip: [tomli]}]"), settings, paths, log)
+    [tomli] = [p for p in result.pip_packages if p.name == "tomli"]
+    assert tomli.sha256 and tomli.url and "tomli" in tomli.url  # located through the authenticated index
+    for artifact in (paths.lockfile, paths.yaml, paths.log):
+        assert TOKEN not in artifact.read_text(), artifact

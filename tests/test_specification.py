@@ -54,6 +54,8 @@ def test_sha256_is_stable_and_content_sensitive():
         ("name: ok\ndependencies: [libgreet 1.0]", "Did you mean '==1.0' or '1.0.*'?"),
         ("name: ok\ndependencies: [{pip: ['-e .']}]", "dependencies[0].pip[0]: pip options"),
         ("name: ok\ndependencies: [{pip: ['req[']}]", "is not a valid pip requirement"),
+        ("name: ok\ndependencies: [{pip: ['evil @ https://attacker.example/x.whl']}]", "direct URL requirements"),
+        ("name: ok\ndependencies: [{pip: ['loc @ file:///etc']}]", "direct URL requirements"),
         ("name: ok\ndependencies: [{conda: [x]}]", "dependencies[0]: expected a match spec"),
         ("name: ok\nchannels: [evil]", "channels[0]: channel 'evil' is not allowed"),
         ("name: ok\nfoo: 1", "unknown key(s) in specification: foo"),

@@ -10,6 +10,7 @@ neither reads the user's uv/pip configuration nor writes anywhere but the prefix
 from __future__ import annotations
 
 import asyncio
+import base64
 import email.parser
 import hashlib
 import html.parser
@@ -259,14 +260,20 @@ def _links(page_url: str) -> Iterator[tuple[str, str | None]]:
         except OSError:
             return
     else:
-        req = urllib.request.Request(
-            page_url, headers={"Accept": "application/vnd.pypi.simple.v1+json, text/html;q=0.1"}
-        )
+        # urllib cannot take credentials inside the URL (``user:pw@host`` reads as a port): send
+        # them as Basic auth instead; the URLs we yield (and record) carry none.
+        parts = urllib.parse.urlsplit(page_url)
+        headers = {"Accept": "application/vnd.pypi.simple.v1+json, text/html;q=0.1"}
+        if parts.username is not None:
+            userinfo = f"{urllib.parse.unquote(parts.username)}:{urllib.parse.unquote(parts.password or '')}"
+            headers["Authorization"] = "Basic " + base64.b64encode(userinfo.encode()).decode()
+            page_url = urllib.parse.urlunsplit(parts._replace(netloc=parts.netloc.rpartition("@")[2]))
         try:
+            req = urllib.request.Request(page_url, headers=headers)
             with urllib.request.urlopen(req, timeout=15) as resp:  # noqa: S310 - configured index
                 body = resp.read().decode("utf-8", "replace")
                 content_type = resp.headers.get("Content-Type", "")
-        except OSError:
+        except (OSError, ValueError):  # unreachable, or a URL urllib rejects: no source to record
             return
     if "json" in content_type:
         try:
