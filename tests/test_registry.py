@@ -35,6 +35,8 @@ from .processes import stop_process
 from .test_image import make_prefix
 
 UMOCI = shutil.which("umoci")
+MANIFEST_V2 = "application/vnd.docker.distribution.manifest.v2+json"
+OCI_MANIFEST = "application/vnd.oci.image.manifest.v1+json"
 SKOPEO = shutil.which("skopeo")
 
 
@@ -341,6 +343,26 @@ def test_head_and_tags(service, sixenv) -> None:
     assert bad.status_code == 400 and _errors(bad) == ["DIGEST_INVALID"]
     unknown_tag = httpx.get(service.v2("team/sixenv/manifests/v1.0"), auth=auth)
     assert unknown_tag.status_code == 404 and _errors(unknown_tag) == ["MANIFEST_UNKNOWN"]
+
+
+def test_manifest_by_digest_is_served_in_the_form_that_digest_names(service, sixenv) -> None:
+    """A digest pins bytes: the body's sha256 is the requested digest whatever Accept says
+    (only tag references are content-negotiated)."""
+    auth, both = _basic(ADMIN), {"Accept": f"{OCI_MANIFEST}, {MANIFEST_V2}"}
+    oci_digest = httpx.head(service.v2("team/sixenv/manifests/latest"), auth=auth,
+                            headers={"Accept": OCI_MANIFEST}).headers["docker-content-digest"]
+    assert oci_digest != sixenv["digest"]
+    for digest, accept, media_type in ((oci_digest, both, OCI_MANIFEST),
+                                       (sixenv["digest"], {"Accept": OCI_MANIFEST}, MANIFEST_V2),
+                                       (sixenv["digest"], both, MANIFEST_V2),
+                                       (oci_digest, {"Accept": MANIFEST_V2}, OCI_MANIFEST)):
+        r = httpx.get(service.v2(f"team/sixenv/manifests/{digest}"), auth=auth, headers=accept)
+        assert r.status_code == 200, (digest, accept, r.text)
+        assert "sha256:" + hashlib.sha256(r.content).hexdigest() == digest, (digest, accept)
+        assert r.headers["docker-content-digest"] == digest and r.headers["content-type"] == media_type
+        head = httpx.head(service.v2(f"team/sixenv/manifests/{digest}"), auth=auth, headers=accept)
+        assert head.headers["docker-content-digest"] == digest
+        assert int(head.headers["content-length"]) == len(r.content)
 
 
 def test_pull_needs_a_token_with_read_access(service, sixenv, tmp_path) -> None:

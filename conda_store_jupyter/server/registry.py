@@ -16,13 +16,9 @@ from __future__ import annotations
 
 import asyncio
 import datetime as dt
-import hashlib
 import json
-import re
 import time
 import weakref
-from collections import OrderedDict
-from dataclasses import dataclass
 from typing import Any, Callable, TypeVar
 
 from sqlalchemy import select
@@ -40,25 +36,23 @@ from ..exceptions import (
     PermissionDeniedError,
     ValidationError,
 )
-from ..naming import parse_build_key, validate_name, validate_tag
-from ..schema import BuildArtifactType, BuildStatus
+from ..naming import validate_name
+from ..schema import BuildArtifactType
 from ..storage.base import blob_key
+from .registry_manifests import (  # noqa: F401 - RegistryError, resolve_reference are re-exported
+    DIGEST_RE,
+    RegistryError,
+    ResolvedImage,
+    find_environment,
+    image_failure,
+    manifest_form,
+    manifest_info,
+    resolve_reference,
+    stored_manifest_digest,
+)
 from .registry_names import decode_dynamic_segment, dynamic_environment_name  # noqa: F401 - re-exported
-from ..worker.images import IMAGE_FAILED_PREFIX
 
 T = TypeVar("T")
-
-MANIFEST_V2 = "application/vnd.docker.distribution.manifest.v2+json"
-OCI_MANIFEST = "application/vnd.oci.image.manifest.v1+json"
-DIGEST_RE = re.compile(r"^sha256:[0-9a-f]{64}$")
-
-
-class RegistryError(Exception):
-    """A registry-protocol error: HTTP status + distribution-spec error code."""
-
-    def __init__(self, status: int, code: str, message: str):
-        super().__init__(message)
-        self.status, self.code, self.message = status, code, message
 
 
 class Registry(LoggingConfigurable):
@@ -92,121 +86,6 @@ class Registry(LoggingConfigurable):
         retried: a name that cannot be built (unknown package, conflict) must not start a new
         build on every pull.""",
     ).tag(config=True)
-
-
-# -- manifest lookup --------------------------------------------------------------------------------
-
-@dataclass(frozen=True)
-class ResolvedImage:
-    build_id: int
-    manifest_digest: str
-
-
-@dataclass(frozen=True)
-class _ManifestInfo:
-    """What the handlers need from a stored manifest; immutable because manifests are content-addressed."""
-
-    blobs: frozenset[str]  # config + layer digests
-    oci_digest: str  # digest of the OCI form served to clients that accept only OCI manifests
-
-
-_MANIFEST_CACHE: OrderedDict[tuple[int, str], _ManifestInfo] = OrderedDict()
-_MANIFEST_CACHE_SIZE = 2048
-
-
-def manifest_info(storage, digest: str) -> _ManifestInfo | None:
-    """Blobs of the stored manifest ``digest`` (cached: a pull asks once per blob); None if missing."""
-    key = (id(storage), digest)
-    info = _MANIFEST_CACHE.get(key)
-    if info is not None:
-        _MANIFEST_CACHE.move_to_end(key)
-        return info
-    try:
-        data = storage.get_bytes(blob_key(digest))
-    except NotFoundError:
-        return None
-    from ..build.image import oci_manifest
-
-    parsed = json.loads(data)
-    blobs = frozenset([parsed["config"]["digest"], *(layer["digest"] for layer in parsed["layers"])])
-    info = _ManifestInfo(blobs, "sha256:" + hashlib.sha256(oci_manifest(data)).hexdigest())
-    _MANIFEST_CACHE[key] = info
-    while len(_MANIFEST_CACHE) > _MANIFEST_CACHE_SIZE:
-        _MANIFEST_CACHE.popitem(last=False)
-    return info
-
-
-def _manifest_digest(build: orm.Build) -> str | None:
-    artifact = build.artifact(BuildArtifactType.DOCKER_MANIFEST)
-    if artifact is None:
-        return None
-    return "sha256:" + artifact.key.rsplit("/", 1)[-1]
-
-
-def image_failure(build: orm.Build) -> str | None:
-    """Why a finished build has (and will get) no image; None while one may still come."""
-    if build.status in (BuildStatus.FAILED, BuildStatus.CANCELED):
-        return f"build {build.id} {build.status.value}: {build.status_info or 'no reason recorded'}"
-    if build.status is BuildStatus.COMPLETED and (build.status_info or "").startswith(IMAGE_FAILED_PREFIX):
-        return f"build {build.id} has no image: {build.status_info[len(IMAGE_FAILED_PREFIX):]}"
-    return None
-
-
-def _find_environment(db, namespace: str, name: str) -> orm.Environment:
-    env = db.scalars(
-        select(orm.Environment)
-        .join(orm.Namespace)
-        .where(orm.Namespace.name == namespace, orm.Namespace.deleted_on.is_(None),
-               orm.Environment.name == name, orm.Environment.deleted_on.is_(None))
-    ).one_or_none()
-    if env is None:
-        raise RegistryError(404, "NAME_UNKNOWN", f"repository {namespace}/{name} is not known to this registry")
-    return env
-
-
-def resolve_reference(db, env: orm.Environment, reference: str, *, storage=None,
-                      images_enabled: bool = True) -> ResolvedImage:
-    """``latest`` | ``<build key>`` | ``sha256:<hex>`` → the build and its manifest digest.
-
-    A digest may be the stored (Docker) manifest's or, given ``storage``, the OCI form's that
-    OCI-only clients were served, so they can come back by digest.
-    """
-    if DIGEST_RE.match(reference):
-        for build in env.builds:
-            digest = _manifest_digest(build)
-            if build.deleted_on is not None or digest is None:
-                continue
-            if digest == reference:
-                return ResolvedImage(build.id, reference)
-            info = manifest_info(storage, digest) if storage is not None else None
-            if info is not None and info.oci_digest == reference:
-                return ResolvedImage(build.id, digest)
-        raise RegistryError(404, "MANIFEST_UNKNOWN", f"manifest {reference} is not part of this repository")
-    if reference == "latest":
-        build = env.current_build
-        if build is None:
-            raise RegistryError(404, "MANIFEST_UNKNOWN", "the environment has no completed build yet")
-    else:
-        try:
-            validate_tag(reference)
-            build_id = parse_build_key(reference)
-        except InvalidNameError:
-            raise RegistryError(404, "MANIFEST_UNKNOWN", f"tag {reference!r} is not 'latest' or a build key") from None
-        build = db.get(orm.Build, build_id)
-        if build is None or build.environment_id != env.id or build.build_key != reference:
-            raise RegistryError(404, "MANIFEST_UNKNOWN", f"tag {reference} does not exist")
-    if build.deleted_on is not None:
-        raise RegistryError(404, "MANIFEST_UNKNOWN", f"build {build.id} was deleted")
-    digest = _manifest_digest(build)
-    if digest is None:
-        if not build.status.finished:
-            state = f"build {build.id} is still {build.status.value}"
-        elif not images_enabled:
-            state = "this conda-store does not build images (DOCKER_MANIFEST is not in CondaStore.build_artifacts)"
-        else:
-            state = image_failure(build) or f"the image of build {build.id} is still being built; retry shortly"
-        raise RegistryError(404, "MANIFEST_UNKNOWN", state)
-    return ResolvedImage(build.id, digest)
 
 
 # -- handlers ---------------------------------------------------------------------------------------
@@ -322,10 +201,10 @@ class RegistryHandler(web.RequestHandler):
         """
         if self.is_dynamic(name):
             env_name, _ = self.dynamic_name(name)
-            return _find_environment(db, self.registry.dynamic_namespace, env_name)
+            return find_environment(db, self.registry.dynamic_namespace, env_name)
         namespace, env_name = self.split_name(name)
         self.require_pull(db, identity, namespace, env_name)
-        return _find_environment(db, namespace, env_name)
+        return find_environment(db, namespace, env_name)
 
 
 class BaseCheckHandler(RegistryHandler):
@@ -353,17 +232,17 @@ class ManifestHandler(RegistryHandler):
     async def _serve(self, name: str, reference: str, body: bool) -> None:
         identity = await self.run_sync(self.authenticated)
         if self.is_dynamic(name):
-            digest = await self._dynamic(identity, name, reference)
+            resolved = await self._dynamic(identity, name, reference)
         else:
-            digest = await self.run_sync(self._resolve, identity, name, reference)
-        data = await self.run_sync(self._manifest_bytes, digest)
-        self._write_manifest(digest, data, body)
+            resolved = await self.run_sync(self._resolve, identity, name, reference)
+        data = await self.run_sync(self._manifest_bytes, resolved.manifest_digest)
+        self._write_manifest(resolved, data, body)
 
-    def _resolve(self, identity, name: str, reference: str) -> str:
+    def _resolve(self, identity, name: str, reference: str) -> ResolvedImage:
         with self.store.session() as db:
             env = self.repository(db, identity, name)
             return resolve_reference(db, env, reference, storage=self.store.storage,
-                                     images_enabled=self.images_enabled).manifest_digest
+                                     images_enabled=self.images_enabled)
 
     def _manifest_bytes(self, digest: str) -> bytes:
         try:
@@ -371,20 +250,10 @@ class ManifestHandler(RegistryHandler):
         except NotFoundError:
             raise RegistryError(404, "MANIFEST_UNKNOWN", f"manifest {digest} is missing from storage") from None
 
-    def _write_manifest(self, digest: str, data: bytes, body: bool) -> None:
-        """Serve the stored bytes as they are, unless the client accepts only OCI manifests.
-
-        The stored form is Docker v2 schema 2 (what ``docker pull`` asks for first). A client whose
-        ``Accept`` lists OCI but not Docker types gets :func:`oci_manifest` of it: same config and
-        layer blobs, so nothing else changes; its digest is the one ``resolve_reference`` knows.
-        """
-        media_type = json.loads(data).get("mediaType", MANIFEST_V2)
+    def _write_manifest(self, resolved: ResolvedImage, data: bytes, body: bool) -> None:
+        """Serve the form :func:`manifest_form` picks: the digest's own form, or by ``Accept`` for tags."""
         accept = ",".join(self.request.headers.get_list("Accept"))
-        if media_type == MANIFEST_V2 and accept and MANIFEST_V2 not in accept and OCI_MANIFEST in accept:
-            from ..build.image import oci_manifest
-
-            data, media_type = oci_manifest(data), OCI_MANIFEST
-            digest = "sha256:" + hashlib.sha256(data).hexdigest()
+        data, media_type, digest = manifest_form(resolved, data, accept)
         self.set_header("Content-Type", media_type)
         self.set_header("Docker-Content-Digest", digest)
         self.set_header("Content-Length", str(len(data)))
@@ -392,11 +261,10 @@ class ManifestHandler(RegistryHandler):
         self.finish(data if body else None)
 
     # -- on demand ------------------------------------------------------------------------------
-    async def _dynamic(self, identity, name: str, reference: str) -> str:
+    async def _dynamic(self, identity, name: str, reference: str) -> ResolvedImage:
         env_name, specs = self.dynamic_name(name)
         if reference != "latest":
-            digest = await self.run_sync(self._resolve, identity, name, reference)  # a digest or build key
-            return digest
+            return await self.run_sync(self._resolve, identity, name, reference)  # a digest or build key
         if not self.images_enabled:
             raise RegistryError(404, "MANIFEST_UNKNOWN", "this conda-store does not build images "
                                 "(DOCKER_MANIFEST is not in CondaStore.build_artifacts)")
@@ -407,7 +275,7 @@ class ManifestHandler(RegistryHandler):
             lock = _DYNAMIC_LOCKS[env_name] = asyncio.Lock()
         async with lock:
             build_id = await self.run_sync(self._ensure_dynamic_build, identity, env_name, specs)
-        return await self._wait_for_image(build_id)
+        return ResolvedImage(build_id, await self._wait_for_image(build_id))
 
     def _ensure_dynamic_build(self, identity, env_name: str, specs: list[str]) -> int:
         """The build whose image answers this pull: the current image, an in-flight build, a
@@ -423,7 +291,7 @@ class ManifestHandler(RegistryHandler):
             ).one_or_none()
             if env is not None:
                 current = env.current_build
-                if current is not None and current.deleted_on is None and _manifest_digest(current):
+                if current is not None and current.deleted_on is None and stored_manifest_digest(current):
                     return current.id
                 live = [b for b in env.builds if b.deleted_on is None]
                 if live:
@@ -450,7 +318,7 @@ class ManifestHandler(RegistryHandler):
             build = db.get(orm.Build, build_id)
             if build is None or build.deleted_on is not None:
                 return None, f"build {build_id} was deleted"
-            return _manifest_digest(build), image_failure(build)
+            return stored_manifest_digest(build), image_failure(build)
 
     async def _wait_for_image(self, build_id: int) -> str:
         """Poll until the image exists, the build fails, the client leaves, or the deadline passes.
@@ -538,7 +406,7 @@ class BlobHandler(RegistryHandler):
         """Only blobs referenced by one of this repository's manifests may be pulled through it."""
         storage = self.store.storage
         for build in env.builds:
-            manifest_digest = _manifest_digest(build)
+            manifest_digest = stored_manifest_digest(build)
             if build.deleted_on is not None or manifest_digest is None:
                 continue
             if manifest_digest == digest:
@@ -561,9 +429,9 @@ class TagsHandler(RegistryHandler):
         identity = self.authenticated()
         with self.store.session() as db:
             env = self.repository(db, identity, name)
-            tags = [b.build_key for b in env.builds if b.deleted_on is None and _manifest_digest(b)]
+            tags = [b.build_key for b in env.builds if b.deleted_on is None and stored_manifest_digest(b)]
             current = env.current_build
-            if current is not None and current.deleted_on is None and _manifest_digest(current):
+            if current is not None and current.deleted_on is None and stored_manifest_digest(current):
                 tags.insert(0, "latest")
         return tags
 
