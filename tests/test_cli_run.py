@@ -18,13 +18,13 @@ from pathlib import Path
 import pytest
 
 from conda_store_jupyter.cli._errors import CLIError
+from conda_store_jupyter.cli._extract import safe_extract
 from conda_store_jupyter.cli._run import (
     MARKER,
     activated_environ,
     build_dir,
     find_cached,
     install_archive,
-    safe_extract,
 )
 
 CONDA_STORE = Path(sys.executable).parent / "conda-store"
@@ -113,9 +113,9 @@ def test_link_checks_do_not_refuse_links_inside(tmp_path):
 
 def test_the_stdlib_filter_is_a_second_line_of_defence(tmp_path, monkeypatch):
     """With our own check disabled, filter='data' still refuses an escaping link."""
-    import conda_store_jupyter.cli._run as run_mod
+    from conda_store_jupyter.cli._extract import ArchiveNamespace
 
-    monkeypatch.setattr(run_mod, "_check_member", lambda member, root: None)
+    monkeypatch.setattr(ArchiveNamespace, "check", lambda self, member: None)
     archive = _tar(tmp_path / "bad.tar.gz", [_link("bin/up", "../../evil", tarfile.SYMTYPE)])
     dest = tmp_path / "dest"
     dest.mkdir()

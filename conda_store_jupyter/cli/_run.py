@@ -59,56 +59,11 @@ def find_cached(server_key: str, build_id: int, root: Path | None = None) -> Pat
     return None
 
 
-# --------------------------------------------------------------------------- safe extraction
-
-
-def _check_member(member, root: str) -> None:
-    """Refuse anything that could write or point outside ``root`` (our check, then the filter's).
-
-    ``filter="data"`` would *strip* a leading ``/`` and silently extract elsewhere than the
-    archive says; an archive that contains such names is not a conda-pack archive, so refuse.
-    """
-    import posixpath
-
-    name = member.name
-    if name.startswith(("/", "\\")) or (len(name) > 1 and name[1] == ":"):
-        raise CLIError(f"unsafe archive: member {name!r} has an absolute path")
-    parts = name.replace("\\", "/").split("/")
-    if ".." in parts:
-        raise CLIError(f"unsafe archive: member {name!r} contains '..'")
-    if not (member.isfile() or member.isdir() or member.issym() or member.islnk()):
-        raise CLIError(f"unsafe archive: member {name!r} is a device, fifo or other special file")
-    if member.issym() or member.islnk():
-        target = member.linkname
-        if target.startswith("/") or not target:
-            raise CLIError(f"unsafe archive: link {name!r} points to absolute path {target!r}")
-        # Symlink targets are relative to the link's directory; hardlink targets to the root.
-        base = posixpath.dirname(name) if member.issym() else ""
-        resolved = posixpath.normpath(posixpath.join(root, base, target))
-        if resolved != root and not resolved.startswith(root + "/"):
-            kind = "symlink" if member.issym() else "hardlink"
-            raise CLIError(f"unsafe archive: {kind} {name!r} -> {target!r} points outside the environment")
-
-
 def safe_extract(archive: Path, dest: Path) -> None:
-    """Stream-extract a tar(.gz) into ``dest`` (which must exist), refusing unsafe members."""
-    import tarfile
+    """See :func:`._extract.safe_extract` (kept here for callers of the old location)."""
+    from ._extract import safe_extract as extract
 
-    root = os.path.realpath(dest)
-
-    def checked(tar):
-        for member in tar:
-            _check_member(member, root)
-            yield member
-
-    try:
-        # "r|*": one sequential pass over the (possibly compressed) stream, nothing held in memory.
-        with tarfile.open(archive, mode="r|*") as tar:
-            tar.extractall(dest, members=checked(tar), filter="data")
-    except tarfile.FilterError as exc:  # second line of defence: the stdlib's own refusal
-        raise CLIError(f"unsafe archive: {exc}") from None
-    except (tarfile.TarError, EOFError, OSError) as exc:
-        raise CLIError(f"cannot extract the environment archive {archive}: {exc}") from None
+    extract(archive, dest)
 
 
 # --------------------------------------------------------------------------- install
@@ -150,7 +105,7 @@ def install_archive(archive: Path, digest: str, build_id: int, directory: Path) 
         shutil.rmtree(final)
     tmp = Path(tempfile.mkdtemp(prefix=".extract-", dir=directory))
     try:
-        safe_extract(archive, tmp)
+        safe_extract(archive, tmp)  # also verifies every real path before conda-unpack runs
         os.replace(tmp, final)
         _relocate(final)
         _write_marker(final, digest, build_id)
