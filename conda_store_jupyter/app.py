@@ -21,6 +21,10 @@ from .schema import BuildArtifactType
 _ARTIFACT_NAMES = [a.value for a in BuildArtifactType]
 
 
+REDIS_SOCKET_TIMEOUT = 30
+"""Seconds a Redis command may take; live-log reads block for less (see worker/logs.py)."""
+
+
 def host_platform() -> str:
     from rattler import Platform
 
@@ -278,7 +282,12 @@ class CondaStore(LoggingConfigurable):
                 )
             import redis
 
-            self._redis = redis.Redis.from_url(self.redis_url)
+            # Timeouts: a half-open connection must not hang a supervisor (cancel/deadline) or a
+            # server thread forever. RQ raises socket_timeout above its blocking dequeue itself.
+            self._redis = redis.Redis.from_url(
+                self.redis_url, socket_timeout=REDIS_SOCKET_TIMEOUT, socket_connect_timeout=10,
+                health_check_interval=30,
+            )
         return self._redis
 
     @property
