@@ -8,7 +8,9 @@ Schema changes go through alembic revisions in ``migrations/versions`` (one conc
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
+import fcntl
 from pathlib import Path
 from typing import Any, Optional
 
@@ -117,9 +119,10 @@ class Build(Base):
 
     id: Mapped[int] = mapped_column(primary_key=True)
     specification_id: Mapped[int] = mapped_column(ForeignKey("specification.id"))
-    environment_id: Mapped[int] = mapped_column(ForeignKey("environment.id"))
+    environment_id: Mapped[int] = mapped_column(ForeignKey("environment.id"), index=True)
     status: Mapped[BuildStatus] = mapped_column(
-        Enum(BuildStatus, name="build_status", native_enum=False, length=16), default=BuildStatus.QUEUED
+        Enum(BuildStatus, name="build_status", native_enum=False, length=16), default=BuildStatus.QUEUED,
+        index=True,
     )
     status_info: Mapped[Optional[str]] = mapped_column(Text)
     size: Mapped[int] = mapped_column(BigInteger, default=0)
@@ -150,7 +153,7 @@ class BuildArtifact(Base):
     __tablename__ = "build_artifact"
 
     id: Mapped[int] = mapped_column(primary_key=True)
-    build_id: Mapped[int] = mapped_column(ForeignKey("build.id", ondelete="CASCADE"))
+    build_id: Mapped[int] = mapped_column(ForeignKey("build.id", ondelete="CASCADE"), index=True)
     artifact_type: Mapped[BuildArtifactType] = mapped_column(
         Enum(BuildArtifactType, name="build_artifact_type", native_enum=False, length=32)
     )
@@ -236,9 +239,16 @@ def upgrade(engine, revision: str = "head") -> None:
     """Apply alembic migrations up to ``revision`` (idempotent; safe with several processes)."""
     from alembic import command
 
-    with engine.begin() as conn:
+    # Server and workers may start together: serialise migrations across processes. PostgreSQL
+    # has advisory locks; SQLite only locks on the first write, after alembic has read the
+    # (empty) version table, so two processes would both create the tables. Use a file lock.
+    with contextlib.ExitStack() as stack:
+        database = engine.url.database if engine.dialect.name == "sqlite" else None
+        if database and database != ":memory:":
+            lock = stack.enter_context(open(f"{database}.migrate-lock", "w"))
+            fcntl.flock(lock, fcntl.LOCK_EX)
+        conn = stack.enter_context(engine.begin())
         if engine.dialect.name == "postgresql":
-            # Server and workers may start together: serialise migrations with an advisory lock.
             conn.exec_driver_sql("SELECT pg_advisory_xact_lock(7261001)")
         cfg = alembic_config(engine)
         cfg.attributes["connection"] = conn

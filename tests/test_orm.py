@@ -33,8 +33,10 @@ def test_migrations_match_models(store):
     """Every model column/constraint exists in the migrated schema (no drift between the two)."""
     with store.engine.connect() as conn:
         diff = compare_metadata(MigrationContext.configure(conn), orm.Base.metadata)
-    # Index/type cosmetics differ per dialect; tables and columns must not.
-    structural = [d for d in diff if d[0] in ("add_table", "remove_table", "add_column", "remove_column")]
+    # Flatten alembic's nested diff entries; type cosmetics differ per dialect, the rest must not.
+    flat = [d for entry in diff for d in (entry if isinstance(entry, list) else [entry])]
+    structural = [d for d in flat if d[0] in ("add_table", "remove_table", "add_column", "remove_column",
+                                              "add_index", "remove_index", "modify_nullable")]
     assert structural == []
     tables = set(sqlalchemy.inspect(store.engine).get_table_names())
     assert {"namespace", "environment", "build", "build_artifact", "conda_package_build",
@@ -107,3 +109,17 @@ def test_packages_link_to_builds(store):
     with store.session() as db:
         assert db.query(orm.CondaPackageBuild).count() == 1
         assert db.execute(sqlalchemy.select(orm.build_conda_package_build)).all() == []
+
+
+def test_concurrent_sqlite_migrations_do_not_collide(tmp_path):
+    """Server and embedded workers open a fresh SQLite database at the same moment."""
+    import subprocess
+    import sys
+
+    url = f"sqlite:///{tmp_path / 'fresh.sqlite'}"
+    code = ("import sys; from conda_store_jupyter.orm import create_engine_for, upgrade; "
+            "upgrade(create_engine_for(sys.argv[1]))")
+    procs = [subprocess.Popen([sys.executable, "-c", code, url], stderr=subprocess.PIPE, text=True)
+             for _ in range(4)]
+    results = [(p.wait(120), p.stderr.read()) for p in procs]
+    assert all(rc == 0 for rc, _ in results), [err[-500:] for rc, err in results if rc]

@@ -22,7 +22,7 @@ def upgrade() -> None:
         sa.Column("hashed", sa.String(255), nullable=False),
         sa.Column("username", sa.String(255)),
         sa.Column("primary_namespace", sa.String(255), nullable=False),
-        sa.Column("role_bindings", sa.JSON),
+        sa.Column("role_bindings", sa.JSON, nullable=False),
         sa.Column("note", sa.Text),
         sa.Column("created_on", sa.DateTime, nullable=False),
         sa.Column("expires_at", sa.DateTime),
