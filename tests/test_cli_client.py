@@ -22,8 +22,8 @@ PAYLOAD = b"conda-pack bytes " * 50_000  # ~850 KB: several chunks
 
 
 @contextmanager
-def http_server(routes):
-    """Serve ``routes[path](handler) -> (status, headers, body)`` on a free port."""
+def http_server(routes, host="127.0.0.1"):
+    """Serve ``routes[path](handler) -> (status, headers, body)`` on a free port of ``host``."""
 
     class Handler(http.server.BaseHTTPRequestHandler):
         def do_GET(self):  # noqa: N802
@@ -35,14 +35,18 @@ def http_server(routes):
             self.end_headers()
             self.wfile.write(body)
 
+        def do_POST(self):  # noqa: N802
+            self.body = self.rfile.read(int(self.headers.get("Content-Length") or 0))
+            self.do_GET()
+
         def log_message(self, *a):
             pass
 
-    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    server = http.server.ThreadingHTTPServer((host, 0), Handler)
+    thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
     thread.start()
     try:
-        yield f"http://127.0.0.1:{server.server_address[1]}"
+        yield f"http://{host}:{server.server_address[1]}"
     finally:
         server.shutdown()
         server.server_close()
@@ -104,4 +108,54 @@ def test_paginate_walks_pages_and_follows_slash_redirect():
 def test_non_json_answer_is_explained():
     with http_server({"/api/v1/permission/": lambda h: (200, {}, b"<html>login</html>")}) as api:
         with Client(_config(api)) as client, pytest.raises(CLIError, match="did not answer with JSON"):
+            client.permissions()
+
+
+# ------------------------------------------------------------------------------ API redirects
+
+
+def _recorder(seen):
+    def handler(h):
+        seen.append((h.command, h.path, h.headers.get("Authorization"), getattr(h, "body", b"")))
+        return 200, {"Content-Type": "application/json"}, b'{"status":"ok","data":{"token":"stolen"}}'
+    return handler
+
+
+@pytest.mark.parametrize("status", [301, 302, 303, 307, 308])
+@pytest.mark.parametrize("other", ["127.0.0.2", "other port"])
+def test_api_redirect_to_another_origin_is_refused_without_sending_the_token(status, other):
+    """/tmp/rvw/redir.py: a 307 from the API to another host used to replay the token and body."""
+    seen = []
+    with http_server({"/steal": _recorder(seen)}, host="127.0.0.1" if other == "other port" else other) as evil:
+        with http_server({"/api/v1/token/": lambda h: (status, {"Location": f"{evil}/steal"}, b"")}) as api:
+            with Client(_config(api)) as client, pytest.raises(CLIError) as err:
+                client.create_token({"role_bindings": {"a/*": ["viewer"]}})
+    message = str(err.value)
+    assert seen == [] and "\n" not in message
+    assert f"redirected POST /api/v1/token/ to another origin ({evil})" in message
+    assert "secret-token" not in message
+
+
+def test_api_redirect_on_the_same_origin_is_followed_with_the_token():
+    seen = []
+    routes = {"/api/v1/token/": lambda h: (307, {"Location": "/moved/token/"}, b""), "/moved/token/": _recorder(seen)}
+    with http_server(routes) as api:
+        with Client(_config(api)) as client:
+            assert client.create_token({"x": 1}) == "stolen"
+    assert seen == [("POST", "/moved/token/", "Bearer secret-token", b'{"x":1}')]
+
+
+def test_303_to_the_same_origin_becomes_a_get_without_body():
+    seen = []
+    routes = {"/api/v1/token/": lambda h: (303, {"Location": "/done"}, b"") if h.command == "POST" else (404, {}, b""),
+              "/done": _recorder(seen)}
+    with http_server(routes) as api:
+        with Client(_config(api)) as client:
+            client.create_token({"x": 1})
+    assert seen == [("GET", "/done", "Bearer secret-token", b"")]
+
+
+def test_redirect_loop_is_a_clear_error():
+    with http_server({"/api/v1/permission/": lambda h: (307, {"Location": "/api/v1/permission/"}, b"")}) as api:
+        with Client(_config(api)) as client, pytest.raises(CLIError, match="too many redirects"):
             client.permissions()

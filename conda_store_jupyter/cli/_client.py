@@ -84,6 +84,26 @@ class Client:
         except httpx.HTTPError as exc:
             raise connection_error(self.config.url, exc) from None
 
+    def _same_origin_redirect(self, resp: httpx.Response, method: str, path: str) -> httpx.URL:
+        """Where a redirect points, if it stays on the server; otherwise a CLIError.
+
+        Every API request carries the user's token (or login cookie) and often a body, so a
+        ``Location`` on another scheme, host or port is never followed: an open redirect or a
+        misconfigured proxy would hand the credentials to whoever runs that host.
+        """
+        here = resp.request.url
+        location = resp.headers.get("location")
+        if not location:
+            raise CLIError(f"the server at {self.config.url} answered {method} {path} with HTTP {resp.status_code} but no Location")
+        target = here.join(location)
+        if (target.scheme, target.host, target.port) != (here.scheme, here.host, here.port):
+            origin = f"{target.scheme}://{target.netloc.decode('ascii', 'replace')}"
+            raise CLIError(
+                f"the server at {self.config.url} redirected {method} {path} to another origin ({origin}); "
+                "not following it, to keep your credentials on the server (is --conda-store-url right?)"
+            )
+        return target
+
     def request(self, method: str, path: str, **kwargs: Any) -> Any:
         """Send a request, follow same-server redirects (trailing-slash 307s), decode JSON."""
         self._login()
@@ -91,7 +111,13 @@ class Client:
         for _ in range(5):
             if resp.status_code not in (301, 302, 303, 307, 308):
                 break
-            resp = self._send(method if resp.status_code in (307, 308) else "GET", resp.headers["location"], **kwargs)
+            target = self._same_origin_redirect(resp, method, path)
+            if resp.status_code not in (307, 308):  # 301/302/303 turn into a GET without a body
+                method = "GET"
+                kwargs = {k: v for k, v in kwargs.items() if k not in ("json", "content", "data", "files")}
+            resp = self._send(method, str(target), **kwargs)
+        if resp.status_code in (301, 302, 303, 307, 308):
+            raise CLIError(f"too many redirects from the server at {self.config.url} ({method} {path})")
         if resp.status_code >= 300:
             raise http_error(resp.status_code, method, str(resp.request.url), resp.content)
         try:
