@@ -131,6 +131,7 @@ def test_image_job_skips_unfinished_builds(store) -> None:
 
 ADMIN = "registry-admin-token-0123456789"
 OTHER = "registry-other-token-0123456789"  # admin of namespace "other" only
+DYNAMIC_OWNER = "registry-dynamic-token-0123456789"  # what hub user "Conda-Store-Dynamic" used to get
 BUILD_TIMEOUT = 240.0
 needs_clients = pytest.mark.skipif(SKOPEO is None or UMOCI is None, reason="skopeo/umoci not installed")
 
@@ -219,6 +220,8 @@ def running_service(root: Path, redis_url: str, channel, package_cache_dir: Path
     tokens = {
         ADMIN: {"primary_namespace": "team", "role_bindings": {"*/*": ["admin"]}, "username": "admin"},
         OTHER: {"primary_namespace": "other", "role_bindings": {"other/*": ["admin"]}, "username": "bob"},
+        DYNAMIC_OWNER: {"primary_namespace": "conda-store-dynamic",
+                        "role_bindings": {"conda-store-dynamic/*": ["admin"]}, "username": "mallory"},
     }
     with open(config, "a") as f:
         f.write(f"c.AuthenticationBackend.predefined_tokens = {tokens!r}\n"
@@ -470,6 +473,49 @@ def test_on_demand_image_pulls_and_runs(service, tmp_path) -> None:
     assert again.status_code == 200 and len(_dynamic_builds(service, "python--six")) == 1
     tags = httpx.get(service.v2("conda-store-dynamic/python/six/tags/list"), auth=_basic(OTHER)).json()
     assert tags["tags"][0] == "latest"
+
+
+def test_only_store_admins_write_into_the_on_demand_namespace(service) -> None:
+    """Admin of conda-store-dynamic by binding (as a user of that name was by default) is not enough."""
+    api, h = f"{service.url}api/v1/", _bearer(DYNAMIC_OWNER)
+    spec = json.dumps({"name": "python--six", "dependencies": ["python", "hello"]})
+    for body in ({"namespace": "conda-store-dynamic", "specification": spec}, {"specification": spec}):
+        r = httpx.post(f"{api}specification/", headers=h, json=body, timeout=30)
+        assert r.status_code == 403, r.text
+    for method, path, body in (("POST", "namespace/conda-store-dynamic/", None),
+                               ("PUT", "namespace/conda-store-dynamic/", {"metadata": {"x": 1}}),
+                               ("PUT", "namespace/conda-store-dynamic/metadata/", {"x": 1}),
+                               ("POST", "namespace/conda-store-dynamic/role/", {"other_namespace": "other",
+                                                                              "role": "admin"}),
+                               ("DELETE", "namespace/conda-store-dynamic/", None),
+                               ("PUT", "environment/conda-store-dynamic/python--six/", {"description": "x"}),
+                               ("DELETE", "environment/conda-store-dynamic/python--six/", None)):
+        r = httpx.request(method, f"{api}{path}", headers=h, json=body, timeout=30)
+        assert r.status_code == 403, (method, path, r.text)
+    # Reading stays as it was, and store-wide admins may still manage the namespace.
+    assert httpx.get(f"{api}namespace/conda-store-dynamic/", headers=h).status_code in (200, 404)
+    r = httpx.put(f"{api}namespace/conda-store-dynamic/metadata/", headers=_bearer(ADMIN), json={"ok": True})
+    assert r.status_code in (200, 404), r.text
+
+
+def test_on_demand_pull_never_serves_a_build_of_another_specification(service) -> None:
+    """A spec posted under an on-demand name (here by a store admin, the only one who still can)
+    is not what the name decodes to: the pull builds the real one instead of serving it."""
+    planted_id = service.submit("conda-store-dynamic", "hello--python", ["python", "six"])
+    planted = service.wait_for_image(planted_id)
+    auth = _basic(OTHER)
+    r = httpx.get(service.v2("conda-store-dynamic/python/hello/manifests/latest"), auth=auth,
+                  timeout=BUILD_TIMEOUT + 30)
+    assert r.status_code == 200, r.text
+    assert r.headers["docker-content-digest"] != planted
+    config = json.loads(httpx.get(service.v2("conda-store-dynamic/python/hello/blobs/"
+                                             + r.json()["config"]["digest"]), auth=auth).content)
+    history = " ".join(h["created_by"] for h in config["history"])
+    assert "hello-" in history and "six-" not in history
+    assert len(_dynamic_builds(service, "hello--python")) == 2
+    # Nor is the planted image reachable under the name by its digest.
+    by_digest = httpx.get(service.v2(f"conda-store-dynamic/python/hello/manifests/{planted}"), auth=auth)
+    assert by_digest.status_code == 404 and _errors(by_digest) == ["MANIFEST_UNKNOWN"]
 
 
 def test_concurrent_on_demand_pulls_share_one_build_and_never_block_the_server(service) -> None:

@@ -38,3 +38,30 @@ def test_environment_name_is_order_independent_and_valid():
     assert validate_name(a) == a
     long = dynamic_environment_name([f"pkg{i}.ge.1.0" for i in range(20)])
     assert long.startswith("dyn-") and validate_name(long) == long
+
+
+def test_hashed_names_cannot_be_claimed_by_a_readable_name() -> None:
+    """``dyn-<hash>`` is a valid single segment; before, it named itself and could share the
+    environment of the set whose hashed name it is."""
+    long_set = [f"package{i}.ge.1.0" for i in range(6)]  # too long to be readable
+    hashed = dynamic_environment_name(long_set)
+    assert hashed.startswith("dyn-")
+    assert decode_dynamic_segment(hashed) == hashed  # a package name the registry accepts
+    assert dynamic_environment_name([hashed]) != hashed
+    assert dynamic_environment_name([hashed]).startswith("dyn-")
+    assert dynamic_environment_name(["dyn-x", "six"]).startswith("dyn-")  # any readable "dyn-…"
+    assert dynamic_environment_name(["dynamo"]) == "dynamo"  # only the exact prefix is hashed
+
+
+@pytest.mark.parametrize("username", ["conda-store-dynamic", "Conda-Store-Dynamic", "conda@store-dynamic",
+                                      "CONDA STORE DYNAMIC"])
+def test_no_user_gets_the_on_demand_namespace(username) -> None:
+    from conda_store_jupyter.auth.backend import namespace_for_username
+    from conda_store_jupyter.exceptions import ValidationError
+    from conda_store_jupyter.server.registry import Registry
+    from conda_store_jupyter.server.registry_names import DYNAMIC_NAMESPACE
+
+    assert Registry().dynamic_namespace == DYNAMIC_NAMESPACE == "conda-store-dynamic"
+    with pytest.raises(ValidationError, match="reserved for on-demand images"):
+        namespace_for_username(username)
+    assert namespace_for_username("conda-store-dynamics") == "conda-store-dynamics"

@@ -39,6 +39,7 @@ from traitlets.config import LoggingConfigurable
 from .. import orm
 from ..exceptions import AuthenticationError, PermissionDeniedError, ValidationError
 from ..naming import NAME_MAX_LENGTH, is_valid_name, validate_name
+from ..server.registry_names import DYNAMIC_NAMESPACE
 from . import tokens as _tokens
 from .rbac import (
     Identity,
@@ -96,15 +97,23 @@ def namespace_for_username(username: str) -> str:
     if not isinstance(username, str) or not username.strip():
         raise ValidationError("user name must be a non-empty string")
     if is_valid_name(username):
-        return username
-    # NFKD + dropping non-ASCII keeps "Émile" recognisable as "emile" rather than "mile".
-    ascii_name = unicodedata.normalize("NFKD", username).encode("ascii", "ignore").decode()
-    candidate = _NOT_NAME_CHARS.sub("-", ascii_name.strip().lower()).strip("-")
-    if not is_valid_name(candidate):
+        candidate = username
+    else:
+        # NFKD + dropping non-ASCII keeps "Émile" recognisable as "emile" rather than "mile".
+        ascii_name = unicodedata.normalize("NFKD", username).encode("ascii", "ignore").decode()
+        candidate = _NOT_NAME_CHARS.sub("-", ascii_name.strip().lower()).strip("-")
+        if not is_valid_name(candidate):
+            raise ValidationError(
+                f"user name {username!r} cannot be used as a namespace (normalised to {candidate!r}, "
+                f"which is not a valid name: lowercase letters and digits separated by '.', '_' or '-', "
+                f"at most {NAME_MAX_LENGTH} characters)"
+            )
+    # Reserved (security): the owner of the on-demand image namespace could plant images that the
+    # registry serves to everyone pulling conda-store-dynamic/... (see registry_names.DYNAMIC_NAMESPACE).
+    if candidate == DYNAMIC_NAMESPACE:
         raise ValidationError(
-            f"user name {username!r} cannot be used as a namespace (normalised to {candidate!r}, "
-            f"which is not a valid name: lowercase letters and digits separated by '.', '_' or '-', "
-            f"at most {NAME_MAX_LENGTH} characters)"
+            f"user name {username!r} cannot be used as a namespace: {candidate!r} is reserved for "
+            "on-demand images; give this user another name or an explicit token"
         )
     return candidate
 
@@ -559,12 +568,24 @@ class AuthenticationBackend(LoggingConfigurable):
         namespace): AuthenticationError (401) for anonymous callers, PermissionDeniedError (403)
         for authenticated ones."""
         permission = _permission(permission)
-        if is_allowed(self.bindings_for(db, identity), permission, arn):
+        held = self.bindings_for(db, identity)
+        if is_allowed(held, permission, arn) and not _reserved_write(held, permission, arn):
             return
         if identity.anonymous:
             raise AuthenticationError(
                 f"request not authenticated: {permission.value} on {arn!r} needs a login or token")
         raise PermissionDeniedError(f"request not authorized: {permission.value} on {arn!r} is not allowed")
+
+
+def _reserved_write(held: RoleBindings, permission: Permission, arn: str) -> bool:
+    """Is this a write into the reserved on-demand image namespace by anyone but a store-wide admin?
+
+    Security: environments there are built from image names and served to every user; a namespace
+    admin (a role mapping, a token binding) could otherwise post a spec under an image's name.
+    The registry submits those builds itself, without :meth:`AuthenticationBackend.authorize`.
+    """
+    return (arn.partition("/")[0] == DYNAMIC_NAMESPACE and not permission.value.endswith("::read")
+            and "admin" not in held.get("*/*", ()))
 
 
 def _permission(value: Permission | str) -> Permission:

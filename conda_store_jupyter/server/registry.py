@@ -50,7 +50,11 @@ from .registry_manifests import (  # noqa: F401 - RegistryError, resolve_referen
     resolve_reference,
     stored_manifest_digest,
 )
-from .registry_names import decode_dynamic_segment, dynamic_environment_name  # noqa: F401 - re-exported
+from .registry_names import (  # noqa: F401 - decode_dynamic_segment is re-exported
+    DYNAMIC_NAMESPACE,
+    decode_dynamic_segment,
+    dynamic_environment_name,
+)
 
 T = TypeVar("T")
 
@@ -66,8 +70,10 @@ class Registry(LoggingConfigurable):
     ).tag(config=True)
 
     dynamic_namespace = Unicode(
-        "conda-store-dynamic",
-        help="Namespace holding on-demand image environments (also the first path segment of their names).",
+        DYNAMIC_NAMESPACE,
+        help="""Namespace holding on-demand image environments (also the first path segment of their
+        names). Only the default is reserved (no user gets it as a namespace, only store-wide admins
+        write into it through the REST API): another value must not be a namespace users can own.""",
     ).tag(config=True)
 
     dynamic_wait_timeout = Float(
@@ -263,8 +269,9 @@ class ManifestHandler(RegistryHandler):
     # -- on demand ------------------------------------------------------------------------------
     async def _dynamic(self, identity, name: str, reference: str) -> ResolvedImage:
         env_name, specs = self.dynamic_name(name)
-        if reference != "latest":
-            return await self.run_sync(self._resolve, identity, name, reference)  # a digest or build key
+        if reference != "latest":  # a digest or build key
+            wanted = await self.run_sync(self._dynamic_sha256, env_name, specs)
+            return await self.run_sync(self._resolve_dynamic, identity, name, reference, wanted)
         if not self.images_enabled:
             raise RegistryError(404, "MANIFEST_UNKNOWN", "this conda-store does not build images "
                                 "(DOCKER_MANIFEST is not in CondaStore.build_artifacts)")
@@ -277,12 +284,31 @@ class ManifestHandler(RegistryHandler):
             build_id = await self.run_sync(self._ensure_dynamic_build, identity, env_name, specs)
         return ResolvedImage(build_id, await self._wait_for_image(build_id))
 
+    def _dynamic_sha256(self, env_name: str, specs: list[str]) -> str:
+        """sha256 of the specification an on-demand name stands for (after the store's policy)."""
+        from .. import api
+
+        try:
+            return api.prepare_specification(self.store, self._dynamic_spec(env_name, specs)).sha256
+        except CondaStoreError as exc:
+            raise RegistryError(400, "NAME_INVALID", f"cannot build this image: {exc}") from None
+
+    @staticmethod
+    def _dynamic_spec(env_name: str, specs: list[str]) -> dict[str, Any]:
+        return {"name": env_name, "dependencies": specs}
+
     def _ensure_dynamic_build(self, identity, env_name: str, specs: list[str]) -> int:
         """The build whose image answers this pull: the current image, an in-flight build, a
-        recent failure (reported, not retried), or a newly submitted build."""
+        recent failure (reported, not retried), or a newly submitted build.
+
+        Only builds of exactly the specification the name decodes to count (same sha256): a build
+        of anything else in this environment (posted through the REST API, or a name collision)
+        must never be served under this name; a new build is submitted instead.
+        """
         from .. import api
 
         namespace = self.registry.dynamic_namespace
+        wanted = self._dynamic_sha256(env_name, specs)
         with self.store.session() as db:
             env = db.scalars(
                 select(orm.Environment).join(orm.Namespace)
@@ -291,9 +317,10 @@ class ManifestHandler(RegistryHandler):
             ).one_or_none()
             if env is not None:
                 current = env.current_build
-                if current is not None and current.deleted_on is None and stored_manifest_digest(current):
+                if (current is not None and current.deleted_on is None and stored_manifest_digest(current)
+                        and current.specification.sha256 == wanted):
                     return current.id
-                live = [b for b in env.builds if b.deleted_on is None]
+                live = [b for b in env.builds if b.deleted_on is None and b.specification.sha256 == wanted]
                 if live:
                     latest = max(live, key=lambda b: b.id)
                     failure = image_failure(latest)
@@ -302,15 +329,24 @@ class ManifestHandler(RegistryHandler):
                     ended = latest.ended_on or latest.scheduled_on
                     if (orm.utcnow() - ended) < dt.timedelta(seconds=self.registry.dynamic_retry_after):
                         return latest.id
-        spec = {"name": env_name, "dependencies": specs}
         try:
-            return api.submit_dynamic_build(self.store, namespace=namespace, specification=spec,
+            return api.submit_dynamic_build(self.store, namespace=namespace,
+                                            specification=self._dynamic_spec(env_name, specs),
                                             requested_by=identity.username)
         except ValidationError as exc:
             raise RegistryError(400, "NAME_INVALID", f"cannot build this image: {exc}") from None
         except CondaStoreError as exc:
             raise RegistryError(503 if exc.status_code >= 500 else 400, "UNAVAILABLE" if exc.status_code >= 500
                                 else "NAME_INVALID", f"cannot build this image: {exc}") from None
+
+    def _resolve_dynamic(self, identity, name: str, reference: str, wanted: str) -> ResolvedImage:
+        """A digest or build key under an on-demand name: only builds of the name's own specification."""
+        resolved = self._resolve(identity, name, reference)
+        with self.store.session() as db:
+            build = db.get(orm.Build, resolved.build_id)
+            if build is None or build.specification.sha256 != wanted:
+                raise RegistryError(404, "MANIFEST_UNKNOWN", f"{reference} is not an image of {name}")
+        return resolved
 
     def _dynamic_state(self, build_id: int) -> tuple[str | None, str | None]:
         """(manifest digest, failure) of an on-demand build; both None while it is in progress."""

@@ -14,6 +14,15 @@ import re
 from ..exceptions import InvalidNameError
 from ..naming import validate_name
 
+DYNAMIC_NAMESPACE = "conda-store-dynamic"
+"""The namespace of on-demand image environments (``Registry.dynamic_namespace``'s default). It is
+reserved: its environments are built from image names alone and served to every user, so no user
+may get it as a primary namespace (``auth.backend.namespace_for_username``) and only store-wide
+admins may write into it through the REST API (``AuthenticationBackend.authorize``)."""
+
+DYNAMIC_PREFIX = "dyn-"
+"""Prefix of hashed on-demand environment names; readable names never start with it."""
+
 JOINER = "--"
 """Separates segments in environment names. No segment may contain it (no conda package name
 does), so distinct sets of segments never share an environment: ``python-six`` is one package,
@@ -40,12 +49,16 @@ def decode_dynamic_segment(segment: str) -> str:
 
 def dynamic_environment_name(segments: list[str]) -> str:
     """A stable environment name for a set of segments: order does not matter, and different sets
-    never get the same name (readable when it fits the name grammar, else a hash)."""
+    never get the same name (readable when it fits the name grammar, else a hash).
+
+    A readable form starting with ``dyn-`` (the single package ``dyn-<16 hex>``, say) is hashed too:
+    otherwise it could equal another set's hashed name and the two would share one environment.
+    """
     canonical = sorted(set(segments))
     readable = JOINER.join(canonical)
-    if len(readable) <= 64:
+    if len(readable) <= 64 and not readable.startswith(DYNAMIC_PREFIX):
         try:
             return validate_name(readable)
         except InvalidNameError:
             pass
-    return "dyn-" + hashlib.sha256("/".join(canonical).encode()).hexdigest()[:16]
+    return DYNAMIC_PREFIX + hashlib.sha256("/".join(canonical).encode()).hexdigest()[:16]
