@@ -8,13 +8,19 @@ and the server checking that token with the hub (``conda_store_jupyter.auth.hub`
 
 from __future__ import annotations
 
+import asyncio
+import datetime as dt
+import inspect
+import json
 import os
 import shutil
 import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -311,3 +317,241 @@ def test_access_scope_and_admin_bindings():
     assert HubAuthentication(admin_role_bindings={})._with_admin_bindings(user) == user
     with pytest.raises(ValidationError):
         HubAuthentication(admin_role_bindings={"*/*": ["owner"]})
+
+
+# --------------------------------------------------------------------------- stand-in hubs
+# Real sockets on 127.0.0.1:0: the hub answering (a minimal ``GET /hub/api/user``) and the hub
+# hung (accepts TCP, never answers), which is what stalls a server that waits synchronously.
+
+
+class _FakeHub:
+    """``GET /hub/api/user``: ``models[token]`` (200) or 403, counting requests."""
+
+    def __init__(self) -> None:
+        from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+        self.models: dict[str, dict] = {}
+        self.requests = 0
+        hub = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_GET(self) -> None:  # noqa: N802 - http.server's naming
+                hub.requests += 1
+                token = self.headers.get("Authorization", "").partition(" ")[2]
+                model = hub.models.get(token) if self.path == "/hub/api/user" else None
+                body = json.dumps(model or {"status": 403, "message": "Forbidden"}).encode()
+                self.send_response(200 if model else 403)
+                self.send_header("Content-Type", "application/json")
+                self.send_header("Content-Length", str(len(body)))
+                self.end_headers()
+                self.wfile.write(body)
+
+            def log_message(self, *args) -> None:
+                pass
+
+        self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.thread = threading.Thread(target=self.httpd.serve_forever, daemon=True)
+        self.thread.start()
+
+    @property
+    def api_url(self) -> str:
+        return f"http://127.0.0.1:{self.httpd.server_address[1]}/hub/api"
+
+    def __enter__(self) -> "_FakeHub":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.httpd.shutdown()
+        self.httpd.server_close()
+        self.thread.join(5)
+
+
+class _SilentHub:
+    """A hub that accepts connections and never answers (hung process, full accept queue...)."""
+
+    def __init__(self) -> None:
+        self.sock = socket.socket()
+        self.sock.bind(("127.0.0.1", 0))
+        self.sock.listen(64)
+        self.sock.settimeout(0.05)
+        self.connections: list[socket.socket] = []
+        self.stopped = threading.Event()
+        self.thread = threading.Thread(target=self._accept, daemon=True)
+        self.thread.start()
+
+    def _accept(self) -> None:
+        while not self.stopped.is_set():
+            try:
+                conn, _ = self.sock.accept()
+            except (TimeoutError, OSError):
+                continue
+            self.connections.append(conn)  # held open, never read from or written to
+
+    @property
+    def api_url(self) -> str:
+        return f"http://127.0.0.1:{self.sock.getsockname()[1]}/hub/api"
+
+    def __enter__(self) -> "_SilentHub":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.stopped.set()
+        self.thread.join(5)
+        for conn in [*self.connections, self.sock]:
+            conn.close()
+
+
+def _backend(tmp_path, **hub_traits):
+    """An AuthenticationBackend on a fresh SQLite store with ``c.HubAuthentication`` set."""
+    from traitlets.config import Config
+
+    from conda_store_jupyter.app import CondaStore
+    from conda_store_jupyter.auth import AuthenticationBackend
+
+    c = Config()
+    c.HubAuthentication.enabled = True
+    for name, value in hub_traits.items():
+        setattr(c.HubAuthentication, name, value)
+    c.AuthenticationBackend.group_role_bindings = {"ml-team": {"ml/*": ["developer"]}}
+    c.AuthenticationBackend.default_token_lifetime = 3600
+    store = CondaStore(store_directory=str(tmp_path / "store"), config=c)
+    return store, AuthenticationBackend(store)
+
+
+def _hub_user(name: str, **extra) -> dict:
+    return {"kind": "user", "name": name, "admin": False, "groups": [], "scopes": [ACCESS], **extra}
+
+
+def test_unresponsive_hub_does_not_block_the_event_loop(tmp_path):
+    """Junk tokens waiting on a hung hub hold only their own requests; then the breaker opens."""
+    with _SilentHub() as silent:
+        store, backend = _backend(tmp_path, api_url=silent.api_url, timeout=1.0, failure_backoff=30)
+        ours = backend.issue_token_for(backend.identity_for_user("alice"), primary_namespace=None,
+                                       role_bindings=None, expiration=None).token
+
+        async def scenario():
+            junk = [asyncio.create_task(backend.authenticate_request_async(
+                cookie=None, authorization=f"token junk-{i}")) for i in range(3)]
+            await asyncio.sleep(0.1)  # all three are now waiting for the hub
+            assert len(silent.connections) == 3 and not any(t.done() for t in junk)
+            started = time.monotonic()
+            await asyncio.sleep(0.01)  # an unrelated coroutine gets the loop at once...
+            alice = await backend.authenticate_request_async(cookie=None, authorization=f"Bearer {ours}")
+            unrelated = time.monotonic() - started  # ...and so does a request with our own token
+            return unrelated, alice, await asyncio.gather(*junk)
+
+        unrelated, alice, identities = asyncio.run(scenario())
+        assert unrelated < 0.3, f"the event loop was blocked for {unrelated:.2f}s"
+        assert alice.username == "alice"
+        assert all(identity.anonymous for identity in identities)
+        # The breaker is open: the next unknown token is anonymous without a connection to the hub.
+        started = time.monotonic()
+        assert asyncio.run(backend.authenticate_request_async(cookie=None, authorization="token junk-4")).anonymous
+        assert backend.authenticate_request(cookie=None, authorization="token junk-5").anonymous
+        assert time.monotonic() - started < 0.2
+        assert len(silent.connections) == 3
+        store.dispose()
+
+
+def test_failure_backoff_expires_and_hub_is_asked_again():
+    from conda_store_jupyter.auth.hub import HubAuthentication
+
+    with _SilentHub() as silent:
+        auth = HubAuthentication(enabled=True, api_url=silent.api_url, timeout=0.3, failure_backoff=0.5)
+        started = time.monotonic()
+        assert auth.user_model("a") is None
+        assert 0.25 < time.monotonic() - started < 2
+        started = time.monotonic()
+        assert auth.user_model("b") is None and asyncio.run(auth.user_model_async("c")) is None
+        assert time.monotonic() - started < 0.1  # open: not asked
+        time.sleep(0.6)
+        started = time.monotonic()
+        assert asyncio.run(auth.user_model_async("d")) is None
+        assert time.monotonic() - started >= 0.25  # closed again: asked (and timed out)
+        assert auth._cache == {} and auth._rejected == {}  # hub errors are never cached per token
+        auth.close()
+
+
+def test_junk_tokens_never_evict_accepted_ones():
+    from conda_store_jupyter.auth.hub import HubAuthentication
+
+    with _FakeHub() as fake:
+        fake.models["good"] = _hub_user("alice")
+        auth = HubAuthentication(enabled=True, api_url=fake.api_url, cache_size=2, negative_cache_size=3)
+        assert auth.user_model("good")["name"] == "alice"
+        for i in range(20):
+            assert asyncio.run(auth.user_model_async(f"junk-{i}")) is None
+        assert fake.requests == 21 and len(auth._rejected) == 3  # bounded
+        assert auth.user_model("good")["name"] == "alice"
+        assert auth.user_model("junk-19") is None
+        assert fake.requests == 21  # both answered from their caches
+        auth.close()
+
+
+def test_hub_identity_expires_and_its_tokens_keep_no_hub_grants(tmp_path):
+    """A hub admin in a hub group: the grants hold while the hub says so, not in issued tokens."""
+    from conda_store_jupyter.auth import Permission
+    from conda_store_jupyter.auth.tokens import utcnow
+    from conda_store_jupyter.exceptions import ValidationError
+
+    with _FakeHub() as fake:
+        fake.models["hub-token"] = _hub_user("boss", admin=True, groups=["ml-team"])
+        store, backend = _backend(tmp_path, api_url=fake.api_url)
+        identity = asyncio.run(backend.authenticate_request_async(cookie=None, authorization="token hub-token"))
+        assert identity.username == "boss" and identity.admin
+        assert identity.role_bindings["ml/*"] == {"developer"}
+        assert identity.expiration is not None
+        assert abs((identity.expiration - utcnow()).total_seconds() - 3600) < 60
+
+        copy = backend.issue_token_for(identity, primary_namespace=None, role_bindings=None, expiration=None)
+        assert copy.expires_at <= identity.expiration
+        assert "*/*" not in copy.role_bindings and "ml/*" not in copy.role_bindings
+        used = backend.authenticate_request(cookie=None, authorization=f"Bearer {copy.token}")
+        assert used.username == "boss" and not used.admin
+        with store.session() as db:
+            assert backend.is_allowed(db, identity, Permission.ENVIRONMENT_CREATE, "ml/env")
+            assert not backend.is_allowed(db, used, Permission.ENVIRONMENT_CREATE, "ml/env")
+            assert not backend.is_allowed(db, used, Permission.ENVIRONMENT_READ, "other/env")
+            assert backend.is_allowed(db, used, Permission.ENVIRONMENT_CREATE, "boss/env")
+
+        # An explicitly scoped token may carry a hub grant, but only until the hub identity expires.
+        scoped = backend.issue_token_for(identity, primary_namespace=None, role_bindings={"ml/*": ["viewer"]},
+                                         expiration=None)
+        assert scoped.expires_at <= identity.expiration
+        with pytest.raises(ValidationError, match="outlive"):
+            backend.issue_token_for(identity, primary_namespace=None, role_bindings=None,
+                                    expiration=utcnow() + dt.timedelta(days=30))
+        store.dispose()
+
+
+def test_http_requests_stay_fast_while_hub_hangs(tmp_path, redis_url):
+    """End to end: 3 junk-token requests in flight, ``GET /api/v1/`` still answers at once.
+
+    Needs ``BaseHandler.prepare`` to await ``authenticate_request_async`` (server/base.py).
+    """
+    from traitlets.config import Config
+
+    from conda_store_jupyter.server.base import BaseHandler
+    from conda_store_jupyter.server.testing import running_server
+
+    if not inspect.iscoroutinefunction(BaseHandler.prepare):
+        pytest.skip("server/base.py: BaseHandler.prepare does not await authenticate_request_async yet")
+    with _SilentHub() as silent:
+        c = Config()
+        c.CondaStore.store_directory = str(tmp_path / "store")
+        c.CondaStore.redis_url = redis_url
+        c.HubAuthentication.enabled = True
+        c.HubAuthentication.api_url = silent.api_url
+        c.HubAuthentication.timeout = 3.0
+        with running_server(c) as server:
+            with ThreadPoolExecutor(3) as pool:
+                junk = [pool.submit(httpx.get, server.api("permission/"), timeout=30,
+                                    headers={"Authorization": f"token junk-{i}"}) for i in range(3)]
+                deadline = time.monotonic() + 5
+                while len(silent.connections) < 3 and time.monotonic() < deadline:
+                    time.sleep(0.02)
+                started = time.monotonic()
+                assert httpx.get(server.api(""), timeout=30).status_code == 200
+                assert time.monotonic() - started < 0.5
+                for future in junk:
+                    assert future.result().json()["data"]["authenticated"] is False

@@ -325,20 +325,42 @@ class AuthenticationBackend(LoggingConfigurable):
         """The identity behind a request's credentials; anonymous if none is valid. Never raises.
 
         Tried in order: the session cookie, then ``Authorization: Bearer <t>``, ``token <t>``
-        (JupyterHub's form) or ``Basic base64(<anything>:<t>)`` (``docker login``). A bad, expired
-        or revoked credential counts as no credential: handlers answer 401/403 as appropriate.
+        (JupyterHub's form) or ``Basic base64(<anything>:<t>)`` (``docker login``), then a
+        JupyterHub token. A bad, expired or revoked credential counts as no credential: handlers
+        answer 401/403 as appropriate. May wait for the hub: on the event loop use
+        :meth:`authenticate_request_async`.
         """
+        identity = self._own_identity(cookie, authorization)
+        if identity is None:
+            hub_token = self._hub_token(authorization)
+            identity = self.hub.identity_for_token(hub_token, self) if hub_token else None
+        return identity or self.anonymous_identity()
+
+    async def authenticate_request_async(self, *, cookie: str | None, authorization: str | None) -> Identity:
+        """:meth:`authenticate_request` for request handlers: our own tokens are checked at once
+        (a local lookup), only a JupyterHub token awaits the hub, so a slow or unresponsive hub
+        delays just the requests carrying hub tokens, never the whole server."""
+        identity = self._own_identity(cookie, authorization)
+        if identity is None:
+            hub_token = self._hub_token(authorization)
+            identity = await self.hub.identity_for_token_async(hub_token, self) if hub_token else None
+        return identity or self.anonymous_identity()
+
+    def _own_identity(self, cookie: str | None, authorization: str | None) -> Identity | None:
         for token in (cookie, self._token_from_header(authorization)):
             if token:
                 identity = self.identity_for_token(token)
                 if identity is not None:
                     return identity
-        hub_token = self._hub_token_from_header(authorization)
-        if hub_token and self.hub is not None:
-            identity = self.hub.identity_for_token(hub_token, self)
-            if identity is not None:
-                return identity
-        return self.anonymous_identity()
+        return None
+
+    def _hub_token(self, authorization: str | None) -> str | None:
+        """The header's credential if hub auth is on and it may be a hub token (see :mod:`.hub`)."""
+        if self.hub is None:
+            return None
+        from .hub import hub_token_from_header
+
+        return hub_token_from_header(authorization)
 
     @property
     def hub(self):
@@ -348,21 +370,6 @@ class AuthenticationBackend(LoggingConfigurable):
 
             self._hub = HubAuthentication(parent=self)
         return self._hub if self._hub.active else None
-
-    @staticmethod
-    def _hub_token_from_header(header: str | None) -> str | None:
-        """A ``token``/``Bearer`` credential that is not one of ours: maybe a JupyterHub token.
-
-        Only the header (hub tokens never come as our cookie or as docker-login passwords), and
-        never a ``cst_`` token: a bad one of ours must not be sent to the hub.
-        """
-        if not header or not isinstance(header, str):
-            return None
-        scheme, _, value = header.strip().partition(" ")
-        value = value.strip()
-        if scheme.lower() not in ("bearer", "token") or not value or value.startswith(_tokens.TOKEN_PREFIX):
-            return None
-        return value
 
     @staticmethod
     def _token_from_header(header: str | None) -> str | None:
@@ -480,7 +487,11 @@ class AuthenticationBackend(LoggingConfigurable):
             inherited: RoleBindings = {}
         else:
             caller_ns, caller_exp = identity.primary_namespace, identity.expiration
-            inherited = {glob: set(roles) for glob, roles in identity.role_bindings.items()}
+            # A copy keeps only grants that outlive the request: a hub identity's hub-admin and
+            # hub-group grants are re-derived each time the hub vouches (hub.HubIdentity).
+            persistent = getattr(identity, "persistent_role_bindings", None)
+            inherited = {glob: set(roles) for glob, roles in
+                         (identity.role_bindings if persistent is None else persistent).items()}
         with self.store.session() as db:
             held = self.bindings_for(db, identity)
 

@@ -19,34 +19,78 @@ a 5-minute timeout), and it raises tornado ``HTTPError`` on hub trouble. We make
 with httpx, a short ``timeout`` and our own cache; and we need no jupyterhub installed (an
 external service may talk to a hub elsewhere).
 
-Blocking trade-off: ``AuthenticationBackend.authenticate_request`` is synchronous (handlers
-call it from ``prepare``), so a cache miss holds the event loop for one round trip to the hub —
-normally a few milliseconds (same host or cluster), never more than ``timeout``. Results are
-cached for ``cache_ttl`` seconds (failures for ``negative_cache_ttl``), so a client making many
-calls pays once. The price of the cache: a token revoked on the hub keeps working here for up to
-``cache_ttl`` seconds, as with HubAuth's ``cache_max_age``. If the hub is down, hub tokens are
-anonymous (401) until it is back; our own tokens keep working.
+Not blocking the server: request handlers await :meth:`HubAuthentication.identity_for_token_async`
+(``AuthenticationBackend.authenticate_request_async``), so a slow hub holds only the requests
+that carry hub tokens, never the event loop. The synchronous :meth:`~HubAuthentication.user_model`
+remains for callers already on a worker thread (the registry runs authentication in an executor).
+
+What a hub lookup costs, and why it is bounded:
+
+- Answers are cached for ``cache_ttl`` seconds, rejections for ``negative_cache_ttl``, in two
+  separate bounded caches: a flood of junk tokens fills only the negative one and never evicts
+  the answers of real users. The price: a token revoked on the hub keeps working here for up to
+  ``cache_ttl`` seconds, as with HubAuth's ``cache_max_age``.
+- Each lookup waits at most ``timeout`` seconds in total.
+- A circuit breaker: after a hub *error* (unreachable, timeout, 5xx) uncached hub tokens are
+  anonymous for ``failure_backoff`` seconds without asking the hub, so an unresponsive hub costs
+  one ``timeout`` per ``failure_backoff``, not one per request. Our own tokens keep working.
+
+Hub identities expire (``Identity.expiration`` = now + ``AuthenticationBackend.default_token_lifetime``;
+JupyterHub's ``/user`` answer does not tell a token's own expiry), so a token minted from one
+cannot outlive that; and a session-like copy keeps only the user's own bindings, not the grants
+that hold only while the hub says so (hub admin, hub groups): see :class:`HubIdentity`.
 """
 
 from __future__ import annotations
 
+import asyncio
+import datetime as dt
 import hashlib
 import os
 import threading
 import time
-from dataclasses import replace
+from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING, Any, Mapping
 
 from traitlets import Bool, Dict, Float, Integer, Unicode, default, validate
 from traitlets.config import LoggingConfigurable
 
 from ..exceptions import ValidationError
-from .rbac import Identity, normalize_bindings
+from . import tokens as _tokens
+from .rbac import Identity, RoleBindings, normalize_bindings
 
 if TYPE_CHECKING:
     from .backend import AuthenticationBackend
 
-__all__ = ["HubAuthentication", "has_access_scope", "running_as_hub_service"]
+__all__ = ["HubAuthentication", "HubIdentity", "has_access_scope", "hub_token_from_header", "running_as_hub_service"]
+
+
+@dataclass
+class HubIdentity(Identity):
+    """A user authenticated by a JupyterHub token.
+
+    ``role_bindings`` include the grants the hub vouches for right now (hub admin, hub groups);
+    ``persistent_role_bindings`` are the user's own (``authenticated_role_bindings``), the only
+    ones a session-like token copied from this identity may store: the hub grants are re-derived
+    each time the user comes back with a hub token, so a hub-side revocation applies here too.
+    """
+
+    persistent_role_bindings: RoleBindings = field(default_factory=dict)
+
+
+def hub_token_from_header(header: str | None) -> str | None:
+    """A ``token``/``Bearer`` credential that is not one of ours: maybe a JupyterHub token.
+
+    Only the header (hub tokens never come as our cookie or as docker-login passwords), and
+    never a ``cst_`` token: a bad one of ours must not be sent to the hub.
+    """
+    if not header or not isinstance(header, str):
+        return None
+    scheme, _, value = header.strip().partition(" ")
+    value = value.strip()
+    if scheme.lower() not in ("bearer", "token") or not value or value.startswith(_tokens.TOKEN_PREFIX):
+        return None
+    return value
 
 
 def running_as_hub_service(environ: Mapping[str, str] | None = None) -> bool:
@@ -129,19 +173,32 @@ class HubAuthentication(LoggingConfigurable):
         10.0,
         help="""Seconds a rejected token (unknown, expired, revoked, or missing the access scope)
         stays rejected without asking the hub again, so a client retrying with a bad token does
-        not load the hub. Hub errors (unreachable, 5xx) are never cached.""",
+        not load the hub. Hub errors are not cached per token; see ``failure_backoff``.""",
     ).tag(config=True)
 
     cache_size = Integer(
         10_000,
-        help="""Most cached token answers kept; expired ones are dropped first, then the oldest.
-        0 disables the cache (every request with a hub token asks the hub).""",
+        help="""Most accepted tokens whose hub answer is kept; expired ones are dropped first,
+        then the oldest. 0 disables the cache (every request with a hub token asks the hub).""",
+    ).tag(config=True)
+
+    negative_cache_size = Integer(
+        10_000,
+        help="""Most rejected tokens remembered (separately from accepted ones, so a flood of
+        junk tokens never pushes out real users' answers). 0 disables the negative cache.""",
     ).tag(config=True)
 
     timeout = Float(
         5.0,
-        help="""Seconds to wait for the hub on a cache miss. The request handler (and the event
-        loop) waits this long at most; on timeout the token counts as no credential (401).""",
+        help="""Seconds a cache miss waits for the hub, in total. Only the request carrying the
+        token waits; on timeout the token counts as no credential (401).""",
+    ).tag(config=True)
+
+    failure_backoff = Float(
+        30.0,
+        help="""After a hub error (unreachable, timeout, 5xx), seconds during which tokens not
+        already cached are anonymous without asking the hub: an unresponsive hub then costs one
+        ``timeout`` per this many seconds instead of one per request. 0 asks every time.""",
     ).tag(config=True)
 
     admin_role_bindings = Dict(
@@ -157,7 +214,7 @@ class HubAuthentication(LoggingConfigurable):
         normalize_bindings(proposal.value)  # raises ValidationError on a bad glob or role
         return proposal.value
 
-    @validate("cache_ttl", "negative_cache_ttl", "timeout")
+    @validate("cache_ttl", "negative_cache_ttl", "timeout", "failure_backoff")
     def _non_negative(self, proposal) -> float:
         if proposal.value < 0:
             raise ValidationError(f"HubAuthentication.{proposal.trait.name} must be >= 0")
@@ -165,9 +222,13 @@ class HubAuthentication(LoggingConfigurable):
 
     def __init__(self, **kwargs: Any) -> None:
         super().__init__(**kwargs)
-        self._cache: dict[str, tuple[float, dict | None]] = {}
-        self._lock = threading.Lock()
-        self._client = None
+        self._cache: dict[str, tuple[float, dict]] = {}  # token digest -> (expires, accepted model)
+        self._rejected: dict[str, float] = {}  # token digest -> expires
+        self._lock = threading.Lock()  # the sync path runs on executor threads too
+        self._down_until = 0.0  # circuit breaker: monotonic time before which the hub is not asked
+        self._client = None  # httpx.Client, for the synchronous path
+        self._async_client = None  # httpx.AsyncClient, bound to ``_async_loop``
+        self._async_loop: asyncio.AbstractEventLoop | None = None
 
     # -- public ------------------------------------------------------------------------------
     @property
@@ -179,61 +240,185 @@ class HubAuthentication(LoggingConfigurable):
         return f"access:services!service={self.service_name}"
 
     def user_model(self, token: str) -> dict | None:
-        """The hub's user model for ``token`` if it may use this service, else None. Never raises."""
-        if not self.active or not token or len(token) > 4096:
-            return None
-        key = hashlib.sha256(token.encode("utf-8", "surrogatepass")).hexdigest()
-        now = time.monotonic()
-        with self._lock:
-            hit = self._cache.get(key)
-            if hit is not None and hit[0] > now:
-                return hit[1]
+        """The hub's user model for ``token`` if it may use this service, else None. Never raises.
+
+        Blocks for up to ``timeout`` on a cache miss: for worker threads only. On the event
+        loop use :meth:`user_model_async`.
+        """
+        key = self._key_to_ask(token)
+        if key is None:
+            return self._cached(token)
         try:
             model = self._ask_hub(token)
         except Exception as exc:  # noqa: BLE001 - a hub problem must never become a 500 here
-            self.log.warning("JupyterHub token check failed (%s: %s); treating the request as anonymous",
-                             type(exc).__name__, exc)
+            self._hub_failed(exc)
             return None
-        model = self._accept(model)
-        ttl = self.cache_ttl if model is not None else self.negative_cache_ttl
-        if ttl > 0:
-            self._remember(key, now + ttl, model)
-        return model
+        return self._settle(key, model)
+
+    async def user_model_async(self, token: str) -> dict | None:
+        """:meth:`user_model` without blocking the event loop: only this coroutine waits."""
+        key = self._key_to_ask(token)
+        if key is None:
+            return self._cached(token)
+        try:
+            model = await asyncio.wait_for(self._ask_hub_async(token), self.timeout)
+        except Exception as exc:  # noqa: BLE001 - incl. TimeoutError; never a 500
+            self._hub_failed(exc)
+            return None
+        return self._settle(key, model)
 
     def identity_for_token(self, token: str, backend: "AuthenticationBackend") -> Identity | None:
         """The identity of a hub user's token, or None (not a hub token / no access / hub down)."""
-        model = self.user_model(token)
-        if model is None:
-            return None
-        try:
-            identity = backend.identity_for_user(model["name"], admin=False, groups=model.get("groups") or ())
-        except ValidationError as exc:  # a hub name that cannot be a namespace
-            self.log.warning("JupyterHub user %r cannot use conda-store: %s", model["name"][:64], exc)
-            return None
-        if model.get("admin"):
-            identity = self._with_admin_bindings(identity)
-        return identity
+        return self._identity(self.user_model(token), backend)
+
+    async def identity_for_token_async(self, token: str, backend: "AuthenticationBackend") -> Identity | None:
+        """:meth:`identity_for_token` for the event loop (see :meth:`user_model_async`)."""
+        return self._identity(await self.user_model_async(token), backend)
 
     def close(self) -> None:
+        """Close the synchronous client; the async one is dropped (see :meth:`aclose`)."""
         if self._client is not None:
             self._client.close()
             self._client = None
+        self._async_client = self._async_loop = None
+
+    async def aclose(self) -> None:
+        """Close both clients; call on the loop that used the async one."""
+        client, loop = self._async_client, self._async_loop
+        self.close()
+        if client is not None and loop is asyncio.get_running_loop():
+            await client.aclose()
+
+    # -- cache and circuit breaker -------------------------------------------------------------
+    @staticmethod
+    def _digest(token: str) -> str:
+        return hashlib.sha256(token.encode("utf-8", "surrogatepass")).hexdigest()
+
+    def _cached(self, token: str) -> dict | None:
+        """The cached model of an accepted token, else None (rejected, unknown, or hub down)."""
+        if not self.active or not token or len(token) > 4096:
+            return None
+        with self._lock:
+            hit = self._cache.get(self._digest(token))
+        return hit[1] if hit is not None and hit[0] > time.monotonic() else None
+
+    def _key_to_ask(self, token: str) -> str | None:
+        """The cache key if the hub must be asked about ``token``; None if the answer is known
+        (cached either way), the token cannot be one, or the circuit breaker is open."""
+        if not self.active or not token or len(token) > 4096:
+            return None
+        key, now = self._digest(token), time.monotonic()
+        with self._lock:
+            hit = self._cache.get(key)
+            if hit is not None and hit[0] > now:
+                return None
+            rejected = self._rejected.get(key)
+            if rejected is not None and rejected > now:
+                return None
+            if now < self._down_until:
+                return None
+        return key
+
+    def _hub_failed(self, exc: BaseException) -> None:
+        """Open the circuit breaker; log once per opening, not once per request."""
+        now = time.monotonic()
+        with self._lock:
+            was_down = now < self._down_until
+            self._down_until = max(self._down_until, now + self.failure_backoff)
+        if not was_down:
+            self.log.warning(
+                "JupyterHub token check failed (%s: %s); hub tokens not already checked are "
+                "anonymous for the next %g s", type(exc).__name__, str(exc)[:200] or "timeout", self.failure_backoff)
+
+    def _settle(self, key: str, model: dict | None) -> dict | None:
+        """Filter the hub's answer (:meth:`_accept`) and remember it in the matching cache."""
+        model = self._accept(model)
+        now = time.monotonic()
+        if model is not None:
+            if self.cache_ttl > 0:
+                self._remember(self._cache, self.cache_size, key, (now + self.cache_ttl, model))
+        elif self.negative_cache_ttl > 0:
+            self._remember(self._rejected, self.negative_cache_size, key, now + self.negative_cache_ttl)
+        return model
+
+    def _remember(self, cache: dict, size: int, key: str, entry: Any) -> None:
+        if size < 1:
+            return
+        with self._lock:
+            cache.pop(key, None)  # re-insert at the end: the newest
+            if len(cache) >= size:
+                now = time.monotonic()
+                for stale in [k for k, v in cache.items() if (v[0] if isinstance(v, tuple) else v) <= now]:
+                    del cache[stale]
+                while len(cache) >= size:
+                    del cache[next(iter(cache))]  # dicts keep insertion order: oldest first
+            cache[key] = entry
 
     # -- pieces ------------------------------------------------------------------------------
+    def _request_args(self, token: str) -> tuple[str, dict[str, str]]:
+        return f"{self.api_url}/user", {"Authorization": f"token {token}"}
+
+    @staticmethod
+    def _model_of(response) -> dict | None:
+        """None for 401/403/404 (not a live token); raises on hub errors (5xx, bad JSON)."""
+        if response.status_code in (401, 403, 404):
+            return None
+        response.raise_for_status()
+        model = response.json()
+        return model if isinstance(model, dict) else None
+
     def _ask_hub(self, token: str) -> dict | None:
-        """``GET {api_url}/user`` as the token's owner; None for 401/403/404 (not a live token)."""
+        """``GET {api_url}/user`` as the token's owner (blocking)."""
         import httpx
 
         with self._lock:
             if self._client is None:
                 # One client: keep-alive to the hub, so a cache miss costs a request, not a connect.
                 self._client = httpx.Client(timeout=self.timeout, follow_redirects=False, trust_env=False)
-        response = self._client.get(f"{self.api_url}/user", headers={"Authorization": f"token {token}"})
-        if response.status_code in (401, 403, 404):
+        url, headers = self._request_args(token)
+        return self._model_of(self._client.get(url, headers=headers))
+
+    async def _ask_hub_async(self, token: str) -> dict | None:
+        """``GET {api_url}/user`` as the token's owner, on the running loop.
+
+        One shared AsyncClient (keep-alive) per event loop: an httpx async client belongs to the
+        loop it was first used on, so a new loop (tests, a restarted server) gets a new one.
+        """
+        import httpx
+
+        loop = asyncio.get_running_loop()
+        if self._async_client is None or self._async_loop is not loop:
+            self._async_client = httpx.AsyncClient(timeout=self.timeout, follow_redirects=False, trust_env=False)
+            self._async_loop = loop
+        url, headers = self._request_args(token)
+        return self._model_of(await self._async_client.get(url, headers=headers))
+
+    def _identity(self, model: dict | None, backend: "AuthenticationBackend") -> HubIdentity | None:
+        """Model → identity, as a login would (``identity_for_user``), plus hub admin bindings.
+
+        Expires after ``default_token_lifetime``: tokens issued from it cannot live longer.
+        """
+        if model is None:
             return None
-        response.raise_for_status()
-        model = response.json()
-        return model if isinstance(model, dict) else None
+        name = model["name"]
+        try:
+            own = backend.identity_for_user(name)
+            identity = backend.identity_for_user(name, groups=model.get("groups") or ())
+        except ValidationError as exc:  # a hub name that cannot be a namespace
+            self.log.warning("JupyterHub user %r cannot use conda-store: %s", name[:64], exc)
+            return None
+        if model.get("admin"):
+            identity = self._with_admin_bindings(identity)
+        lifetime = dt.timedelta(seconds=backend.default_token_lifetime or 24 * 3600)
+        return HubIdentity(
+            username=identity.username,
+            primary_namespace=identity.primary_namespace,
+            role_bindings=identity.role_bindings,
+            authenticated=True,
+            admin=identity.admin,
+            expiration=_tokens.utcnow() + lifetime,
+            persistent_role_bindings=own.role_bindings,
+        )
 
     def _accept(self, model: dict | None) -> dict | None:
         """Users only (not other services), holding this service's access scope."""
@@ -259,15 +444,3 @@ class HubAuthentication(LoggingConfigurable):
         # ``admin`` (shown to clients, implies */* admin) only when that is what was configured.
         admin = identity.admin or "admin" in extra.get("*/*", ())
         return replace(identity, role_bindings=bindings, admin=admin)
-
-    def _remember(self, key: str, expires: float, model: dict | None) -> None:
-        if self.cache_size < 1:
-            return
-        with self._lock:
-            if len(self._cache) >= self.cache_size:
-                now = time.monotonic()
-                for stale in [k for k, (exp, _) in self._cache.items() if exp <= now]:
-                    del self._cache[stale]
-                while len(self._cache) >= self.cache_size:
-                    del self._cache[next(iter(self._cache))]  # dicts keep insertion order: oldest first
-            self._cache[key] = (expires, model)
