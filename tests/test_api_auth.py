@@ -135,6 +135,29 @@ def test_revoked_and_expired_tokens_stop_working(server, users):
         assert r.status_code == 401, header
 
 
+def test_scoped_token_manages_only_itself_and_its_children(server):
+    """A viewer token minted from a session can neither see nor revoke the session."""
+    session = user_token(server, "alice")
+    session_id = server.auth.identity_for_token(session).token_id
+    laptop = call(server, "POST", "token/", session, json={"note": "laptop"}).json()["data"]  # a copy
+    viewer = call(server, "POST", "token/", session, json={"role_bindings": {"alice/*": ["viewer"]}}).json()["data"]
+    child = call(server, "POST", "token/", viewer["token"], json={"note": "child"}).json()["data"]
+
+    listed = {t["id"] for t in call(server, "GET", "token/", viewer["token"]).json()["data"]}
+    assert listed == {viewer["id"], child["id"]}
+    for other in (session_id, laptop["id"]):
+        r = call(server, "DELETE", f"token/{other}/", viewer["token"])
+        assert r.status_code == 403 and r.json()["status"] == "error", r.text
+    assert call(server, "GET", "permission/", session).json()["data"]["authenticated"] is True
+    # its own issue, and itself
+    assert call(server, "DELETE", f"token/{child['id']}/", viewer["token"]).status_code == 200
+    assert call(server, "DELETE", f"token/{viewer['id']}/", viewer["token"]).status_code == 200
+    assert call(server, "GET", "permission/", viewer["token"]).json()["data"]["authenticated"] is False
+    # the session still manages everything of alice's
+    assert {session_id, laptop["id"]} <= {t["id"] for t in call(server, "GET", "token/", session).json()["data"]}
+    assert call(server, "DELETE", f"token/{laptop['id']}/", session).status_code == 200
+
+
 def test_login_cookie_and_xsrf(server):
     base = server.url
     with httpx.Client(base_url=base, timeout=30) as browser:

@@ -1,4 +1,10 @@
-"""``/api/v1/token/``: issue (POST), list one's own (GET) and revoke (DELETE) API tokens."""
+"""``/api/v1/token/``: issue (POST), list one's own (GET) and revoke (DELETE) API tokens.
+
+Managing tokens is a power of the *user*, not of every credential they hold: a down-scoped
+token (a CI viewer token, say) sees and revokes only itself and the tokens it issued, never its
+owner's session or other tokens. Full management of a user's tokens needs a non-scoped
+credential (a login session, a copy of one, a JupyterHub token, a predefined token).
+"""
 
 from __future__ import annotations
 
@@ -6,7 +12,7 @@ import datetime as dt
 from typing import Any
 
 from ..auth import tokens
-from ..exceptions import NotFoundError, ValidationError
+from ..exceptions import NotFoundError, PermissionDeniedError, ValidationError
 from . import serialize
 from .base import BaseHandler, parse_id
 
@@ -26,6 +32,14 @@ def parse_expiration(value: Any) -> dt.datetime | None:
         except ValueError:
             pass
     raise ValidationError(f"expiration must be an ISO 8601 datetime or unix time, got {str(value)[:40]!r}")
+
+
+def _within_scope(identity, row) -> bool:
+    """May ``identity`` manage token ``row`` of its own user? Always, unless it is scoped; a
+    scoped token manages only itself and the tokens it issued (direct children)."""
+    if not getattr(identity, "scoped", False):
+        return True
+    return identity.token_id is not None and identity.token_id in (row.id, row.issuer_id)
 
 
 def _token_row(row) -> dict[str, Any]:
@@ -62,11 +76,11 @@ class TokenHandler(BaseHandler):
                  "primary_namespace": issued.primary_namespace, "role_bindings": issued.role_bindings})
 
     def get(self) -> None:
-        """The caller's live tokens (never their secrets)."""
+        """The caller's live tokens (never their secrets); a scoped token's own family only."""
         self.require_authenticated()
         with self.store.session() as db:
             rows = tokens.list_tokens(db, username=self.identity.username) if self.identity.username else []
-            self.ok([_token_row(r) for r in rows])
+            self.ok([_token_row(r) for r in rows if _within_scope(self.identity, r)])
 
     def delete(self) -> None:
         """Revoke the token this request was made with (log out a script)."""
@@ -80,7 +94,7 @@ class TokenHandler(BaseHandler):
 
 class TokenByIdHandler(BaseHandler):
     def delete(self, token_id: str) -> None:
-        """Revoke one of one's own tokens (admins: anyone's)."""
+        """Revoke one of one's own tokens (admins: anyone's; scoped tokens: see module doc)."""
         self.require_authenticated()
         wanted = parse_id(token_id, "token id")
         from .. import orm
@@ -90,6 +104,10 @@ class TokenByIdHandler(BaseHandler):
             mine = row is not None and row.username is not None and row.username == self.identity.username
             if row is None or not (mine or self.identity.admin):
                 raise NotFoundError(f"token {wanted} does not exist")
+            if not _within_scope(self.identity, row):
+                raise PermissionDeniedError(
+                    f"a scoped token may revoke only itself and the tokens it issued, not token {wanted}; "
+                    "use a login session or an unscoped token")
             tokens.revoke_token(db, wanted)
         self.ok(message=f"token {wanted} revoked")
 
