@@ -257,6 +257,21 @@ def test_base_image_errors_are_clear(fake_registry, tmp_path, tag, creds, messag
         assert not storage.exists(blob_key(fake_registry.layers[1]["digest"]))
 
 
+def test_credentials_never_go_to_a_plain_http_token_server(fake_registry) -> None:
+    """A registry reached over https whose challenge names an http realm: before, the Basic
+    credentials were sent there in clear text. Only ``insecure`` (plain-http registries) allows it."""
+    client = bi.RegistryClient(parse_reference(f"{fake_registry.host}/lib/img:single"), credentials=CREDS)
+    client.base_url = f"http://{fake_registry.host}/v2/lib/img"  # stands in for the https registry
+    before = len(fake_registry.token_requests)
+    try:
+        with pytest.raises(ArtifactError, match="is not https.*docker_base_image_insecure") as err:
+            client.get_json("manifests", "single")
+    finally:
+        client.close()
+    assert len(fake_registry.token_requests) == before  # the token server was never asked
+    assert CREDS.split(":")[1] not in str(err.value)
+
+
 def test_unreachable_registry(tmp_path) -> None:
     with socket.socket() as s:  # a port nobody listens on once closed
         s.bind(("127.0.0.1", 0))

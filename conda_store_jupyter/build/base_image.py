@@ -185,6 +185,7 @@ class RegistryClient:
         self.ref = ref
         self.base_url = f"{'http' if insecure else 'https'}://{ref.registry}/v2/{ref.repository}"
         self._credentials = credentials
+        self._insecure = insecure
         self._authorization: str | None = None
         # httpx drops Authorization on redirects to another origin (blob downloads from S3/CDNs).
         self._http = httpx.Client(timeout=timeout, follow_redirects=True)
@@ -235,6 +236,13 @@ class RegistryClient:
         realm = challenge.get("realm")
         if not realm or not realm.startswith(("https://", "http://")):
             raise ArtifactError(f"base image {self.ref}: Bearer challenge without a usable realm: {challenge!r}")
+        # The realm is named by whoever answered the challenge, and gets our credentials: never in
+        # clear text unless the registry itself is trusted over plain http (insecure). Another host
+        # is normal (Docker Hub's auth.docker.io), so only the scheme is checked.
+        if not realm.startswith("https://") and not self._insecure:
+            raise ArtifactError(f"base image {self.ref}: the token server {realm} is not https; refusing to "
+                                "send it credentials or trust its token (set "
+                                "CondaStore.docker_base_image_insecure to allow plain-http registries)")
         params = {"scope": challenge.get("scope") or f"repository:{self.ref.repository}:pull"}
         if challenge.get("service"):
             params["service"] = challenge["service"]
