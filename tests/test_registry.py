@@ -119,6 +119,32 @@ def test_image_job_failure_leaves_build_completed_with_reason(store) -> None:
     assert err.value.code == "MANIFEST_UNKNOWN" and "has no image: the build prefix" in err.value.message
 
 
+def test_image_job_internal_error_keeps_the_traceback_out_of_the_build_log(store, monkeypatch, caplog) -> None:
+    """Build logs and status_info are readable by every user of the build: one line of reason there,
+    the traceback (worker paths and code) only in the worker's own log."""
+    import logging
+
+    from conda_store_jupyter.worker import images
+
+    def broken(store, prefix):
+        raise RuntimeError("disk said no\nat /srv/secret/path")
+
+    monkeypatch.setattr(images, "_build", broken)
+    build_id = _completed_build(store, "broken", ["python"])
+    with caplog.at_level(logging.ERROR, logger=images.__name__):
+        assert image_for_build(store, build_id) is None
+    text = _log(store, build_id)
+    assert "Traceback" not in text and "def broken" not in text and "raise RuntimeError" not in text
+    (failed,) = [line for line in text.splitlines() if line.startswith("IMAGE FAILED")]
+    assert failed == ("IMAGE FAILED: internal error: RuntimeError: disk said no at /srv/secret/path "
+                      "(details in the worker log)")
+    with store.session() as db:
+        info = db.get(orm.Build, build_id).status_info
+    assert info.startswith(IMAGE_FAILED_PREFIX) and "\n" not in info
+    (record,) = [r for r in caplog.records if r.name == images.__name__ and r.levelno == logging.ERROR]
+    assert record.exc_info is not None and f"build {build_id}" in record.getMessage()
+
+
 def test_image_job_skips_unfinished_builds(store) -> None:
     build_id = _completed_build(store, "queued", ["python"])
     with store.session() as db:

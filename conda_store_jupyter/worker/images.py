@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import logging
 import time
-import traceback
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -74,14 +73,14 @@ def image_for_build(store: "CondaStore", build_id: int) -> str | None:
     try:
         image = _build(store, prefix)
     except Exception as exc:  # noqa: BLE001 - any failure leaves a usable build without an image
-        reason = " ".join(str(exc).split()) if isinstance(exc, CondaStoreError) else \
-            f"internal error: {type(exc).__name__}: {exc}"
-        if not isinstance(exc, CondaStoreError):
-            lines.append(traceback.format_exc().rstrip())
+        reason = _failure_reason(exc)
+        if isinstance(exc, CondaStoreError):
+            log.warning("image of build %s failed: %s", build_id, reason)
+        else:  # a bug or an environment problem: the traceback is for operators, not build readers
+            log.error("image of build %s failed: %s", build_id, reason, exc_info=True)
         lines += [f"IMAGE FAILED: {reason}", f"== docker image: {time.perf_counter() - start:.3f} s"]
         _append_log(store, build_key, build_id, lines)
         _record_failure(store, build_id, reason)
-        log.warning("image of build %s failed: %s", build_id, reason)
         return None
 
     lines += _describe(image)
@@ -91,6 +90,22 @@ def image_for_build(store: "CondaStore", build_id: int) -> str | None:
         lines.append("the build was deleted while its image was built; the image was not recorded")
     _append_log(store, build_key, build_id, lines)
     return image.digest if recorded else None
+
+
+def _failure_reason(exc: Exception) -> str:
+    """One line for the build log and ``status_info``, both readable by every user of the build.
+
+    Unexpected errors name only their type and (redacted, shortened) message: their traceback
+    (paths, code, locals of the worker) goes to the worker's own log.
+    """
+    from ..urls import redact_text
+
+    text = redact_text(" ".join(str(exc).split()))
+    if isinstance(exc, CondaStoreError):
+        return text
+    if len(text) > 300:
+        text = text[:299] + "…"
+    return f"internal error: {type(exc).__name__}{': ' + text if text else ''} (details in the worker log)"
 
 
 def _build(store: "CondaStore", prefix: Path) -> "ImageManifest":
