@@ -10,6 +10,9 @@ from __future__ import annotations
 import json
 
 import datetime as dt
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
 
 import httpx
 import pytest
@@ -192,3 +195,48 @@ def test_login_disabled_without_password(tmp_path, redis_url):
     with running_server(c) as s:
         r = httpx.post(s.url + "login/", json={"username": "a", "password": "b"})
         assert r.status_code == 401 and "disabled" in r.json()["message"]
+
+
+def test_slow_storage_does_not_stall_other_requests(server, users, monkeypatch):
+    """Artifact and log downloads call storage (S3: the network) off the event loop."""
+    from conda_store_jupyter.schema import BuildArtifactType
+    from conda_store_jupyter.storage.base import artifact_key
+
+    tokens, builds = users
+    bob, b = tokens["bob"], builds["bob"]
+    storage = server.store.storage
+    with server.store.session() as db:
+        storage.put_bytes(artifact_key(BuildArtifactType.LOGS, db.get(orm.Build, b).build_key), b"line 1\n")
+    entered = threading.Event()
+
+    def slow(method):
+        def call_slowly(*args, **kwargs):
+            entered.set()
+            time.sleep(0.6)  # an S3 round trip on a bad day
+            return method(*args, **kwargs)
+        return call_slowly
+
+    for name in ("exists", "size", "get_bytes"):
+        monkeypatch.setattr(storage, name, slow(getattr(storage, name)))
+    with ThreadPoolExecutor(1) as pool:
+        download = pool.submit(call, server, "GET", f"build/{b}/logs/", bob)
+        assert entered.wait(10)
+        started = time.monotonic()
+        assert call(server, "GET", "").status_code == 200
+        assert time.monotonic() - started < 0.3, "the event loop waited for storage"
+        response = download.result()
+    assert response.status_code == 200 and response.text == "line 1\n"
+
+
+def test_log_stream_rejects_bad_event_ids(server, users):
+    tokens, builds = users
+    bob, b = tokens["bob"], builds["bob"]
+    for params, headers in (({"after": "bogus"}, {}), ({}, {"Last-Event-ID": "1-x"}),
+                            ({"after": "1-2-3"}, {}), ({}, {"Last-Event-ID": "\u0661-0".encode()})):
+        r = httpx.get(server.api(f"build/{b}/logs/stream/"), params=params, timeout=30,
+                      headers={**bearer(bob), **headers})
+        assert r.status_code == 400, (params, headers, r.status_code, r.text)
+        assert r.json()["status"] == "error" and "event id" in r.json()["message"]
+    # a well-formed id streams (the build has ended: straight to the end event)
+    r = httpx.get(server.api(f"build/{b}/logs/stream/"), params={"after": "0-0"}, headers=bearer(bob), timeout=30)
+    assert r.status_code == 200 and "event: end" in r.text

@@ -4,15 +4,24 @@ Local storage: the server streams the file itself, with Content-Type, Content-Le
 Content-Disposition, in chunks so a multi-GB conda-pack archive never sits in memory. S3: a 307
 to a short-lived presigned URL, so bytes do not pass through the server and the URL is useless
 soon after. There is deliberately no static ``/storage`` mount (upstream's is unauthenticated).
+
+Every storage call runs on the default executor (:func:`run_sync`): with S3 each one is a
+network round trip, and a slow bucket must delay only the download, not every other request.
 """
 
 from __future__ import annotations
+
+from typing import Any, Callable, TypeVar
+
+from tornado.ioloop import IOLoop
 
 from .. import orm
 from ..exceptions import NotFoundError
 from ..schema import BuildArtifactType
 from ..storage.base import artifact_key
 from .base import BaseHandler
+
+T = TypeVar("T")
 
 PRESIGNED_URL_SECONDS = 60
 """Lifetime of a presigned artifact URL: long enough to start the download, no more."""
@@ -23,6 +32,11 @@ _TYPES = {
     BuildArtifactType.CONDA_PACK: ("application/gzip", "tar.gz"),
     BuildArtifactType.LOGS: ("text/plain; charset=utf-8", "log"),
 }
+
+
+async def run_sync(fn: Callable[..., T], *args: Any) -> T:
+    """``fn(*args)`` on the default executor: blocking IO (storage, Redis) off the event loop."""
+    return await IOLoop.current().run_in_executor(None, fn, *args)
 
 
 def artifact_storage_key(build: orm.Build, kind: BuildArtifactType) -> str | None:
@@ -37,18 +51,24 @@ async def send_artifact(handler: BaseHandler, build: orm.Build, kind: BuildArtif
     """Stream (or redirect to) artifact ``kind`` of ``build``; 404 if it does not exist (yet)."""
     key = artifact_storage_key(build, kind)
     storage = handler.store.storage
-    if key is None or not storage.exists(key):
+    if key is None or not await run_sync(storage.exists, key):
         state = build.status.value.lower()
         raise NotFoundError(f"build {build.id} ({state}) has no {kind.value.lower()} artifact")
-    url = storage.presigned_url(key, expires_in=PRESIGNED_URL_SECONDS)
+    # Presigning is local, but creating the S3 client may first fetch credentials (network).
+    url = await run_sync(storage.presigned_url, key, PRESIGNED_URL_SECONDS)
     if url:
         handler.redirect(url, status=307)
         return
     content_type, suffix = _TYPES[kind]
     handler.set_header("Content-Type", content_type)
-    handler.set_header("Content-Length", str(storage.size(key)))
+    handler.set_header("Content-Length", str(await run_sync(storage.size, key)))
     handler.set_header("Content-Disposition", f'attachment; filename="{build.build_key}.{suffix}"')
-    for chunk in storage.iter_chunks(key):
-        handler.write(chunk)
-        await handler.flush()  # back-pressure: wait for the socket before reading the next chunk
+    chunks = storage.iter_chunks(key)
+    try:
+        # Each read on the executor (one at a time, so the generator is never run concurrently).
+        while (chunk := await run_sync(next, chunks, None)) is not None:
+            handler.write(chunk)
+            await handler.flush()  # back-pressure: wait for the socket before reading the next chunk
+    finally:
+        chunks.close()  # closes the file or S3 body if the client went away mid-download
     handler.finish()

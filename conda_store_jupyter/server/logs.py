@@ -8,18 +8,24 @@ LOGS artifact is the truth and is served like any other artifact.
 from __future__ import annotations
 
 import asyncio
+import re
 
 from tornado.iostream import StreamClosedError
 
 from .. import api
 from ..auth.rbac import Permission
+from ..exceptions import ValidationError
 from ..schema import BuildArtifactType
 from ..worker import logs as live
-from .artifacts import artifact_storage_key, send_artifact
+from .artifacts import artifact_storage_key, run_sync, send_artifact
 from .base import BaseHandler, parse_id
 
 POLL_SECONDS = 0.25
-"""How often a streaming request checks for new lines (a non-blocking XREAD: microseconds)."""
+"""How often a streaming request checks for new lines. Each check is a non-blocking XREAD, run
+on the executor all the same: a slow or distant Redis must not stall the event loop."""
+
+_STREAM_ID = re.compile(r"[0-9]{1,20}-[0-9]{1,20}")  # ASCII digits only (not \d), whole value
+"""A Redis stream entry id (``<ms>-<seq>``), the only thing ``Last-Event-ID``/``after`` may be."""
 
 KEEPALIVE_SECONDS = 15.0
 """A comment line is sent this often so proxies do not close an idle event stream."""
@@ -38,10 +44,10 @@ class BuildLogsHandler(_LogHandler):
     async def get(self, build_id: str) -> None:
         build = self._authorized_build(build_id)
         key = artifact_storage_key(build, BuildArtifactType.LOGS)
-        if build.status.finished and key and self.store.storage.exists(key):
+        if build.status.finished and key and await run_sync(self.store.storage.exists, key):
             await send_artifact(self, build, BuildArtifactType.LOGS)
             return
-        text = live.stored_or_live_log(self.store, build.id)
+        text = await run_sync(live.stored_or_live_log, self.store, build.id)
         self.set_header("Content-Type", "text/plain; charset=utf-8")
         self.finish(text)
 
@@ -60,13 +66,15 @@ class BuildLogStreamHandler(_LogHandler):
 
     async def get(self, build_id: str) -> None:
         build = self._authorized_build(build_id)
+        after = self.request.headers.get("Last-Event-ID") or self.query("after") or live.START
+        if not _STREAM_ID.fullmatch(after):  # else Redis answers an error, which would be a 500
+            raise ValidationError(f"Last-Event-ID/after must be a log event id like 1700000000000-0, got {after[:40]!r}")
         self.set_header("Content-Type", "text/event-stream; charset=utf-8")
         self.set_header("X-Accel-Buffering", "no")  # nginx: do not buffer the stream
-        after = self.request.headers.get("Last-Event-ID") or self.query("after") or live.START
         idle = 0.0
         try:
             while not self._closed:
-                lines, last, finished = live.read_log(self.store, build.id, after)
+                lines, last, finished = await run_sync(live.read_log, self.store, build.id, after)
                 for i, line in enumerate(lines):
                     # The last event of a batch carries the stream position for reconnects.
                     event_id = f"id: {last}\n" if i == len(lines) - 1 else ""
