@@ -6,14 +6,19 @@ real environment built by the pipeline from the local test channel.
 
 from __future__ import annotations
 
+import http.server
 import io
 import json
 import os
+import re
 import subprocess
 import sys
 import tarfile
 import textwrap
+import threading
+from contextlib import contextmanager
 from pathlib import Path
+from typing import Iterator
 
 import pytest
 
@@ -23,7 +28,10 @@ from conda_store_jupyter.cli._run import (
     MARKER,
     activated_environ,
     build_dir,
+    build_identity,
+    build_key,
     find_cached,
+    identity_matches,
     install_archive,
 )
 
@@ -162,6 +170,163 @@ def test_activated_environ(tmp_path):
     assert "PYTHONHOME" not in env and env["HOME"] == "/h"
 
 
+# ------------------------------------------------------------------------------ a stub API
+
+
+class StubAPI:
+    """Just enough of the v1 API for ``run``: environment ``alice/ml``, its builds, archives.
+
+    ``reset`` replaces build ``id`` by another build with the same id (a server whose database
+    was reset). ``requests`` records every path asked for, to count what a cached run costs.
+    """
+
+    def __init__(self) -> None:
+        self.builds: dict[int, dict] = {}
+        self.archives: dict[int, bytes] = {}
+        self.current: int | None = None
+        self.requests: list[str] = []
+
+    def reset(self, build_id: int, scheduled_on: str, archive: bytes = b"", sha256: str = "ab" * 32) -> dict:
+        self.builds[build_id] = {
+            "id": build_id, "environment_id": 7, "status": "COMPLETED", "scheduled_on": scheduled_on,
+            "specification": {"id": 1, "name": "ml", "sha256": sha256},
+            "build_artifacts": [{"id": 1, "artifact_type": "CONDA_PACK", "key": "k"}],
+        }
+        self.archives[build_id] = archive
+        self.current = build_id
+        return self.builds[build_id]
+
+    def answer(self, path: str) -> tuple[int, bytes]:
+        self.requests.append(path)
+        if path == "/api/v1/environment/alice/ml/":
+            current = self.builds.get(self.current) if self.current is not None else None
+            listed = {**current, "specification": None, "build_artifacts": None} if current else None
+            data = {"id": 7, "name": "ml", "namespace": {"id": 1, "name": "alice"},
+                    "current_build_id": self.current, "current_build": listed}
+            return 200, json.dumps({"status": "ok", "data": data}).encode()
+        if m := re.fullmatch(r"/api/v1/build/(\d+)/", path):
+            if int(m[1]) in self.builds:
+                return 200, json.dumps({"status": "ok", "data": self.builds[int(m[1])]}).encode()
+        if m := re.fullmatch(r"/api/v1/build/(\d+)/archive/", path):
+            if int(m[1]) in self.archives:
+                return 200, self.archives[int(m[1])]
+        return 404, b'{"status":"error","message":"not found"}'
+
+    @contextmanager
+    def serve(self) -> Iterator[str]:
+        api = self
+
+        class Handler(http.server.BaseHTTPRequestHandler):
+            def do_GET(self) -> None:  # noqa: N802 - http.server API
+                status, body = api.answer(self.path)
+                self.send_response(status)
+                self.send_header("Content-Length", str(len(body)))
+                self.end_headers()
+                self.wfile.write(body)
+
+            def log_message(self, *args: object) -> None:
+                pass
+
+        server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True).start()
+        try:
+            yield f"http://127.0.0.1:{server.server_address[1]}"
+        finally:
+            server.shutdown()
+            server.server_close()
+
+
+def _fake_env_archive(path: Path, label: str) -> bytes:
+    """A tiny "environment" whose ``bin/python`` is a shell script that says which build it is."""
+    script = f'#!/bin/sh\necho "{label} $*"\n'.encode()
+    info = tarfile.TarInfo("bin/python")
+    info.mode, info.size = 0o755, len(script)
+    with tarfile.open(path, "w:gz") as tar:
+        tar.addfile(info, io.BytesIO(script))
+    return path.read_bytes()
+
+
+def _cli_env(xdg: Path) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("CONDA_STORE", "JUPYTERHUB", "CONDA_PREFIX"))}
+    env["XDG_CACHE_HOME"] = str(xdg)
+    return env
+
+
+def test_identity_matching_rules():
+    stored = build_identity({"id": 4, "environment_id": 7, "scheduled_on": "2024-05-01T10:00:00.123456",
+                             "specification": {"sha256": "ab" * 32}}, "ml")
+    listed = build_identity({"id": 4, "environment_id": 7, "scheduled_on": "2024-05-01T10:00:00.123456",
+                             "specification": None})
+    assert identity_matches(stored, listed) and identity_matches(stored, {**listed, "environment": "ml"})
+    assert not identity_matches(stored, {**listed, "scheduled_on": "2024-06-01T00:00:00"})  # after a reset
+    assert not identity_matches(stored, {**listed, "sha256": "cd" * 32})
+    assert not identity_matches(None, listed)  # a marker from before identities: re-download
+    assert not identity_matches({"build_id": 4}, listed)
+
+
+def test_build_key_is_upstreams():
+    import datetime as dt
+
+    from conda_store_jupyter.naming import build_key as server_build_key
+
+    when = dt.datetime(2024, 5, 1, 10, 0, 0, 123456)
+    ident = build_identity({"id": 4, "scheduled_on": when.isoformat(), "specification": {"sha256": "ab" * 32}}, "ml")
+    assert build_key(ident) == server_build_key("ab" * 32, when, 4, "ml")
+    assert build_key({k: v for k, v in ident.items() if k != "environment"}) is None
+
+
+def test_find_cached_checks_the_identity(tmp_path):
+    root = tmp_path / "cache"
+    entry = build_dir("srv", 7, root) / ("cd" * 8)
+    entry.mkdir(parents=True)
+    ident = {"build_id": 7, "scheduled_on": "2024-05-01T10:00:00"}
+    (entry / MARKER).write_text(json.dumps({"digest": "cd" * 32, "build_id": 7}))
+    assert find_cached("srv", 7, root, identity=ident) is None  # no identity recorded
+    (entry / MARKER).write_text(json.dumps({"digest": "cd" * 32, "build_id": 7, "identity": ident}))
+    assert find_cached("srv", 7, root, identity=ident) == entry
+    assert find_cached("srv", 7, root, identity={**ident, "scheduled_on": "2025-01-01T00:00:00"}) is None
+
+
+def test_run_after_a_server_reset_does_not_execute_the_old_build(tmp_path):
+    """Build ids repeat after a server reset; the cache used to run the old build 42 silently."""
+    api = StubAPI()
+    xdg = tmp_path / "xdg"
+    first = _fake_env_archive(tmp_path / "first.tar.gz", "first-build")
+    second = _fake_env_archive(tmp_path / "second.tar.gz", "second-build")
+    with api.serve() as url:
+        def run(uri: str) -> str:
+            proc = subprocess.run([CONDA_STORE, "--conda-store-url", url, "run", uri, "--", "python", "hi"],
+                                  capture_output=True, text=True, env=_cli_env(xdg), timeout=60)
+            assert proc.returncode == 0, proc.stderr
+            return proc.stdout
+
+        api.reset(42, "2024-05-01T10:00:00.000001", first)
+        assert run("42") == "first-build hi\n"
+        api.requests.clear()
+        assert run("42") == "first-build hi\n"
+        assert api.requests == ["/api/v1/build/42/"]  # cached: one light request, no download
+
+        api.reset(42, "2024-06-02T11:00:00.000002", second, sha256="ef" * 32)  # the server was reset
+        assert run("42") == "second-build hi\n"
+        api.requests.clear()
+        assert run("alice/ml") == "second-build hi\n"
+        assert api.requests == ["/api/v1/environment/alice/ml/"]  # ns/env: still one request
+
+        api.reset(42, "2024-07-03T12:00:00.000003", first)  # same archive bytes as the first time
+        assert run("alice/ml") == "first-build hi\n"
+        assert "/api/v1/build/42/archive/" in api.requests
+        api.requests.clear()
+        assert run("alice/ml") == "first-build hi\n" and api.requests == ["/api/v1/environment/alice/ml/"]
+    markers = [json.loads(p.read_text()) for p in xdg.rglob(MARKER)]
+    assert sorted(m["identity"]["scheduled_on"] for m in markers) == ["2024-06-02T11:00:00.000002", "2024-07-03T12:00:00.000003"]
+    import datetime as dt
+
+    from conda_store_jupyter.naming import build_key as server_build_key
+
+    latest = max(markers, key=lambda m: m["identity"]["scheduled_on"])
+    assert latest["build_key"] == server_build_key("ab" * 32, dt.datetime(2024, 7, 3, 12, 0, 0, 3), 42, "ml")
+
+
 # ------------------------------------------------------------------------------ a real archive
 
 SPEC = """\
@@ -199,15 +364,25 @@ def _sha256(path: Path) -> str:
 
 
 @pytest.fixture(scope="module")
-def cache(tmp_path_factory, packed) -> Path:
-    """A cache dir where build 42 of server 'http://127.0.0.1:9' is installed from the archive."""
+def api() -> Iterator[tuple[StubAPI, str]]:
+    """A stub server that knows build 42 (and ``alice/ml`` whose current build it is)."""
+    stub = StubAPI()
+    stub.reset(42, "2024-05-01T10:00:00.000042")
+    with stub.serve() as url:
+        yield stub, url
+
+
+@pytest.fixture(scope="module")
+def cache(tmp_path_factory, packed, api) -> Path:
+    """A cache dir where build 42 of the stub server is installed from the archive."""
     from conda_store_jupyter.cli._config import resolve_config
 
+    stub, url = api
     root = tmp_path_factory.mktemp("xdg")
-    key = resolve_config(url="http://127.0.0.1:9", environ={}).cache_key
+    key = resolve_config(url=url, environ={}).cache_key
     directory = build_dir(key, 42, root / "conda-store")
     directory.mkdir(parents=True)
-    install_archive(packed, _sha256(packed), 42, directory)
+    install_archive(packed, _sha256(packed), 42, directory, build_identity(stub.builds[42], "ml"))
     return root
 
 
@@ -230,30 +405,35 @@ def test_real_archive_installs_relocated(cache, packed):
     assert Path(py) == prefix
 
 
-def test_cached_run_needs_no_server_and_propagates_exit_code(cache):
-    # Numeric build id + cached build: no request at all (the URL points at a closed port).
-    cmd = [CONDA_STORE, "--conda-store-url", "http://127.0.0.1:9", "run", "42", "--",
+def test_cached_run_makes_one_light_request_and_propagates_exit_code(cache, api):
+    # Numeric build id + cached build: one request for the build's identity, no download.
+    stub, url = api
+    stub.requests.clear()
+    cmd = [CONDA_STORE, "--conda-store-url", url, "run", "42", "--",
            "python", "-c", "import os, sys; print(42, os.environ['CONDA_PREFIX'] == sys.prefix); sys.exit(3)"]
     proc = subprocess.run(cmd, capture_output=True, text=True, env=_env(cache), timeout=60)
     assert proc.returncode == 3, proc.stderr
     assert proc.stdout == "42 True\n" and proc.stderr == ""
+    assert stub.requests == ["/api/v1/build/42/"]
 
 
-def test_cached_run_passes_stdin_and_runs_env_commands(cache):
-    cmd = [CONDA_STORE, "--conda-store-url", "http://127.0.0.1:9", "run", "42", "python", "-c",
+def test_cached_run_passes_stdin_and_runs_env_commands(cache, api):
+    url = api[1]
+    cmd = [CONDA_STORE, "--conda-store-url", url, "run", "42", "python", "-c",
            "import sys; print(sys.stdin.read().upper())"]
     proc = subprocess.run(cmd, input="piped", capture_output=True, text=True, env=_env(cache), timeout=60)
     assert (proc.returncode, proc.stdout) == (0, "PIPED\n")
-    hello = subprocess.run([CONDA_STORE, "--conda-store-url", "http://127.0.0.1:9", "run", "42", "hello"],
+    hello = subprocess.run([CONDA_STORE, "--conda-store-url", url, "run", "42", "hello"],
                            capture_output=True, text=True, env=_env(cache), timeout=60)
     assert hello.returncode == 0 and hello.stdout.startswith("hello")
-    missing = subprocess.run([CONDA_STORE, "--conda-store-url", "http://127.0.0.1:9", "run", "42", "no-such-tool"],
+    missing = subprocess.run([CONDA_STORE, "--conda-store-url", url, "run", "42", "no-such-tool"],
                              capture_output=True, text=True, env=_env(cache), timeout=60)
     assert missing.returncode == 127 and missing.stderr.count("\n") == 1 and "not found" in missing.stderr
 
 
-def test_cached_run_does_not_import_heavy_modules(cache):
-    probe = textwrap.dedent("""
+def test_cached_run_does_not_import_heavy_modules(cache, api):
+    url = api[1]
+    probe = textwrap.dedent(f"""
         import os, sys
         def fake_execve(path, argv, env):
             heavy = sorted(m for m in ("click", "httpx", "rich", "yaml", "pydantic", "sqlalchemy") if m in sys.modules)
@@ -261,13 +441,14 @@ def test_cached_run_does_not_import_heavy_modules(cache):
             os._exit(0)
         os.execve = fake_execve
         from conda_store_jupyter.cli import main
-        main(["--conda-store-url", "http://127.0.0.1:9", "run", "42", "--", "python", "-V"])
+        main(["--conda-store-url", "{url}", "run", "42", "--", "python", "-V"])
     """)
     proc = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, env=_env(cache), timeout=60)
     assert proc.stdout == "none python ['-V']\n", proc.stderr
 
 
-def test_shebang_script_runs_in_cached_env(cache, tmp_path):
+def test_shebang_script_runs_in_cached_env(cache, api, tmp_path):
+    url = api[1]
     script = tmp_path / "tool"
     script.write_text(
         f"#!{CONDA_STORE}\n"
@@ -278,7 +459,7 @@ def test_shebang_script_runs_in_cached_env(cache, tmp_path):
         "sys.exit(int(sys.argv[-1]))\n"
     )
     script.chmod(0o755)
-    env = {**_env(cache), "CONDA_STORE_URL": "http://127.0.0.1:9"}
+    env = {**_env(cache), "CONDA_STORE_URL": url}
     proc = subprocess.run([script, "a b", "5"], capture_output=True, text=True, env=env, timeout=60)
     assert proc.returncode == 5, proc.stderr
     assert proc.stdout == "True ['a b', '5']\n"

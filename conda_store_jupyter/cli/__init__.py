@@ -56,8 +56,11 @@ def _run_cached(args: list[str]) -> None:
 
     config = resolve_config(url, auth, no_verify)
     ref = parse_uri(uri)
-    build_id = resolve_light(config, ref)
-    prefix = _run.find_cached(config.cache_key, build_id) if build_id is not None else None
+    resolved = resolve_light(config, ref)
+    if resolved is None:
+        return
+    build_id, identity = resolved
+    prefix = _run.find_cached(config.cache_key, build_id, identity=identity)
     if prefix is not None:
         _run.exec_in_env(prefix, command or ["python"], name=str(ref))
 

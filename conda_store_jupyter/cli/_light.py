@@ -1,7 +1,7 @@
 """One small JSON GET with ``http.client``, for the cached ``run`` path.
 
-``conda-store run alice/ml`` must ask the server which build is current even when that build is
-already unpacked locally. Importing httpx costs ~100 ms, more than the whole budget of a cached
+``conda-store run alice/ml`` must ask the server which build is current, and what exactly that
+build is, even when it is already unpacked locally. Importing httpx costs ~100 ms, more than the whole budget of a cached
 run, so this single request uses the standard library. Error wording is shared with the full
 client (:mod:`._errors`) so users see the same messages either way.
 """
@@ -14,6 +14,7 @@ from urllib.parse import quote, urlsplit
 
 from ._config import Config
 from ._errors import CLIError, connection_error, http_error
+from ._run import Identity, build_identity
 from ._uri import BuildURI
 
 TIMEOUT = 30.0
@@ -58,32 +59,56 @@ def environment_path(namespace: str, name: str) -> str:
     return f"/api/v1/environment/{quote(namespace, safe='')}/{quote(name, safe='')}/"
 
 
-def current_build_id(config: Config, namespace: str, name: str) -> int:
-    """The current build id of ``namespace/name`` (one light request)."""
-    doc = get_json(config, environment_path(namespace, name))
+def _data(doc: Any, what: str, config: Config) -> dict[str, Any]:
     data = doc.get("data") if isinstance(doc, dict) else None
     if not isinstance(data, dict):
-        raise CLIError(f"unexpected answer for environment {namespace}/{name} from {config.url}")
-    build_id = data.get("current_build_id")
+        raise CLIError(f"unexpected answer for {what} from {config.url}")
+    return data
+
+
+def _build(config: Config, build_id: int) -> dict[str, Any]:
+    return _data(get_json(config, f"/api/v1/build/{int(build_id)}/"), f"build {build_id}", config)
+
+
+def _environment(config: Config, namespace: str, name: str) -> dict[str, Any]:
+    return _data(get_json(config, environment_path(namespace, name)), f"environment {namespace}/{name}", config)
+
+
+def _current_build_id(env: dict[str, Any], namespace: str, name: str) -> int:
+    build_id = env.get("current_build_id")
     if build_id is None:
         raise CLIError(f"environment {namespace}/{name} has no completed build yet (try 'conda-store wait {namespace}/{name}')")
     return int(build_id)
 
 
-def resolve_light(config: Config, uri: BuildURI) -> int | None:
-    """The build id of ``uri`` using at most two light requests; None if the full client must.
+def current_build_id(config: Config, namespace: str, name: str) -> int:
+    """The current build id of ``namespace/name`` (one light request)."""
+    return _current_build_id(_environment(config, namespace, name), namespace, name)
 
-    Basic auth needs a cookie login first, which is left to the full client.
+
+def resolve_light(config: Config, uri: BuildURI) -> tuple[int, Identity] | None:
+    """The build id of ``uri`` and the server's identity of that build; None if the full client must.
+
+    The identity is what makes a cached unpack trustworthy (ids repeat after a server reset),
+    so even a plain build id costs one request. ``ns/env`` stays at one request: our server's
+    environment answer embeds its ``current_build`` (id, environment id, ``scheduled_on``);
+    only a server without that field costs a second one. Basic auth needs a cookie login
+    first, which is left to the full client.
     """
-    if not uri.is_environment:
-        return uri.build_id
     if config.auth == "basic":
         return None
+    if not uri.is_environment:
+        assert uri.build_id is not None
+        return uri.build_id, build_identity(_build(config, uri.build_id))
     assert uri.namespace and uri.environment
+    env = _environment(config, uri.namespace, uri.environment)
     if uri.build_id is None:
-        return current_build_id(config, uri.namespace, uri.environment)
-    env = get_json(config, environment_path(uri.namespace, uri.environment))["data"]
-    build = get_json(config, f"/api/v1/build/{uri.build_id}/")["data"]
+        build_id = _current_build_id(env, uri.namespace, uri.environment)
+        current = env.get("current_build")
+        build = current if isinstance(current, dict) and current.get("id") == build_id else _build(config, build_id)
+    else:
+        build_id = uri.build_id
+        build = _build(config, build_id)
     if build.get("environment_id") != env.get("id"):
-        raise CLIError(f"build {uri.build_id} does not belong to environment {uri.namespace}/{uri.environment}")
-    return uri.build_id
+        raise CLIError(f"build {build_id} does not belong to environment {uri.namespace}/{uri.environment}")
+    return build_id, build_identity(build, uri.environment)

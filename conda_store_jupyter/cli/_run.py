@@ -3,11 +3,15 @@
 Cache layout (``$XDG_CACHE_HOME/conda-store``, default ``~/.cache/conda-store``)::
 
     <server key>/<build id>/<sha256[:16] of the archive>/   the unpacked, relocated prefix
-    <server key>/<build id>/<digest>/.conda-store-complete   {"digest": ..., "build_id": ...}
+    <server key>/<build id>/<digest>/.conda-store-complete   {"digest", "build_id", "identity", "build_key"}
     <server key>/<build id>/.lock                           serialises installers of one build
 
 An entry counts only if its completion marker exists and names the directory's digest, so a
-crash at any point leaves nothing that looks usable. Installation order matters: conda-unpack
+crash at any point leaves nothing that looks usable. Build ids are not a build's identity: a
+server whose database was reset hands out the same ids again. So the marker also records the
+build's *identity* (id, environment id, ``scheduled_on``, specification sha256, environment
+name: what upstream's build key ``<sha256[:8]>-<ts>-<id>-<name>`` is made of) and an entry is
+used only if it agrees with what the server says about the build right now. Installation order matters: conda-unpack
 rewrites prefixes to *its own location*, so the archive is extracted into a temporary sibling,
 renamed into place, relocated by ``bin/conda-unpack`` and only then marked complete (the marker
 is written to a temp file and renamed, so it appears atomically).
@@ -22,7 +26,7 @@ import json
 import os
 import sys
 from pathlib import Path
-from typing import Mapping
+from typing import Any, Mapping
 
 from ._errors import CLIError
 
@@ -39,8 +43,62 @@ def build_dir(server_key: str, build_id: int, root: Path | None = None) -> Path:
     return (root or cache_root()) / server_key / str(int(build_id))
 
 
-def find_cached(server_key: str, build_id: int, root: Path | None = None) -> Path | None:
-    """The unpacked prefix of ``build_id`` if a complete one is cached (a scandir + a read)."""
+Identity = dict[str, Any]
+
+_REQUIRED = ("build_id", "scheduled_on")
+"""Identity fields both sides must have: ids repeat after a reset, scheduling times do not."""
+
+
+def build_identity(build: Mapping[str, Any], environment: str | None = None) -> Identity:
+    """What identifies a build beyond its id, from an API build object (list or detail shape).
+
+    Fields the answer lacks are left out: the environment endpoint's ``current_build`` has no
+    specification, and a build detail has no environment name.
+    """
+    spec = build.get("specification")
+    fields = {
+        "build_id": int(build["id"]),
+        "environment_id": build.get("environment_id"),
+        "scheduled_on": build.get("scheduled_on"),
+        "sha256": spec.get("sha256") if isinstance(spec, Mapping) else None,
+        "environment": environment,
+    }
+    return {k: v for k, v in fields.items() if v is not None}
+
+
+def identity_matches(stored: object, observed: Identity) -> bool:
+    """True if a marker's identity and the server's describe the same build.
+
+    The required fields must be present on both sides and equal; every other field is
+    compared where both sides know it. A marker without an identity (older CLI) never matches.
+    """
+    if not isinstance(stored, dict):
+        return False
+    if any(k not in stored or stored[k] != observed.get(k) for k in _REQUIRED):
+        return False
+    return all(stored[k] == v for k, v in observed.items() if k in stored)
+
+
+def build_key(identity: Identity) -> str | None:
+    """Upstream's build key ``<sha256[:8]>-<unix ts of scheduled_on>-<id>-<env name>``, if known."""
+    if not all(k in identity for k in ("sha256", "scheduled_on", "environment")):
+        return None
+    import datetime as dt
+
+    when = dt.datetime.fromisoformat(str(identity["scheduled_on"]).replace("Z", "+00:00"))
+    if when.tzinfo is None:
+        when = when.replace(tzinfo=dt.timezone.utc)  # the API's naive timestamps are UTC
+    return f"{identity['sha256'][:8]}-{int(when.timestamp())}-{identity['build_id']}-{identity['environment']}"
+
+
+def find_cached(
+    server_key: str, build_id: int, root: Path | None = None, *, identity: Identity | None = None
+) -> Path | None:
+    """The unpacked prefix of ``build_id`` if a complete one is cached (a scandir + a read).
+
+    With ``identity`` (what the server says the build is now) only an entry installed from that
+    same build counts; ``None`` skips the check and is for tools that inspect the cache only.
+    """
     directory = build_dir(server_key, build_id, root)
     try:
         entries = list(os.scandir(directory))
@@ -54,7 +112,9 @@ def find_cached(server_key: str, build_id: int, root: Path | None = None) -> Pat
                 marker = json.load(fh)
         except (OSError, ValueError):
             continue
-        if isinstance(marker, dict) and str(marker.get("digest", "")).startswith(entry.name):
+        if not isinstance(marker, dict) or not str(marker.get("digest", "")).startswith(entry.name):
+            continue
+        if identity is None or identity_matches(marker.get("identity"), identity):
             return Path(entry.path)
     return None
 
@@ -69,9 +129,12 @@ def safe_extract(archive: Path, dest: Path) -> None:
 # --------------------------------------------------------------------------- install
 
 
-def _write_marker(prefix: Path, digest: str, build_id: int) -> None:
+def _write_marker(prefix: Path, digest: str, build_id: int, identity: Identity | None) -> None:
+    marker: dict[str, Any] = {"digest": digest, "build_id": build_id}
+    if identity is not None:
+        marker.update(identity=identity, build_key=build_key(identity))
     tmp = prefix / f"{MARKER}.tmp"
-    tmp.write_text(json.dumps({"digest": digest, "build_id": build_id}), encoding="utf-8")
+    tmp.write_text(json.dumps(marker), encoding="utf-8")
     os.replace(tmp, prefix / MARKER)
 
 
@@ -90,16 +153,23 @@ def _relocate(prefix: Path) -> None:
         raise CLIError(f"conda-unpack failed for {prefix} (exit {proc.returncode}): {last}")
 
 
-def install_archive(archive: Path, digest: str, build_id: int, directory: Path) -> Path:
+def install_archive(
+    archive: Path, digest: str, build_id: int, directory: Path, identity: Identity | None = None
+) -> Path:
     """Turn a downloaded archive into a complete cached prefix; return the prefix.
 
-    The caller holds the build's lock (see :func:`build_lock`).
+    ``identity`` (see :func:`build_identity`) goes into the marker; without one the entry is
+    never found by a ``run`` that checks identities. The caller holds the build's lock (see
+    :func:`build_lock`).
     """
     import shutil
     import tempfile
 
     final = directory / digest[:16]
     if (final / MARKER).exists():
+        # The very same bytes are already unpacked (e.g. under an identity from before a
+        # server reset): the content is right, only the marker has to name this build.
+        _write_marker(final, digest, build_id, identity)
         return final
     if final.exists():  # an earlier attempt died between rename and marker
         shutil.rmtree(final)
@@ -108,7 +178,7 @@ def install_archive(archive: Path, digest: str, build_id: int, directory: Path) 
         safe_extract(archive, tmp)  # also verifies every real path before conda-unpack runs
         os.replace(tmp, final)
         _relocate(final)
-        _write_marker(final, digest, build_id)
+        _write_marker(final, digest, build_id, identity)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         shutil.rmtree(final, ignore_errors=True)

@@ -364,31 +364,37 @@ def run(state: State, artifact: str, uri: str, command: tuple[str, ...]) -> None
         command = command[1:]
     cfg = state.config
     ref = parse_uri(uri)
-    build_id = resolve_light(cfg, ref)
-    prefix = _run.find_cached(cfg.cache_key, build_id) if build_id is not None else None
+    resolved = resolve_light(cfg, ref)
+    prefix = _run.find_cached(cfg.cache_key, resolved[0], identity=resolved[1]) if resolved else None
     if prefix is None:
-        prefix = _install(state, ref, build_id)
+        prefix = _install(state, ref, resolved[0] if resolved else None)
     _run.exec_in_env(prefix, list(command) or ["python"], name=str(ref))
 
 
 def _install(state: State, ref: Any, build_id: int | None) -> Path:
-    """The slow path: check the build, download its archive once, unpack it into the cache."""
+    """The slow path: check the build, download its archive once, unpack it into the cache.
+
+    The cache entry is matched and marked with the build's identity from the server (see
+    :func:`._run.build_identity`), so an entry of an equal id from before a server reset is
+    never taken for this build.
+    """
     from . import _run, _ui
 
     cfg = state.config
     with state.client() as client:
         if build_id is None:
             build_id = client.resolve(ref)
-            cached = _run.find_cached(cfg.cache_key, build_id)
-            if cached is not None:
-                return cached
         build = client.build(build_id)
+        identity = _run.build_identity(build, ref.environment if ref.is_environment else None)
+        cached = _run.find_cached(cfg.cache_key, build_id, identity=identity)
+        if cached is not None:
+            return cached
         if build.get("status") != "COMPLETED":
             raise CLIError(f"build {build_id} is {build.get('status')}, not COMPLETED (try 'conda-store wait {build_id} --artifact archive')")
         _wait_for_archive(client, build_id, build)
         directory = _run.build_dir(cfg.cache_key, build_id)
         with _run.build_lock(directory):
-            cached = _run.find_cached(cfg.cache_key, build_id)  # another process may have finished
+            cached = _run.find_cached(cfg.cache_key, build_id, identity=identity)  # another process may have finished
             if cached is not None:
                 return cached
             archive = directory / f".download-{time.time_ns()}.tar.gz"
@@ -396,7 +402,7 @@ def _install(state: State, ref: Any, build_id: int | None) -> Path:
                 with _ui.download_progress(f"build {build_id} environment") as progress:
                     result = client.download(build_id, "archive", archive, progress)
                 with _ui.status_progress(f"unpacking build {build_id} into {directory}"):
-                    return _run.install_archive(archive, result.sha256, build_id, directory)
+                    return _run.install_archive(archive, result.sha256, build_id, directory, identity)
             finally:
                 archive.unlink(missing_ok=True)
 
