@@ -248,3 +248,40 @@ def test_command_name_wins_over_a_file_of_that_name(tmp_path, monkeypatch):
     Path("info").write_text("#!/usr/bin/env conda-store\n#! conda-store run a/b\n")
     assert shebang_argv(["info"], frozenset({"info"})) is None
     assert shebang_argv(["./info"], frozenset({"info"})) == ["run", "a/b", "--", "python", "./info"]
+
+
+def test_shebang_ignores_directives_below_the_leading_comment_block(tmp_path):
+    """/tmp/rvw/s.py: a directive quoted in a docstring used to be appended to the real one."""
+    script = _script(tmp_path, (
+        "#!/usr/bin/env conda-store\n"
+        "#! conda-store run bob/prod -- python -u\n"
+        '"""Usage: put this in your own script:\n'
+        "\n"
+        "#! conda-store run alice/ml -- python\n"
+        '"""\n'
+        'print("hi")\n'
+    ))
+    assert shebang_argv([script]) == ["run", "bob/prod", "--", "python", "-u", script]
+    # a blank line also ends the block
+    later = _script(tmp_path, "#!/usr/bin/env conda-store\n\n#! conda-store run a/b\n")
+    with pytest.raises(CLIError, match="needs a line"):
+        shebang_argv([later])
+
+
+@pytest.mark.parametrize("directives", [
+    ["#! conda-store run alice/ml python -u"],
+    ["#! conda-store run --artifact archive alice/ml python"],
+    ["#! conda-store run alice/ml", "#! conda-store run python -u"],
+])
+def test_shebang_refuses_words_after_the_uri_without_separator(tmp_path, directives):
+    script = _script(tmp_path, "\n".join(["#!/usr/bin/env conda-store", *directives, "print(1)", ""]))
+    with pytest.raises(CLIError) as err:
+        shebang_argv([script])
+    message = str(err.value)
+    assert "\n" not in message and "words after the build URI 'alice/ml' but no '--'" in message
+    assert "'#! conda-store run alice/ml -- python" in message
+
+
+def test_shebang_options_and_separator_are_still_fine(tmp_path):
+    script = _script(tmp_path, "#!/usr/bin/env conda-store\n#! conda-store run --artifact archive alice/ml -- python -u\n")
+    assert shebang_argv([script]) == ["run", "--artifact", "archive", "alice/ml", "--", "python", "-u", script]

@@ -12,8 +12,11 @@ line (shlex-split, concatenated in order) and turn the call into
 ``conda-store run <collected args> <script> [args]``. Without an explicit command the script is
 run with ``python``: executing the script itself would re-enter this shebang forever.
 
-Only the first 64 KiB are read, and only comment lines at the top are considered, so a huge or
-binary file costs nothing.
+Only the first 64 KiB are read, and only the leading block of comment lines is considered (it
+ends at the first line that does not start with ``#``): a ``#! conda-store run`` line in a
+docstring or a string further down is data, not a directive, and must not change what runs.
+Words after the build URI need a ``--`` before them; ``run alice/ml python -u`` would otherwise
+be read in surprising ways, so it is refused rather than guessed at.
 """
 
 from __future__ import annotations
@@ -42,6 +45,29 @@ def _looks_like_script(arg: str, commands: frozenset[str]) -> bool:
     return os.path.isfile(arg)
 
 
+_OPTIONS_WITH_VALUE = frozenset({"--artifact"})
+
+
+def _check_words_after_uri(script: str, collected: list[str]) -> None:
+    """Refuse ``URI word ...`` without ``--``: the command must be marked as such."""
+    head = collected[: collected.index("--")] if "--" in collected else collected
+    positional: list[str] = []
+    i = 0
+    while i < len(head):
+        word = head[i]
+        if word in _OPTIONS_WITH_VALUE:
+            i += 2
+            continue
+        if not word.startswith("-"):
+            positional.append(word)
+        i += 1
+    if len(positional) > 1:
+        raise CLIError(
+            f"{script}: '#! conda-store run {' '.join(head)}' has words after the build URI "
+            f"{positional[0]!r} but no '--'; write '#! conda-store run {positional[0]} -- {' '.join(positional[1:])}'"
+        )
+
+
 def shebang_argv(argv: list[str], commands: frozenset[str] = frozenset()) -> list[str] | None:
     """Rewrite ``[script, *args]`` into ``["run", ..., script, *args]``; None if not a script."""
     if not argv or not _looks_like_script(argv[0], commands):
@@ -59,6 +85,8 @@ def shebang_argv(argv: list[str], commands: frozenset[str] = frozenset()) -> lis
     collected: list[str] = []
     found = False
     for line in lines[1:]:
+        if not line.startswith("#"):
+            break  # the end of the leading comment block: nothing below is a directive
         match = _DIRECTIVE.match(line.strip())
         if match:
             found = True
@@ -71,6 +99,7 @@ def shebang_argv(argv: list[str], commands: frozenset[str] = frozenset()) -> lis
             f"{script}: a '#!/usr/bin/env conda-store' script needs a line "
             "'#! conda-store run <namespace>/<environment> [-- command]'"
         )
+    _check_words_after_uri(script, collected)
     if "--" not in collected:
         collected += ["--", "python"]
     elif collected[-1] == "--":
