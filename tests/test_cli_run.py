@@ -463,3 +463,31 @@ def test_shebang_script_runs_in_cached_env(cache, api, tmp_path):
     proc = subprocess.run([script, "a b", "5"], capture_output=True, text=True, env=env, timeout=60)
     assert proc.returncode == 5, proc.stderr
     assert proc.stdout == "True ['a b', '5']\n"
+
+
+def test_activation_hook_paths_are_arguments_not_shell_code(tmp_path):
+    """A cache path with quotes or $(...) was pasted into the ``sh -c`` script and executed."""
+    prefix = tmp_path / 'we"ird $(touch INJECTED) `touch TICKED`' / "prefix"
+    hooks = prefix / "etc" / "conda" / "activate.d"
+    hooks.mkdir(parents=True)
+    (prefix / "bin").mkdir()
+    (hooks / "a.sh").write_text('export HOOK_A=first\n')
+    (hooks / "b $(touch B).sh").write_text('export HOOK_B="$HOOK_A-second"\n')
+    probe = textwrap.dedent(f"""
+        from pathlib import Path
+        from conda_store_jupyter.cli._run import exec_in_env
+        exec_in_env(Path({str(prefix)!r}), ["sh", "-c", 'echo "$HOOK_B" "$@"', "sh", "x y", "$(z)"])
+    """)
+    proc = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, cwd=tmp_path, timeout=60)
+    assert (proc.returncode, proc.stdout) == (0, "first-second x y $(z)\n"), proc.stderr
+    assert not [p.name for p in tmp_path.rglob("*") if p.name in ("INJECTED", "TICKED", "B")]
+
+
+def test_a_failing_activation_hook_stops_the_run(tmp_path):
+    prefix = tmp_path / "prefix"
+    (prefix / "etc" / "conda" / "activate.d").mkdir(parents=True)
+    (prefix / "etc" / "conda" / "activate.d" / "a.sh").write_text("false\n")
+    probe = ("from pathlib import Path; from conda_store_jupyter.cli._run import exec_in_env; "
+             f"exec_in_env(Path({str(prefix)!r}), ['echo', 'ran'])")
+    proc = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 1 and proc.stdout == ""

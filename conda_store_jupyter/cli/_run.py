@@ -232,6 +232,18 @@ def activated_environ(prefix: Path, environ: dict[str, str] | None = None, name:
     return env
 
 
+_HOOK_RUNNER = """\
+__csr_n=$1; shift
+while [ "$__csr_n" -gt 0 ]; do
+    __csr_hook=$1; shift; __csr_n=$((__csr_n - 1))
+    . "$__csr_hook" || exit $?
+done
+unset __csr_n __csr_hook
+exec "$@"
+"""
+"""``sh -c`` script: ``$1`` hooks follow, source each in order, then exec the remaining args."""
+
+
 def exec_in_env(prefix: Path, command: list[str], name: str | None = None) -> None:
     """Replace this process with ``command`` inside the environment (never returns).
 
@@ -245,8 +257,9 @@ def exec_in_env(prefix: Path, command: list[str], name: str | None = None) -> No
     argv = list(command) or ["python"]
     hooks = _activation_scripts(prefix)
     if hooks:
-        script = "".join(f'. "{h}" || exit $?\n' for h in hooks) + 'exec "$@"\n'
-        argv = ["/bin/sh", "-c", script, "conda-store-run", *argv]
+        # The hook paths are arguments, never script text: the cache lives under $HOME or
+        # $XDG_CACHE_HOME, and a quote or $(...) in that path must not become shell code.
+        argv = ["/bin/sh", "-c", _HOOK_RUNNER, "conda-store-run", str(len(hooks)), *hooks, *argv]
     program = argv[0]
     if os.sep not in program:
         found = shutil.which(program, path=env["PATH"])
