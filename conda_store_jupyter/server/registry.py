@@ -194,7 +194,9 @@ class RegistryHandler(web.RequestHandler):
             raise RegistryError(400, "NAME_INVALID",
                                 f"name at least one package after {self.registry.dynamic_namespace}/")
         try:
-            specs = [decode_dynamic_segment(s) for s in segments]
+            # Canonical order, as the environment name: every spelling of one set of packages is one
+            # specification (same sha256), which is how a pull recognises its build.
+            specs = [decode_dynamic_segment(s) for s in sorted(set(segments))]
         except InvalidNameError as exc:
             raise RegistryError(400, "NAME_INVALID", str(exc)) from None
         return dynamic_environment_name(segments), specs
