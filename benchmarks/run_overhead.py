@@ -64,16 +64,20 @@ def _build_cached_env(cache_home: Path, url: str) -> Path:
     key = resolve_config(url=url, environ={}).cache_key
     directory = build_dir(key, 1, cache_home / "conda-store")
     directory.mkdir(parents=True, exist_ok=True)
-    return install_archive(archive, digest, 1, directory)
+    return install_archive(archive, digest, 1, directory, {"build_id": 1, "scheduled_on": "2024-01-01T00:00:00", "environment_id": 1})
 
 
 class _EnvHandler(http.server.BaseHTTPRequestHandler):
     """Answers the environment lookup like the real server (v1 envelope)."""
 
     def do_GET(self) -> None:  # noqa: N802 - http.server API
+        build = {"id": 1, "environment_id": 1, "scheduled_on": "2024-01-01T00:00:00", "status": "COMPLETED"}
         if self.path.rstrip("/") == "/api/v1/environment/bench/env":
             body = json.dumps({"status": "ok", "message": None,
-                               "data": {"id": 1, "name": "env", "current_build_id": 1}}).encode()
+                               "data": {"id": 1, "name": "env", "current_build_id": 1, "current_build": build}}).encode()
+            self.send_response(200)
+        elif self.path.rstrip("/") == "/api/v1/build/1":
+            body = json.dumps({"status": "ok", "message": None, "data": build}).encode()
             self.send_response(200)
         else:
             body = b'{"status":"error","message":"not found"}'
