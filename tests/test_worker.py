@@ -281,7 +281,9 @@ def test_worker_killed_mid_build_is_reconciled_and_next_build_succeeds(service_f
     text = stored_or_live_log(store, build_id)
     assert text.startswith(f"BUILD FAILED: {info}") and text.rstrip().endswith(info) and "-- pip" in text
     assert read_log(store, build_id)[2] is True
-    assert not prefix.exists()  # the reconciler leaves nothing half-built behind
+    # The reconciler leaves nothing half-built behind (removed right after its commit, which is
+    # only safe once it has won the compare-and-set).
+    wait_for(lambda: not prefix.exists(), 10, "the reconciler to remove the half-built prefix")
 
     quick = make_build(store, QUICK)
     store.queue.enqueue_build(quick)

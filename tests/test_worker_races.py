@@ -6,14 +6,33 @@ started, or a state is forced in the database), then waits on conditions with de
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
+import os
+import signal
+import time
+from pathlib import Path
+from types import SimpleNamespace
+
 import pytest
+from rq.job import Job
 from sqlalchemy import select
 
 from conda_store_jupyter import api, orm
-from conda_store_jupyter.schema import BuildStatus, parse_specification
+from conda_store_jupyter.schema import BuildArtifactType, BuildStatus, parse_specification
+from conda_store_jupyter.worker.logs import read_log, stored_or_live_log
+from conda_store_jupyter.worker.queue import cancel_key, end_build, heartbeat_key, image_job_id, transition
+from conda_store_jupyter.worker.reconcile import reconcile
+from conda_store_jupyter.worker.tasks import HEARTBEAT_INTERVAL
 
-from .fixtures_service import make_build, wait_for
-from .test_worker import BUILD_DEADLINE, QUICK, build_row, status_of, wait_status
+from .fixtures_service import descendants, make_build, wait_for
+from .test_worker import (BUILD_DEADLINE, QUICK, SLOW, build_row, hanging_index, status_of,  # noqa: F401
+                          wait_in_pip_stage, wait_status)
+
+
+def _redis_now(store) -> float:
+    seconds, micros = store.redis.time()
+    return seconds + micros / 1e6
 
 
 def _namespace(db, name: str = "default") -> orm.Namespace:
@@ -64,3 +83,165 @@ def test_recreated_before_the_delete_job_keeps_its_new_build(service_factory, sc
         assert environment.current_build_id == new
     assert link.resolve() == new_build.prefix_path(store.store_path).resolve()
     assert not old_prefix.exists()
+
+
+# -- 2. the child ends after COMPLETED was committed, before its tail -----------------------------
+def _child_pid(env) -> int | None:
+    """Pid of the build child (``... worker.tasks run-build <id>``) under this env's workers."""
+    for worker in env.workers:
+        for pid in descendants(worker.pid):
+            try:
+                cmdline = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
+            except OSError:
+                continue
+            if b"run-build" in cmdline:
+                return pid
+    return None
+
+
+def _running(pid: int) -> bool:
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"
+    except OSError:
+        return False
+
+
+@contextlib.contextmanager
+def _link_lock(store, namespace: str = "default", name: str = "hi"):
+    """Hold the environment link's lock: a COMPLETED build blocks right after its commit, in
+    ``sync_environment_link``, which is the window this module's tests need to act in."""
+    lock_path = store.store_path / namespace / "envs" / f".{name}.lock"
+    lock_path.parent.mkdir(parents=True, exist_ok=True)
+    with open(lock_path, "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        yield
+
+
+def _assert_tail_done(env, build_id: int) -> None:
+    store = env.store
+    prefix = build_row(store, build_id).prefix_path(store.store_path)
+    link = store.store_path / "default" / "envs" / "hi"
+    wait_for(lambda: link.is_symlink() and link.resolve() == prefix.resolve(), 30, "the link to be switched")
+    wait_for(lambda: read_log(store, build_id)[2], 10, "the live log to be finished")
+    wait_for(lambda: Job.exists(image_job_id(build_id), connection=store.redis), 10, "the image job (queued once)")
+    wait_for(lambda: not (store.store_path / ".work" / str(build_id)).exists(), 10, "the supervisor to end")
+    assert status_of(store, build_id)[0] == BuildStatus.COMPLETED
+
+
+IMAGE_ARTIFACTS = ["LOCKFILE", "YAML", "DOCKER_MANIFEST"]
+
+
+def test_cancel_after_completed_was_committed_does_not_kill_the_tail(service_factory):
+    env = service_factory(build_artifacts=IMAGE_ARTIFACTS)
+    store = env.store
+    build_id = make_build(store, QUICK)
+    store.queue.enqueue_build(build_id)
+    with _link_lock(store):
+        env.start_worker()
+        wait_status(store, build_id, BuildStatus.COMPLETED, BuildStatus.FAILED, env=env)
+        child = wait_for(lambda: _child_pid(env), 10, "the build child")
+        # A cancel that raced the commit: the flag is set, the build is already COMPLETED.
+        store.redis.set(cancel_key(build_id), "canceled by user")
+        flagged = _redis_now(store)
+        # Two heartbeats after the flag: the supervisor read it and went on supervising.
+        wait_for(lambda: float(store.redis.get(heartbeat_key(build_id)) or 0) > flagged + HEARTBEAT_INTERVAL,
+                 30, "two supervisor iterations after the cancel flag")
+        assert _running(child), "the supervisor killed a child that had committed COMPLETED"
+    _assert_tail_done(env, build_id)
+
+
+def test_child_killed_after_completed_was_committed_gets_its_tail_finished(service_factory):
+    env = service_factory(build_artifacts=IMAGE_ARTIFACTS)
+    store = env.store
+    build_id = make_build(store, QUICK)
+    store.queue.enqueue_build(build_id)
+    with _link_lock(store):
+        env.start_worker()
+        wait_status(store, build_id, BuildStatus.COMPLETED, BuildStatus.FAILED, env=env)
+        child = wait_for(lambda: _child_pid(env), 10, "the build child")
+        os.kill(child, signal.SIGKILL)  # OOM killer, or TAIL_GRACE exceeded
+        wait_for(lambda: not _running(child), 10, "the build child to die")
+    _assert_tail_done(env, build_id)
+
+
+# -- 3. a build ended elsewhere stops; a late success does not overwrite its log -----------------
+def test_build_ended_elsewhere_is_stopped(service_factory, hanging_index):
+    env = service_factory(pip_index_url=hanging_index.url)
+    store = env.store
+    build_id = make_build(store, SLOW)
+    store.queue.enqueue_build(build_id)
+    env.start_worker("--reconcile-interval", "0")
+    wait_in_pip_stage(store, build_id, env)
+    wait_for(lambda: hanging_index.open > 0, 60, "uv to connect to the pip index")
+    prefix = build_row(store, build_id).prefix_path(store.store_path)
+    # What a reconciler does when it lost sight of the heartbeat (e.g. a Redis failover).
+    assert end_build(store, build_id, (BuildStatus.BUILDING,), BuildStatus.FAILED, "reconciled",
+                     "BUILD FAILED: reconciled\n")
+    wait_for(lambda: hanging_index.open == 0, 30, "uv (in the build's process group) to be killed")
+    wait_for(lambda: not store.redis.exists(heartbeat_key(build_id)), 30, "the supervisor to end")
+    assert status_of(store, build_id) == (BuildStatus.FAILED, "reconciled")
+    assert stored_or_live_log(store, build_id) == "BUILD FAILED: reconciled\n"
+    assert not prefix.exists()
+
+
+def test_late_success_keeps_the_final_log_and_removes_its_prefix(service_factory, tmp_path):
+    from conda_store_jupyter.build.records import BuildPaths
+    from conda_store_jupyter.storage.base import artifact_key
+    from conda_store_jupyter.worker import tasks
+
+    store = service_factory().store
+    build_id = make_build(store, QUICK)
+    assert transition(store, build_id, (BuildStatus.QUEUED,), status=BuildStatus.BUILDING)
+    assert end_build(store, build_id, (BuildStatus.BUILDING,), BuildStatus.FAILED, "reconciled",
+                     "BUILD FAILED: reconciled\n")
+    build = build_row(store, build_id)
+    prefix = build.prefix_path(store.store_path)
+    (prefix / "conda-meta").mkdir(parents=True)
+    (tmp_path / "build.log").write_text("the late build's own log\n")
+    lock_key = artifact_key(BuildArtifactType.LOCKFILE, build.build_key)
+    store.storage.put_bytes(lock_key, b"lock", content_type="text/yaml")
+    paths = BuildPaths(prefix=prefix, lockfile=tmp_path / "l.yml", yaml=tmp_path / "e.yaml",
+                       archive=tmp_path / "a.tar.gz", log=tmp_path / "build.log")
+    outputs = SimpleNamespace(prefix=prefix, size_bytes=1, packages=())
+
+    assert tasks._record_success(store, build_id, build.build_key, outputs, paths,
+                                 {BuildArtifactType.LOCKFILE: lock_key}) == BuildStatus.FAILED
+    assert stored_or_live_log(store, build_id) == "BUILD FAILED: reconciled\n"
+    assert not prefix.exists() and not store.storage.exists(lock_key)
+    assert status_of(store, build_id) == (BuildStatus.FAILED, "reconciled")
+
+
+def test_heartbeat_age_uses_the_redis_clock(service_factory, monkeypatch):
+    """A reconciler on a host whose clock is an hour ahead must not fail a live build."""
+    from conda_store_jupyter.worker import tasks
+
+    store = service_factory().store
+    build_id = make_build(store, QUICK)
+    store.queue.enqueue_build(build_id)
+    assert transition(store, build_id, (BuildStatus.QUEUED,), status=BuildStatus.BUILDING,
+                      started_on=orm.utcnow())
+    tasks.beat(store, build_id)  # the worker host, clock right
+    real = time.time
+    monkeypatch.setattr(time, "time", lambda: real() + 3600)
+    assert reconcile(store, stale_after=30) == []
+    assert status_of(store, build_id)[0] == BuildStatus.BUILDING
+
+
+# -- 6. a crashed child's stderr is quoted redacted --------------------------------------------
+def test_crashed_child_stderr_tail_is_redacted(service_factory):
+    from conda_store_jupyter.worker import tasks
+
+    store = service_factory().store
+    build_id = make_build(store, QUICK)
+    assert transition(store, build_id, (BuildStatus.QUEUED,), status=BuildStatus.BUILDING)
+    wd = tasks.work_dir(store, build_id)
+    wd.mkdir(parents=True)
+    (wd / "child.stderr").write_text(
+        "Traceback (most recent call last):\n"
+        "OSError: cannot reach https://alice:s3cret@pypi.example.com/simple/tomli/\n")
+
+    tasks._after_child(store, build_id, tasks.ChildExit(returncode=1))
+    status, info = status_of(store, build_id)
+    text = stored_or_live_log(store, build_id)
+    assert status == BuildStatus.FAILED and "pypi.example.com" in info and "pypi.example.com" in text
+    assert "s3cret" not in info and "s3cret" not in text

@@ -67,6 +67,12 @@ def finish_log(store: "CondaStore", build_id: int, status: BuildStatus | str) ->
     pipe.execute()
 
 
+def log_finished(store: "CondaStore", build_id: int) -> bool:
+    """True if the live log already has its end marker (so :func:`finish_log` is not repeated)."""
+    tail = store.redis.xrevrange(log_stream_key(build_id), "+", "-", count=1)
+    return bool(tail) and _END in tail[0][1]
+
+
 def live_lines(store: "CondaStore", build_id: int) -> list[str]:
     """Every line currently in the stream (empty if it expired or never existed)."""
     entries = store.redis.xrange(log_stream_key(build_id), "-", "+")

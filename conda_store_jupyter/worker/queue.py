@@ -80,6 +80,11 @@ def heartbeat_key(build_id: int) -> str:
     return HEARTBEAT_KEY.format(build_id=int(build_id))
 
 
+def image_job_id(build_id: int) -> str:
+    """RQ job id of the image job queued when build ``build_id`` completed."""
+    return f"image-{int(build_id)}"
+
+
 def config_path_of(store: "CondaStore") -> str | None:
     """The config file a worker should load for jobs of ``store``: its own, then ``$CONDA_STORE_CONFIG``."""
     path = store.config_file or os.environ.get(CONFIG_ENV)
@@ -167,6 +172,20 @@ class BuildQueue:
         """Queue the Docker image job of a COMPLETED build (``worker.images.build_image_artifact``)."""
         return self._enqueue(ARTIFACT_QUEUE, "build_image_artifact", int(build_id), module=IMAGES_MODULE,
                              timeout=int(self.store.build_timeout) + JOB_TIMEOUT_MARGIN)
+
+    def enqueue_image_once(self, build_id: int) -> str | None:
+        """Queue the image job of a COMPLETED build unless it was already queued; returns its id or None.
+
+        The job id is derived from the build, so the build child and, after it, its supervisor
+        (finishing the tail of a child killed after COMPLETED) never queue the image twice.
+        """
+        from rq.job import Job
+
+        job_id = image_job_id(build_id)
+        if Job.exists(job_id, connection=self.store.redis):
+            return None
+        return self._enqueue(ARTIFACT_QUEUE, "build_image_artifact", int(build_id), module=IMAGES_MODULE,
+                             job_id=job_id, timeout=int(self.store.build_timeout) + JOB_TIMEOUT_MARGIN)
 
     def cancel_build(self, build_id: int, reason: str = CANCELED_BY_USER) -> None:
         """Cancel a build.

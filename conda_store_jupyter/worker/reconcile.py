@@ -8,7 +8,7 @@ and bottom of their log. It is cheap and idempotent (every change is a compare-a
 worker runs it every ``RECONCILE_INTERVAL`` seconds in a thread, and the server may call it too.
 
 How a BUILDING build is judged: the supervising process refreshes a heartbeat key every
-``tasks.HEARTBEAT_INTERVAL`` (2 s). A heartbeat older than ``stale_after`` seconds, or a job RQ
+``tasks.HEARTBEAT_INTERVAL`` (2 s), stamped with the Redis server's clock. A heartbeat older than ``stale_after`` seconds, or a job RQ
 reports as failed/stopped/gone, means the build is orphaned. RQ's own detection (worker key TTL,
 StartedJobRegistry cleanup) takes minutes; ours takes ``stale_after`` (30 s) + one interval.
 """
@@ -18,7 +18,6 @@ from __future__ import annotations
 import logging
 import shutil
 import threading
-import time
 from dataclasses import dataclass
 from datetime import datetime
 from typing import TYPE_CHECKING
@@ -118,13 +117,23 @@ def _failed(reason: str) -> Verdict:
 
 
 def _heartbeat_age(store: "CondaStore", build_id: int) -> float | None:
+    """Seconds since the last heartbeat, both ends measured on the Redis server's clock.
+
+    ``tasks.beat`` stamps heartbeats with Redis ``TIME`` too, so a worker host whose clock is off
+    by minutes is neither declared dead nor kept alive forever by the reconciler of another host.
+    """
     value = store.redis.get(heartbeat_key(build_id))
     if value is None:
         return None
     try:
-        return max(0.0, time.time() - float(value))
+        return max(0.0, _redis_now(store) - float(value))
     except ValueError:
         return None
+
+
+def _redis_now(store: "CondaStore") -> float:
+    seconds, micros = store.redis.time()
+    return seconds + micros / 1e6
 
 
 def _job_state(store: "CondaStore", job_id: str | None) -> tuple[str, str]:

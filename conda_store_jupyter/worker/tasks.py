@@ -15,9 +15,20 @@ writes the final state is never the one being killed. A fresh interpreter (not a
 inheriting the worker's sockets and the thread state of native libraries.
 
 The supervisor polls every ``POLL_INTERVAL`` for: the child's exit, the cancel flag, the deadline,
-and the death of its own parent (worker SIGKILLed -> stop the build). It refreshes the build's
-heartbeat key so the reconciler (``reconcile.py``) can tell a live build from an orphaned one. The
-child watches its parent too and kills its own process group if the supervisor disappears.
+and the death of its own parent (worker SIGKILLed -> stop the build). Every ``STATUS_INTERVAL`` it
+refreshes the build's heartbeat key, so the reconciler (``reconcile.py``) can tell a live build
+from an orphaned one, and re-reads the build's status: a build someone else already ended (the
+reconciler, after a Redis or network outage hid our heartbeat) is stopped at once instead of
+running on into a prefix nobody will use. The child watches its parent too and kills its own
+process group if the supervisor disappears.
+
+COMPLETED is the point of no return. Once the child committed it, the supervisor no longer stops
+the child for a cancel or the deadline (only after ``TAIL_GRACE``, or if the worker dies): the
+child is only switching the link, ending the live log and queueing the image. The DB status is
+the flag, not a separate Redis key, because the commit itself is the moment that matters and a
+second flag could disagree with it. Whatever way the child ended, ``_after_child`` re-does that
+tail idempotently for a COMPLETED build, so a kill in the window between the commit and the tail
+(``TAIL_GRACE`` exceeded, the child crashed) never leaves a finished build without its link.
 """
 
 from __future__ import annotations
@@ -54,8 +65,15 @@ POLL_INTERVAL = 0.25
 HEARTBEAT_INTERVAL = 2.0
 """Seconds between heartbeats of a running build; the reconciler's ``stale_after`` is far larger."""
 
+STATUS_INTERVAL = HEARTBEAT_INTERVAL
+"""Seconds between the supervisor's reads of the build's status (stop a build ended elsewhere)."""
+
 HEARTBEAT_TTL = 3600
-"""TTL (s) of the heartbeat key: long enough that staleness is judged by its value, not expiry."""
+"""TTL (s) of the heartbeat key: only bounds the leak; staleness is judged by its value, which is
+the Redis server's own ``TIME`` (one clock for every host, see ``reconcile._heartbeat_age``)."""
+
+TAIL_GRACE = 120.0
+"""Seconds a child that committed COMPLETED gets to finish its tail before it is killed anyway."""
 
 TERM_GRACE = 5.0
 """Seconds between SIGTERM and SIGKILL when stopping a build's process group."""
@@ -131,7 +149,17 @@ def build_environment(build_id: int, config_path: str | None = None) -> None:
 
 
 def beat(store: "CondaStore", build_id: int) -> None:
-    store.redis.set(heartbeat_key(build_id), f"{time.time():.3f}", ex=HEARTBEAT_TTL)
+    """Record a sign of life stamped with the Redis server's clock (worker clocks may disagree)."""
+    seconds, micros = store.redis.time()
+    store.redis.set(heartbeat_key(build_id), f"{seconds}.{micros:06d}", ex=HEARTBEAT_TTL)
+
+
+def build_status(store: "CondaStore", build_id: int) -> BuildStatus | None:
+    from .. import orm
+
+    with store.session() as db:
+        build = db.get(orm.Build, int(build_id))
+        return None if build is None else BuildStatus(build.status)
 
 
 def supervise(store: "CondaStore", build_id: int, config_path: str | None) -> ChildExit:
@@ -147,7 +175,8 @@ def supervise(store: "CondaStore", build_id: int, config_path: str | None) -> Ch
         env[REDIS_URL_ENV] = store.redis_url
     parent = os.getppid()
     deadline = time.monotonic() + float(store.build_timeout)
-    next_beat = 0.0
+    next_beat = next_status = 0.0
+    committed_at: float | None = None  # monotonic time the child was first seen COMPLETED
     with open(wd / "child.stderr", "wb") as err:
         proc = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=err, stderr=subprocess.STDOUT,
                                 env=env, start_new_session=True)
@@ -168,14 +197,38 @@ def supervise(store: "CondaStore", build_id: int, config_path: str | None) -> Ch
             except Exception as exc:  # noqa: BLE001 - Redis hiccup: keep building, retry next tick
                 log.warning("build %s: Redis unavailable while supervising: %s", build_id, exc)
                 flag = None
-            if flag is not None:
+            status: BuildStatus | None = BuildStatus.BUILDING
+            wants_stop = flag is not None or now >= deadline
+            if committed_at is None and (now >= next_status or wants_stop):
+                # Read when due, and always right before stopping for a cancel or the deadline: a
+                # child that just committed COMPLETED must be let finish, not killed.
+                next_status = now + STATUS_INTERVAL
+                try:
+                    status = build_status(store, build_id)
+                except Exception as exc:  # noqa: BLE001 - DB hiccup: keep building, retry later
+                    log.warning("build %s: database unavailable while supervising: %s", build_id, exc)
+                if status == BuildStatus.COMPLETED:
+                    committed_at = now
+            if os.getppid() != parent:
+                stopped, reason = BuildStatus.FAILED, "the worker running this build stopped; the build was stopped"
+            elif committed_at is not None:
+                if now - committed_at > TAIL_GRACE:
+                    log.warning("build %s: COMPLETED but its process did not exit within %s s; stopping it",
+                                build_id, TAIL_GRACE)
+                    rc = stop_process_group(proc)
+                    break
+                continue
+            elif status != BuildStatus.BUILDING:
+                # Ended elsewhere (reconciler, deleted): whoever ended it owns the final state.
+                log.warning("build %s is %s; stopping its process", build_id, getattr(status, "value", status))
+                rc = stop_process_group(proc)
+                break
+            elif flag is not None:
                 stopped, reason = BuildStatus.CANCELED, flag.decode("utf-8", "replace") or CANCELED_BY_USER
             elif now >= deadline:
                 stopped = BuildStatus.FAILED
                 reason = (f"the build took longer than its {store.build_timeout} s limit "
                           "(CondaStore.build_timeout) and was stopped")
-            elif os.getppid() != parent:
-                stopped, reason = BuildStatus.FAILED, "the worker running this build stopped; the build was stopped"
             if stopped is not None:
                 rc = stop_process_group(proc)
                 break
@@ -198,20 +251,61 @@ def stop_process_group(proc: subprocess.Popen) -> int | None:
 
 
 def _after_child(store: "CondaStore", build_id: int, outcome: ChildExit) -> None:
-    """Record the outcome when the child could not (it was stopped, or it crashed)."""
+    """Record the outcome when the child could not (it was stopped, or it crashed), then make sure
+    the final state is complete: a COMPLETED build has its tail, any other build no prefix."""
+    from ..urls import redact_text
+
     if outcome.stopped is not None:
         end_abnormally(store, build_id, outcome.stopped, outcome.reason or "stopped")
-        return
-    if outcome.returncode == 0:
-        return  # the child recorded COMPLETED or FAILED itself
-    rc = outcome.returncode
-    how = f"was killed by signal {-rc}" if rc is not None and rc < 0 else f"exited with code {rc}"
-    tail = ""
-    err = work_dir(store, build_id) / "child.stderr"
-    if err.exists():
-        tail = err.read_text(errors="replace")[-STDERR_TAIL:].strip()
-    reason = f"the build process {how}" + (f": {tail.splitlines()[-1]}" if tail else "")
-    end_abnormally(store, build_id, BuildStatus.FAILED, reason, extra=tail)
+    elif outcome.returncode != 0:
+        rc = outcome.returncode
+        how = f"was killed by signal {-rc}" if rc is not None and rc < 0 else f"exited with code {rc}"
+        tail = ""
+        err = work_dir(store, build_id) / "child.stderr"
+        if err.exists():  # tracebacks may quote index URLs with credentials
+            tail = redact_text(err.read_text(errors="replace")[-STDERR_TAIL:]).strip()
+        reason = f"the build process {how}" + (f": {tail.splitlines()[-1]}" if tail else "")
+        end_abnormally(store, build_id, BuildStatus.FAILED, reason, extra=tail)
+    # The child is dead: nothing of this build writes any more, so both steps below are safe.
+    status = build_status(store, build_id)
+    if status == BuildStatus.COMPLETED:
+        finish_completed(store, build_id)
+    elif status is not None and status.finished:
+        # Ended by someone else while the child kept writing (or by us above): no half-built prefix.
+        shutil.rmtree(_prefix_of(store, build_id), ignore_errors=True)
+
+
+def _prefix_of(store: "CondaStore", build_id: int) -> Path:
+    from .. import orm
+
+    with store.session() as db:
+        return db.get(orm.Build, int(build_id)).prefix_path(store.store_path)
+
+
+def finish_completed(store: "CondaStore", build_id: int) -> None:
+    """The tail of a COMPLETED build, idempotent: link switched, live log ended, image queued.
+
+    The child runs it right after its commit; the supervisor runs it again after the child ended,
+    in case the child was killed or crashed between the commit and the end of the tail.
+    """
+    from .. import orm
+    from .logs import finish_log, log_finished
+
+    with store.session() as db:
+        environment_id = db.get(orm.Build, int(build_id)).environment_id
+    # Link first, then end the live log: whoever follows the log until "finished" (conda-store
+    # wait) finds the environment link already switched.
+    sync_environment_link(store, environment_id)
+    with contextlib.suppress(Exception):
+        if not log_finished(store, build_id):
+            finish_log(store, build_id, BuildStatus.COMPLETED)
+    # Image hook: the image job (worker/images.py) runs on the artifacts queue, after COMPLETED,
+    # so a slow image never delays the environment and a failed one never fails the build.
+    if BuildArtifactType.DOCKER_MANIFEST.value in store.build_artifacts:
+        try:
+            store.queue.enqueue_image_once(build_id)
+        except Exception as exc:  # noqa: BLE001 - the build is done; the image can be re-queued
+            log.warning("build %s: could not queue its image job: %s", build_id, exc)
 
 
 def end_abnormally(store: "CondaStore", build_id: int, status: BuildStatus, reason: str, extra: str = "") -> bool:
@@ -358,16 +452,18 @@ def _record_failure(store: "CondaStore", build_id: int, build_key: str, paths: "
 
 def _record_success(store: "CondaStore", build_id: int, build_key: str, outputs: "BuildOutputs",
                     paths: "BuildPaths", keys: dict[BuildArtifactType, str]) -> BuildStatus:
-    """One transaction: BUILDING -> COMPLETED, packages, artifact rows, size, current build."""
+    """One transaction: BUILDING -> COMPLETED, packages, artifact rows, size, current build.
+
+    The LOGS artifact is stored only after winning the compare-and-set: a build that was canceled
+    or reconciled meanwhile must not overwrite the log its final state was recorded with. The
+    loser removes what only it would have used: its prefix and the artifacts it stored.
+    """
     from sqlalchemy import or_, update
 
     from .. import orm
     from ..build.record import record_packages
     from ..orm import utcnow
-    from .logs import finish_log
 
-    keys = {**keys, BuildArtifactType.LOGS: _put_log(store, build_key, paths.log),
-            BuildArtifactType.DIRECTORY: str(outputs.prefix)}
     with store.session() as db:
         claimed = db.execute(
             update(orm.Build)
@@ -375,33 +471,30 @@ def _record_success(store: "CondaStore", build_id: int, build_key: str, outputs:
             .values(status=BuildStatus.COMPLETED, ended_on=utcnow(), status_info=None, size=outputs.size_bytes)
             .execution_options(synchronize_session=False)
         ).rowcount == 1
-        if not claimed:  # canceled or reconciled meanwhile: the other side owns the final state
-            return BuildStatus.FAILED
-        build = db.get(orm.Build, int(build_id))
-        record_packages(db, build, outputs.packages)
-        for kind, key in keys.items():
-            db.add(orm.BuildArtifact(build_id=build.id, artifact_type=kind, key=key))
-        # Newer builds win: a slow old build finishing late must not replace a newer current build.
-        db.execute(
-            update(orm.Environment)
-            .where(orm.Environment.id == build.environment_id, orm.Environment.deleted_on.is_(None),
-                   or_(orm.Environment.current_build_id.is_(None), orm.Environment.current_build_id < build.id))
-            .values(current_build_id=build.id)
-            .execution_options(synchronize_session=False)
-        )
-        environment_id = build.environment_id
-    # Link first, then end the live log: whoever follows the log until "finished" (conda-store
-    # wait) finds the environment link already switched.
-    sync_environment_link(store, environment_id)
-    with contextlib.suppress(Exception):
-        finish_log(store, build_id, BuildStatus.COMPLETED)
-    # Image hook: the image job (worker/images.py) runs on the artifacts queue, after COMPLETED,
-    # so a slow image never delays the environment and a failed one never fails the build.
-    if BuildArtifactType.DOCKER_MANIFEST.value in store.build_artifacts:
-        try:
-            store.queue.enqueue_image(build_id)
-        except Exception as exc:  # noqa: BLE001 - the build is done; the image can be re-queued
-            log.warning("build %s: could not queue its image job: %s", build_id, exc)
+        if claimed:  # same transaction: COMPLETED is never visible without its log and packages
+            keys = {**keys, BuildArtifactType.LOGS: _put_log(store, build_key, paths.log),
+                    BuildArtifactType.DIRECTORY: str(outputs.prefix)}
+            build = db.get(orm.Build, int(build_id))
+            record_packages(db, build, outputs.packages)
+            for kind, key in keys.items():
+                db.add(orm.BuildArtifact(build_id=build.id, artifact_type=kind, key=key))
+            # Newer builds win: a slow old build finishing late must not replace a newer current build.
+            db.execute(
+                update(orm.Environment)
+                .where(orm.Environment.id == build.environment_id, orm.Environment.deleted_on.is_(None),
+                       or_(orm.Environment.current_build_id.is_(None),
+                           orm.Environment.current_build_id < build.id))
+                .values(current_build_id=build.id)
+                .execution_options(synchronize_session=False)
+            )
+    if not claimed:  # canceled or reconciled meanwhile: the other side owns the final state
+        log.warning("build %s ended elsewhere before it could complete; discarding its results", build_id)
+        shutil.rmtree(outputs.prefix, ignore_errors=True)
+        for key in keys.values():
+            with contextlib.suppress(Exception):  # a key that is not ours (ValueError) is never touched
+                store.storage.delete(key)
+        return BuildStatus.FAILED
+    finish_completed(store, build_id)
     return BuildStatus.COMPLETED
 
 
