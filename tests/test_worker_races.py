@@ -245,3 +245,22 @@ def test_crashed_child_stderr_tail_is_redacted(service_factory):
     text = stored_or_live_log(store, build_id)
     assert status == BuildStatus.FAILED and "pypi.example.com" in info and "pypi.example.com" in text
     assert "s3cret" not in info and "s3cret" not in text
+
+
+# -- 4. a live log whose end marker never came --------------------------------------------------
+def test_follower_finishes_when_the_end_marker_is_missing(service_factory):
+    from conda_store_jupyter.worker.logs import log_stream_key
+
+    store = service_factory().store
+    build_id = make_build(store, QUICK)
+    assert transition(store, build_id, (BuildStatus.QUEUED,), status=BuildStatus.BUILDING)
+    # A line written long ago (explicit old entry id): the stream has been silent well past the grace.
+    store.redis.xadd(log_stream_key(build_id), {b"l": b"-- solve"}, id="1000-0")
+    lines, last, finished = read_log(store, build_id)
+    assert (lines, finished) == (["-- solve"], False)
+    assert read_log(store, build_id, last)[2] is False  # silent, but still BUILDING in the database
+
+    # Ended by a process that lost Redis before writing the end marker.
+    assert transition(store, build_id, (BuildStatus.BUILDING,), status=BuildStatus.FAILED, ended_on=orm.utcnow())
+    wait_for(lambda: read_log(store, build_id, last) == ([], last, True), 10,
+             "the follower to see the build finished")

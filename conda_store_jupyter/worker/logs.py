@@ -13,6 +13,7 @@ missed, and several readers must be able to follow one build independently. Entr
 
 from __future__ import annotations
 
+import time
 from typing import TYPE_CHECKING
 
 from ..exceptions import NotFoundError
@@ -41,8 +42,20 @@ READ_BATCH = 10_000
 START = "0-0"
 """Entry id meaning "from the beginning"."""
 
+MISSING_END_GRACE = 5.0
+"""Seconds a stream without an end marker must have been silent before the database is asked
+whether its build ended. Normally the end marker follows the final commit within milliseconds
+(after the link switch, which followers rely on); the marker is only missing when whoever ended
+the build lost Redis at that moment, and followers must not hang forever on such a stream."""
+
+DB_CHECK_INTERVAL = 2.0
+"""Seconds between two database checks for one build by one reader process (see above)."""
+
 _LINE = b"l"
 _END = b"end"
+
+_last_db_check: dict[tuple[int, int], float] = {}
+"""(id of the Redis client, build id) -> ``time.monotonic()`` of this process's last DB check."""
 
 
 def log_stream_key(build_id: int) -> str:
@@ -106,7 +119,8 @@ def read_log(
         return lines, last, finished
     tail = store.redis.xrevrange(key, "+", "-", count=1)
     if tail:  # nothing new; finished if the stream already ended
-        return [], after, _END in tail[0][1]
+        entry_id, fields = tail[0]
+        return [], after, _END in fields or _ended_without_marker(store, build_id, _decode(entry_id))
     # No stream: either the build has not written anything yet, or it ended and the stream expired.
     build_finished, text = _stored_if_finished(store, build_id)
     if not build_finished:
@@ -124,6 +138,24 @@ def stored_or_live_log(store: "CondaStore", build_id: int) -> str:
 
 
 # -- helpers ------------------------------------------------------------------------------------
+def _ended_without_marker(store: "CondaStore", build_id: int, last_entry_id: str) -> bool:
+    """True if the stream has been silent for ``MISSING_END_GRACE`` and the database says the build
+    ended; the database is asked at most every ``DB_CHECK_INTERVAL`` per build and process."""
+    seconds, micros = store.redis.time()  # entry ids carry the Redis clock's milliseconds
+    if seconds + micros / 1e6 - int(last_entry_id.split("-", 1)[0]) / 1000 < MISSING_END_GRACE:
+        return False
+    now = time.monotonic()
+    if len(_last_db_check) > 10_000:  # readers of long-gone builds
+        for stale in [k for k, t in _last_db_check.items() if now - t > 10 * DB_CHECK_INTERVAL]:
+            _last_db_check.pop(stale, None)
+    slot = (id(store.redis), int(build_id))
+    if now - _last_db_check.get(slot, float("-inf")) < DB_CHECK_INTERVAL:
+        return False
+    _last_db_check[slot] = now
+    status, _key = _log_artifact_key(store, build_id)
+    return BuildStatus(status).finished
+
+
 def _decode(value: bytes | str) -> str:
     return value.decode("utf-8", "replace") if isinstance(value, bytes) else value
 
