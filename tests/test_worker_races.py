@@ -264,3 +264,25 @@ def test_follower_finishes_when_the_end_marker_is_missing(service_factory):
     assert transition(store, build_id, (BuildStatus.BUILDING,), status=BuildStatus.FAILED, ended_on=orm.utcnow())
     wait_for(lambda: read_log(store, build_id, last) == ([], last, True), 10,
              "the follower to see the build finished")
+
+
+# -- 5. a long-queued build a worker has just taken ------------------------------------------------
+def test_reconciler_spares_a_long_queued_build_a_worker_just_took(service_factory):
+    from datetime import timedelta
+
+    from rq.job import JobStatus
+
+    store = service_factory().store
+    build_id = make_build(store, QUICK)
+    job_id = store.queue.enqueue_build(build_id)
+    with store.session() as db:  # queued for an hour behind other builds
+        db.get(orm.Build, build_id).scheduled_on = orm.utcnow() - timedelta(hours=1)
+    # A worker has just dequeued the job and is still loading: no heartbeat yet.
+    Job.fetch(job_id, connection=store.redis).set_status(JobStatus.STARTED)
+
+    assert reconcile(store, stale_after=30) == []
+    assert status_of(store, build_id)[0] == BuildStatus.QUEUED
+    # If that worker really died, the build is still failed once the state outlasts stale_after.
+    wait_for(lambda: reconcile(store, stale_after=0.5) == [build_id], 10, "the reconciler to fail it")
+    status, info = status_of(store, build_id)
+    assert status == BuildStatus.FAILED and "died before starting" in info

@@ -38,6 +38,13 @@ STALE_AFTER = 30.0
 
 _DEAD_JOB_STATES = {"failed", "stopped", "canceled", "finished", "missing"}
 
+UNCLAIMED_KEY = "conda-store:build:{build_id}:unclaimed"
+"""Redis time at which a reconciler first saw the build QUEUED with its job already started."""
+
+
+def unclaimed_key(build_id: int) -> str:
+    return UNCLAIMED_KEY.format(build_id=int(build_id))
+
 
 @dataclass(frozen=True)
 class Verdict:
@@ -89,8 +96,12 @@ def judge(store: "CondaStore", row: _Row, now: datetime, stale_after: float) -> 
                 if age > stale_after else None
         if state in ("failed", "stopped", "canceled", "finished"):
             return _failed(f"its queue job ended ({state}) before the build started{job_info}")
-        if state == "started" and age > stale_after and _heartbeat_age(store, row.id) is None:
-            return _failed("the worker that took its job died before starting it")
+        if state == "started" and _heartbeat_age(store, row.id) is None:
+            # A worker just took the job and is loading (its heartbeat comes first thing). How long
+            # the build waited in the queue says nothing about that worker, so time this state
+            # itself, from the first pass that saw it, on the Redis clock.
+            if _unclaimed_for(store, row.id, stale_after) > stale_after:
+                return _failed("the worker that took its job died before starting it")
         return None
 
     # BUILDING
@@ -129,6 +140,19 @@ def _heartbeat_age(store: "CondaStore", build_id: int) -> float | None:
         return max(0.0, _redis_now(store) - float(value))
     except ValueError:
         return None
+
+
+def _unclaimed_for(store: "CondaStore", build_id: int, stale_after: float) -> float:
+    """Seconds since a reconciler first saw this build started-but-unclaimed (0 on the first pass)."""
+    now = _redis_now(store)
+    key = unclaimed_key(build_id)
+    # The TTL only bounds the leak; it outlives any sensible reconcile interval.
+    if store.redis.set(key, f"{now:.6f}", nx=True, ex=int(stale_after) + 3600):
+        return 0.0
+    try:
+        return max(0.0, now - float(store.redis.get(key) or now))
+    except ValueError:
+        return 0.0
 
 
 def _redis_now(store: "CondaStore") -> float:
@@ -174,7 +198,7 @@ def _end(store: "CondaStore", row: _Row, verdict: Verdict) -> bool:
         return False  # the build moved on meanwhile: its own process recorded the outcome
     _remove_leftovers(store, row.id)
     try:
-        store.redis.delete(heartbeat_key(row.id), cancel_key(row.id))
+        store.redis.delete(heartbeat_key(row.id), cancel_key(row.id), unclaimed_key(row.id))
     except Exception:  # noqa: BLE001
         log.warning("could not clear the Redis keys of reconciled build %s", row.id)
     return True
