@@ -91,17 +91,17 @@ class BaseHandler(web.RequestHandler):
             return
         super().check_xsrf_cookie()
 
-    def prepare(self) -> None:
+    async def prepare(self) -> None:
         if len(self.request.body) > self.server.max_body_size:
             raise web.HTTPError(413, f"request body is larger than {self.server.max_body_size} bytes")
-        self.identity = self._authenticate()
+        self.identity = await self._authenticate_async()
         self.check_xsrf_cookie()
 
-    def _authenticate(self) -> Identity:
+    async def _authenticate_async(self) -> Identity:
         """One credential per request: the Authorization header wins over the cookie."""
         authorization = self.request.headers.get("Authorization")
         if authorization:
-            return self.auth.authenticate_request(cookie=None, authorization=authorization)
+            return await self.auth.authenticate_request_async(cookie=None, authorization=authorization)
         cookie = self.get_cookie(self.auth.cookie_name)
         identity = self.auth.authenticate_request(cookie=cookie, authorization=None)
         self.cookie_authenticated = bool(cookie) and identity.authenticated
@@ -261,8 +261,8 @@ def parse_id(value: str, what: str = "build id") -> int:
 class NotFoundHandler(BaseHandler):
     """Unknown routes (the Application's ``default_handler_class``): an enveloped 404."""
 
-    def prepare(self) -> None:
-        super().prepare()
+    async def prepare(self) -> None:
+        await super().prepare()
         raise web.HTTPError(404, f"no such endpoint: {self.request.method} {self.request.path}")
 
 
