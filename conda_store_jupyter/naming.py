@@ -10,6 +10,7 @@ that a second line of defence rather than the only one.
 from __future__ import annotations
 
 import re
+import unicodedata
 from datetime import datetime, timezone
 
 from .exceptions import InvalidNameError
@@ -26,6 +27,13 @@ TAG_RE = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9._-]{0,127}$")
 
 BUILD_KEY_RE = re.compile(r"^(?P<hash>[0-9a-f]{8})-(?P<ts>[0-9]+)-(?P<id>[0-9]+)-(?P<name>.+)$")
 """A v2 build key: ``<spec sha256[:8]>-<unix ts scheduled>-<build id>-<environment name>``."""
+
+
+DYNAMIC_NAMESPACE = "conda-store-dynamic"
+"""The namespace of on-demand image environments (``Registry.dynamic_namespace``'s default). It is
+reserved: its environments are built from image names alone and served to every user, so no user
+may get it as a primary namespace (:func:`namespace_for_username`) and only store-wide admins may
+write into it through the REST API (``AuthenticationBackend.authorize``)."""
 
 
 def validate_name(value: object, what: str = "name") -> str:
@@ -74,3 +82,41 @@ def parse_build_key(key: str) -> int:
     if not m:
         raise InvalidNameError(f"{key!r} is not a build key")
     return int(m.group("id"))
+
+
+_NOT_NAME_CHARS = re.compile(r"[^a-z0-9]+")
+
+
+def namespace_for_username(username: str) -> str:
+    """The primary namespace of a user: the name itself, or a clear normalisation of it.
+
+    JupyterHub (and other identity providers) allow names our grammar does not: ``Alice``,
+    ``alice@example.org``. Lowercase them and turn each run of other characters into ``-``
+    (``alice-example-org``); raise InvalidNameError when nothing usable remains.
+
+    Distinct provider names can normalise to the same namespace (``bob@x.org``/``bob-x-org``);
+    JupyterHub already lowercases names, so only deployments whose provider allows such pairs
+    need to care (give those users explicit bindings instead).
+    """
+    if not isinstance(username, str) or not username.strip():
+        raise InvalidNameError("user name must be a non-empty string")
+    if is_valid_name(username):
+        candidate = username
+    else:
+        # NFKD + dropping non-ASCII keeps "Émile" recognisable as "emile" rather than "mile".
+        ascii_name = unicodedata.normalize("NFKD", username).encode("ascii", "ignore").decode()
+        candidate = _NOT_NAME_CHARS.sub("-", ascii_name.strip().lower()).strip("-")
+        if not is_valid_name(candidate):
+            raise InvalidNameError(
+                f"user name {username!r} cannot be used as a namespace (normalised to {candidate!r}, "
+                f"which is not a valid name: lowercase letters and digits separated by '.', '_' or '-', "
+                f"at most {NAME_MAX_LENGTH} characters)"
+            )
+    # Reserved (security): the owner of the on-demand image namespace could plant images that the
+    # registry serves to everyone pulling conda-store-dynamic/... (see DYNAMIC_NAMESPACE).
+    if candidate == DYNAMIC_NAMESPACE:
+        raise InvalidNameError(
+            f"user name {username!r} cannot be used as a namespace: {candidate!r} is reserved for "
+            "on-demand images; give this user another name or an explicit token"
+        )
+    return candidate

@@ -27,8 +27,6 @@ import binascii
 import datetime as dt
 import hashlib
 import hmac
-import re
-import unicodedata
 from dataclasses import dataclass, replace
 from typing import Any, Iterable, Mapping
 
@@ -38,9 +36,9 @@ from traitlets.config import LoggingConfigurable
 
 from .. import orm
 from ..exceptions import AuthenticationError, PermissionDeniedError, ValidationError
-from ..naming import NAME_MAX_LENGTH, is_valid_name, validate_name
-from ..server.registry_names import DYNAMIC_NAMESPACE
+from ..naming import DYNAMIC_NAMESPACE, namespace_for_username, validate_name  # noqa: F401 - re-exported
 from . import tokens as _tokens
+from .authenticators import Authenticator, DummyAuthenticator, NoLoginAuthenticator  # noqa: F401 - config paths
 from .rbac import (
     Identity,
     Permission,
@@ -79,45 +77,6 @@ def _is_scoped(identity: Identity) -> bool:
     return bool(getattr(identity, "scoped", False))
 
 
-# -- names ------------------------------------------------------------------------------------
-_NOT_NAME_CHARS = re.compile(r"[^a-z0-9]+")
-
-
-def namespace_for_username(username: str) -> str:
-    """The primary namespace of a user: the name itself, or a clear normalisation of it.
-
-    JupyterHub (and other identity providers) allow names our grammar does not: ``Alice``,
-    ``alice@example.org``. Lowercase them and turn each run of other characters into ``-``
-    (``alice-example-org``); raise ValidationError when nothing usable remains.
-
-    Distinct provider names can normalise to the same namespace (``bob@x.org``/``bob-x-org``);
-    JupyterHub already lowercases names, so only deployments whose provider allows such pairs
-    need to care (give those users explicit bindings instead).
-    """
-    if not isinstance(username, str) or not username.strip():
-        raise ValidationError("user name must be a non-empty string")
-    if is_valid_name(username):
-        candidate = username
-    else:
-        # NFKD + dropping non-ASCII keeps "Émile" recognisable as "emile" rather than "mile".
-        ascii_name = unicodedata.normalize("NFKD", username).encode("ascii", "ignore").decode()
-        candidate = _NOT_NAME_CHARS.sub("-", ascii_name.strip().lower()).strip("-")
-        if not is_valid_name(candidate):
-            raise ValidationError(
-                f"user name {username!r} cannot be used as a namespace (normalised to {candidate!r}, "
-                f"which is not a valid name: lowercase letters and digits separated by '.', '_' or '-', "
-                f"at most {NAME_MAX_LENGTH} characters)"
-            )
-    # Reserved (security): the owner of the on-demand image namespace could plant images that the
-    # registry serves to everyone pulling conda-store-dynamic/... (see registry_names.DYNAMIC_NAMESPACE).
-    if candidate == DYNAMIC_NAMESPACE:
-        raise ValidationError(
-            f"user name {username!r} cannot be used as a namespace: {candidate!r} is reserved for "
-            "on-demand images; give this user another name or an explicit token"
-        )
-    return candidate
-
-
 def _substitute(bindings: Mapping[str, Iterable[str]], **names: str) -> RoleBindings:
     """Replace ``{primary_namespace}``/``{default_namespace}`` in ARN globs, then validate."""
     out: dict[str, list[str]] = {}
@@ -126,61 +85,6 @@ def _substitute(bindings: Mapping[str, Iterable[str]], **names: str) -> RoleBind
             glob = glob.replace("{" + key + "}", value)
         out.setdefault(glob, []).extend(roles)
     return normalize_bindings(out)
-
-
-# -- password login ---------------------------------------------------------------------------
-class Authenticator(LoggingConfigurable):
-    """Checks a username and password (JupyterHub's pattern: subclass and configure
-    ``c.AuthenticationBackend.authenticator_class``)."""
-
-    login_enabled: bool = True
-    """Whether ``POST /login/`` with a password is offered at all."""
-
-    def authenticate(self, username: str, password: str) -> str | None:
-        """Return the (possibly normalised) username if the password is right, else None."""
-        raise NotImplementedError
-
-
-class NoLoginAuthenticator(Authenticator):
-    """Token-only deployments (the default): no password can log anyone in."""
-
-    login_enabled = False
-
-    def authenticate(self, username: str, password: str) -> str | None:
-        return None
-
-
-class DummyAuthenticator(Authenticator):
-    """One shared password for every user: for tests and the upstream client's basic-auth mode.
-
-    Not for production. Unlike upstream's ``DummyAuthentication`` it is off unless a password is
-    configured, and logged-in users get ``authenticated_role_bindings``, not ``*/*`` admin.
-    """
-
-    password = Unicode(
-        "",
-        help="""The password every user logs in with. Empty (the default) disables password login,
-        so forgetting to configure it never means "any password works".""",
-    ).tag(config=True)
-
-    allowed_users = Set(
-        Unicode(),
-        help="""Usernames allowed to log in. Empty means any username that is (or normalises to)
-        a valid namespace name.""",
-    ).tag(config=True)
-
-    @property
-    def login_enabled(self) -> bool:  # type: ignore[override]
-        return bool(self.password)
-
-    def authenticate(self, username: str, password: str) -> str | None:
-        if not self.password:
-            return None
-        if not hmac.compare_digest(password.encode("utf-8"), self.password.encode("utf-8")):
-            return None
-        if self.allowed_users and username not in self.allowed_users:
-            return None
-        return username
 
 
 # -- the backend ------------------------------------------------------------------------------

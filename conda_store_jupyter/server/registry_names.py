@@ -12,13 +12,7 @@ import hashlib
 import re
 
 from ..exceptions import InvalidNameError
-from ..naming import validate_name
-
-DYNAMIC_NAMESPACE = "conda-store-dynamic"
-"""The namespace of on-demand image environments (``Registry.dynamic_namespace``'s default). It is
-reserved: its environments are built from image names alone and served to every user, so no user
-may get it as a primary namespace (``auth.backend.namespace_for_username``) and only store-wide
-admins may write into it through the REST API (``AuthenticationBackend.authorize``)."""
+from ..naming import DYNAMIC_NAMESPACE, validate_name  # noqa: F401 - re-exported
 
 DYNAMIC_PREFIX = "dyn-"
 """Prefix of hashed on-demand environment names; readable names never start with it."""
