@@ -8,6 +8,7 @@ lockfile must still find every package through the configured (secret) channel.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import functools
 import subprocess
 import threading
@@ -45,17 +46,23 @@ class _TokenChannel(SimpleHTTPRequestHandler):
         pass
 
 
-@pytest.fixture(scope="module")
-def secret_channel(local_channel):
-    handler = functools.partial(_TokenChannel, directory=str(Path(local_channel.path).resolve()))
-    server = ThreadingHTTPServer(("127.0.0.1", 0), handler)
+@contextlib.contextmanager
+def _serving(handler: type[SimpleHTTPRequestHandler], directory: Path):
+    """A real HTTP server for ``directory`` on 127.0.0.1:<free port>; yields the port."""
+    server = ThreadingHTTPServer(("127.0.0.1", 0), functools.partial(handler, directory=str(directory)))
     thread = threading.Thread(target=server.serve_forever, daemon=True)
     thread.start()
     try:
-        yield f"http://127.0.0.1:{server.server_address[1]}/t/{TOKEN}/ch"
+        yield server.server_address[1]
     finally:
         server.shutdown()
         server.server_close()
+
+
+@pytest.fixture(scope="module")
+def secret_channel(local_channel):
+    with _serving(_TokenChannel, Path(local_channel.path).resolve()) as port:
+        yield f"http://127.0.0.1:{port}/t/{TOKEN}/ch"
 
 
 def test_token_is_redacted_everywhere_and_lockfile_reinstalls(secret_channel, package_cache_dir, tmp_path):
@@ -115,15 +122,8 @@ class _BasicAuthIndex(SimpleHTTPRequestHandler):
 @pytest.fixture(scope="module")
 def secret_index(local_channel):
     root = Path(local_channel.pypi_index_url.removeprefix("file://")).parent  # serves simple/ and the wheels
-    handler = functools.partial(_BasicAuthIndex, directory=str(root))
-    server = ThreadingHTTPServer(("127.0.0.1", 0), handler)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    try:
-        yield f"http://pip-user:{TOKEN}@127.0.0.1:{server.server_address[1]}/simple/"
-    finally:
-        server.shutdown()
-        server.server_close()
+    with _serving(_BasicAuthIndex, root) as port:
+        yield f"http://pip-user:{TOKEN}@127.0.0.1:{port}/simple/"
 
 
 def test_pip_index_with_credentials(local_channel, secret_index, package_cache_dir, tmp_path):

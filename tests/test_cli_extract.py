@@ -7,7 +7,6 @@ each must be refused by *our* checks (matched by message), whatever the stdlib f
 
 from __future__ import annotations
 
-import io
 import os
 import tarfile
 from pathlib import Path
@@ -17,6 +16,8 @@ import pytest
 from conda_store_jupyter.cli._errors import CLIError
 from conda_store_jupyter.cli._extract import ArchiveNamespace, safe_extract
 from conda_store_jupyter.cli._run import build_dir, find_cached, install_archive
+
+from .archives import write_tar
 
 
 def _member(name: str, kind: bytes = tarfile.REGTYPE, target: str = "") -> tarfile.TarInfo:
@@ -28,14 +29,7 @@ def _member(name: str, kind: bytes = tarfile.REGTYPE, target: str = "") -> tarfi
 
 
 def _tar(path: Path, members: list[tarfile.TarInfo], payload: bytes = b"pwned\n") -> Path:
-    with tarfile.open(path, "w") as tar:
-        for info in members:
-            if info.isfile():
-                info.size = len(payload)
-                tar.addfile(info, io.BytesIO(payload))
-            else:
-                tar.addfile(info)
-    return path
+    return write_tar(path, members, payload, compress=False)
 
 
 def poc_members() -> list[tarfile.TarInfo]:

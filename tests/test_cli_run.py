@@ -35,20 +35,14 @@ from conda_store_jupyter.cli._run import (
     install_archive,
 )
 
+from .archives import write_tar
+
 CONDA_STORE = Path(sys.executable).parent / "conda-store"
 
 # ------------------------------------------------------------------------------ hostile archives
 
 
-def _tar(path: Path, members: list[tarfile.TarInfo], payload: bytes = b"evil\n", compress: bool = True) -> Path:
-    with tarfile.open(path, "w:gz" if compress else "w") as tar:
-        for info in members:
-            if info.isfile():
-                info.size = len(payload)
-                tar.addfile(info, io.BytesIO(payload))
-            else:
-                tar.addfile(info)
-    return path
+_tar = write_tar
 
 
 def _file(name: str) -> tarfile.TarInfo:
@@ -340,7 +334,12 @@ dependencies:
 @pytest.fixture(scope="module")
 def packed(tmp_path_factory, local_channel, package_cache_dir) -> Path:
     """A real conda-pack archive of a real environment (python + native hello with placeholders)."""
-    from conda_store_jupyter.build import BuildLog, BuildPaths, BuildSettings, run_pipeline
+    from conda_store_jupyter.build import (
+        BuildLog,
+        BuildPaths,
+        BuildSettings,
+        run_pipeline,
+    )
     from conda_store_jupyter.build.records import current_platform
     from conda_store_jupyter.schema import parse_specification
 
