@@ -6,6 +6,8 @@ job (restart without persistence), nobody is left to record the outcome. :func:`
 such builds and ends them FAILED (or CANCELED, if a cancel was pending) with the reason at the top
 and bottom of their log. It is cheap and idempotent (every change is a compare-and-set), so every
 worker runs it every ``RECONCILE_INTERVAL`` seconds in a thread, and the server may call it too.
+The same thread runs :func:`.repair.repair` every ``repair.REPAIR_INTERVAL`` seconds: the repair of
+follow-up work (link, log end, image, purge) lost after a build had already reached its final state.
 
 How a BUILDING build is judged: the supervising process refreshes a heartbeat key every
 ``tasks.HEARTBEAT_INTERVAL`` (2 s), stamped with the Redis server's clock. A heartbeat older than ``stale_after`` seconds, or a job RQ
@@ -18,6 +20,7 @@ from __future__ import annotations
 import logging
 import shutil
 import threading
+import time
 from dataclasses import dataclass
 from datetime import datetime
 from typing import TYPE_CHECKING
@@ -27,6 +30,7 @@ from .queue import cancel_key, end_build, heartbeat_key
 
 if TYPE_CHECKING:
     from ..app import CondaStore
+    from .repair import RepairPolicy
 
 log = logging.getLogger(__name__)
 
@@ -222,22 +226,42 @@ def _remove_leftovers(store: "CondaStore", build_id: int) -> None:
 
 
 class ReconcileThread(threading.Thread):
-    """Runs :func:`reconcile` every ``interval`` seconds until :meth:`stop` (daemon thread)."""
+    """Runs :func:`reconcile` every ``interval`` seconds, and :func:`.repair.repair` every
+    ``repair_interval`` seconds (0 disables it), until :meth:`stop` (daemon thread).
+
+    Repair shares this thread rather than getting its own: both are short, rare database scans,
+    and one thread per worker keeps the number of pooled connections the reconciler holds at one.
+    """
 
     def __init__(self, store: "CondaStore", *, interval: float = RECONCILE_INTERVAL,
-                 stale_after: float = STALE_AFTER) -> None:
+                 stale_after: float = STALE_AFTER, repair_interval: float | None = None,
+                 repair_policy: "RepairPolicy | None" = None) -> None:
+        from .repair import REPAIR_INTERVAL, RepairPolicy
+
         super().__init__(name="conda-store-reconcile", daemon=True)
         self.store = store
         self.interval = interval
         self.stale_after = stale_after
+        self.repair_interval = REPAIR_INTERVAL if repair_interval is None else repair_interval
+        self.repair_policy = repair_policy or RepairPolicy()
         self._stop_event = threading.Event()
 
     def run(self) -> None:
+        from .repair import repair
+
+        next_repair = time.monotonic()
         while not self._stop_event.is_set():
             try:
                 reconcile(self.store, stale_after=self.stale_after)
             except Exception:  # noqa: BLE001 - keep reconciling; Redis/DB may come back
                 log.exception("reconcile failed; retrying in %s s", self.interval)
+            # After reconcile: builds it just ended are final, so this pass may already see them.
+            if self.repair_interval > 0 and time.monotonic() >= next_repair:
+                next_repair = time.monotonic() + self.repair_interval
+                try:
+                    repair(self.store, self.repair_policy)
+                except Exception:  # noqa: BLE001
+                    log.exception("repair failed; retrying in %s s", self.repair_interval)
             self._stop_event.wait(self.interval)
 
     def stop(self) -> None:
