@@ -177,3 +177,28 @@ def test_repair_never_touches_queued_or_building_builds(service_factory, hanging
     assert prefix.is_dir() and hanging_index.open > 0
     assert not store.redis.exists(cancel_key(building))
     assert not log_finished(store, building)
+
+
+def test_concurrent_passes_do_each_repair_once(service_factory):
+    """Many workers run the pass at the same time: each build is purged / has its tail redone once."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    env = service_factory()
+    store = env.store
+    first, second = make_build(store, QUICK), make_build(store, QUICK2)
+    store.queue.enqueue_build(first)
+    store.queue.enqueue_build(second)
+    env.start_worker("--burst").wait(timeout=BUILD_DEADLINE)
+    link, p1, p2 = _link(store), _prefix(store, first), _prefix(store, second)
+    with store.session() as db:  # the old build deleted, its job lost ...
+        db.get(orm.Build, first).deleted_on = orm.utcnow()
+    link.unlink()  # ... and the new one's tail lost
+    store.redis.delete(log_stream_key(second))
+    publish_line(store, second, "the last line before the worker died")
+
+    with ThreadPoolExecutor(4) as pool:
+        reports = list(pool.map(lambda _: repair(store, NOW), range(4)))
+    assert sorted(b for r in reports for b in r.purged) == [first]
+    assert sorted(b for r in reports for b in r.tails_finished) == [second]
+    assert not p1.exists() and _points_at(link, p2) and log_finished(store, second)
+    assert not repair(store, NOW)
