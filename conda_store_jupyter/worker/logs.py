@@ -52,7 +52,8 @@ DB_CHECK_INTERVAL = 2.0
 """Seconds between two database checks for one build by one reader process (see above)."""
 
 _LINE = b"l"
-_END = b"end"
+END_FIELD = b"end"
+"""Stream field of the entry that ends a build's live log (its value is the final status)."""
 
 _last_db_check: dict[tuple[int, int], float] = {}
 """(id of the Redis client, build id) -> ``time.monotonic()`` of this process's last DB check."""
@@ -75,7 +76,7 @@ def finish_log(store: "CondaStore", build_id: int, status: BuildStatus | str) ->
     """Mark the live log finished (readers see ``finished=True``) and let the stream expire."""
     key = log_stream_key(build_id)
     pipe = store.redis.pipeline(transaction=False)
-    pipe.xadd(key, {_END: str(getattr(status, "value", status))}, maxlen=LOG_STREAM_MAXLEN, approximate=True)
+    pipe.xadd(key, {END_FIELD: str(getattr(status, "value", status))}, maxlen=LOG_STREAM_MAXLEN, approximate=True)
     pipe.expire(key, FINISHED_LOG_TTL)
     pipe.execute()
 
@@ -83,7 +84,7 @@ def finish_log(store: "CondaStore", build_id: int, status: BuildStatus | str) ->
 def log_finished(store: "CondaStore", build_id: int) -> bool:
     """True if the live log already has its end marker (so :func:`finish_log` is not repeated)."""
     tail = store.redis.xrevrange(log_stream_key(build_id), "+", "-", count=1)
-    return bool(tail) and _END in tail[0][1]
+    return bool(tail) and END_FIELD in tail[0][1]
 
 
 def live_lines(store: "CondaStore", build_id: int) -> list[str]:
@@ -113,14 +114,14 @@ def read_log(
             last = _decode(entry_id)
             if _LINE in fields:
                 lines.append(_decode(fields[_LINE]))
-            if _END in fields:
+            if END_FIELD in fields:
                 finished = True
     if response:
         return lines, last, finished
     tail = store.redis.xrevrange(key, "+", "-", count=1)
     if tail:  # nothing new; finished if the stream already ended
         entry_id, fields = tail[0]
-        return [], after, _END in fields or _ended_without_marker(store, build_id, _decode(entry_id))
+        return [], after, END_FIELD in fields or _ended_without_marker(store, build_id, _decode(entry_id))
     # No stream: either the build has not written anything yet, or it ended and the stream expired.
     build_finished, text = _stored_if_finished(store, build_id)
     if not build_finished:

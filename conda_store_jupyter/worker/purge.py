@@ -27,7 +27,7 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 
-def _purge_build(store: "CondaStore", build_id: int) -> None:
+def purge_build(store: "CondaStore", build_id: int) -> None:
     """Remove a soft-deleted build's prefix and the artifacts not in ``build_artifacts_kept_on_deletion``.
 
     Running builds are canceled first (their supervisor removes the half-built prefix). The prefix
@@ -86,7 +86,7 @@ def _purge_environment(store: "CondaStore", environment_id: int) -> None:
                                        orm.Build.deleted_on.is_not(None))
         ))
     for build_id in build_ids:
-        _purge_build(store, build_id)
+        purge_build(store, build_id)
     sync_environment_link(store, environment_id)
 
 
@@ -94,7 +94,7 @@ def delete_build(build_id: int, config_path: str | None = None) -> None:
     """RQ job: clean up a soft-deleted build."""
     from .tasks import load_store
 
-    _purge_build(load_store(config_path), build_id)
+    purge_build(load_store(config_path), build_id)
 
 
 def delete_environment(environment_id: int, config_path: str | None = None) -> None:

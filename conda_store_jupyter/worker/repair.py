@@ -183,7 +183,7 @@ def _finish_tails(store: "CondaStore", policy: RepairPolicy) -> list[int]:
     from sqlalchemy import select
 
     from .. import orm
-    from .logs import _END, finish_log, log_stream_key
+    from .logs import END_FIELD, finish_log, log_stream_key
     from .tasks import finish_completed
 
     finished = [s for s in BuildStatus if s.finished]
@@ -204,7 +204,7 @@ def _finish_tails(store: "CondaStore", policy: RepairPolicy) -> list[int]:
     for (build_id, status), tail in zip(rows, tails):
         if len(done) >= policy.batch:
             break
-        if not tail or _END in tail[0][1] or not _claim(store, "tail", build_id, policy.tail_grace + 60):
+        if not tail or END_FIELD in tail[0][1] or not _claim(store, "tail", build_id, policy.tail_grace + 60):
             continue
         try:
             if status == BuildStatus.COMPLETED:
@@ -269,7 +269,7 @@ def _purge_deleted(store: "CondaStore", policy: RepairPolicy) -> list[int]:
     from sqlalchemy import exists, or_, select
 
     from .. import orm
-    from .purge import _purge_build
+    from .purge import purge_build
 
     kept = [BuildArtifactType(k) for k in store.build_artifacts_kept_on_deletion]
     unpurged = exists().where(orm.BuildArtifact.build_id == orm.Build.id,
@@ -292,7 +292,7 @@ def _purge_deleted(store: "CondaStore", policy: RepairPolicy) -> list[int]:
         if not (has_rows or prefix.exists()) or not _claim(store, "purge", build_id, REPAIR_INTERVAL):
             continue
         try:
-            _purge_build(store, build_id)
+            purge_build(store, build_id)
             purged.append(build_id)
         except Exception:  # noqa: BLE001
             log.exception("repair: could not purge deleted build %s", build_id)
