@@ -13,7 +13,7 @@ import contextlib
 from pathlib import Path
 from typing import Iterator
 
-from traitlets import Bool, Dict, Integer, List, Type, Unicode, default, validate
+from traitlets import Bool, Integer, List, Type, Unicode, default, validate
 from traitlets.config import Application, LoggingConfigurable
 
 from .schema import BuildArtifactType

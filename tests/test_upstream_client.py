@@ -18,7 +18,6 @@ from traitlets.config import Config
 
 from conda_store_jupyter.server.testing import bearer, running_server
 
-from .fixtures_service import wait_for
 
 CLIENT_VERSION = "2025.2.2"
 ADMIN = "admin-token-for-upstream-client-01"

@@ -11,15 +11,13 @@ network round trip, and a slow bucket must delay only the download, not every ot
 
 from __future__ import annotations
 
-from typing import Any, Callable, TypeVar
-
-from tornado.ioloop import IOLoop
+from typing import TypeVar
 
 from .. import orm
 from ..exceptions import NotFoundError
 from ..schema import BuildArtifactType
 from ..storage.base import artifact_key
-from .base import BaseHandler
+from .base import BaseHandler, run_sync
 
 T = TypeVar("T")
 
@@ -32,11 +30,6 @@ _TYPES = {
     BuildArtifactType.CONDA_PACK: ("application/gzip", "tar.gz"),
     BuildArtifactType.LOGS: ("text/plain; charset=utf-8", "log"),
 }
-
-
-async def run_sync(fn: Callable[..., T], *args: Any) -> T:
-    """``fn(*args)`` on the default executor: blocking IO (storage, Redis) off the event loop."""
-    return await IOLoop.current().run_in_executor(None, fn, *args)
 
 
 def artifact_storage_key(build: orm.Build, kind: BuildArtifactType) -> str | None:

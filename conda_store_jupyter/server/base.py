@@ -22,12 +22,13 @@
 
 from __future__ import annotations
 
+import enum
 import json
 import re
-from typing import Any, Iterable, Iterator, TypeVar
-import enum
+from typing import Any, Callable, Iterable, Iterator, TypeVar
 
 from tornado import httputil, web
+from tornado.ioloop import IOLoop
 
 from .. import api
 from ..auth.rbac import Identity, Permission
@@ -48,6 +49,14 @@ def _default(value: Any) -> Any:
     if isinstance(value, (set, frozenset)):
         return sorted(value)
     raise TypeError(f"{type(value).__name__} is not JSON serializable")
+
+
+_R = TypeVar("_R")
+
+
+async def run_sync(fn: Callable[..., _R], *args: Any) -> _R:
+    """``fn(*args)`` on the default executor: blocking IO (storage, Redis, DB) off the event loop."""
+    return await IOLoop.current().run_in_executor(None, fn, *args)
 
 
 class BaseHandler(web.RequestHandler):

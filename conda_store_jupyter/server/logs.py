@@ -17,8 +17,8 @@ from ..auth.rbac import Permission
 from ..exceptions import ValidationError
 from ..schema import BuildArtifactType
 from ..worker import logs as live
-from .artifacts import artifact_storage_key, run_sync, send_artifact
-from .base import BaseHandler, parse_id
+from .artifacts import artifact_storage_key, send_artifact
+from .base import BaseHandler, parse_id, run_sync
 
 POLL_SECONDS = 0.25
 """How often a streaming request checks for new lines. Each check is a non-blocking XREAD, run

@@ -19,7 +19,7 @@ import datetime as dt
 import json
 import time
 import weakref
-from typing import Any, Callable, TypeVar
+from typing import Any, TypeVar
 
 from sqlalchemy import select
 from tornado import iostream, web
@@ -39,6 +39,7 @@ from ..exceptions import (
 from ..naming import validate_name
 from ..schema import BuildArtifactType
 from ..storage.base import blob_key
+from .base import run_sync
 from .registry_manifests import (  # noqa: F401 - RegistryError, resolve_reference are re-exported
     DIGEST_RE,
     RegistryError,
@@ -116,9 +117,6 @@ class RegistryHandler(web.RequestHandler):
     def set_default_headers(self) -> None:
         self.set_header("Docker-Distribution-API-Version", "registry/2.0")
         self.set_header("X-Content-Type-Options", "nosniff")
-
-    async def run_sync(self, fn: Callable[..., T], *args: Any) -> T:
-        return await asyncio.get_running_loop().run_in_executor(None, fn, *args)
 
     @property
     def images_enabled(self) -> bool:
@@ -219,7 +217,7 @@ class BaseCheckHandler(RegistryHandler):
     """``GET /v2/``: tells clients this is a v2 registry and whether their credentials work."""
 
     async def get(self) -> None:
-        await self.run_sync(self.authenticated)
+        await run_sync(self.authenticated)
         self.set_header("Content-Type", "application/json")
         self.finish("{}")
 
@@ -238,12 +236,12 @@ class ManifestHandler(RegistryHandler):
         await self._serve(name, reference, body=False)
 
     async def _serve(self, name: str, reference: str, body: bool) -> None:
-        identity = await self.run_sync(self.authenticated)
+        identity = await run_sync(self.authenticated)
         if self.is_dynamic(name):
             resolved = await self._dynamic(identity, name, reference)
         else:
-            resolved = await self.run_sync(self._resolve, identity, name, reference)
-        data = await self.run_sync(self._manifest_bytes, resolved.manifest_digest)
+            resolved = await run_sync(self._resolve, identity, name, reference)
+        data = await run_sync(self._manifest_bytes, resolved.manifest_digest)
         self._write_manifest(resolved, data, body)
 
     def _resolve(self, identity, name: str, reference: str) -> ResolvedImage:
@@ -272,8 +270,8 @@ class ManifestHandler(RegistryHandler):
     async def _dynamic(self, identity, name: str, reference: str) -> ResolvedImage:
         env_name, specs = self.dynamic_name(name)
         if reference != "latest":  # a digest or build key
-            wanted = await self.run_sync(self._dynamic_sha256, env_name, specs)
-            return await self.run_sync(self._resolve_dynamic, identity, name, reference, wanted)
+            wanted = await run_sync(self._dynamic_sha256, env_name, specs)
+            return await run_sync(self._resolve_dynamic, identity, name, reference, wanted)
         if not self.images_enabled:
             raise RegistryError(404, "MANIFEST_UNKNOWN", "this conda-store does not build images "
                                 "(DOCKER_MANIFEST is not in CondaStore.build_artifacts)")
@@ -283,7 +281,7 @@ class ManifestHandler(RegistryHandler):
         if lock is None:
             lock = _DYNAMIC_LOCKS[env_name] = asyncio.Lock()
         async with lock:
-            build_id = await self.run_sync(self._ensure_dynamic_build, identity, env_name, specs)
+            build_id = await run_sync(self._ensure_dynamic_build, identity, env_name, specs)
         return ResolvedImage(build_id, await self._wait_for_image(build_id))
 
     def _dynamic_sha256(self, env_name: str, specs: list[str]) -> str:
@@ -366,7 +364,7 @@ class ManifestHandler(RegistryHandler):
         """
         deadline = time.monotonic() + self.registry.dynamic_wait_timeout
         while True:
-            digest, failure = await self.run_sync(self._dynamic_state, build_id)
+            digest, failure = await run_sync(self._dynamic_state, build_id)
             if digest:
                 return digest
             if failure:
@@ -393,7 +391,7 @@ class BlobHandler(RegistryHandler):
     async def _serve(self, name: str, digest: str, body: bool) -> None:
         if not DIGEST_RE.match(digest):
             raise RegistryError(400, "DIGEST_INVALID", f"{digest!r} is not a sha256 digest")
-        size, url = await self.run_sync(self._locate, name, digest, body)
+        size, url = await run_sync(self._locate, name, digest, body)
         if url:
             self.redirect(url, status=307)
             return
@@ -429,9 +427,9 @@ class BlobHandler(RegistryHandler):
         ``flush()`` per chunk keeps memory at one chunk per download (a layer can be hundreds of
         MB) and applies the client's back-pressure.
         """
-        f = await self.run_sync(self.store.storage.open, key)
+        f = await run_sync(self.store.storage.open, key)
         try:
-            while chunk := await self.run_sync(f.read, self.CHUNK):
+            while chunk := await run_sync(f.read, self.CHUNK):
                 self.write(chunk)
                 await self.flush()
         except iostream.StreamClosedError:
@@ -459,7 +457,7 @@ class TagsHandler(RegistryHandler):
     """``GET /v2/<name>/tags/list``: ``latest`` (when the current build has an image), then build keys."""
 
     async def get(self, name: str) -> None:
-        tags = await self.run_sync(self._tags, name)
+        tags = await run_sync(self._tags, name)
         self.set_header("Content-Type", "application/json")
         self.finish(json.dumps({"name": name, "tags": tags}))
 

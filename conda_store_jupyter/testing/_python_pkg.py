@@ -117,7 +117,6 @@ def relocatable_python(src: InterpreterSource | None = None) -> PackageRecipe:
     prefix_str = str(src.prefix)
     prefix_bytes = prefix_str.encode()
     lib = src.prefix / "lib"
-    libpython = f"libpython{src.short}.so.1.0"
     files: dict[str, PackageFile] = {}
     elves: dict[str, tuple[Path, str]] = {}
 

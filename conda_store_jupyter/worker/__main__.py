@@ -14,21 +14,12 @@ import argparse
 import logging
 import os
 import sys
-from urllib.parse import urlsplit, urlunsplit
 
+from ..urls import redact_url
 from .queue import CONFIG_ENV, WORKER_QUEUES
 from .reconcile import RECONCILE_INTERVAL, STALE_AFTER, ReconcileThread
 
 log = logging.getLogger("conda_store_jupyter.worker")
-
-
-def redacted(url: str) -> str:
-    """``url`` without its password (error messages end up in logs)."""
-    parts = urlsplit(url)
-    if parts.password:
-        netloc = parts.netloc.replace(f":{parts.password}@", ":***@")
-        return urlunsplit(parts._replace(netloc=netloc))
-    return url
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
@@ -71,11 +62,11 @@ def main(argv: list[str] | None = None) -> int:
     try:
         store.redis.ping()
     except redis.exceptions.RedisError as exc:
-        return fail(f"cannot reach Redis at {redacted(store.redis_url)}: {exc}")
+        return fail(f"cannot reach Redis at {redact_url(store.redis_url)}: {exc}")
     try:
         store.engine  # applies migrations once here, not in every job
     except Exception as exc:  # noqa: BLE001
-        return fail(f"cannot open the database {redacted(store.database_url)}: {type(exc).__name__}: {exc}")
+        return fail(f"cannot open the database {redact_url(store.database_url)}: {type(exc).__name__}: {exc}")
 
     # Forked work horses must not reuse this process's pooled DB connections (the reconciler's).
     os.register_at_fork(after_in_child=lambda: store._engine is not None and store._engine.dispose(close=False))
@@ -88,7 +79,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         worker.work(burst=args.burst, logging_level=args.log_level.upper(), with_scheduler=False)
     except redis.exceptions.ConnectionError as exc:
-        return fail(f"lost the connection to Redis at {redacted(store.redis_url)}: {exc}")
+        return fail(f"lost the connection to Redis at {redact_url(store.redis_url)}: {exc}")
     finally:
         if reconciler is not None:
             reconciler.stop()
