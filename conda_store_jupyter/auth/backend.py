@@ -296,10 +296,19 @@ class AuthenticationBackend(LoggingConfigurable):
         """Constant-time lookup: compare digests against every entry, whatever matches."""
         digest = hashlib.sha256(token.encode("utf-8", "surrogatepass")).digest()
         found = None
-        for candidate, spec in self.predefined_tokens.items():
-            if hmac.compare_digest(digest, hashlib.sha256(candidate.encode("utf-8")).digest()) and found is None:
+        for candidate_digest, spec in self._predefined_digests():
+            if hmac.compare_digest(digest, candidate_digest) and found is None:
                 found = spec
         return found
+
+    def _predefined_digests(self) -> list[tuple[bytes, dict]]:
+        """Digests of the predefined tokens, computed once per value of the trait (not per request)."""
+        tokens = self.predefined_tokens
+        cached = getattr(self, "_digest_cache", None)
+        if cached is None or cached[0] is not tokens:
+            digests = [(hashlib.sha256(c.encode("utf-8")).digest(), spec) for c, spec in tokens.items()]
+            cached = self._digest_cache = (tokens, digests)
+        return cached[1]
 
     def identity_for_token(self, token: str) -> Identity | None:
         """The identity of a predefined or issued token; None if it is not a live token."""

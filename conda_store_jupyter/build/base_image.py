@@ -34,7 +34,7 @@ import httpx
 
 from ..exceptions import ArtifactError
 from ..storage.base import Storage, blob_key
-from ._oci import LAYER_TAR_GZIP, MANIFEST_V2, OCI_INDEX, OCI_MANIFEST
+from ._oci import LAYER_TAR_GZIP, MANIFEST_V2, OCI_INDEX, OCI_MANIFEST, sha256_digest
 from .image import DEST_PREFIX, IMAGE_PATH, Layer, image_architecture
 
 log = logging.getLogger(__name__)
@@ -290,7 +290,7 @@ class RegistryClient:
             raise ArtifactError(f"base image {self.ref}: reading {kind}/{reference} failed: {err}") from err
         finally:
             response.close()
-        digest = "sha256:" + hashlib.sha256(data).hexdigest()
+        digest = sha256_digest(data)
         expected = reference if _DIGEST.match(reference) else response.headers.get("docker-content-digest")
         if expected and expected.startswith("sha256:") and expected != digest:
             raise ArtifactError(f"base image {self.ref}: digest mismatch for {kind}/{reference}: "

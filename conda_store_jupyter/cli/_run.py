@@ -85,10 +85,10 @@ def build_key(identity: Identity) -> str | None:
         return None
     import datetime as dt
 
+    from ..naming import build_key as format_build_key  # light: stdlib only (keeps the fast path fast)
+
     when = dt.datetime.fromisoformat(str(identity["scheduled_on"]).replace("Z", "+00:00"))
-    if when.tzinfo is None:
-        when = when.replace(tzinfo=dt.timezone.utc)  # the API's naive timestamps are UTC
-    return f"{identity['sha256'][:8]}-{int(when.timestamp())}-{identity['build_id']}-{identity['environment']}"
+    return format_build_key(str(identity["sha256"]), when, int(identity["build_id"]), str(identity["environment"]))
 
 
 def find_cached(

@@ -21,7 +21,6 @@ import time
 import weakref
 from typing import Any, TypeVar
 
-from sqlalchemy import select
 from tornado import iostream, web
 from traitlets import Bool, Float, Unicode
 from traitlets.config import LoggingConfigurable
@@ -310,11 +309,7 @@ class ManifestHandler(RegistryHandler):
         namespace = self.registry.dynamic_namespace
         wanted = self._dynamic_sha256(env_name, specs)
         with self.store.session() as db:
-            env = db.scalars(
-                select(orm.Environment).join(orm.Namespace)
-                .where(orm.Namespace.name == namespace, orm.Namespace.deleted_on.is_(None),
-                       orm.Environment.name == env_name, orm.Environment.deleted_on.is_(None))
-            ).one_or_none()
+            env = find_environment(db, namespace, env_name, required=False)
             if env is not None:
                 current = env.current_build
                 if (current is not None and current.deleted_on is None and stored_manifest_digest(current)

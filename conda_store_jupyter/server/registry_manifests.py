@@ -8,7 +8,6 @@ back with. A digest therefore names one of two byte strings, and :class:`Resolve
 
 from __future__ import annotations
 
-import hashlib
 import json
 import re
 import threading
@@ -16,8 +15,10 @@ from collections import OrderedDict
 from dataclasses import dataclass
 
 from sqlalchemy import select
+from sqlalchemy.orm import selectinload
 
 from .. import orm
+from ..build._oci import sha256_digest
 from ..exceptions import InvalidNameError, NotFoundError
 from ..naming import parse_build_key, validate_tag
 from ..schema import BuildArtifactType, BuildStatus
@@ -80,7 +81,7 @@ def manifest_info(storage, digest: str) -> _ManifestInfo | None:
 
     parsed = json.loads(data)
     blobs = frozenset([parsed["config"]["digest"], *(layer["digest"] for layer in parsed["layers"])])
-    info = _ManifestInfo(blobs, "sha256:" + hashlib.sha256(oci_manifest(data)).hexdigest())
+    info = _ManifestInfo(blobs, sha256_digest(oci_manifest(data)))
     with _MANIFEST_CACHE_LOCK:
         _MANIFEST_CACHE[key] = info
         while len(_MANIFEST_CACHE) > _MANIFEST_CACHE_SIZE:
@@ -105,14 +106,19 @@ def image_failure(build: orm.Build) -> str | None:
     return None
 
 
-def find_environment(db, namespace: str, name: str) -> orm.Environment:
+def find_environment(db, namespace: str, name: str, *, required: bool = True) -> orm.Environment | None:
+    """The live environment ``namespace/name`` with its builds, their artifacts and specifications
+    loaded in three queries (pulls walk every build: lazy loads would cost one query per build).
+    RegistryError NAME_UNKNOWN if it does not exist and ``required``, else None."""
+    builds = selectinload(orm.Environment.builds)
     env = db.scalars(
         select(orm.Environment)
         .join(orm.Namespace)
         .where(orm.Namespace.name == namespace, orm.Namespace.deleted_on.is_(None),
                orm.Environment.name == name, orm.Environment.deleted_on.is_(None))
+        .options(builds.selectinload(orm.Build.artifacts), builds.selectinload(orm.Build.specification))
     ).one_or_none()
-    if env is None:
+    if env is None and required:
         raise RegistryError(404, "NAME_UNKNOWN", f"repository {namespace}/{name} is not known to this registry")
     return env
 
@@ -182,4 +188,4 @@ def manifest_form(resolved: ResolvedImage, data: bytes, accept: str) -> tuple[by
     if not oci:
         return data, media_type, resolved.manifest_digest
     converted = oci_manifest(data)
-    return converted, OCI_MANIFEST, "sha256:" + hashlib.sha256(converted).hexdigest()
+    return converted, OCI_MANIFEST, sha256_digest(converted)
