@@ -16,7 +16,7 @@ import os
 import sys
 
 from ..urls import redact_url
-from .queue import CONFIG_ENV, WORKER_QUEUES
+from .queue import CONFIG_ENV, MIGRATED_ENV, WORKER_QUEUES
 from .reconcile import RECONCILE_INTERVAL, STALE_AFTER, ReconcileThread
 
 log = logging.getLogger("conda_store_jupyter.worker")
@@ -67,6 +67,7 @@ def main(argv: list[str] | None = None) -> int:
         store.engine  # applies migrations once here, not in every job
     except Exception as exc:  # noqa: BLE001
         return fail(f"cannot open the database {redact_url(store.database_url)}: {type(exc).__name__}: {exc}")
+    os.environ[MIGRATED_ENV] = "1"  # jobs (forked work horses) and build processes skip alembic
 
     # Forked work horses must not reuse this process's pooled DB connections (the reconciler's).
     os.register_at_fork(after_in_child=lambda: store._engine is not None and store._engine.dispose(close=False))

@@ -63,6 +63,10 @@ CONFIG_ENV = "CONDA_STORE_CONFIG"
 REDIS_URL_ENV = "CONDA_STORE_REDIS_URL"
 """Environment variable overriding ``CondaStore.redis_url`` (set by EmbeddedServices for its workers)."""
 
+MIGRATED_ENV = "CONDA_STORE_DATABASE_MIGRATED"
+"""Set (to "1") by a process that has applied the migrations, for the job and build processes it
+starts: they skip alembic (~0.3 s each) instead of checking the schema again."""
+
 _TASKS = "conda_store_jupyter.worker.tasks"
 IMAGES_MODULE = "conda_store_jupyter.worker.images"
 PURGE_MODULE = "conda_store_jupyter.worker.purge"

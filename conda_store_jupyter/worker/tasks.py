@@ -50,7 +50,7 @@ from typing import TYPE_CHECKING
 
 from ..exceptions import BuildError, CondaStoreError, NotFoundError
 from ..schema import BuildArtifactType, BuildStatus
-from .queue import (CANCELED_BY_USER, CONFIG_ENV, REDIS_URL_ENV, cancel_key, end_build, heartbeat_key,
+from .queue import (CANCELED_BY_USER, CONFIG_ENV, MIGRATED_ENV, REDIS_URL_ENV, cancel_key, end_build, heartbeat_key,
                     transition)
 
 if TYPE_CHECKING:
@@ -96,12 +96,17 @@ def load_store(config_path: str | None = None) -> "CondaStore":
     """
     from ..app import CondaStore
 
-    path = os.environ.get(CONFIG_ENV) or config_path
     overrides: dict[str, object] = {}
     if os.environ.get(REDIS_URL_ENV):
         overrides["redis_url"] = os.environ[REDIS_URL_ENV]
-    store = CondaStore.from_config_file(path or None, **overrides)
-    return store
+    if os.environ.get(MIGRATED_ENV):
+        overrides["upgrade_database"] = False
+    return CondaStore.from_config_file(job_config_path(config_path) or None, **overrides)
+
+
+def job_config_path(config_path: str | None) -> str | None:
+    """The worker's own config file (``$CONDA_STORE_CONFIG``) if it has one, else the job's."""
+    return os.environ.get(CONFIG_ENV) or config_path
 
 
 def work_dir(store: "CondaStore", build_id: int) -> Path:
@@ -167,10 +172,11 @@ def supervise(store: "CondaStore", build_id: int, config_path: str | None) -> Ch
     wd = work_dir(store, build_id)
     wd.mkdir(parents=True, exist_ok=True)
     cmd = [sys.executable, "-m", "conda_store_jupyter.worker.tasks", "run-build", str(int(build_id))]
-    path = os.environ.get(CONFIG_ENV) or config_path
+    path = job_config_path(config_path)
     if path:
         cmd += ["--config", path]
     env = dict(os.environ, PYTHONUNBUFFERED="1")
+    env[MIGRATED_ENV] = "1"  # this process has opened the database (claimed the build): schema is current
     if store.redis_url:
         env[REDIS_URL_ENV] = store.redis_url
     parent = os.getppid()
@@ -541,7 +547,6 @@ def main(argv: list[str] | None = None) -> int:
     _watch_parent()
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     store = load_store(args.config)
-    store.upgrade_database = False  # the worker migrated at start; skip alembic in every build (~0.3 s)
     status = run_build(store, args.build_id)
     return 0 if status in (BuildStatus.COMPLETED, BuildStatus.FAILED) else 1
 
