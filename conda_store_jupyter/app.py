@@ -8,8 +8,8 @@ the concept is the same, so existing config files carry over.
 
 from __future__ import annotations
 
-import os
 import contextlib
+import os
 from pathlib import Path
 from typing import Iterator
 

@@ -34,8 +34,14 @@ from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
 
 from .naming import build_key
 from .schema import BuildArtifactType, BuildStatus
+from .storage.base import artifact_key
 
 MIGRATIONS_DIR = Path(__file__).resolve().parent / "migrations"
+
+
+def build_prefix_path(store_path: Path, namespace_id: int, key: str) -> Path:
+    """``<store>/builds/<namespace id>/<build key>``: made from ids and hashes, never raw strings."""
+    return store_path / "builds" / str(namespace_id) / key
 
 
 def utcnow() -> dt.datetime:
@@ -142,11 +148,15 @@ class Build(Base):
         return build_key(self.specification.sha256, self.scheduled_on, self.id, self.environment.name)
 
     def prefix_path(self, store_path: Path) -> Path:
-        """``<store>/<namespace id>/<build key>``: made from ids and hashes, never raw strings."""
-        return store_path / "builds" / str(self.environment.namespace_id) / self.build_key
+        return build_prefix_path(store_path, self.environment.namespace_id, self.build_key)
 
     def artifact(self, kind: BuildArtifactType) -> Optional["BuildArtifact"]:
         return next((a for a in self.artifacts if a.artifact_type == kind), None)
+
+    def log_key(self) -> str:
+        """Storage key of the build's log: the recorded one, else where the worker writes it."""
+        row = self.artifact(BuildArtifactType.LOGS)
+        return row.key if row is not None else artifact_key(BuildArtifactType.LOGS, self.build_key)
 
 
 class BuildArtifact(Base):

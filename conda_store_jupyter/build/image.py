@@ -34,8 +34,15 @@ from typing import TYPE_CHECKING
 from ..exceptions import ArtifactError, NotFoundError
 from ..storage.base import Storage, blob_key
 from . import _oci
-from ._oci import (CONFIG_V1, LAYER_TAR_GZIP, MANIFEST_V2, OCI_CONFIG, OCI_LAYERS, OCI_MANIFEST,
-                   TarEntry)
+from ._oci import (
+    CONFIG_V1,
+    LAYER_TAR_GZIP,
+    MANIFEST_V2,
+    OCI_CONFIG,
+    OCI_LAYERS,
+    OCI_MANIFEST,
+    TarEntry,
+)
 
 if TYPE_CHECKING:
     from .base_image import BaseImage

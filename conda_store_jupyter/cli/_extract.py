@@ -23,8 +23,8 @@ verified to be inside the root (defence in depth) before anything from the archi
 from __future__ import annotations
 
 import os
-from pathlib import Path
 from collections.abc import Iterator
+from pathlib import Path
 
 from ._errors import CLIError
 

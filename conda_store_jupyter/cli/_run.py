@@ -85,7 +85,8 @@ def build_key(identity: Identity) -> str | None:
         return None
     import datetime as dt
 
-    from ..naming import build_key as format_build_key  # light: stdlib only (keeps the fast path fast)
+    # naming imports only the stdlib: the cached-run fast path stays light
+    from ..naming import build_key as format_build_key
 
     when = dt.datetime.fromisoformat(str(identity["scheduled_on"]).replace("Z", "+00:00"))
     return format_build_key(str(identity["sha256"]), when, int(identity["build_id"]), str(identity["environment"]))

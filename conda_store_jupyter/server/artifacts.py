@@ -16,7 +16,6 @@ from typing import TypeVar
 from .. import orm
 from ..exceptions import NotFoundError
 from ..schema import BuildArtifactType
-from ..storage.base import artifact_key
 from .base import BaseHandler, run_sync
 
 T = TypeVar("T")
@@ -35,9 +34,9 @@ _TYPES = {
 def artifact_storage_key(build: orm.Build, kind: BuildArtifactType) -> str | None:
     """The recorded key of ``kind`` for ``build``; for logs also the conventional key."""
     row = build.artifact(kind)
-    if row is not None:
-        return row.key
-    return artifact_key(kind, build.build_key) if kind == BuildArtifactType.LOGS else None
+    if kind == BuildArtifactType.LOGS:
+        return build.log_key()
+    return row.key if row is not None else None
 
 
 async def send_artifact(handler: BaseHandler, build: orm.Build, kind: BuildArtifactType) -> None:

@@ -18,8 +18,8 @@ import contextlib
 import ctypes
 import logging
 import os
-import signal
 import shutil
+import signal
 import subprocess
 import sys
 import tempfile

@@ -173,8 +173,7 @@ def _append_log(store: "CondaStore", build_key: str, build_id: int, lines: list[
     storage = store.storage
     with store.session() as db:
         build = db.get(orm.Build, build_id)
-        row = build.artifact(BuildArtifactType.LOGS) if build is not None else None
-        key = row.key if row is not None else artifact_key(BuildArtifactType.LOGS, build_key)
+        key = build.log_key() if build is not None else artifact_key(BuildArtifactType.LOGS, build_key)
         try:
             text = storage.get_bytes(key).decode("utf-8", "replace")
         except (NotFoundError, FileNotFoundError):
@@ -183,5 +182,5 @@ def _append_log(store: "CondaStore", build_key: str, build_id: int, lines: list[
             text += "\n"
         text += "".join(f"{line}\n" for line in lines)
         storage.put_bytes(key, text.encode("utf-8"), content_type="text/plain; charset=utf-8")
-        if row is None and build is not None:
+        if build is not None and build.artifact(BuildArtifactType.LOGS) is None:
             db.add(orm.BuildArtifact(build_id=build_id, artifact_type=BuildArtifactType.LOGS, key=key))

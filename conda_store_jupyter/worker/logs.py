@@ -17,7 +17,7 @@ import time
 from typing import TYPE_CHECKING
 
 from ..exceptions import NotFoundError
-from ..schema import BuildArtifactType, BuildStatus
+from ..schema import BuildStatus
 
 if TYPE_CHECKING:
     from ..app import CondaStore
@@ -163,14 +163,12 @@ def _decode(value: bytes | str) -> str:
 
 def _log_artifact_key(store: "CondaStore", build_id: int) -> tuple[BuildStatus, str]:
     from .. import orm
-    from ..storage.base import artifact_key
 
     with store.session() as db:
         build = db.get(orm.Build, int(build_id))
         if build is None:
             raise NotFoundError(f"build {build_id} does not exist")
-        row = build.artifact(BuildArtifactType.LOGS)
-        return build.status, (row.key if row else artifact_key(BuildArtifactType.LOGS, build.build_key))
+        return build.status, build.log_key()
 
 
 def _stored_log(store: "CondaStore", build_id: int) -> str | None:

@@ -136,6 +136,7 @@ def _fix_links(store: "CondaStore", policy: RepairPolicy) -> list[int]:
 
     from .. import orm
     from ..naming import build_key
+    from ..orm import build_prefix_path
     from .tasks import environment_link, sync_environment_link
 
     Env, Build, Ns, Spec = orm.Environment, orm.Build, orm.Namespace, orm.Specification
@@ -156,7 +157,7 @@ def _fix_links(store: "CondaStore", policy: RepairPolicy) -> list[int]:
         if len(fixed) >= policy.batch:
             break
         try:
-            prefix = store.store_path / "builds" / str(ns_id) / build_key(sha256, scheduled_on, build_id, env_name)
+            prefix = build_prefix_path(store.store_path, ns_id, build_key(sha256, scheduled_on, build_id, env_name))
             link = environment_link(store, ns_name, env_name)
             # A missing prefix is another problem (sync would only remove the link, every pass).
             if not prefix.is_dir() or _points_at(link, prefix):
@@ -224,11 +225,10 @@ def _queue_images(store: "CondaStore", policy: RepairPolicy) -> list[int]:
     ``enqueue_image_once`` skips builds whose job record still exists (queued, running, or ended
     within RQ's ``RESULT_TTL``); the claim keeps concurrent passes from both queueing it.
     """
+    from rq.job import Job
     from sqlalchemy import exists, or_, select
 
     from .. import orm
-    from rq.job import Job
-
     from .images import IMAGE_FAILED_PREFIX
     from .queue import image_job_id
 
@@ -267,6 +267,7 @@ def _purge_deleted(store: "CondaStore", policy: RepairPolicy) -> list[int]:
     Deleted builds still QUEUED/BUILDING are left to the reconciler and their own supervisor.
     """
     from sqlalchemy import exists, or_, select
+    from sqlalchemy.orm import selectinload
 
     from .. import orm
     from .purge import purge_build
@@ -282,6 +283,9 @@ def _purge_deleted(store: "CondaStore", policy: RepairPolicy) -> list[int]:
                    orm.Build.status.in_(finished),
                    or_(unpurged, orm.Build.deleted_on > _ago(policy.purge_grace + PURGE_RECHECK_WINDOW)))
             .order_by(orm.Build.id.desc()).limit(SCAN_LIMIT)
+            # prefix_path and the artifact check below read these: load them in 3 queries, not 3 per build
+            .options(selectinload(orm.Build.environment), selectinload(orm.Build.specification),
+                     selectinload(orm.Build.artifacts))
         ))
         candidates = [(b.id, b.prefix_path(store.store_path),
                        any(a.artifact_type not in kept for a in b.artifacts)) for b in builds]

@@ -50,8 +50,16 @@ from typing import TYPE_CHECKING
 
 from ..exceptions import BuildError, CondaStoreError, NotFoundError
 from ..schema import BuildArtifactType, BuildStatus
-from .queue import (CANCELED_BY_USER, CONFIG_ENV, MIGRATED_ENV, REDIS_URL_ENV, cancel_key, end_build, heartbeat_key,
-                    transition)
+from .queue import (
+    CANCELED_BY_USER,
+    CONFIG_ENV,
+    MIGRATED_ENV,
+    REDIS_URL_ENV,
+    cancel_key,
+    end_build,
+    heartbeat_key,
+    transition,
+)
 
 if TYPE_CHECKING:
     from ..app import CondaStore
@@ -132,8 +140,9 @@ class ChildExit:
 
 def build_environment(build_id: int, config_path: str | None = None) -> None:
     """RQ job: claim build ``build_id`` (QUEUED -> BUILDING), run it in a supervised child process."""
-    from ..orm import utcnow
     from rq import get_current_job
+
+    from ..orm import utcnow
 
     store = load_store(config_path)
     job = get_current_job()
@@ -552,7 +561,12 @@ def main(argv: list[str] | None = None) -> int:
 
 
 # Jobs queued by an older server name the deletion functions under this module.
-from .purge import delete_build, delete_environment, delete_namespace, update_environment_link  # noqa: E402,F401
+from .purge import (  # noqa: E402,F401
+    delete_build,
+    delete_environment,
+    delete_namespace,
+    update_environment_link,
+)
 
 if __name__ == "__main__":
     sys.exit(main())
