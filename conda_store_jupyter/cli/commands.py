@@ -358,16 +358,13 @@ def run(state: State, artifact: str, uri: str, command: tuple[str, ...]) -> None
     input, output and exit code are its own. Example: conda-store run alice/ml -- python -c 'print(1)'
     """
     from . import _run
-    from ._light import resolve_light
 
     if command[:1] == ("--",):  # click keeps the separator once positional parsing has stopped
         command = command[1:]
-    cfg = state.config
     ref = parse_uri(uri)
-    resolved = resolve_light(cfg, ref)
-    prefix = _run.find_cached(cfg.cache_key, resolved[0], identity=resolved[1]) if resolved else None
-    if prefix is None:
-        prefix = _install(state, ref, resolved[0] if resolved else None)
+    # A cached build was already exec'd by main()'s fast path; _install resolves the build once,
+    # checks the cache again (another process may have filled it) and downloads otherwise.
+    prefix = _install(state, ref, None)
     _run.exec_in_env(prefix, list(command) or ["python"], name=str(ref))
 
 
