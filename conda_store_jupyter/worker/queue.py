@@ -95,20 +95,30 @@ def config_path_of(store: "CondaStore") -> str | None:
     return os.path.abspath(path) if path else None
 
 
-def transition(store: "CondaStore", build_id: int, expected: tuple[BuildStatus, ...], **values: Any) -> bool:
-    """Compare-and-set a build's columns if its status is one of ``expected``; True if it changed."""
+def compare_and_set(db, build_id: int, expected: tuple[BuildStatus, ...], **values: Any) -> bool:
+    """In the caller's open session: set a build's columns if its status is one of ``expected``.
+
+    True if this call changed it. Every state change goes through here, so two writers (a cancel
+    and a finishing build, the reconciler and a worker) always end in exactly one final state; the
+    caller writes whatever belongs with the new state (log, artifacts) in the same transaction.
+    """
     from sqlalchemy import update
 
     from .. import orm
 
+    result = db.execute(
+        update(orm.Build)
+        .where(orm.Build.id == int(build_id), orm.Build.status.in_(list(expected)))
+        .values(**values)
+        .execution_options(synchronize_session=False)
+    )
+    return result.rowcount == 1
+
+
+def transition(store: "CondaStore", build_id: int, expected: tuple[BuildStatus, ...], **values: Any) -> bool:
+    """:func:`compare_and_set` in a transaction of its own."""
     with store.session() as db:
-        result = db.execute(
-            update(orm.Build)
-            .where(orm.Build.id == int(build_id), orm.Build.status.in_(list(expected)))
-            .values(**values)
-            .execution_options(synchronize_session=False)
-        )
-        return result.rowcount == 1
+        return compare_and_set(db, build_id, expected, **values)
 
 
 class BuildQueue:
@@ -263,7 +273,6 @@ def end_build(store: "CondaStore", build_id: int, expected: tuple[BuildStatus, .
     the build moved on meanwhile (False is returned) nothing is written. ``announce`` then goes to
     the live stream, which is marked finished.
     """
-    from sqlalchemy import update
 
     from .. import orm
     from ..orm import utcnow
@@ -271,13 +280,7 @@ def end_build(store: "CondaStore", build_id: int, expected: tuple[BuildStatus, .
     from .logs import finish_log, publish_line
 
     with store.session() as db:
-        changed = db.execute(
-            update(orm.Build)
-            .where(orm.Build.id == int(build_id), orm.Build.status.in_(list(expected)))
-            .values(status=status, status_info=reason, ended_on=utcnow())
-            .execution_options(synchronize_session=False)
-        ).rowcount == 1
-        if not changed:
+        if not compare_and_set(db, build_id, expected, status=status, status_info=reason, ended_on=utcnow()):
             return False
         build = db.get(orm.Build, int(build_id))
         key = artifact_key(BuildArtifactType.LOGS, build.build_key)

@@ -56,6 +56,7 @@ from .queue import (
     MIGRATED_ENV,
     REDIS_URL_ENV,
     cancel_key,
+    compare_and_set,
     end_build,
     heartbeat_key,
     transition,
@@ -440,7 +441,6 @@ def _put_log(store: "CondaStore", build_key: str, path: Path) -> str:
 
 def _record_failure(store: "CondaStore", build_id: int, build_key: str, paths: "BuildPaths", reason: str) -> None:
     """FAILED with the reason, the log and (if the solve got that far) the lockfile, atomically."""
-    from sqlalchemy import update
 
     from .. import orm
     from ..orm import utcnow
@@ -448,12 +448,8 @@ def _record_failure(store: "CondaStore", build_id: int, build_key: str, paths: "
     from .logs import finish_log
 
     with store.session() as db:
-        if db.execute(
-            update(orm.Build)
-            .where(orm.Build.id == int(build_id), orm.Build.status == BuildStatus.BUILDING)
-            .values(status=BuildStatus.FAILED, status_info=reason, ended_on=utcnow())
-            .execution_options(synchronize_session=False)
-        ).rowcount != 1:
+        if not compare_and_set(db, build_id, (BuildStatus.BUILDING,), status=BuildStatus.FAILED,
+                               status_info=reason, ended_on=utcnow()):
             return  # canceled or reconciled meanwhile
         rows = {BuildArtifactType.LOGS: _put_log(store, build_key, paths.log)}
         if paths.lockfile.exists():
@@ -480,12 +476,8 @@ def _record_success(store: "CondaStore", build_id: int, build_key: str, outputs:
     from ..orm import utcnow
 
     with store.session() as db:
-        claimed = db.execute(
-            update(orm.Build)
-            .where(orm.Build.id == int(build_id), orm.Build.status == BuildStatus.BUILDING)
-            .values(status=BuildStatus.COMPLETED, ended_on=utcnow(), status_info=None, size=outputs.size_bytes)
-            .execution_options(synchronize_session=False)
-        ).rowcount == 1
+        claimed = compare_and_set(db, build_id, (BuildStatus.BUILDING,), status=BuildStatus.COMPLETED,
+                                  ended_on=utcnow(), status_info=None, size=outputs.size_bytes)
         if claimed:  # same transaction: COMPLETED is never visible without its log and packages
             keys = {**keys, BuildArtifactType.LOGS: _put_log(store, build_key, paths.log),
                     BuildArtifactType.DIRECTORY: str(outputs.prefix)}
