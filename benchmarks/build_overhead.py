@@ -30,7 +30,7 @@ sys.path.insert(0, str(REPO))
 from conda_store_jupyter.build import BuildLog, BuildPaths, BuildSettings, run_pipeline  # noqa: E402
 from conda_store_jupyter.build.install import uv_environment, uv_executable  # noqa: E402
 from conda_store_jupyter.schema import BuildArtifactType, parse_specification  # noqa: E402
-from conda_store_jupyter.testing.channel import build_channel  # noqa: E402
+from conda_store_jupyter.testing.channel import build_channel, cache_root  # noqa: E402
 
 VARIANTS = {
     "conda only": "name: bench\ndependencies:\n  - python 3.11.*\n  - six\n  - hello\n",
@@ -69,7 +69,7 @@ async def raw_build(specs: list[str], pip: list[str], settings: BuildSettings, p
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--repeat", type=int, default=9)
-    ap.add_argument("--cache", type=Path, default=REPO / ".cache", help="channel + package cache root")
+    ap.add_argument("--cache", type=Path, default=cache_root(), help="channel + package cache root")
     args = ap.parse_args()
 
     channel = build_channel(args.cache / "channel")

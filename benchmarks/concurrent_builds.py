@@ -23,8 +23,9 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
-from conda_store_jupyter.testing.config import local_channel_traits  # noqa: E402
-from tests.fixtures_service import ServiceEnv, make_build, write_config  # noqa: E402
+from conda_store_jupyter.testing.config import local_channel_traits, write_config  # noqa: E402
+from tests.fixtures_service import ServiceEnv, make_build  # noqa: E402
+from tests.processes import wait_for  # noqa: E402
 from tests.redis_server import redis_server  # noqa: E402
 
 SPECS = {
@@ -46,37 +47,34 @@ def run_round(redis_url: str, channel, package_cache: Path, workers: int, builds
 
     redis.Redis.from_url(redis_url).flushdb()
     root = Path(tempfile.mkdtemp(prefix=f"bench-{workers}w-"))
-    config = write_config(
-        root / "conda_store_config.py",
+    config = write_config(root / "conda_store_config.py", dict(
         store_directory=str(root / "store"),
         database_url=f"sqlite:///{root / 'conda-store.sqlite'}",
         redis_url=redis_url,
         **local_channel_traits(channel, package_cache),
         build_artifacts=["LOCKFILE", "YAML", "CONDA_PACK"],
-    )
+    ))
     env = ServiceEnv(config=config, store=load_store(str(config)), tmp=root)
     store = env.store
     ids = [make_build(store, SPECS[spec].format(name=f"env-{i:02d}")) for i in range(builds)]
     try:
         for _ in range(workers):
             env.start_worker("--reconcile-interval", "0")
-        deadline = time.monotonic() + 60
-        while len(store.redis.smembers("rq:workers")) < workers:  # registered = ready to take jobs
-            if time.monotonic() > deadline:
-                raise RuntimeError(f"workers did not start:\n{env.worker_logs()[-3000:]}")
-            time.sleep(POLL)
+        try:  # registered = ready to take jobs
+            wait_for(lambda: len(store.redis.smembers("rq:workers")) >= workers, 60, "the workers to start", POLL)
+        except AssertionError as exc:
+            raise RuntimeError(f"{exc}:\n{env.worker_logs()[-3000:]}") from None
         t0 = time.monotonic()
         for build_id in ids:
             store.queue.enqueue_build(build_id)
         finished = [BuildStatus.COMPLETED, BuildStatus.FAILED, BuildStatus.CANCELED]
-        while True:
+
+        def all_finished() -> bool:
             with store.session() as db:
-                done = db.scalar(select(func.count()).select_from(orm.Build).where(orm.Build.status.in_(finished)))
-            if done == builds:
-                break
-            if time.monotonic() - t0 > ROUND_TIMEOUT:
-                raise RuntimeError("round timed out")
-            time.sleep(POLL)
+                return db.scalar(select(func.count()).select_from(orm.Build)
+                                 .where(orm.Build.status.in_(finished))) == builds
+
+        wait_for(all_finished, ROUND_TIMEOUT, "the round's builds to finish", POLL)
         wall = time.monotonic() - t0
         with store.session() as db:
             rows = db.scalars(select(orm.Build)).all()
@@ -98,9 +96,9 @@ def main() -> int:
     parser.add_argument("--workers", type=int, nargs="+", default=[1, 2])
     args = parser.parse_args()
 
-    from conda_store_jupyter.testing.channel import build_channel
+    from conda_store_jupyter.testing.channel import build_channel, cache_root
 
-    cache = Path(os.environ.get("CONDA_STORE_TEST_CACHE", REPO / ".cache")).resolve()
+    cache = cache_root()
     channel = build_channel(cache / "channel")
     package_cache = cache / "pkgs"
     package_cache.mkdir(parents=True, exist_ok=True)

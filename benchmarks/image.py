@@ -15,7 +15,6 @@ Prefixes are installed by rattler from the real local test channel (built and ca
 from __future__ import annotations
 
 import argparse
-import asyncio
 import os
 import shutil
 import statistics
@@ -25,27 +24,13 @@ import time
 from pathlib import Path
 
 import conda_pack
-from rattler import Gateway, MatchSpec, SourceConfig, install, solve
 
 from conda_store_jupyter.build.image import build_image
 from conda_store_jupyter.storage.local import LocalStorage
-from conda_store_jupyter.testing.channel import build_channel
+from conda_store_jupyter.testing.channel import build_channel, cache_root, install_prefix
 
-REPO = Path(__file__).resolve().parent.parent
 ENV_1 = ["python", "pip", "six", "packaging", "idna", "hello", "greet-data"]
 ENV_2 = ["python", "pip", "six", "packaging", "colorama", "typing-extensions", "hello <2"]
-
-
-def make_prefix(channel_url: str, cache_dir: Path, prefix: Path, specs: list[str]) -> Path:
-    async def run():
-        gateway = Gateway(default_config=SourceConfig(cache_action="no-cache"))
-        records = await solve(sources=[channel_url], specs=specs, gateway=gateway,
-                              platforms=["linux-64", "noarch"])
-        await install(records, target_prefix=str(prefix), cache_dir=str(cache_dir), show_progress=False,
-                      requested_specs=[MatchSpec(s)._match_spec for s in specs])
-
-    asyncio.run(run())
-    return prefix
 
 
 def timed(fn) -> float:
@@ -61,8 +46,7 @@ def du(path: Path) -> int:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--repeat", type=int, default=5)
-    parser.add_argument("--cache", type=Path, default=Path(os.environ.get("CONDA_STORE_TEST_CACHE",
-                                                                           REPO / ".cache")))
+    parser.add_argument("--cache", type=Path, default=cache_root())
     args = parser.parse_args(argv)
     channel = build_channel(args.cache.resolve() / "channel")
     pkgs = args.cache.resolve() / "pkgs"
@@ -70,8 +54,8 @@ def main(argv: list[str] | None = None) -> int:
     # Work next to the package cache: conda-pack (ours and the reference) hardlinks instead of copying.
     work = Path(tempfile.mkdtemp(prefix="bench-image-", dir=args.cache.resolve()))
     try:
-        env1 = make_prefix(channel.url, pkgs, work / "env1", ENV_1)
-        env2 = make_prefix(channel.url, pkgs, work / "env2", ENV_2)
+        env1 = install_prefix(channel.url, pkgs, work / "env1", ENV_1)
+        env2 = install_prefix(channel.url, pkgs, work / "env2", ENV_2)
         print(f"prefix: {len(list((env1 / 'conda-meta').glob('*.json')))} packages, "
               f"{du(env1) / 1e6:.1f} MB on disk; {os.cpu_count()} cores; repeat {args.repeat}")
 

@@ -31,7 +31,6 @@ import threading
 import time
 from pathlib import Path
 
-REPO = Path(__file__).resolve().parent.parent
 CONDA_STORE = Path(sys.executable).parent / "conda-store"
 TARGET_MS = 150.0
 
@@ -47,9 +46,9 @@ def _build_cached_env(cache_home: Path, url: str) -> Path:
     from conda_store_jupyter.cli._config import resolve_config
     from conda_store_jupyter.cli._run import build_dir, install_archive
     from conda_store_jupyter.schema import parse_specification
-    from conda_store_jupyter.testing.channel import build_channel
+    from conda_store_jupyter.testing.channel import build_channel, cache_root
 
-    cache = Path(os.environ.get("CONDA_STORE_TEST_CACHE", REPO / ".cache")).resolve()
+    cache = cache_root()
     channel = build_channel(cache / "channel")
     pkgs = cache / "pkgs"
     pkgs.mkdir(parents=True, exist_ok=True)

@@ -3,72 +3,42 @@
 Registered in ``tests/conftest.py`` with ``pytest_plugins``. One redis-server serves the whole
 session; each test gets its own logical database (``redis://.../<n>``, flushed first) so tests
 never see each other's jobs, and workers started for a test only work on that test's queue.
+
+Also the build helpers several test modules share: build rows (queued or completed), waiting on a
+build's status, and :class:`HangingIndex` (the ``hanging_index`` fixture) for builds that must
+stay running.
 """
 
 from __future__ import annotations
 
+import datetime as dt
+import hashlib
 import itertools
+import json
 import os
 import signal
+import socket
 import subprocess
 import sys
+import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable
 
 import pytest
 
+from conda_store_jupyter import orm
+from conda_store_jupyter.schema import BuildArtifactType, BuildStatus
+from conda_store_jupyter.storage.base import artifact_key
+from conda_store_jupyter.worker.logs import read_log
+
+from .processes import descendants, kill_tree, wait_for  # noqa: F401 - re-exported for the tests
 from .redis_server import available, redis_server
 
 WORKER_STOP_TIMEOUT = 10.0
 """Seconds a worker gets to stop after SIGTERM before its whole process tree is SIGKILLed."""
 
 _DB_NUMBERS = itertools.cycle(range(1, 64))
-
-
-# -- generic helpers ----------------------------------------------------------------------------
-def wait_for(predicate: Callable[[], object], timeout: float, what: str, interval: float = 0.1):
-    """Poll ``predicate`` until it returns something truthy (returned), or fail after ``timeout``."""
-    deadline = time.monotonic() + timeout
-    while True:
-        value = predicate()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout} s waiting for {what}")
-        time.sleep(interval)
-
-
-def descendants(pid: int) -> list[int]:
-    """Every live descendant of ``pid`` (via /proc), children before grandchildren."""
-    children: dict[int, list[int]] = {}
-    for entry in Path("/proc").iterdir():
-        if not entry.name.isdigit():
-            continue
-        try:
-            stat = (entry / "stat").read_text()
-        except OSError:
-            continue
-        ppid = int(stat.rsplit(")", 1)[1].split()[1])
-        children.setdefault(ppid, []).append(int(entry.name))
-    out, todo = [], [pid]
-    while todo:
-        for child in children.get(todo.pop(0), []):
-            out.append(child)
-            todo.append(child)
-    return out
-
-
-def kill_tree(pid: int, sig: int = signal.SIGKILL) -> list[int]:
-    """Send ``sig`` to ``pid`` and all its descendants (snapshotted first); return the pids."""
-    pids = [pid, *descendants(pid)]
-    for p in pids:
-        try:
-            os.kill(p, sig)
-        except ProcessLookupError:
-            pass
-    return pids
 
 
 # -- redis ----------------------------------------------------------------------------------------
@@ -155,17 +125,10 @@ class ServiceEnv:
                 proc.wait()
 
 
-def write_config(path: Path, **traits: object) -> Path:
-    """A config file with these ``CondaStore`` traits (see :mod:`conda_store_jupyter.testing.config`)."""
-    from conda_store_jupyter.testing.config import write_config as write
-
-    return write(path, traits)
-
-
 @pytest.fixture
 def service_factory(tmp_path, redis_url, local_channel, package_cache_dir):
     """Make a ``ServiceEnv`` (config file + store) with trait overrides; stops its workers after."""
-    from conda_store_jupyter.testing.config import local_channel_traits
+    from conda_store_jupyter.testing.config import local_channel_traits, write_config
     from conda_store_jupyter.worker.tasks import load_store
 
     made: list[ServiceEnv] = []
@@ -182,7 +145,7 @@ def service_factory(tmp_path, redis_url, local_channel, package_cache_dir):
             build_timeout=300,
         )
         traits.update(overrides)
-        config = write_config(root / "conda_store_config.py", **traits)
+        config = write_config(root / "conda_store_config.py", traits)
         env = ServiceEnv(config=config, store=load_store(str(config)), tmp=root)
         made.append(env)
         return env
@@ -197,8 +160,7 @@ def make_build(store, spec_text: str, namespace: str = "default") -> int:
     """Create namespace/specification/environment rows and a QUEUED build (what the API does)."""
     from sqlalchemy import select
 
-    from conda_store_jupyter import orm
-    from conda_store_jupyter.schema import BuildStatus, parse_specification
+    from conda_store_jupyter.schema import parse_specification
 
     spec = parse_specification(spec_text)
     with store.session() as db:
@@ -221,3 +183,122 @@ def make_build(store, spec_text: str, namespace: str = "default") -> int:
         db.add(build)
         db.flush()
         return build.id
+
+
+def completed_build(store, env_name: str, specs: list[str]) -> int:
+    """A COMPLETED build row with a stored log, as the build job leaves it (prefix installed by the caller)."""
+    spec = {"name": env_name, "channels": [], "dependencies": specs}
+    sha = hashlib.sha256(json.dumps(spec, sort_keys=True).encode()).hexdigest()
+    with store.session() as db:
+        ns = orm.Namespace(name="team", metadata_={})
+        env = orm.Environment(namespace=ns, name=env_name)
+        build = orm.Build(specification=orm.Specification(name=env_name, spec=spec, sha256=sha),
+                          environment=env, status=BuildStatus.COMPLETED, ended_on=dt.datetime(2026, 1, 1))
+        db.add(build)
+        db.flush()
+        env.current_build_id = build.id
+        key = artifact_key(BuildArtifactType.LOGS, build.build_key)
+        store.storage.put_bytes(key, b"BUILD COMPLETED in 1.0 s\n")
+        db.add(orm.BuildArtifact(build=build, artifact_type=BuildArtifactType.LOGS, key=key))
+        return build.id
+
+
+# -- builds that hang in their pip stage; waiting on build status -------------------------------------
+QUICK = "name: hi\ndependencies:\n  - hello\n"
+QUICK2 = "name: hi\ndependencies:\n  - hello\n  - libgreet\n"
+SLOW = "name: slow\ndependencies:\n  - python 3.11.*\n  - pip:\n    - tomli\n"
+
+BUILD_DEADLINE = 120.0
+"""Generous upper bound for one small build on a loaded CI machine."""
+
+
+class HangingIndex:
+    """A TCP server that accepts HTTP connections and never answers; tracks which are still open."""
+
+    def __init__(self) -> None:
+        self.sock = socket.socket()
+        self.sock.bind(("127.0.0.1", 0))
+        self.sock.listen(64)
+        self.accepted = 0
+        self.open = 0
+        self._lock = threading.Lock()
+        threading.Thread(target=self._accept, daemon=True).start()
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.sock.getsockname()[1]}/simple/"
+
+    def _accept(self) -> None:
+        while True:
+            try:
+                conn, _ = self.sock.accept()
+            except OSError:
+                return
+            with self._lock:
+                self.accepted += 1
+                self.open += 1
+            threading.Thread(target=self._drain, args=(conn,), daemon=True).start()
+
+    def _drain(self, conn: socket.socket) -> None:
+        with conn:
+            while True:
+                try:
+                    if not conn.recv(65536):
+                        break
+                except OSError:
+                    break
+        with self._lock:
+            self.open -= 1
+
+    def close(self) -> None:
+        self.sock.close()
+
+
+@pytest.fixture
+def hanging_index():
+    server = HangingIndex()
+    yield server
+    server.close()
+
+
+def status_of(store, build_id: int) -> tuple[BuildStatus, str | None]:
+    with store.session() as db:
+        build = db.get(orm.Build, build_id)
+        return BuildStatus(build.status), build.status_info
+
+
+def wait_status(store, build_id: int, *statuses: BuildStatus, timeout: float = BUILD_DEADLINE, env=None):
+    def check():
+        status, _ = status_of(store, build_id)
+        return status in statuses
+
+    try:
+        wait_for(check, timeout, f"build {build_id} to become {[s.value for s in statuses]}")
+    except AssertionError:
+        logs = env.worker_logs()[-4000:] if env is not None else ""
+        raise AssertionError(f"build {build_id} is {status_of(store, build_id)}; worker output:\n{logs}") from None
+    return status_of(store, build_id)
+
+
+def wait_in_pip_stage(store, build_id: int, env) -> list[str]:
+    """Follow the live log until the build is installing its pip section (BUILDING all along)."""
+    seen: list[str] = []
+    state = {"after": "0-0"}
+
+    def in_pip():
+        lines, state["after"], _finished = read_log(store, build_id, state["after"])
+        seen.extend(lines)
+        return "-- pip" in seen and status_of(store, build_id)[0] == BuildStatus.BUILDING
+
+    try:
+        wait_for(in_pip, BUILD_DEADLINE, "the build to reach its pip stage")
+    except AssertionError:
+        raise AssertionError(f"log so far: {seen}\nworker output:\n{env.worker_logs()[-4000:]}") from None
+    return seen
+
+
+def build_row(store, build_id: int):
+    with store.session() as db:
+        build = db.get(orm.Build, build_id)
+        _ = build.environment.namespace, build.specification, build.artifacts
+        return build

@@ -6,11 +6,12 @@ import contextlib
 import glob
 import os
 import shutil
-import socket
 import subprocess
 import tempfile
 from pathlib import Path
 from typing import Iterator
+
+from .processes import free_port
 
 
 def _bindir() -> Path | None:
@@ -18,12 +19,6 @@ def _bindir() -> Path | None:
         if Path(cand, "initdb").exists():
             return Path(cand)
     return None
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def _as_postgres(cmd: list[str]) -> list[str]:
@@ -43,7 +38,7 @@ def postgres_server() -> Iterator[str]:
         shutil.chown(tmp, "postgres", "postgres")
     subprocess.run(_as_postgres([str(bindir / "initdb"), "-D", str(data), "-U", "postgres", "-A", "trust"]),
                    check=True, capture_output=True)
-    port = _free_port()
+    port = free_port()
     log = tmp / "pg.log"
     subprocess.run(
         _as_postgres([str(bindir / "pg_ctl"), "-D", str(data), "-l", str(log), "-w", "-t", "60",

@@ -11,15 +11,17 @@ import time
 
 import httpx
 
+from conda_store_jupyter.server.testing import bearer
+from conda_store_jupyter.testing.config import write_config
+
 
 def test_server_process_config_and_sigterm(tmp_path, redis_url):
-    config = tmp_path / "conda_store_config.py"
-    config.write_text(
-        f"c.CondaStore.store_directory = {str(tmp_path / 'store')!r}\n"
-        f"c.CondaStore.redis_url = {redis_url!r}\n"
-        "c.CondaStoreServer.url_prefix = '/conda-store'\n"
-        "c.AuthenticationBackend.predefined_tokens = {'proc-test-token-0123': "
-        "{'primary_namespace': 'x', 'role_bindings': {'*/*': ['viewer']}}}\n"
+    config = write_config(
+        tmp_path / "conda_store_config.py",
+        {"store_directory": str(tmp_path / "store"), "redis_url": redis_url},
+        CondaStoreServer={"url_prefix": "/conda-store"},
+        AuthenticationBackend={"predefined_tokens": {
+            "proc-test-token-0123": {"primary_namespace": "x", "role_bindings": {"*/*": ["viewer"]}}}},
     )
     proc = subprocess.Popen(
         [sys.executable, "-c", "from conda_store_jupyter.server.app import main; main()",
@@ -34,7 +36,7 @@ def test_server_process_config_and_sigterm(tmp_path, redis_url):
             m = re.search(r"listening on (\S+)", line)
             url = m.group(1) if m else None
         assert url and url.endswith("/conda-store/"), url
-        r = httpx.get(url + "api/v1/permission", headers={"Authorization": "Bearer proc-test-token-0123"})
+        r = httpx.get(url + "api/v1/permission", headers=bearer("proc-test-token-0123"))
         assert r.json()["data"]["primary_namespace"] == "x"
         assert httpx.get(url.replace("/conda-store/", "/api/v1/")).status_code == 404  # prefix applies
         proc.send_signal(signal.SIGTERM)

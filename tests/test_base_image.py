@@ -14,7 +14,6 @@ import hashlib
 import io
 import json
 import re
-import socket
 import subprocess
 import tarfile
 import threading
@@ -33,12 +32,12 @@ from conda_store_jupyter.build.image import build_image, image_architecture, wri
 from conda_store_jupyter.exceptions import ArtifactError
 from conda_store_jupyter.storage.base import blob_key
 from conda_store_jupyter.storage.local import LocalStorage
+from conda_store_jupyter.testing.channel import install_prefix
 from conda_store_jupyter.worker.images import IMAGE_FAILED_PREFIX, image_for_build
 
-from .fixtures_service import _DB_NUMBERS
-from .test_image import make_prefix
-from .test_registry import (ADMIN, UMOCI, _completed_build, needs_clients, running_service, skopeo_copy,
-                            umoci_unpack)
+from .fixtures_service import _DB_NUMBERS, completed_build
+from .processes import free_port
+from .test_registry import ADMIN, UMOCI, needs_clients, running_service, skopeo_copy, umoci_unpack
 
 ARCH = image_architecture()
 
@@ -222,7 +221,7 @@ def test_bearer_flow_index_and_oci_layers(fake_registry, tmp_path, local_channel
                                 credentials=CREDS, insecure=True)
     assert [(l.digest, l.diff_id, l.reused) for l in pinned.layers] == [(l.digest, l.diff_id, True) for l in again.layers]
 
-    prefix = make_prefix(local_channel, package_cache_dir, tmp_path / "env", ["hello"])
+    prefix = install_prefix(local_channel.url, package_cache_dir, tmp_path / "env", ["hello"])
     image = build_image(prefix, storage, base=base, work_dir=tmp_path)
     manifest = json.loads(image.manifest)
     config = json.loads(image.config)
@@ -273,9 +272,7 @@ def test_credentials_never_go_to_a_plain_http_token_server(fake_registry) -> Non
 
 
 def test_unreachable_registry(tmp_path) -> None:
-    with socket.socket() as s:  # a port nobody listens on once closed
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
+    port = free_port()  # a port nobody listens on
     with pytest.raises(ArtifactError, match=f"registry 127.0.0.1:{port} unreachable"):
         resolve_base_image(f"127.0.0.1:{port}/lib/img:latest", LocalStorage(store_directory=str(tmp_path)),
                            insecure=True)
@@ -299,9 +296,9 @@ def source(tmp_path_factory, redis_server_url, local_channel, package_cache_dir)
 def test_environment_image_on_a_conda_store_base(source, tmp_path, redis_server_url, local_channel,
                                                  package_cache_dir) -> None:
     service_a, base_manifest, base_config = source
-    extra = (f"c.CondaStore.default_docker_base_image = '{service_a.host}/team/base:latest'\n"
-             f"c.CondaStore.docker_base_image_credentials = 'x:{ADMIN}'\n"
-             "c.CondaStore.docker_base_image_insecure = True\n")
+    extra = {"CondaStore": {"default_docker_base_image": f"{service_a.host}/team/base:latest",
+                            "docker_base_image_credentials": f"x:{ADMIN}",
+                            "docker_base_image_insecure": True}}
     (tmp_path / "b").mkdir()
     with running_service(tmp_path / "b", f"{redis_server_url}/{next(_DB_NUMBERS)}", local_channel,
                          package_cache_dir, extra) as service_b:
@@ -335,7 +332,7 @@ def _failed_image_reason(tmp_path: Path, package_cache_dir: Path, **traits: obje
     store = CondaStore(store_directory=str(tmp_path / "store"), package_cache_directory=str(package_cache_dir),
                        docker_base_image_insecure=True, **traits)
     try:
-        build_id = _completed_build(store, "env", ["python"])
+        build_id = completed_build(store, "env", ["python"])
         with store.session() as db:
             prefix = db.get(orm.Build, build_id).prefix_path(store.store_path)
         (prefix / "conda-meta").mkdir(parents=True)  # the base fails before the prefix is read

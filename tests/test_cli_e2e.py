@@ -11,11 +11,9 @@ from __future__ import annotations
 
 import json
 import os
-import socket
 import subprocess
 import sys
 import tarfile
-import time
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -24,9 +22,10 @@ import pytest
 import yaml
 
 from conda_store_jupyter.build.records import current_platform
+from conda_store_jupyter.server.testing import bearer
 from conda_store_jupyter.testing.config import local_channel_traits, write_config
 
-from .processes import stop_process
+from .processes import cli_env, free_port, stop_process, wait_for
 
 pytestmark = pytest.mark.skipif(current_platform() != "linux-64", reason="the local test channel is linux-64")
 
@@ -38,12 +37,6 @@ PREFIX = "/services/conda-store/"
 SPEC = "name: py\ndescription: cli e2e\ndependencies:\n  - python 3.11.*\n  - hello\n"
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 @dataclass
 class Server:
     url: str  # with the prefix, no trailing slash
@@ -53,12 +46,8 @@ class Server:
 
     def env(self, token: str | None = ADMIN, **extra: str) -> dict[str, str]:
         """A clean environment for the CLI: only what the test sets."""
-        env = {k: v for k, v in os.environ.items() if not k.startswith(("CONDA_STORE", "JUPYTERHUB", "CONDA_PREFIX"))}
-        env.update(XDG_CACHE_HOME=str(self.tmp / "xdg"), CONDA_STORE_URL=self.url)
-        if token:
-            env["CONDA_STORE_TOKEN"] = token
-        env.update(extra)
-        return {k: v for k, v in env.items() if v is not None}
+        auth = {"CONDA_STORE_TOKEN": token} if token else {}
+        return cli_env(self.tmp / "xdg", **{"CONDA_STORE_URL": self.url, **auth, **extra})
 
     def cli(self, *args: str, env: dict[str, str] | None = None, timeout: float = 300, **kw) -> subprocess.CompletedProcess:
         return subprocess.run([str(CONDA_STORE), *args], capture_output=True, text=True,
@@ -66,7 +55,7 @@ class Server:
 
     def submit(self, spec: str, namespace: str = "team") -> int:
         resp = httpx.post(f"{self.url}/api/v1/specification/", json={"namespace": namespace, "specification": spec},
-                          headers={"Authorization": f"Bearer {ADMIN}"}, timeout=60)
+                          headers=bearer(ADMIN), timeout=60)
         assert resp.status_code == 200, resp.text
         return int(resp.json()["data"]["build_id"])
 
@@ -95,7 +84,7 @@ def server(tmp_path_factory, local_channel, package_cache_dir):
         },
         DummyAuthenticator={"password": "cli-e2e-password"},
     )
-    port = _free_port()
+    port = free_port()
     log = tmp / "server.log"
     with open(log, "wb") as out:
         proc = subprocess.Popen(
@@ -105,18 +94,8 @@ def server(tmp_path_factory, local_channel, package_cache_dir):
         )
     url = f"http://127.0.0.1:{port}{PREFIX.rstrip('/')}"
     try:
-        deadline = time.monotonic() + 180
-        while True:
-            if proc.poll() is not None:
-                pytest.fail(f"conda-store-server exited with {proc.returncode}:\n{log.read_text()[-3000:]}")
-            try:
-                if httpx.get(f"{url}/api/v1/", timeout=2).status_code == 200:
-                    break
-            except httpx.HTTPError:
-                pass
-            if time.monotonic() > deadline:
-                pytest.fail(f"conda-store-server did not answer:\n{log.read_text()[-3000:]}")
-            time.sleep(0.3)
+        wait_for(lambda: httpx.get(f"{url}/api/v1/", timeout=2).status_code == 200, 180, "conda-store-server to answer",
+                 0.3, proc=proc, log=log, ignore=httpx.HTTPError)
         yield Server(url=url, port=port, tmp=tmp, log=log)
     finally:
         stop_process(proc, group=True)  # the group we created with start_new_session
@@ -304,7 +283,7 @@ def test_wrong_build_for_environment(server, build_id):
 
 
 def test_server_down(server):
-    port = _free_port()
+    port = free_port()
     err = _one_line_error(server.cli("list", "namespace", env=server.env(CONDA_STORE_URL=f"http://127.0.0.1:{port}")))
     assert "cannot reach conda-store" in err
 

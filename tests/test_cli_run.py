@@ -9,7 +9,6 @@ from __future__ import annotations
 import http.server
 import io
 import json
-import os
 import re
 import subprocess
 import sys
@@ -36,6 +35,7 @@ from conda_store_jupyter.cli._run import (
 )
 
 from .archives import write_tar
+from .processes import cli_env
 
 CONDA_STORE = Path(sys.executable).parent / "conda-store"
 
@@ -240,12 +240,6 @@ def _fake_env_archive(path: Path, label: str) -> bytes:
     return path.read_bytes()
 
 
-def _cli_env(xdg: Path) -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("CONDA_STORE", "JUPYTERHUB", "CONDA_PREFIX"))}
-    env["XDG_CACHE_HOME"] = str(xdg)
-    return env
-
-
 def test_identity_matching_rules():
     stored = build_identity({"id": 4, "environment_id": 7, "scheduled_on": "2024-05-01T10:00:00.123456",
                              "specification": {"sha256": "ab" * 32}}, "ml")
@@ -290,7 +284,7 @@ def test_run_after_a_server_reset_does_not_execute_the_old_build(tmp_path):
     with api.serve() as url:
         def run(uri: str) -> str:
             proc = subprocess.run([CONDA_STORE, "--conda-store-url", url, "run", uri, "--", "python", "hi"],
-                                  capture_output=True, text=True, env=_cli_env(xdg), timeout=60)
+                                  capture_output=True, text=True, env=cli_env(xdg), timeout=60)
             assert proc.returncode == 0, proc.stderr
             return proc.stdout
 
@@ -385,12 +379,6 @@ def cache(tmp_path_factory, packed, api) -> Path:
     return root
 
 
-def _env(cache: Path) -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("CONDA_STORE", "JUPYTERHUB", "CONDA_PREFIX"))}
-    env["XDG_CACHE_HOME"] = str(cache)
-    return env
-
-
 def test_real_archive_installs_relocated(cache, packed):
     [prefix] = [p for p in (cache / "conda-store").glob("*/42/*") if p.is_dir()]
     assert prefix.name == _sha256(packed)[:16]
@@ -410,7 +398,7 @@ def test_cached_run_makes_one_light_request_and_propagates_exit_code(cache, api)
     stub.requests.clear()
     cmd = [CONDA_STORE, "--conda-store-url", url, "run", "42", "--",
            "python", "-c", "import os, sys; print(42, os.environ['CONDA_PREFIX'] == sys.prefix); sys.exit(3)"]
-    proc = subprocess.run(cmd, capture_output=True, text=True, env=_env(cache), timeout=60)
+    proc = subprocess.run(cmd, capture_output=True, text=True, env=cli_env(cache), timeout=60)
     assert proc.returncode == 3, proc.stderr
     assert proc.stdout == "42 True\n" and proc.stderr == ""
     assert stub.requests == ["/api/v1/build/42/"]
@@ -420,13 +408,13 @@ def test_cached_run_passes_stdin_and_runs_env_commands(cache, api):
     url = api[1]
     cmd = [CONDA_STORE, "--conda-store-url", url, "run", "42", "python", "-c",
            "import sys; print(sys.stdin.read().upper())"]
-    proc = subprocess.run(cmd, input="piped", capture_output=True, text=True, env=_env(cache), timeout=60)
+    proc = subprocess.run(cmd, input="piped", capture_output=True, text=True, env=cli_env(cache), timeout=60)
     assert (proc.returncode, proc.stdout) == (0, "PIPED\n")
     hello = subprocess.run([CONDA_STORE, "--conda-store-url", url, "run", "42", "hello"],
-                           capture_output=True, text=True, env=_env(cache), timeout=60)
+                           capture_output=True, text=True, env=cli_env(cache), timeout=60)
     assert hello.returncode == 0 and hello.stdout.startswith("hello")
     missing = subprocess.run([CONDA_STORE, "--conda-store-url", url, "run", "42", "no-such-tool"],
-                             capture_output=True, text=True, env=_env(cache), timeout=60)
+                             capture_output=True, text=True, env=cli_env(cache), timeout=60)
     assert missing.returncode == 127 and missing.stderr.count("\n") == 1 and "not found" in missing.stderr
 
 
@@ -442,7 +430,7 @@ def test_cached_run_does_not_import_heavy_modules(cache, api):
         from conda_store_jupyter.cli import main
         main(["--conda-store-url", "{url}", "run", "42", "--", "python", "-V"])
     """)
-    proc = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, env=_env(cache), timeout=60)
+    proc = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, env=cli_env(cache), timeout=60)
     assert proc.stdout == "none python ['-V']\n", proc.stderr
 
 
@@ -458,7 +446,7 @@ def test_shebang_script_runs_in_cached_env(cache, api, tmp_path):
         "sys.exit(int(sys.argv[-1]))\n"
     )
     script.chmod(0o755)
-    env = {**_env(cache), "CONDA_STORE_URL": url}
+    env = {**cli_env(cache), "CONDA_STORE_URL": url}
     proc = subprocess.run([script, "a b", "5"], capture_output=True, text=True, env=env, timeout=60)
     assert proc.returncode == 5, proc.stderr
     assert proc.stdout == "True ['a b', '5']\n"

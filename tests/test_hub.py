@@ -27,13 +27,13 @@ from pathlib import Path
 import httpx
 import pytest
 
+from conda_store_jupyter.testing.channel import cache_root
 from conda_store_jupyter.testing.config import local_channel_traits, write_config
 
-from .processes import stop_process
+from .processes import cli_env, free_port, stop_process, wait_for
 
 pytest.importorskip("jupyterhub", reason="JupyterHub is not installed")
 
-REPO = Path(__file__).resolve().parent.parent
 BIN = Path(sys.executable).parent
 CHP_VERSION = "5.3.0"
 SERVICE = "conda-store"
@@ -42,32 +42,10 @@ HUB_ADMIN_TOKEN = "test-hub-admin-service-token-0123456789"  # a hub *service* t
 SPEC = "name: hubenv\ndependencies:\n  - python 3.11.*\n"
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def _wait_until(check, what: str, proc: subprocess.Popen, log: Path, timeout: float = 90) -> None:
-    """Poll ``check()`` (no fixed sleeps beyond a short poll interval); fail with the log tail."""
-    deadline = time.monotonic() + timeout
-    while True:
-        if proc.poll() is not None:
-            pytest.fail(f"jupyterhub exited with {proc.returncode} before {what}:\n{log.read_text()[-4000:]}")
-        try:
-            if check():
-                return
-        except httpx.HTTPError:
-            pass
-        if time.monotonic() > deadline:
-            pytest.fail(f"timed out waiting for {what}:\n{log.read_text()[-4000:]}")
-        time.sleep(0.1)
-
-
 @pytest.fixture(scope="session")
 def chp() -> Path:
     """configurable-http-proxy from npm, installed once into ``.cache/chp`` (kept between runs)."""
-    root = Path(os.environ.get("CONDA_STORE_TEST_CACHE", REPO / ".cache")).resolve() / "chp"
+    root = cache_root() / "chp"
     exe = root / "node_modules" / ".bin" / "configurable-http-proxy"
     if not exe.exists():
         if shutil.which("npm") is None or shutil.which("node") is None:
@@ -108,16 +86,15 @@ class Hub:
 
     def cli(self, *args: str, token: str) -> subprocess.CompletedProcess:
         """The real CLI with *only* the hub's variables (as in a notebook terminal)."""
-        env = {k: v for k, v in os.environ.items() if not k.startswith(("CONDA_STORE", "JUPYTERHUB", "CONDA_PREFIX"))}
-        env.update(XDG_CACHE_HOME=str(self.tmp / "xdg"), JUPYTERHUB_API_TOKEN=token, JUPYTERHUB_API_URL=self.api_url,
-                   JUPYTERHUB_PUBLIC_HUB_URL=f"{self.public_url}/hub/")
+        env = cli_env(self.tmp / "xdg", JUPYTERHUB_API_TOKEN=token, JUPYTERHUB_API_URL=self.api_url,
+                      JUPYTERHUB_PUBLIC_HUB_URL=f"{self.public_url}/hub/")
         return subprocess.run([str(BIN / "conda-store"), *args], capture_output=True, text=True, env=env, timeout=120)
 
 
 @pytest.fixture(scope="module")
 def hub(tmp_path_factory, chp, local_channel, package_cache_dir):
     tmp = tmp_path_factory.mktemp("hub")
-    proxy_port, hub_port, proxy_api_port, service_port = (_free_port() for _ in range(4))
+    proxy_port, hub_port, proxy_api_port, service_port = (free_port() for _ in range(4))
     store_config = tmp / "conda_store_config.py"
     write_config(
         store_config,
@@ -163,15 +140,15 @@ c.JupyterHub.load_roles = [
     try:
         # The hub's own port first, then our server directly, then through the proxy (CHP answers
         # 404, and the hub logs each one, until the hub has added the routes).
-        _wait_until(lambda: httpx.get(f"http://127.0.0.1:{hub_port}/hub/health", timeout=2).status_code == 200,
-                    "the hub", proc, log)
-        _wait_until(lambda: httpx.get(f"http://127.0.0.1:{service_port}/services/{SERVICE}/api/v1/",
-                                      timeout=2).status_code == 200, "the managed conda-store service", proc, log)
+        def answers(url: str, what: str) -> None:
+            wait_for(lambda: httpx.get(url, timeout=2).status_code == 200, 90, what,
+                     proc=proc, log=log, ignore=httpx.HTTPError)
+
+        answers(f"http://127.0.0.1:{hub_port}/hub/health", "the hub")
+        answers(f"http://127.0.0.1:{service_port}/services/{SERVICE}/api/v1/", "the managed conda-store service")
         public = f"http://127.0.0.1:{proxy_port}"
-        _wait_until(lambda: httpx.get(f"{public}/hub/health", timeout=2).status_code == 200,
-                    "the proxy routes", proc, log)
-        _wait_until(lambda: httpx.get(f"{public}/services/{SERVICE}/api/v1/", timeout=2).status_code == 200,
-                    "the conda-store service through the proxy", proc, log)
+        answers(f"{public}/hub/health", "the proxy routes")
+        answers(f"{public}/services/{SERVICE}/api/v1/", "the conda-store service through the proxy")
         print(f"hub + managed conda-store service ready in {time.monotonic() - started:.1f}s")
         running = Hub(public_url=public, api_url=f"http://127.0.0.1:{hub_port}/hub/api", tmp=tmp, log=log)
         service_pid = running.admin("GET", f"/services/{SERVICE}").json()["pid"]
@@ -292,7 +269,7 @@ def test_hub_unreachable_means_anonymous_and_is_not_cached():
     """A hub that is down costs one refused connection per request, never an error."""
     from conda_store_jupyter.auth.hub import HubAuthentication
 
-    auth = HubAuthentication(enabled=True, api_url=f"http://127.0.0.1:{_free_port()}/hub/api/", timeout=2)
+    auth = HubAuthentication(enabled=True, api_url=f"http://127.0.0.1:{free_port()}/hub/api/", timeout=2)
     assert auth.api_url.endswith("/hub/api")
     started = time.monotonic()
     assert auth.user_model("some-hub-token") is None

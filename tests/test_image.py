@@ -6,7 +6,6 @@ Prefixes are installed by rattler from the real local test channel; nothing is m
 
 from __future__ import annotations
 
-import asyncio
 import gzip
 import hashlib
 import io
@@ -17,7 +16,6 @@ import tarfile
 from pathlib import Path
 
 import pytest
-from rattler import Gateway, MatchSpec, SourceConfig, install, solve
 
 from conda_store_jupyter.build import _oci
 from conda_store_jupyter.build.image import (
@@ -31,7 +29,7 @@ from conda_store_jupyter.build.image import (
 from conda_store_jupyter.exceptions import ArtifactError
 from conda_store_jupyter.storage.base import blob_key
 from conda_store_jupyter.storage.local import LocalStorage
-from conda_store_jupyter.testing.channel import LocalChannel
+from conda_store_jupyter.testing.channel import install_prefix
 
 UMOCI = shutil.which("umoci")
 SKOPEO = shutil.which("skopeo")
@@ -40,27 +38,13 @@ ENV_A = ["python", "six", "hello"]  # hello 2 pulls libgreet
 ENV_B = ["python", "six", "packaging"]
 
 
-def make_prefix(channel: LocalChannel, cache_dir: Path, prefix: Path, specs: list[str]) -> Path:
-    """Solve and install ``specs`` from the local channel into ``prefix`` with rattler."""
-
-    async def run():
-        gateway = Gateway(default_config=SourceConfig(cache_action="no-cache"))
-        records = await solve(sources=[channel.url], specs=specs, gateway=gateway,
-                              platforms=["linux-64", "noarch"])
-        await install(records, target_prefix=str(prefix), cache_dir=str(cache_dir), show_progress=False,
-                      requested_specs=[MatchSpec(s)._match_spec for s in specs])  # py-rattler 0.28 bug
-
-    asyncio.run(run())
-    return prefix
-
-
 @pytest.fixture(scope="module")
 def prefixes(local_channel, package_cache_dir, tmp_path_factory) -> dict[str, Path]:
     root = tmp_path_factory.mktemp("envs")
     envs = {
-        "a": make_prefix(local_channel, package_cache_dir, root / "a", ENV_A),
-        "a_again": make_prefix(local_channel, package_cache_dir, root / "elsewhere" / "a", ENV_A),
-        "b": make_prefix(local_channel, package_cache_dir, root / "b", ENV_B),
+        "a": install_prefix(local_channel.url, package_cache_dir, root / "a", ENV_A),
+        "a_again": install_prefix(local_channel.url, package_cache_dir, root / "elsewhere" / "a", ENV_A),
+        "b": install_prefix(local_channel.url, package_cache_dir, root / "b", ENV_B),
     }
     # A pip-style file no conda package owns: it must land in the environment layer.
     for name in ("a", "a_again"):

@@ -9,7 +9,6 @@ processes.
 from __future__ import annotations
 
 import contextlib
-import datetime as dt
 import hashlib
 import json
 import re
@@ -18,7 +17,7 @@ import subprocess
 import sys
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterator
+from typing import Iterator, Mapping
 
 import httpx
 import pytest
@@ -27,12 +26,13 @@ from conda_store_jupyter import orm
 from conda_store_jupyter.app import CondaStore
 from conda_store_jupyter.exceptions import InvalidNameError
 from conda_store_jupyter.schema import BuildArtifactType, BuildStatus
-from conda_store_jupyter.storage.base import artifact_key, blob_key
+from conda_store_jupyter.server.testing import bearer
+from conda_store_jupyter.testing.channel import install_prefix
+from conda_store_jupyter.storage.base import blob_key
 from conda_store_jupyter.worker.images import IMAGE_FAILED_PREFIX, image_for_build
 
-from .fixtures_service import wait_for
+from .fixtures_service import completed_build, wait_for
 from .processes import stop_process
-from .test_image import make_prefix
 
 UMOCI = shutil.which("umoci")
 MANIFEST_V2 = "application/vnd.docker.distribution.manifest.v2+json"
@@ -41,24 +41,6 @@ SKOPEO = shutil.which("skopeo")
 
 
 # -- the image job, without a queue ------------------------------------------------------------------
-
-def _completed_build(store: CondaStore, env_name: str, specs: list[str]) -> int:
-    """A COMPLETED build row with a stored log, as the build job leaves it (prefix installed by the caller)."""
-    spec = {"name": env_name, "channels": [], "dependencies": specs}
-    sha = hashlib.sha256(json.dumps(spec, sort_keys=True).encode()).hexdigest()
-    with store.session() as db:
-        ns = orm.Namespace(name="team", metadata_={})
-        env = orm.Environment(namespace=ns, name=env_name)
-        build = orm.Build(specification=orm.Specification(name=env_name, spec=spec, sha256=sha),
-                          environment=env, status=BuildStatus.COMPLETED, ended_on=dt.datetime(2026, 1, 1))
-        db.add(build)
-        db.flush()
-        env.current_build_id = build.id
-        key = artifact_key(BuildArtifactType.LOGS, build.build_key)
-        store.storage.put_bytes(key, b"BUILD COMPLETED in 1.0 s\n")
-        db.add(orm.BuildArtifact(build=build, artifact_type=BuildArtifactType.LOGS, key=key))
-        return build.id
-
 
 def _log(store: CondaStore, build_id: int) -> str:
     with store.session() as db:
@@ -74,10 +56,10 @@ def store(tmp_path, package_cache_dir) -> CondaStore:
 
 
 def test_image_job_records_manifest_and_logs_layers(store, local_channel, package_cache_dir) -> None:
-    build_id = _completed_build(store, "sixenv", ["python", "six"])
+    build_id = completed_build(store, "sixenv", ["python", "six"])
     with store.session() as db:
         prefix = db.get(orm.Build, build_id).prefix_path(store.store_path)
-    make_prefix(local_channel, package_cache_dir, prefix, ["python", "six"])
+    install_prefix(local_channel.url, package_cache_dir, prefix, ["python", "six"])
 
     digest = image_for_build(store, build_id)
 
@@ -99,7 +81,7 @@ def test_image_job_records_manifest_and_logs_layers(store, local_channel, packag
 
 
 def test_image_job_failure_leaves_build_completed_with_reason(store) -> None:
-    build_id = _completed_build(store, "gone", ["python"])  # its prefix was never installed
+    build_id = completed_build(store, "gone", ["python"])  # its prefix was never installed
 
     assert image_for_build(store, build_id) is None
 
@@ -130,7 +112,7 @@ def test_image_job_internal_error_keeps_the_traceback_out_of_the_build_log(store
         raise RuntimeError("disk said no\nat /srv/secret/path")
 
     monkeypatch.setattr(images, "_build", broken)
-    build_id = _completed_build(store, "broken", ["python"])
+    build_id = completed_build(store, "broken", ["python"])
     with caplog.at_level(logging.ERROR, logger=images.__name__):
         assert image_for_build(store, build_id) is None
     text = _log(store, build_id)
@@ -146,7 +128,7 @@ def test_image_job_internal_error_keeps_the_traceback_out_of_the_build_log(store
 
 
 def test_image_job_skips_unfinished_builds(store) -> None:
-    build_id = _completed_build(store, "queued", ["python"])
+    build_id = completed_build(store, "queued", ["python"])
     with store.session() as db:
         db.get(orm.Build, build_id).status = BuildStatus.FAILED
     assert image_for_build(store, build_id) is None
@@ -178,7 +160,7 @@ class Service:
 
     def submit(self, namespace: str, name: str, dependencies: list[str]) -> int:
         spec = json.dumps({"name": name, "dependencies": dependencies})
-        r = httpx.post(f"{self.url}api/v1/specification/", headers=_bearer(ADMIN),
+        r = httpx.post(f"{self.url}api/v1/specification/", headers=bearer(ADMIN),
                        json={"namespace": namespace, "specification": spec}, timeout=30)
         assert r.status_code == 200, r.text
         return r.json()["data"]["build_id"]
@@ -208,10 +190,6 @@ class Service:
         return _log(self.store, build_id)
 
 
-def _bearer(token: str) -> dict[str, str]:
-    return {"Authorization": f"Bearer {token}"}
-
-
 def _basic(token: str, user: str = "x") -> tuple[str, str]:
     return (user, token)
 
@@ -224,36 +202,41 @@ def _errors(response: httpx.Response) -> list[str]:
 
 @contextlib.contextmanager
 def running_service(root: Path, redis_url: str, channel, package_cache_dir: Path,
-                    extra_config: str = "") -> Iterator[Service]:
-    """conda-store-server (a real subprocess, url_prefix /conda-store) and two workers on one config."""
+                    extra_config: Mapping[str, Mapping[str, object]] | None = None) -> Iterator[Service]:
+    """conda-store-server (a real subprocess, url_prefix /conda-store) and two workers on one config.
+
+    ``extra_config``: more config sections (``{"CondaStore": {...}, "S3Storage": {...}}``); its
+    traits override the defaults here."""
     import redis
 
-    from conda_store_jupyter.testing.config import local_channel_traits
+    from conda_store_jupyter.testing.config import local_channel_traits, write_config
     from conda_store_jupyter.worker.tasks import load_store
 
-    from .fixtures_service import ServiceEnv, write_config
+    from .fixtures_service import ServiceEnv
 
     redis.Redis.from_url(redis_url).flushdb()
-    config = write_config(
-        root / "conda_store_config.py",
-        store_directory=str(root / "store"),
-        database_url=f"sqlite:///{root / 'conda-store.sqlite'}",
-        redis_url=redis_url,
-        **local_channel_traits(channel, package_cache_dir),
-        build_artifacts=["LOCKFILE", "YAML", "DOCKER_MANIFEST"],
-        build_timeout=int(BUILD_TIMEOUT),
-    )
     tokens = {
         ADMIN: {"primary_namespace": "team", "role_bindings": {"*/*": ["admin"]}, "username": "admin"},
         OTHER: {"primary_namespace": "other", "role_bindings": {"other/*": ["admin"]}, "username": "bob"},
         DYNAMIC_OWNER: {"primary_namespace": "conda-store-dynamic",
                         "role_bindings": {"conda-store-dynamic/*": ["admin"]}, "username": "mallory"},
     }
-    with open(config, "a") as f:
-        f.write(f"c.AuthenticationBackend.predefined_tokens = {tokens!r}\n"
-                "c.CondaStoreServer.url_prefix = '/conda-store'\n"
-                f"c.Registry.dynamic_wait_timeout = {BUILD_TIMEOUT}\n"
-                "c.Registry.dynamic_poll_interval = 0.2\n" + extra_config)
+    sections: dict[str, dict[str, object]] = {
+        "CondaStore": {
+            "store_directory": str(root / "store"),
+            "database_url": f"sqlite:///{root / 'conda-store.sqlite'}",
+            "redis_url": redis_url,
+            **local_channel_traits(channel, package_cache_dir),
+            "build_artifacts": ["LOCKFILE", "YAML", "DOCKER_MANIFEST"],
+            "build_timeout": int(BUILD_TIMEOUT),
+        },
+        "AuthenticationBackend": {"predefined_tokens": tokens},
+        "CondaStoreServer": {"url_prefix": "/conda-store"},
+        "Registry": {"dynamic_wait_timeout": BUILD_TIMEOUT, "dynamic_poll_interval": 0.2},
+    }
+    for section, traits in (extra_config or {}).items():
+        sections[section] = {**sections.get(section, {}), **traits}
+    config = write_config(root / "conda_store_config.py", sections.pop("CondaStore"), **sections)
     env = ServiceEnv(config=config, store=load_store(str(config)), tmp=root)
     out = root / "server.log"
     with open(out, "wb") as log:
@@ -503,7 +486,7 @@ def test_on_demand_image_pulls_and_runs(service, tmp_path) -> None:
 
 def test_only_store_admins_write_into_the_on_demand_namespace(service) -> None:
     """Admin of conda-store-dynamic by binding (as a user of that name was by default) is not enough."""
-    api, h = f"{service.url}api/v1/", _bearer(DYNAMIC_OWNER)
+    api, h = f"{service.url}api/v1/", bearer(DYNAMIC_OWNER)
     spec = json.dumps({"name": "python--six", "dependencies": ["python", "hello"]})
     for body in ({"namespace": "conda-store-dynamic", "specification": spec}, {"specification": spec}):
         r = httpx.post(f"{api}specification/", headers=h, json=body, timeout=30)
@@ -520,7 +503,7 @@ def test_only_store_admins_write_into_the_on_demand_namespace(service) -> None:
         assert r.status_code == 403, (method, path, r.text)
     # Reading stays as it was, and store-wide admins may still manage the namespace.
     assert httpx.get(f"{api}namespace/conda-store-dynamic/", headers=h).status_code in (200, 404)
-    r = httpx.put(f"{api}namespace/conda-store-dynamic/metadata/", headers=_bearer(ADMIN), json={"ok": True})
+    r = httpx.put(f"{api}namespace/conda-store-dynamic/metadata/", headers=bearer(ADMIN), json={"ok": True})
     assert r.status_code in (200, 404), r.text
 
 
@@ -639,10 +622,9 @@ def test_s3_storage_blobs_are_redirected_to_presigned_urls(s3_endpoint, redis_ur
     """With S3 storage the server answers blob GETs with a short presigned URL; skopeo follows it."""
     import uuid
 
-    s3 = (f"c.CondaStore.storage_class = 'conda_store_jupyter.storage.s3.S3Storage'\n"
-          f"c.S3Storage.bucket_name = 'cs-{uuid.uuid4().hex[:12]}'\n"
-          f"c.S3Storage.endpoint_url = {s3_endpoint!r}\n"
-          "c.S3Storage.access_key = 'test'\nc.S3Storage.secret_key = 'test'\nc.S3Storage.create_bucket = True\n")
+    s3 = {"CondaStore": {"storage_class": "conda_store_jupyter.storage.s3.S3Storage"},
+          "S3Storage": {"bucket_name": f"cs-{uuid.uuid4().hex[:12]}", "endpoint_url": s3_endpoint,
+                        "access_key": "test", "secret_key": "test", "create_bucket": True}}
     (tmp_path / "svc").mkdir()
     with running_service(tmp_path / "svc", redis_url, local_channel, package_cache_dir, s3) as service:
         digest = service.wait_for_image(service.submit("team", "s3env", ["python", "six"]))

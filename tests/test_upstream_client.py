@@ -16,19 +16,19 @@ import httpx
 import pytest
 from traitlets.config import Config
 
+from conda_store_jupyter.testing.channel import cache_root
 from conda_store_jupyter.server.testing import bearer, running_server
 
 
 CLIENT_VERSION = "2025.2.2"
 ADMIN = "admin-token-for-upstream-client-01"
-REPO = Path(__file__).resolve().parent.parent
 SPEC = "name: flask-env\ndependencies:\n  - python\n  - six\n"
 
 
 @pytest.fixture(scope="session")
 def upstream_client() -> Path:
     """Path of the upstream ``conda-store`` executable (installed once into .cache)."""
-    venv = Path(os.environ.get("CONDA_STORE_TEST_CACHE", REPO / ".cache")).resolve() / "upstream-client"
+    venv = cache_root() / "upstream-client"
     exe = venv / "bin" / "conda-store"
     marker = venv / f".installed-{CLIENT_VERSION}"
     if not marker.exists():

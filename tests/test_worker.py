@@ -11,10 +11,8 @@ from __future__ import annotations
 
 import os
 import signal
-import socket
 import subprocess
 import sys
-import threading
 from pathlib import Path
 
 import pytest
@@ -26,107 +24,8 @@ from conda_store_jupyter.worker.logs import read_log, stored_or_live_log
 from conda_store_jupyter.worker.queue import ARTIFACT_QUEUE, BUILD_QUEUE, heartbeat_key
 from conda_store_jupyter.worker.reconcile import reconcile
 
-from .fixtures_service import descendants, kill_tree, make_build, wait_for
-
-QUICK = "name: hi\ndependencies:\n  - hello\n"
-QUICK2 = "name: hi\ndependencies:\n  - hello\n  - libgreet\n"
-SLOW = "name: slow\ndependencies:\n  - python 3.11.*\n  - pip:\n    - tomli\n"
-
-BUILD_DEADLINE = 120.0
-"""Generous upper bound for one small build on a loaded CI machine."""
-
-
-class HangingIndex:
-    """A TCP server that accepts HTTP connections and never answers; tracks which are still open."""
-
-    def __init__(self) -> None:
-        self.sock = socket.socket()
-        self.sock.bind(("127.0.0.1", 0))
-        self.sock.listen(64)
-        self.accepted = 0
-        self.open = 0
-        self._lock = threading.Lock()
-        threading.Thread(target=self._accept, daemon=True).start()
-
-    @property
-    def url(self) -> str:
-        return f"http://127.0.0.1:{self.sock.getsockname()[1]}/simple/"
-
-    def _accept(self) -> None:
-        while True:
-            try:
-                conn, _ = self.sock.accept()
-            except OSError:
-                return
-            with self._lock:
-                self.accepted += 1
-                self.open += 1
-            threading.Thread(target=self._drain, args=(conn,), daemon=True).start()
-
-    def _drain(self, conn: socket.socket) -> None:
-        with conn:
-            while True:
-                try:
-                    if not conn.recv(65536):
-                        break
-                except OSError:
-                    break
-        with self._lock:
-            self.open -= 1
-
-    def close(self) -> None:
-        self.sock.close()
-
-
-@pytest.fixture
-def hanging_index():
-    server = HangingIndex()
-    yield server
-    server.close()
-
-
-def status_of(store, build_id: int) -> tuple[BuildStatus, str | None]:
-    with store.session() as db:
-        build = db.get(orm.Build, build_id)
-        return BuildStatus(build.status), build.status_info
-
-
-def wait_status(store, build_id: int, *statuses: BuildStatus, timeout: float = BUILD_DEADLINE, env=None):
-    def check():
-        status, _ = status_of(store, build_id)
-        return status in statuses
-
-    try:
-        wait_for(check, timeout, f"build {build_id} to become {[s.value for s in statuses]}")
-    except AssertionError:
-        logs = env.worker_logs()[-4000:] if env is not None else ""
-        raise AssertionError(f"build {build_id} is {status_of(store, build_id)}; worker output:\n{logs}") from None
-    return status_of(store, build_id)
-
-
-def wait_in_pip_stage(store, build_id: int, env) -> list[str]:
-    """Follow the live log until the build is installing its pip section (BUILDING all along)."""
-    seen: list[str] = []
-    state = {"after": "0-0"}
-
-    def in_pip():
-        lines, state["after"], _finished = read_log(store, build_id, state["after"])
-        seen.extend(lines)
-        return "-- pip" in seen and status_of(store, build_id)[0] == BuildStatus.BUILDING
-
-    try:
-        wait_for(in_pip, BUILD_DEADLINE, "the build to reach its pip stage")
-    except AssertionError:
-        raise AssertionError(f"log so far: {seen}\nworker output:\n{env.worker_logs()[-4000:]}") from None
-    return seen
-
-
-def build_row(store, build_id: int):
-    with store.session() as db:
-        build = db.get(orm.Build, build_id)
-        _ = build.environment.namespace, build.specification, build.artifacts
-        return build
-
+from .fixtures_service import (BUILD_DEADLINE, QUICK, QUICK2, SLOW, build_row, descendants, kill_tree, make_build,
+                               status_of, wait_for, wait_in_pip_stage, wait_status)
 
 # -- happy path -------------------------------------------------------------------------------------
 def test_build_completes_with_artifacts_link_and_logs(service_factory):
@@ -386,7 +285,7 @@ def test_newer_build_becomes_current_and_rollback_moves_the_link(service_factory
 
 # -- the command and the embedded mode ----------------------------------------------------------------
 def test_worker_reports_unreachable_redis_without_traceback(service_factory):
-    from .redis_server import free_port
+    from .processes import free_port
 
     env = service_factory(redis_url=f"redis://127.0.0.1:{free_port()}/0")
     proc = subprocess.run([sys.executable, "-m", "conda_store_jupyter.worker", "--config", str(env.config)],

@@ -25,9 +25,8 @@ from conda_store_jupyter.worker.queue import cancel_key, end_build, heartbeat_ke
 from conda_store_jupyter.worker.reconcile import reconcile
 from conda_store_jupyter.worker.tasks import HEARTBEAT_INTERVAL
 
-from .fixtures_service import descendants, make_build, wait_for
-from .test_worker import (BUILD_DEADLINE, QUICK, SLOW, build_row, hanging_index, status_of,  # noqa: F401
-                          wait_in_pip_stage, wait_status)
+from .fixtures_service import (BUILD_DEADLINE, QUICK, SLOW, build_row, descendants, make_build, status_of, wait_for,
+                               wait_in_pip_stage, wait_status)
 
 
 def _redis_now(store) -> float:

@@ -20,9 +20,8 @@ from conda_store_jupyter.worker.queue import BUILD_QUEUE, cancel_key, image_job_
 from conda_store_jupyter.worker.reconcile import ReconcileThread
 from conda_store_jupyter.worker.repair import RepairPolicy, RepairReport, repair
 
-from .fixtures_service import make_build, wait_for
-from .test_worker import (BUILD_DEADLINE, QUICK, QUICK2, SLOW, build_row, hanging_index, status_of,  # noqa: F401
-                          wait_in_pip_stage)
+from .fixtures_service import (BUILD_DEADLINE, QUICK, QUICK2, SLOW, build_row, make_build, status_of, wait_for,
+                               wait_in_pip_stage)
 
 NOW = RepairPolicy(tail_grace=0, image_grace=0, purge_grace=0)
 """Everything final is old enough to repair at once."""

@@ -302,6 +302,30 @@ def build_channel(directory: Path) -> LocalChannel:
     return _channel_for(directory)
 
 
+def cache_root() -> Path:
+    """Root of the test/benchmark caches (channel, package cache, tools): ``$CONDA_STORE_TEST_CACHE``
+    or ``.cache`` in the checkout. One cache per checkout (and per CI run): the channel is rebuilt
+    only when its inputs change."""
+    repo = Path(__file__).resolve().parent.parent.parent
+    return Path(os.environ.get("CONDA_STORE_TEST_CACHE", repo / ".cache")).resolve()
+
+
+def install_prefix(channel_url: str, cache_dir: Path, prefix: Path, specs: list[str]) -> Path:
+    """Solve and install ``specs`` from ``channel_url`` into ``prefix`` with rattler (no conda-store
+    involved: the environment a build would have made)."""
+    from rattler import Gateway, MatchSpec, SourceConfig, install, solve
+
+    async def run():
+        gateway = Gateway(default_config=SourceConfig(cache_action="no-cache"))
+        records = await solve(sources=[channel_url], specs=specs, gateway=gateway,
+                              platforms=["linux-64", "noarch"])
+        await install(records, target_prefix=str(prefix), cache_dir=str(cache_dir), show_progress=False,
+                      requested_specs=[MatchSpec(s)._match_spec for s in specs])  # py-rattler 0.28 bug
+
+    asyncio.run(run())
+    return prefix
+
+
 def main(argv: list[str] | None = None) -> int:
     args = sys.argv[1:] if argv is None else argv
     if len(args) != 1 or args[0] in ("-h", "--help"):
