@@ -25,7 +25,7 @@ from pathlib import Path
 
 import conda_pack
 
-from conda_store_jupyter.build.image import build_image
+from conda_store_jupyter.builder.image import build_image
 from conda_store_jupyter.storage.local import LocalStorage
 from conda_store_jupyter.testing.channel import build_channel, cache_root, install_prefix
 

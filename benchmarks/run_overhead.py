@@ -41,8 +41,8 @@ def _build_cached_env(cache_home: Path, url: str) -> Path:
     """Build + pack a real env and install it into ``cache_home`` exactly as ``run`` would."""
     import hashlib
 
-    from conda_store_jupyter.build import BuildLog, BuildPaths, BuildSettings, run_pipeline
-    from conda_store_jupyter.build.records import current_platform
+    from conda_store_jupyter.builder import BuildLog, BuildPaths, BuildSettings, run_pipeline
+    from conda_store_jupyter.builder.records import current_platform
     from conda_store_jupyter.cli._config import resolve_config
     from conda_store_jupyter.cli._run import build_dir, install_archive
     from conda_store_jupyter.schema import parse_specification

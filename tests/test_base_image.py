@@ -26,9 +26,9 @@ import pytest
 
 from conda_store_jupyter import orm
 from conda_store_jupyter.app import CondaStore
-from conda_store_jupyter.build import base_image as bi
-from conda_store_jupyter.build.base_image import ImageReference, parse_challenge, parse_reference, resolve_base_image
-from conda_store_jupyter.build.image import build_image, image_architecture, write_oci_layout
+from conda_store_jupyter.builder import base_image as bi
+from conda_store_jupyter.builder.base_image import ImageReference, parse_challenge, parse_reference, resolve_base_image
+from conda_store_jupyter.builder.image import build_image, image_architecture, write_oci_layout
 from conda_store_jupyter.exceptions import ArtifactError
 from conda_store_jupyter.storage.base import blob_key
 from conda_store_jupyter.storage.local import LocalStorage

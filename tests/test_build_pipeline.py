@@ -18,8 +18,8 @@ from pathlib import Path
 import pytest
 import yaml
 
-from conda_store_jupyter.build import BuildLog, BuildPaths, BuildSettings, run_pipeline
-from conda_store_jupyter.build.records import current_platform
+from conda_store_jupyter.builder import BuildLog, BuildPaths, BuildSettings, run_pipeline
+from conda_store_jupyter.builder.records import current_platform
 from conda_store_jupyter.exceptions import BuildTimeoutError, InstallError, SolveError
 from conda_store_jupyter.schema import BuildArtifactType, parse_specification
 
@@ -187,7 +187,7 @@ def test_install_from_lockfile_without_solving(built, local_channel, package_cac
 
     from rattler import install
 
-    from conda_store_jupyter.build.lockfile import read_lockfile, records_from_lockfile
+    from conda_store_jupyter.builder.lockfile import read_lockfile, records_from_lockfile
 
     _, paths, _, _ = built
     locked = read_lockfile(paths.lockfile)
@@ -270,7 +270,7 @@ def test_required_and_included_packages(tmp_path, local_channel, package_cache_d
 
 def test_settings_from_store(tmp_path, local_channel):
     from conda_store_jupyter.app import CondaStore
-    from conda_store_jupyter.build import settings_from_store
+    from conda_store_jupyter.builder import settings_from_store
 
     store = CondaStore(
         store_directory=str(tmp_path / "store"),
@@ -302,7 +302,7 @@ def test_prefix_that_exists_is_never_overwritten(tmp_path, local_channel, packag
 # -- CLI -----------------------------------------------------------------------------------------
 def _cli(*args: object, cwd: Path) -> subprocess.CompletedProcess:
     return subprocess.run(
-        [sys.executable, "-m", "conda_store_jupyter.build", *map(str, args)], cwd=cwd, capture_output=True, text=True
+        [sys.executable, "-m", "conda_store_jupyter.builder", *map(str, args)], cwd=cwd, capture_output=True, text=True
     )
 
 
@@ -356,7 +356,7 @@ def test_pip_source_found_from_find_links_directory(local_channel, package_cache
     """Without an index, a --find-links directory is where the file (and its hash) comes from."""
     import hashlib
 
-    from conda_store_jupyter.build.install import locate_distribution
+    from conda_store_jupyter.builder.install import locate_distribution
 
     settings = _settings(local_channel, package_cache_dir, pip_index_url=None, pip_find_links=(str(local_channel.pypi_dir),))
     url, sha256 = locate_distribution("tomli", "2.5.0", frozenset({"py3-none-any"}), settings)

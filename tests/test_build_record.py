@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from conda_store_jupyter import orm
 from conda_store_jupyter.app import CondaStore
-from conda_store_jupyter.build.record import record_packages
-from conda_store_jupyter.build.records import InstalledPackage
+from conda_store_jupyter.builder.record import record_packages
+from conda_store_jupyter.builder.records import InstalledPackage
 
 
 def _pkg(name, version="1.0", build="h0", channel="file:///srv/ch", subdir="linux-64"):

@@ -17,10 +17,10 @@ from pathlib import Path
 
 import pytest
 
-from conda_store_jupyter.build.lockfile import read_lockfile, records_from_lockfile
-from conda_store_jupyter.build.log import BuildLog
-from conda_store_jupyter.build.pipeline import run_pipeline
-from conda_store_jupyter.build.records import (
+from conda_store_jupyter.builder.lockfile import read_lockfile, records_from_lockfile
+from conda_store_jupyter.builder.log import BuildLog
+from conda_store_jupyter.builder.pipeline import run_pipeline
+from conda_store_jupyter.builder.records import (
     BuildPaths,
     BuildSettings,
     current_platform,

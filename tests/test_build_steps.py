@@ -6,9 +6,9 @@ import os
 
 import pytest
 
-from conda_store_jupyter.build.link import remove_environment_link, switch_environment_link
-from conda_store_jupyter.build.log import BuildLog
-from conda_store_jupyter.build.solve import foreign_virtual_packages
+from conda_store_jupyter.builder.link import remove_environment_link, switch_environment_link
+from conda_store_jupyter.builder.log import BuildLog
+from conda_store_jupyter.builder.solve import foreign_virtual_packages
 
 
 def test_log_writes_file_and_sink_and_times_stages(tmp_path):

@@ -21,7 +21,7 @@ import httpx
 import pytest
 import yaml
 
-from conda_store_jupyter.build.records import current_platform
+from conda_store_jupyter.builder.records import current_platform
 from conda_store_jupyter.server.testing import bearer
 from conda_store_jupyter.testing.config import local_channel_traits, write_config
 

@@ -328,13 +328,13 @@ dependencies:
 @pytest.fixture(scope="module")
 def packed(tmp_path_factory, local_channel, package_cache_dir) -> Path:
     """A real conda-pack archive of a real environment (python + native hello with placeholders)."""
-    from conda_store_jupyter.build import (
+    from conda_store_jupyter.builder import (
         BuildLog,
         BuildPaths,
         BuildSettings,
         run_pipeline,
     )
-    from conda_store_jupyter.build.records import current_platform
+    from conda_store_jupyter.builder.records import current_platform
     from conda_store_jupyter.schema import parse_specification
 
     if current_platform() != "linux-64":

@@ -17,8 +17,8 @@ from pathlib import Path
 
 import pytest
 
-from conda_store_jupyter.build import _oci
-from conda_store_jupyter.build.image import (
+from conda_store_jupyter.builder import _oci
+from conda_store_jupyter.builder.image import (
     ImageManifest,
     Layer,
     build_image,
@@ -254,7 +254,7 @@ def test_skopeo_copies_the_layout(image_a, tmp_path) -> None:
 
 def test_grouping_is_stable_when_one_small_package_is_added() -> None:
     """With more packages than layers, adding a package changes one grouped layer, not all of them."""
-    from conda_store_jupyter.build.image import _PackageFiles, _plan_layers
+    from conda_store_jupyter.builder.image import _PackageFiles, _plan_layers
 
     def packages(n: int) -> list[_PackageFiles]:
         out = []

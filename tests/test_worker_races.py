@@ -184,7 +184,7 @@ def test_build_ended_elsewhere_is_stopped(service_factory, hanging_index):
 
 
 def test_late_success_keeps_the_final_log_and_removes_its_prefix(service_factory, tmp_path):
-    from conda_store_jupyter.build.records import BuildPaths
+    from conda_store_jupyter.builder.records import BuildPaths
     from conda_store_jupyter.storage.base import artifact_key
     from conda_store_jupyter.worker import tasks
 

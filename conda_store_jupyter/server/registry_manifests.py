@@ -18,7 +18,7 @@ from sqlalchemy import select
 from sqlalchemy.orm import selectinload
 
 from .. import orm
-from ..build._oci import sha256_digest
+from ..builder._oci import sha256_digest
 from ..exceptions import InvalidNameError, NotFoundError
 from ..naming import parse_build_key, validate_tag
 from ..schema import BuildArtifactType, BuildStatus
@@ -77,7 +77,7 @@ def manifest_info(storage, digest: str) -> _ManifestInfo | None:
         data = storage.get_bytes(blob_key(digest))
     except NotFoundError:
         return None
-    from ..build.image import oci_manifest
+    from ..builder.image import oci_manifest
 
     parsed = json.loads(data)
     blobs = frozenset([parsed["config"]["digest"], *(layer["digest"] for layer in parsed["layers"])])
@@ -178,7 +178,7 @@ def manifest_form(resolved: ResolvedImage, data: bytes, accept: str) -> tuple[by
     bytes are the only ones that digest can name, and a 404 would fail the pull just the same.
     By tag: the stored Docker form, unless the client accepts OCI but not Docker manifests.
     """
-    from ..build.image import oci_manifest
+    from ..builder.image import oci_manifest
 
     media_type = json.loads(data).get("mediaType", MANIFEST_V2)
     if resolved.by_digest:

@@ -45,8 +45,8 @@ class SpecificationHandler(BaseHandler):
         Upstream answers ``{"solve": [...]}`` without the envelope; its client reads that key, so
         the enveloped answer carries it at the top level too.
         """
-        from ..build.records import BuildSettings
-        from ..build.solve import solve_specification
+        from ..builder.records import BuildSettings
+        from ..builder.solve import solve_specification
 
         with self.store.session() as db:
             self.authorize(db, Permission.ENVIRONMENT_CREATE, f"{self.identity.primary_namespace}/*")

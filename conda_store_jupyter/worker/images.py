@@ -7,7 +7,7 @@ failure never turns it FAILED. Instead the reason goes to the end of the build's
 puller "this build will not get an image" at once instead of waiting out its timeout.
 
 The job is idempotent: a build that already has a DOCKER_MANIFEST is left alone, and blobs are
-content-addressed and written once (see :mod:`conda_store_jupyter.build.image`), so re-running it
+content-addressed and written once (see :mod:`conda_store_jupyter.builder.image`), so re-running it
 after a crash costs one hash per layer.
 """
 
@@ -25,7 +25,7 @@ from ..storage.base import artifact_key, blob_key
 
 if TYPE_CHECKING:
     from ..app import CondaStore
-    from ..build.image import ImageManifest
+    from ..builder.image import ImageManifest
 
 log = logging.getLogger(__name__)
 
@@ -109,7 +109,7 @@ def _failure_reason(exc: Exception) -> str:
 
 
 def _build(store: "CondaStore", prefix: Path) -> "ImageManifest":
-    from ..build.image import build_image
+    from ..builder.image import build_image
 
     if not (prefix / "conda-meta").is_dir():
         raise ArtifactError(f"the build prefix {prefix} is gone (deleted or never installed)")
@@ -117,7 +117,7 @@ def _build(store: "CondaStore", prefix: Path) -> "ImageManifest":
     work_dir.mkdir(parents=True, exist_ok=True)
     base = None
     if store.default_docker_base_image:
-        from ..build.base_image import resolve_base_image
+        from ..builder.base_image import resolve_base_image
 
         base = resolve_base_image(store.default_docker_base_image, store.storage, work_dir=work_dir,
                                   credentials=store.docker_base_image_credentials,

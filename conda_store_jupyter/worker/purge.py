@@ -35,7 +35,7 @@ def purge_build(store: "CondaStore", build_id: int) -> None:
     blobs (``docker/blobs/...``) may be shared with other builds and are left for a separate GC.
     """
     from .. import orm
-    from ..build.link import remove_environment_link
+    from ..builder.link import remove_environment_link
     from ..exceptions import ConflictError
     from .tasks import environment_link
 

@@ -64,7 +64,7 @@ from .queue import (
 
 if TYPE_CHECKING:
     from ..app import CondaStore
-    from ..build.records import BuildOutputs, BuildPaths
+    from ..builder.records import BuildOutputs, BuildPaths
 
 log = logging.getLogger(__name__)
 
@@ -375,9 +375,9 @@ def load_specification(data: dict):
 def run_build(store: "CondaStore", build_id: int) -> BuildStatus:
     """Run the pipeline for a BUILDING build and record COMPLETED or FAILED (in the build child)."""
     from .. import orm
-    from ..build.log import BuildLog
-    from ..build.pipeline import run_pipeline, settings_from_store
-    from ..build.records import BuildPaths
+    from ..builder.log import BuildLog
+    from ..builder.pipeline import run_pipeline, settings_from_store
+    from ..builder.records import BuildPaths
     from .logs import publish_line
 
     with store.session() as db:
@@ -472,7 +472,7 @@ def _record_success(store: "CondaStore", build_id: int, build_key: str, outputs:
     from sqlalchemy import or_, update
 
     from .. import orm
-    from ..build.record import record_packages
+    from ..builder.record import record_packages
     from ..orm import utcnow
 
     with store.session() as db:
@@ -514,7 +514,7 @@ def sync_environment_link(store: "CondaStore", environment_id: int) -> Path | No
     import fcntl
 
     from .. import orm
-    from ..build.link import remove_environment_link, switch_environment_link
+    from ..builder.link import remove_environment_link, switch_environment_link
 
     with store.session() as db:
         env = db.get(orm.Environment, int(environment_id))

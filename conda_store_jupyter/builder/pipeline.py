@@ -6,7 +6,7 @@ any failure into the right :class:`~conda_store_jupyter.exceptions.BuildError` w
 one-paragraph reason at the top of the log, and removing whatever was half-built.
 
 It knows nothing about the database or the queue (``build/record.py`` and the worker do), so
-the same function runs a build from ``python -m conda_store_jupyter.build`` without a server.
+the same function runs a build from ``python -m conda_store_jupyter.builder`` without a server.
 """
 
 from __future__ import annotations

@@ -1,6 +1,6 @@
 """Typed records handed from one build step to the next.
 
-Every step of :mod:`conda_store_jupyter.build.pipeline` takes and returns these frozen dataclasses
+Every step of :mod:`conda_store_jupyter.builder.pipeline` takes and returns these frozen dataclasses
 (never loose dicts), so the data a step depends on is visible in its signature and a later step
 cannot silently mutate what an earlier one produced. Raw py-rattler objects appear only where the
 next step must hand them back to py-rattler (``PlatformSolution.records`` → ``rattler.install``).
@@ -91,7 +91,7 @@ class BuildPaths:
 
     @classmethod
     def in_directory(cls, directory: Path | str, prefix: Path | str | None = None) -> "BuildPaths":
-        """The standalone layout used by ``python -m conda_store_jupyter.build --output DIR``."""
+        """The standalone layout used by ``python -m conda_store_jupyter.builder --output DIR``."""
         d = Path(directory).resolve()
         return cls(
             prefix=Path(prefix).resolve() if prefix else d / "env",
@@ -207,7 +207,7 @@ class StageTiming:
 
 @dataclass(frozen=True)
 class BuildOutputs:
-    """The result of a successful :func:`~conda_store_jupyter.build.pipeline.run_pipeline`."""
+    """The result of a successful :func:`~conda_store_jupyter.builder.pipeline.run_pipeline`."""
 
     prefix: Path
     lockfile: Path

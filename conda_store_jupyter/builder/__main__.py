@@ -1,6 +1,6 @@
 """Build one environment without server, database or queue.
 
-    python -m conda_store_jupyter.build SPEC.yaml --channel URL [--channel URL ...]
+    python -m conda_store_jupyter.builder SPEC.yaml --channel URL [--channel URL ...]
         [--platform P ...] [--pip-index-url URL] [--pip-find-links DIR ...]
         [--package-cache DIR] [--no-pack] [--timeout S] --output DIR
 
@@ -26,7 +26,7 @@ from .records import BuildPaths, BuildSettings
 
 def _parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
-        prog="python -m conda_store_jupyter.build",
+        prog="python -m conda_store_jupyter.builder",
         description="Build a conda environment from an environment.yaml, offline and without a server.",
     )
     p.add_argument("spec", type=Path, help="environment.yaml to build")

@@ -3,7 +3,7 @@
 ``solve`` (py-rattler) → ``lockfile`` (conda-lock models) → ``install`` (py-rattler + uv for
 ``pip:``) → ``export`` (pinned YAML) → ``pack`` (conda-pack); ``pipeline`` orchestrates one build,
 ``link`` switches an environment to a build, ``log`` is the build log. Run standalone with
-``python -m conda_store_jupyter.build SPEC.yaml --channel URL --output DIR``.
+``python -m conda_store_jupyter.builder SPEC.yaml --channel URL --output DIR``.
 """
 
 from __future__ import annotations
