@@ -58,6 +58,9 @@ class Namespace(Base):
 
     id: Mapped[int] = mapped_column(primary_key=True)
     name: Mapped[str] = mapped_column(String(255), unique=True)
+    # The identity whose primary namespace this is (None for shared namespaces): two user names
+    # may normalise alike, and one user must never be handed another's namespace.
+    owner: Mapped[Optional[str]] = mapped_column(String(255), index=True)
     metadata_: Mapped[Optional[dict[str, Any]]] = mapped_column("metadata", JSON, default=dict)
     deleted_on: Mapped[Optional[dt.datetime]] = mapped_column(DateTime)
 
@@ -137,6 +140,8 @@ class Build(Base):
     ended_on: Mapped[Optional[dt.datetime]] = mapped_column(DateTime)
     deleted_on: Mapped[Optional[dt.datetime]] = mapped_column(DateTime)
     job_id: Mapped[Optional[str]] = mapped_column(String(64))
+    # State of the image produced after COMPLETED (None: not asked for / not yet known).
+    image_status: Mapped[Optional[str]] = mapped_column(String(16))
 
     specification: Mapped[Specification] = relationship()
     environment: Mapped[Environment] = relationship(back_populates="builds", foreign_keys=[environment_id])
@@ -161,6 +166,7 @@ class Build(Base):
 
 class BuildArtifact(Base):
     __tablename__ = "build_artifact"
+    __table_args__ = (UniqueConstraint("build_id", "artifact_type", name="uq_build_artifact_type"),)
 
     id: Mapped[int] = mapped_column(primary_key=True)
     build_id: Mapped[int] = mapped_column(ForeignKey("build.id", ondelete="CASCADE"), index=True)
