@@ -270,7 +270,7 @@ def test_required_and_included_packages(tmp_path, local_channel, package_cache_d
 
 def test_settings_from_store(tmp_path, local_channel):
     from conda_store_jupyter.app import CondaStore
-    from conda_store_jupyter.builder import settings_from_store
+    from conda_store_jupyter.worker.settings import settings_from_store
 
     store = CondaStore(
         store_directory=str(tmp_path / "store"),

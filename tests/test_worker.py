@@ -135,7 +135,9 @@ def test_cancel_running_build_kills_its_process_group(service_factory, hanging_i
     assert (status, info) == (BuildStatus.CANCELED, "canceled by user")
     wait_for(lambda: hanging_index.open == 0, 10, "uv (in the build's process group) to be killed")
     text = stored_or_live_log(store, build_id)
-    assert text.startswith("BUILD CANCELED: canceled by user") and "-- pip" in text
+    # Everything the build wrote, then the final status: once, as the last line.
+    assert text.endswith("\nBUILD CANCELED: canceled by user\n") and text.count("BUILD CANCELED") == 1
+    assert "-- pip" in text
     assert not build_row(store, build_id).prefix_path(store.store_path).exists()
     with pytest.raises(ConflictError):
         store.queue.cancel_build(build_id)
@@ -212,10 +214,10 @@ def test_reconcile_fails_builds_whose_job_or_heartbeat_is_gone(service_factory):
     store.queue.enqueue_build(lost)
     store.redis.flushdb()  # Redis restarted without persistence: the job is gone
     stale = make_build(store, QUICK2)
-    from conda_store_jupyter.worker.queue import transition
+    from conda_store_jupyter.worker import lifecycle
 
     store.queue.enqueue_build(stale)  # its job exists; a worker "took" it, then went silent
-    assert transition(store, stale, (BuildStatus.QUEUED,), status=BuildStatus.BUILDING)
+    assert lifecycle.claim(store, stale)
     store.redis.set(heartbeat_key(stale), "1000.0")  # last sign of life long ago
     alive = make_build(store, QUICK)
     store.queue.enqueue_build(alive)  # queued, job present: left alone

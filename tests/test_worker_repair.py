@@ -13,7 +13,7 @@ import sys
 from rq.job import Job
 
 from conda_store_jupyter import orm
-from conda_store_jupyter.builder.link import switch_environment_link
+from conda_store_jupyter.worker.links import switch_environment_link
 from conda_store_jupyter.schema import BuildArtifactType, BuildStatus
 from conda_store_jupyter.worker.logs import log_finished, log_stream_key, publish_line
 from conda_store_jupyter.worker.queue import BUILD_QUEUE, cancel_key, image_job_id

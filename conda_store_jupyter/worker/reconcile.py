@@ -3,8 +3,8 @@
 A build's state lives in the database; its work lives in Redis (the RQ job) and in a process on
 some worker host. When the process dies with its host (SIGKILL, OOM, reboot) or Redis loses the
 job (restart without persistence), nobody is left to record the outcome. :func:`reconcile` finds
-such builds and ends them FAILED (or CANCELED, if a cancel was pending) with the reason at the top
-and bottom of their log. It is cheap and idempotent (every change is a compare-and-set), so every
+such builds and ends them FAILED (or CANCELED, if a cancel was pending) through
+:func:`.lifecycle.end`: their log keeps what reached the live stream and ends with the reason. It is cheap and idempotent (every change is a compare-and-set), so every
 worker runs it every ``RECONCILE_INTERVAL`` seconds in a thread, and the server may call it too.
 The same thread runs :func:`.repair.repair` every ``repair.REPAIR_INTERVAL`` seconds: the repair of
 follow-up work (link, log end, image, purge) lost after a build had already reached its final state.
@@ -26,7 +26,8 @@ from datetime import datetime
 from typing import TYPE_CHECKING
 
 from ..schema import BuildStatus
-from .queue import cancel_key, end_build, heartbeat_key
+from .lifecycle import end
+from .queue import cancel_key, heartbeat_key
 
 if TYPE_CHECKING:
     from ..app import CondaStore
@@ -192,13 +193,12 @@ def _job_state(store: "CondaStore", job_id: str | None) -> tuple[str, str]:
 def _end(store: "CondaStore", row: _Row, verdict: Verdict) -> bool:
     from .logs import live_lines
 
-    header = f"BUILD {verdict.status.value}: {verdict.reason}"
     try:
         lines = live_lines(store, row.id)
     except Exception:  # noqa: BLE001 - Redis trouble: record the state with what we have
         lines = []
-    text = f"{header}\n\n" + "".join(f"{line}\n" for line in lines) + f"{header}\n"
-    if not end_build(store, row.id, (row.status,), verdict.status, verdict.reason, text, announce=header):
+    body = "".join(f"{line}\n" for line in lines)
+    if not end(store, row.id, (row.status,), verdict.status, verdict.reason, body=body):
         return False  # the build moved on meanwhile: its own process recorded the outcome
     _remove_leftovers(store, row.id)
     try:
