@@ -322,6 +322,9 @@ def test_skopeo_pulls_and_umoci_unpacks_a_runnable_image(service, sixenv, tmp_pa
     # The image job's report is at the end of the build's log.
     text = service.log(sixenv["build_id"])
     assert f"image {sixenv['digest']}:" in text and "== docker image:" in text
+    assert text.endswith(f"\nIMAGE READY: {sixenv['digest']}\n")  # the image's outcome is the last line
+    build = httpx.get(f"{service.url}api/v1/build/{sixenv['build_id']}/", headers=bearer(ADMIN)).json()["data"]
+    assert (build["status"], build["image_status"]) == ("COMPLETED", "READY")
 
 
 def test_head_and_tags(service, sixenv) -> None:

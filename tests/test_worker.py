@@ -19,7 +19,7 @@ import pytest
 
 from conda_store_jupyter import orm
 from conda_store_jupyter.exceptions import ConflictError
-from conda_store_jupyter.schema import BuildArtifactType, BuildStatus
+from conda_store_jupyter.schema import ArtifactStatus, BuildArtifactType, BuildStatus
 from conda_store_jupyter.worker.logs import read_log, stored_or_live_log
 from conda_store_jupyter.worker.queue import ARTIFACT_QUEUE, BUILD_QUEUE, heartbeat_key
 from conda_store_jupyter.worker.reconcile import reconcile
@@ -82,6 +82,7 @@ def test_image_job_is_queued_when_docker_manifest_is_configured(service_factory)
     jobs = store.queue.rq_queue(ARTIFACT_QUEUE).jobs
     assert [(j.func_name, j.args[0]) for j in jobs] == [("conda_store_jupyter.worker.images.build_image_artifact",
                                                          build_id)]
+    assert build_row(store, build_id).image_status is ArtifactStatus.PENDING
 
 
 def test_failed_build_records_reason_and_log(service_factory):
