@@ -7,6 +7,10 @@ Process layout of a running build (why each level exists)::
         └── build child         `python -m conda_store_jupyter.worker.tasks run-build <id>`
             └── uv, ...         in the child's own session / process group
 
+The supervisor writes the build's first log line before starting the child (which takes a while:
+a fresh interpreter), and the child appends to that file, so a build stopped at any moment keeps
+a log of everything it wrote. Every state change goes through :mod:`.lifecycle`.
+
 The pipeline runs in a fresh interpreter in its **own process group** (``start_new_session``), so
 the supervisor can stop *everything* the build started — uv, conda-pack threads, anything — with one
 ``killpg`` while itself staying alive to record the outcome. That is what makes cancel ("canceled
