@@ -9,12 +9,24 @@ from __future__ import annotations
 from conda_store_jupyter.schema import BuildStatus
 from conda_store_jupyter.worker.logs import live_lines, read_log, stored_or_live_log
 
-from .fixtures_service import SLOW, make_build, status_of, wait_for, wait_in_pip_stage, wait_status
+from .fixtures_service import QUICK, SLOW, make_build, status_of, wait_for, wait_in_pip_stage, wait_status
 
 
 def _live(store, build_id: int) -> list[str]:
     wait_for(lambda: read_log(store, build_id)[2], 10, "the live log to be finished")
     return live_lines(store, build_id)
+
+
+def test_completed_build_live_and_stored_logs_agree(service_factory):
+    env = service_factory()
+    store = env.store
+    build_id = make_build(store, QUICK)
+    store.queue.enqueue_build(build_id)
+    env.start_worker("--burst")
+    assert wait_status(store, build_id, BuildStatus.COMPLETED, BuildStatus.FAILED, env=env)[0] == BuildStatus.COMPLETED
+    stored = stored_or_live_log(store, build_id).splitlines()
+    assert stored[0].startswith(f"build {build_id} (") and stored[-1].startswith("BUILD COMPLETED in ")
+    assert _live(store, build_id) == stored
 
 
 def test_canceled_build_keeps_its_output_then_one_final_line(service_factory, hanging_index):

@@ -145,3 +145,17 @@ def test_image_state_only_for_completed_builds(service_factory):
     assert not lifecycle.image_queued(store, build_id)
     assert not lifecycle.image_failed(store, build_id, "no")
     assert build_row(store, build_id).image_status is None
+
+
+def test_a_build_that_cannot_be_queued_fails_with_its_log(service_factory):
+    from conda_store_jupyter.worker.queue import QueueUnavailableError
+
+    from .processes import free_port
+
+    store = service_factory(redis_url=f"redis://127.0.0.1:{free_port()}/0").store
+    build_id = make_build(store, QUICK)
+    with pytest.raises(QueueUnavailableError):
+        store.queue.enqueue_build(build_id)
+    status, info = status_of(store, build_id)
+    assert status == BuildStatus.FAILED and info.startswith("the build queue (Redis) is not reachable")
+    assert stored_or_live_log(store, build_id) == f"BUILD FAILED: {info}\n"

@@ -123,15 +123,16 @@ def claim(store: "CondaStore", build_id: int, *, job_id: str | None = None) -> b
 
 # -- ending a build from outside its pipeline ---------------------------------------------------
 def end(store: "CondaStore", build_id: int, expected: Sequence[BuildStatus], status: BuildStatus, reason: str,
-        *, body: str = "", tail: Sequence[str] = ()) -> bool:
+        *, body: str = "", tail: Sequence[str] = (), live: bool = True) -> bool:
     """End a build whose pipeline did not record its own outcome: canceled while queued, stopped
     by its supervisor (cancel, timeout, crash), reconciled after its worker died, never enqueued.
 
     ``body`` is what the build wrote so far (its log file, or its live lines): it is kept, in
     order, followed by ``tail`` (lines that never reached the live stream, e.g. the crashed
     process's stderr) and the final status line; a failure's cause also goes on top. ``tail``
-    and the final line then go to the live stream, which is marked finished. False (and nothing
-    written) if the build's status was not in ``expected``.
+    and the final line then go to the live stream, which is marked finished (unless not ``live``:
+    Redis is known to be down, and a reader of a build without a stream gets the stored log).
+    False (and nothing written) if the build's status was not in ``expected``.
     """
     from ..orm import utcnow
 
@@ -152,7 +153,8 @@ def end(store: "CondaStore", build_id: int, expected: Sequence[BuildStatus], sta
     if not won:  # the build moved on meanwhile: its own process (or another reconciler) recorded it
         _delete_quietly(store, [key])
         return False
-    _announce(store, build_id, [*lines, last], status)
+    if live:
+        _announce(store, build_id, [*lines, last], status)
     return True
 
 

@@ -152,7 +152,7 @@ class BuildQueue:
         except QueueUnavailableError as err:
             from .lifecycle import end
 
-            end(self.store, build_id, (BuildStatus.QUEUED,), BuildStatus.FAILED, str(err))
+            end(self.store, build_id, (BuildStatus.QUEUED,), BuildStatus.FAILED, str(err), live=False)
             raise
 
     def enqueue_image_once(self, build_id: int) -> str | None:
