@@ -11,6 +11,10 @@ from conda_store_jupyter.worker.logs import live_lines, read_log, stored_or_live
 
 from .fixtures_service import QUICK, SLOW, make_build, status_of, wait_for, wait_in_pip_stage, wait_status
 
+NO_RECONCILER = ("--reconcile-interval", "0")
+"""These workers need no reconciler, and its thread makes a fork-time hang of the work horse
+possible (issue 8, section 3): a test that acts in the first second of a build must not see it."""
+
 
 def _live(store, build_id: int) -> list[str]:
     wait_for(lambda: read_log(store, build_id)[2], 10, "the live log to be finished")
@@ -22,7 +26,7 @@ def test_completed_build_live_and_stored_logs_agree(service_factory):
     store = env.store
     build_id = make_build(store, QUICK)
     store.queue.enqueue_build(build_id)
-    env.start_worker("--burst")
+    env.start_worker("--burst", *NO_RECONCILER)
     assert wait_status(store, build_id, BuildStatus.COMPLETED, BuildStatus.FAILED, env=env)[0] == BuildStatus.COMPLETED
     stored = stored_or_live_log(store, build_id).splitlines()
     assert stored[0].startswith(f"build {build_id} (") and stored[-1].startswith("BUILD COMPLETED in ")
@@ -34,7 +38,7 @@ def test_canceled_build_keeps_its_output_then_one_final_line(service_factory, ha
     store = env.store
     build_id = make_build(store, SLOW)
     store.queue.enqueue_build(build_id)
-    env.start_worker()
+    env.start_worker(*NO_RECONCILER)
     wait_in_pip_stage(store, build_id, env)
     wait_for(lambda: hanging_index.open > 0, 60, "uv to connect to the pip index")
 
@@ -47,6 +51,24 @@ def test_canceled_build_keeps_its_output_then_one_final_line(service_factory, ha
     # The build's own output, in the order it was written, comes first.
     assert stored[0].startswith(f"build {build_id} (")
     assert stored.index("-- solve") < stored.index("-- install") < stored.index("-- pip") < len(stored) - 1
+    assert _live(store, build_id) == stored
+
+
+def test_build_canceled_while_its_process_starts_has_a_log_of_its_own(service_factory, hanging_index):
+    """Canceled right after a worker claimed it: the build process (a fresh interpreter) has not
+    written anything yet, but the log still says which build ran where, then the final line."""
+    env = service_factory(pip_index_url=hanging_index.url)
+    store = env.store
+    build_id = make_build(store, SLOW)
+    store.queue.enqueue_build(build_id)
+    env.start_worker(*NO_RECONCILER)
+    wait_for(lambda: status_of(store, build_id)[0] != BuildStatus.QUEUED, 60, "a worker to claim the build",
+             interval=0.01)
+    store.queue.cancel_build(build_id)
+    wait_status(store, build_id, BuildStatus.CANCELED, BuildStatus.FAILED, timeout=30, env=env)
+    stored = stored_or_live_log(store, build_id).splitlines()
+    assert stored[0].startswith(f"build {build_id} (") and " on " in stored[0]
+    assert stored[-1] == "BUILD CANCELED: canceled by user" and stored.count(stored[-1]) == 1, stored
     assert _live(store, build_id) == stored
 
 
@@ -64,7 +86,7 @@ def test_failed_build_is_chronological_with_the_cause_on_top_and_last(service_fa
     store = env.store
     build_id = make_build(store, "name: nope\ndependencies:\n  - no-such-package\n")
     store.queue.enqueue_build(build_id)
-    env.start_worker("--burst")
+    env.start_worker("--burst", *NO_RECONCILER)
     status, info = wait_status(store, build_id, BuildStatus.FAILED, BuildStatus.COMPLETED, env=env)
     assert status == BuildStatus.FAILED and "no-such-package" in info
     final = f"BUILD FAILED: {info}"
@@ -83,7 +105,7 @@ def test_build_stopped_by_its_timeout_ends_with_the_reason(service_factory, hang
     store = env.store
     build_id = make_build(store, SLOW)
     store.queue.enqueue_build(build_id)
-    env.start_worker()
+    env.start_worker(*NO_RECONCILER)
     status, info = wait_status(store, build_id, BuildStatus.FAILED, BuildStatus.COMPLETED, timeout=90, env=env)
     assert status == BuildStatus.FAILED and "limit" in info, info
     final = f"BUILD FAILED: {info}"

@@ -135,20 +135,21 @@ def end(store: "CondaStore", build_id: int, expected: Sequence[BuildStatus], sta
     False (and nothing written) if the build's status was not in ``expected``.
     """
     from ..orm import utcnow
+    from .record import record_artifacts
 
     state = _state(store, build_id)
     if state is None or state[0] not in expected:
         return False
     last = final_line(status, reason)
     lines = [line for text in tail for line in text.splitlines()]
+    if body and not body.endswith("\n"):
+        body += "\n"
     text = final_log(body + "".join(f"{line}\n" for line in lines), last, summary=status == BuildStatus.FAILED)
     key = _own_log_key(state[1])
     store.storage.put_bytes(key, text.encode("utf-8"), content_type=LOG_CONTENT_TYPE)
     with store.session() as db:
         won = _compare_and_set(db, build_id, expected, status=status, status_info=reason, ended_on=utcnow())
         if won:
-            from .record import record_artifacts
-
             record_artifacts(db, build_id, {BuildArtifactType.LOGS: key}, replace=True)
     if not won:  # the build moved on meanwhile: its own process (or another reconciler) recorded it
         _delete_quietly(store, [key])
