@@ -352,15 +352,18 @@ def test_cli_unsatisfiable_fails_without_traceback(tmp_path, local_channel, pack
     assert not (tmp_path / "out" / "env").exists()
 
 
-def test_pip_source_found_from_find_links_directory(local_channel, package_cache_dir):
+def test_pip_source_found_from_find_links_directory(tmp_path, local_channel, package_cache_dir):
     """Without an index, a --find-links directory is where the file (and its hash) comes from."""
     import hashlib
 
-    from conda_store_jupyter.builder.install import locate_distribution
+    from conda_store_jupyter.builder.lockfile import read_lockfile
 
-    settings = _settings(local_channel, package_cache_dir, pip_index_url=None, pip_find_links=(str(local_channel.pypi_dir),))
-    url, sha256 = locate_distribution("tomli", "2.5.0", frozenset({"py3-none-any"}), settings)
+    settings = _settings(local_channel, package_cache_dir, pip_index_url=None, platforms=(),
+                         pip_find_links=(str(local_channel.pypi_dir),), artifacts=frozenset())
+    paths = BuildPaths.in_directory(tmp_path / "out")
+    with BuildLog(paths.log) as log:
+        run_pipeline(parse_specification("name: fl\ndependencies: [python, {pip: [tomli]}]"), settings, paths, log)
+    [tomli] = read_lockfile(paths.lockfile).for_platform(HOST).pip
     wheel = local_channel.pypi_dir / "tomli-2.5.0-py3-none-any.whl"
-    assert url == wheel.as_uri()
-    assert sha256 == hashlib.sha256(wheel.read_bytes()).hexdigest()
-    assert locate_distribution("tomli", "9.9", frozenset(), settings) == (None, None)
+    assert tomli.url == wheel.as_uri()
+    assert tomli.sha256 == hashlib.sha256(wheel.read_bytes()).hexdigest()

@@ -32,10 +32,11 @@ from ..exceptions import (
 from ..schema import BuildArtifactType, Specification
 from ..urls import redact_text, redact_url
 from .export import write_pinned_yaml
-from .install import cached_summaries, install_conda, install_pip, read_pip_packages
+from .install import cached_summaries, install_conda
 from .lockfile import write_lockfile
 from .log import BuildLog
 from .pack import pack_prefix
+from .pip import install_pip
 from .records import BuildOutputs, BuildPaths, BuildSettings, PipPackage
 from .solve import solve_specification
 
@@ -151,10 +152,9 @@ class _Build:
         pip_packages: tuple[PipPackage, ...] = ()
         if spec.pip:
             with self.stage("pip"):
-                await install_pip(paths.prefix, spec.pip, settings, log)
-                pip_packages = await asyncio.to_thread(read_pip_packages, paths.prefix, settings)
+                pip_packages = await install_pip(paths.prefix, spec.pip, settings, log)
                 for pp in pip_packages:
-                    log.write(f"  pip {pp.name} {pp.version}  {pp.url or '(source unknown)'}")
+                    log.write(f"  pip {pp.name} {pp.version}  {pp.url}  sha256:{pp.sha256}")
 
         with self.stage("lockfile+yaml" if spec.pip else "lockfile"):
             self._written(write_lockfile(paths.lockfile, spec, solved, pip_packages))

@@ -175,8 +175,9 @@ class SolveResult:
 class PipPackage:
     """A distribution installed by the ``pip:`` section (never one that conda installed).
 
-    ``url``/``sha256`` identify the exact wheel or sdist when it could be found on the index the
-    build used; ``requires`` are its ``Requires-Dist`` lines (for the lockfile's dependency map).
+    ``url``/``sha256`` identify the exact wheel or sdist the pip step locked and installed (the URL
+    redacted, see :mod:`..urls`); ``requires`` are its ``Requires-Dist`` lines (for the lockfile's
+    dependency map).
     """
 
     name: str
