@@ -176,6 +176,42 @@ def test_pip_requirement_against_a_conda_package_is_refused(local_channel, packa
     assert "'six>=2' conflicts with six 1.17.0 installed by conda" in str(err.value)
 
 
+def _write_wheel(directory: Path, name: str, version: str, requires: list[str]) -> Path:
+    """A minimal pure-Python wheel (one module, METADATA with Requires-Dist, WHEEL, RECORD)."""
+    import base64
+    import zipfile
+
+    info = f"{name}-{version}.dist-info"
+    files = {
+        f"{name}.py": b"",
+        f"{info}/METADATA": "\n".join([f"Metadata-Version: 2.1\nName: {name}\nVersion: {version}",
+                                        *(f"Requires-Dist: {r}" for r in requires)]).encode() + b"\n",
+        f"{info}/WHEEL": b"Wheel-Version: 1.0\nGenerator: test\nRoot-Is-Purelib: true\nTag: py3-none-any\n",
+    }
+    record = [f"{k},sha256={base64.urlsafe_b64encode(hashlib.sha256(v).digest()).rstrip(b'=').decode()},{len(v)}"
+              for k, v in files.items()]
+    files[f"{info}/RECORD"] = ("\n".join([*record, f"{info}/RECORD,,"]) + "\n").encode()
+    path = directory / f"{name}-{version}-py3-none-any.whl"
+    with zipfile.ZipFile(path, "w") as whl:
+        for k, v in files.items():
+            whl.writestr(k, v)
+    return path
+
+
+def test_pip_never_replaces_a_conda_package(local_channel, package_cache_dir, tmp_path):
+    """A pip package's dependency on a conda-installed distribution is left to conda (as conda-lock
+    does): conda's files stay, the lock has only the pip package, the log warns about the mismatch."""
+    links = tmp_path / "wheels"
+    links.mkdir()
+    wheel = _write_wheel(links, "needsix", "1.0", ["six>=2"])
+    settings = replace(_settings(local_channel, package_cache_dir), pip_find_links=(str(links),))
+    paths, result = _build(settings, tmp_path / "out", "name: p\ndependencies: [python 3.11.*, six, {pip: [needsix]}]")
+    assert [(p.name, p.url, p.sha256) for p in result.pip_packages] == [("needsix", wheel.as_uri(), _sha256(wheel))]
+    conda, pip = installed_distributions(paths.prefix)
+    assert conda["six"] == "1.17.0" and set(pip) == {"needsix"}
+    assert "warning: some pip requirements are not met by the versions conda installed" in paths.log.read_text()
+
+
 def test_store_pip_source_ignores_the_hosts_uv_configuration(local_channel, package_cache_dir,
                                                               clean_uv_environment, tmp_path):
     """With pip_index_url configured the build is hermetic: a host UV_INDEX_URL is not consulted."""

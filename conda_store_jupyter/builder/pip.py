@@ -127,8 +127,13 @@ def prefix_python(prefix: Path) -> Path:
     )
 
 
-async def _run_uv(args: Sequence[str], settings: BuildSettings, log: BuildLog, failure: str) -> str:
+async def _run_uv(
+    args: Sequence[str], settings: BuildSettings, log: BuildLog, failure: str | None
+) -> str | None:
     """Run ``uv ARGS``; stderr (progress, errors) goes into the log, stdout is returned.
+
+    A non-zero exit raises InstallError starting with ``failure``; with ``failure=None`` it is
+    returned as ``None`` instead of the output.
 
     A subprocess, so that a cancelled/timed-out build kills it (see ``finally``). Its working
     directory is the filesystem root: uv reads project settings (``uv.toml``, ``pyproject.toml``)
@@ -159,6 +164,8 @@ async def _run_uv(args: Sequence[str], settings: BuildSettings, log: BuildLog, f
         if proc.returncode is None:  # cancelled (timeout): do not leave uv running
             proc.kill()
             await proc.wait()
+    if rc != 0 and failure is None:
+        return None
     if rc != 0:
         # uv's own explanation (e.g. "Because tomli was not found in the package registry ...")
         detail = " ".join(line.strip() for line in lines if line.strip() and not line.startswith("Using "))
@@ -301,7 +308,7 @@ async def lock_pip(
             excludes.write_text("\n".join(sorted(conda)) + "\n")
             args += ["--excludes", str(excludes)]
         pylock = await _run_uv([*args, str(requirements_in)], settings, log, _FAILED)
-    return parse_pylock(pylock)
+    return parse_pylock(pylock or "")
 
 
 async def install_locked_pip(
@@ -342,6 +349,14 @@ async def install_locked_pip(
 async def install_pip(
     prefix: Path, requirements: Sequence[str], settings: BuildSettings, log: BuildLog
 ) -> tuple[PipPackage, ...]:
-    """The pip step of a build: lock the section, then install exactly the lock."""
+    """The pip step of a build: lock the section, then install exactly the lock.
+
+    Conda's distributions were left out of the resolution, so a pip package may want another
+    version of one than conda installed; ``uv pip check`` says so in the log (a warning: conda's
+    own packages decide, as with conda-lock).
+    """
     locked = await lock_pip(prefix, requirements, settings, log)
-    return await install_locked_pip(prefix, locked, settings, log)
+    installed = await install_locked_pip(prefix, locked, settings, log)
+    if installed and await _run_uv(["pip", "check", "--python", str(prefix_python(prefix))], settings, log, None) is None:
+        log.write("warning: some pip requirements are not met by the versions conda installed (see above)")
+    return installed
