@@ -171,15 +171,19 @@ class CondaStore(LoggingConfigurable):
     pip_index_url = Unicode(
         None,
         allow_none=True,
-        help="""Index URL for the ``pip:`` section of specifications (passed to ``uv pip install
-        --index-url``). Unset uses uv's own default and configuration.""",
+        help="""Index URL for the ``pip:`` section of specifications (uv's ``--default-index``).
+        When neither this nor ``pip_find_links`` is set, the worker host's uv configuration decides
+        (``UV_INDEX_URL``/``UV_DEFAULT_INDEX``, ``uv.toml``; PyPI by default); when either is set,
+        builds ignore the host's uv configuration. Either way the lockfile records the URL and
+        sha256 of every file installed (credentials redacted).""",
     ).tag(config=True)
 
     pip_find_links = List(
         Unicode(),
         [],
-        help="""Extra directories or URLs of wheels for the ``pip:`` section (``uv pip install
-        --find-links``), e.g. a local wheelhouse on air-gapped hosts.""",
+        help="""Directories or URLs of wheels for the ``pip:`` section (uv's ``--find-links``),
+        e.g. a local wheelhouse on air-gapped hosts. Without ``pip_index_url`` they are the only
+        source (no index is consulted).""",
     ).tag(config=True)
 
     conda_pack_compress_level = Integer(
