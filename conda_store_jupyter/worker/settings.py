@@ -36,4 +36,5 @@ def settings_from_store(store: "CondaStore", spec: Specification) -> BuildSettin
         timeout=float(store.build_timeout) if store.build_timeout > 0 else None,
         included_packages=tuple(store.conda_included_packages),
         required_packages=tuple(store.conda_required_packages),
+        allowed_channels=tuple(store.channel_url(c) for c in store.allowed_channels),
     )
