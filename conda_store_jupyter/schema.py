@@ -55,7 +55,9 @@ class Specification(pydantic.BaseModel):
     """A validated, normalised environment.yaml.
 
     ``dependencies`` holds conda match specs; the ``pip:`` sub-list is split out into ``pip``.
-    ``prefix`` from exported files is accepted and ignored.
+    ``prefix`` from exported files is accepted (upstream accepts it) but ignored, and said so in
+    ``warnings``: what the submitter should know, shown in the API answer and the build log. The
+    warnings are not part of the specification (not in its dict, YAML or sha256).
     """
 
     model_config = pydantic.ConfigDict(extra="forbid")
@@ -66,6 +68,7 @@ class Specification(pydantic.BaseModel):
     pip: list[str] = []
     variables: dict[str, str] = {}
     description: str | None = None
+    warnings: list[str] = pydantic.Field(default_factory=list, exclude=True)
 
     # -- identity ---------------------------------------------------------------------------
     def to_environment_dict(self) -> dict[str, Any]:
@@ -204,6 +207,10 @@ def specification_from_dict(data: object, *, allowed_channels: Iterable[str] | N
     description = data.get("description")
     if description is not None and not isinstance(description, str):
         raise SpecificationError("description: must be a string")
+    warnings = []
+    if "prefix" in data:  # exported by `conda env export`; the store decides where builds live
+        warnings.append(f"prefix: {str(data['prefix'])[:80]!r} is ignored; conda-store chooses where "
+                        "environments are installed")
     try:
         return Specification(
             name=name,
@@ -212,6 +219,7 @@ def specification_from_dict(data: object, *, allowed_channels: Iterable[str] | N
             pip=pip,
             variables={k: str(v) for k, v in variables.items()},
             description=description,
+            warnings=warnings,
         )
     except pydantic.ValidationError as exc:  # pragma: no cover - guarded above
         err = exc.errors()[0]
