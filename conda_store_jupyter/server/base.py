@@ -304,10 +304,15 @@ class BaseHandler(web.RequestHandler):
         self.finish(json.dumps({"status": "error", "data": None, "message": message}))
 
     def log_exception(self, typ, value, tb) -> None:
-        # Our own errors are answers, not failures: log one line instead of a traceback.
+        # Answers to bad requests are not server failures, and the access log already has their
+        # line (status, method, URL): only debug detail here, never a second warning per request.
         if isinstance(value, CondaStoreError) and value.status_code != 500:
             self.log.debug("%s %s -> %d %s", self.request.method, self.request.path, value.status_code, value)
             self.set_status(value.status_code)  # so the access log shows the real status
+            return
+        if isinstance(value, web.HTTPError) and value.status_code < 500:
+            self.log.debug("%s %s -> %d %s", self.request.method, self.request.path, value.status_code,
+                           value.log_message % value.args if value.log_message and value.args else value.log_message)
             return
         super().log_exception(typ, value, tb)
 
