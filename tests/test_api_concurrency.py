@@ -24,6 +24,7 @@ from traitlets.config import Config
 
 from conda_store_jupyter import orm
 from conda_store_jupyter.api.namespaces import create_namespace
+from conda_store_jupyter.auth.tokens import verify_token
 from conda_store_jupyter.server.testing import bearer, running_server, user_token
 
 from .processes import wait_for
@@ -131,14 +132,17 @@ def test_a_waiting_database_call_does_not_block_other_requests(tmp_path, redis_u
     c = config(tmp_path / "store", f"sqlite:///{db_path}", redis_url, local_channel.url)
     with running_server(c) as server, httpx.Client(headers=bearer(ADMIN), timeout=60) as client:
         assert client.get(server.api("namespace/")).status_code == 200  # migrated, warmed up
+        user = user_token(server, "ursula")  # never used yet: its first use records last_used
         locker = sqlite3.connect(db_path, timeout=1, isolation_level=None)
         locker.execute("BEGIN IMMEDIATE")  # holds the write lock, as a busy writer would
         try:
-            with ThreadPoolExecutor(1) as pool:
+            with ThreadPoolExecutor(2) as pool:
                 pending = pool.submit(client.post, server.api("namespace/locked/"))
-                # The write is inside the server, waiting for the lock (wherever it runs).
-                wait_for(lambda: thread_in(create_namespace), 30, "the write to wait for the lock")
-                assert not pending.done()
+                authenticating = pool.submit(httpx.get, server.api("permission/"), headers=bearer(user), timeout=60)
+                # Both are inside the server, waiting for the lock (wherever they run).
+                wait_for(lambda: thread_in(create_namespace) and thread_in(verify_token), 30,
+                         "the two writes to wait for the lock")
+                assert not pending.done() and not authenticating.done()
                 started = time.monotonic()
                 for path in ("", "namespace/", "build/", "permission/"):
                     r = client.get(server.api(path), timeout=10)
@@ -147,6 +151,7 @@ def test_a_waiting_database_call_does_not_block_other_requests(tmp_path, redis_u
                 assert not pending.done()  # still waiting for the lock while the others were served
                 locker.execute("COMMIT")
                 assert pending.result(timeout=60).status_code == 200
+                assert authenticating.result(timeout=60).json()["data"]["username"] == "ursula"
         finally:
             locker.close()
     assert answered < 5, answered

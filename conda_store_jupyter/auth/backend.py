@@ -22,6 +22,7 @@ Two kinds of issued token (``orm.Token.scoped``):
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import binascii
 import datetime as dt
@@ -241,10 +242,11 @@ class AuthenticationBackend(LoggingConfigurable):
         return identity or self.anonymous_identity()
 
     async def authenticate_request_async(self, *, cookie: str | None, authorization: str | None) -> Identity:
-        """:meth:`authenticate_request` for request handlers: our own tokens are checked at once
-        (a local lookup), only a JupyterHub token awaits the hub, so a slow or unresponsive hub
-        delays just the requests carrying hub tokens, never the whole server."""
-        identity = self._own_identity(cookie, authorization)
+        """:meth:`authenticate_request` for request handlers: our own tokens are looked up on the
+        executor (a database read, and a ``last_used`` write that may wait for SQLite's lock),
+        only a JupyterHub token awaits the hub, so a slow database or an unresponsive hub delays
+        just the requests that need them, never the whole server."""
+        identity = await asyncio.get_running_loop().run_in_executor(None, self._own_identity, cookie, authorization)
         if identity is None:
             hub_token = self._hub_token(authorization)
             identity = await self.hub.identity_for_token_async(hub_token, self) if hub_token else None
