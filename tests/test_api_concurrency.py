@@ -155,3 +155,30 @@ def test_a_waiting_database_call_does_not_block_other_requests(tmp_path, redis_u
         finally:
             locker.close()
     assert answered < 5, answered
+
+
+def test_no_handler_touches_the_database_on_the_event_loop():
+    """Cheap guard for the rule the test above checks in one case: every REST verb is a coroutine
+    whose database work goes through ``in_db`` and whose Redis/storage calls go through
+    ``run_sync``, never a direct session, queue or storage call."""
+    import inspect
+    import re as re_
+
+    from conda_store_jupyter.server.app import HANDLER_MODULES
+    from conda_store_jupyter.server.base import BaseHandler
+
+    direct = re_.compile(r"\.session\(\)|store\.queue\.\w+\(|storage\.\w+\(")
+    checked = []
+    for module in HANDLER_MODULES:
+        for _path, handler in module.HANDLERS:
+            assert issubclass(handler, BaseHandler)
+            for verb in ("get", "post", "put", "patch", "delete", "head"):
+                method = handler.__dict__.get(verb)
+                if method is None:
+                    continue
+                name, source = f"{handler.__name__}.{verb}", inspect.getsource(method)
+                checked.append(name)
+                assert not direct.search(source), f"{name}: {direct.search(source).group()}"
+                if not inspect.iscoroutinefunction(method):  # runs on the loop: must do no I/O at all
+                    assert not re_.search(r"\bapi\.|self\.(auth|store)\.", source), name
+    assert len(checked) > 30
