@@ -143,6 +143,9 @@ def test_page_too_large_says_so(client):
     assert_400(r, "'environment_id' is too large")
     r = client.get("environment/", params={"page": "0"})
     assert_400(r, "'page' must be an integer >= 1")
+    r = client.get("environment/", params={"page": "9" * 5000})  # beyond int()'s digit limit
+    assert_400(r, "'page' is too large")
+    assert client.get("environment/", params={"page": "0" * 50 + "1"}).status_code == 200
 
 
 def test_name_of_the_wrong_type_says_the_type(client):
