@@ -67,6 +67,7 @@ def test_server_log_lines_have_timestamps_and_one_line_per_request(tmp_path, red
         assert httpx.get(url + "no/such/route").status_code == 404
         assert httpx.get(url + "api/v1/build/abc/").status_code == 400
         assert httpx.patch(url + "api/v1/environment/").status_code == 405
+        assert httpx.patch(url + "v2/").status_code == 405  # the registry's routes too
         proc.send_signal(signal.SIGTERM)
         output, _ = proc.communicate(timeout=15)
     finally:
@@ -76,7 +77,7 @@ def test_server_log_lines_have_timestamps_and_one_line_per_request(tmp_path, red
     lines = output.splitlines()
     stamp = r"^\[[DIWEC] \d{4}-\d\d-\d\d \d\d:\d\d:\d\d\.\d{3} \S+\] "
     assert lines and all(re.match(stamp, line) for line in lines), output
-    for needle in ("/no/such/route", "/api/v1/build/abc/", "PATCH /api/v1/environment/"):
+    for needle in ("/no/such/route", "/api/v1/build/abc/", "PATCH /api/v1/environment/", "PATCH /v2/"):
         matching = [line for line in lines if needle in line]
         assert len(matching) == 1, (needle, output)
     assert re.match(stamp + r"404 GET /no/such/route ", [x for x in lines if "/no/such" in x][0])

@@ -160,7 +160,8 @@ class RegistryHandler(web.RequestHandler):
         self.write_registry_error(500, "UNKNOWN", "internal error")
 
     def log_exception(self, typ, value, tb) -> None:
-        if isinstance(value, RegistryError):  # expected answers, not server errors
+        # Expected answers, not server errors: the access log has their one line.
+        if isinstance(value, RegistryError) or (isinstance(value, web.HTTPError) and value.status_code < 500):
             return
         super().log_exception(typ, value, tb)
 
