@@ -107,6 +107,37 @@ class Specification(pydantic.BaseModel):
         return self.model_copy(update={"dependencies": [*self.dependencies, *extra]}) if extra else self
 
 
+def invalid_unicode_at(data: Any) -> str | None:
+    """Where in parsed JSON/YAML a string (or key) holds a lone surrogate, e.g. ``note`` or
+    ``role_bindings.x/*[0]``; None if every string is valid Unicode.
+
+    JSON (``"\\udfff"``) and YAML (``"\\ud800"``) can both spell one, no database can store
+    it, and it would only fail when written. Iterative: nesting depth is the parser's business.
+    """
+    stack: list[tuple[str, Any]] = [("", data)]
+    while stack:
+        where, value = stack.pop()
+        if isinstance(value, str):
+            if not _encodable(value):
+                return where or "value"
+        elif isinstance(value, dict):
+            for key, item in value.items():
+                if isinstance(key, str) and not _encodable(key):
+                    return f"{where + '.' if where else ''}<a key>"
+                stack.append((f"{where}.{key}" if where else str(key), item))
+        elif isinstance(value, list):
+            stack.extend((f"{where}[{i}]", item) for i, item in enumerate(value))
+    return None
+
+
+def _encodable(text: str) -> bool:
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
 def _where(loc: tuple) -> str:
     out = ""
     for part in loc:
@@ -160,6 +191,9 @@ def specification_from_dict(data: object, *, allowed_channels: Iterable[str] | N
         raise SpecificationError(
             f"specification must be a mapping with name/channels/dependencies, got {type(data).__name__}"
         )
+    where = invalid_unicode_at(data)
+    if where is not None:
+        raise SpecificationError(f"{where}: not valid Unicode (a lone surrogate such as \\udfff)")
     unknown = set(data) - {"name", "channels", "dependencies", "variables", "description", "prefix"}
     if unknown:
         raise SpecificationError(f"unknown key(s) in specification: {', '.join(sorted(map(str, unknown)))}")

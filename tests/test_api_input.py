@@ -83,6 +83,12 @@ def test_lone_surrogates_are_400_naming_the_field(client, method, path, body, fi
     assert_400(r, f"{field}: not valid Unicode")
 
 
+def test_lone_surrogate_spelled_in_yaml(client):
+    r = client.post("specification/", json={"namespace": "team",
+                                            "specification": 'name: y\ndescription: "\\udfff"\ndependencies: [python]'})
+    assert_400(r, "description: not valid Unicode")
+
+
 def test_surrogate_in_a_key_and_raw_bytes(client):
     r = client.put("namespace/team/metadata", content=b'{"\\ud800x": 1}', headers={"Content-Type": "application/json"})
     assert_400(r, "<a key>: not valid Unicode")

@@ -41,6 +41,7 @@ from tornado.ioloop import IOLoop
 from .. import api
 from ..auth.rbac import Identity, Permission
 from ..exceptions import AuthenticationError, CondaStoreError, ValidationError
+from ..schema import invalid_unicode_at
 
 E = TypeVar("E", bound=enum.Enum)
 
@@ -68,35 +69,6 @@ _R = TypeVar("_R")
 async def run_sync(fn: Callable[..., _R], *args: Any, **kwargs: Any) -> _R:
     """``fn(*args, **kwargs)`` on the default executor: blocking IO (storage, Redis, DB) off the loop."""
     return await IOLoop.current().run_in_executor(None, functools.partial(fn, *args, **kwargs))
-
-
-def invalid_unicode_at(data: Any) -> str | None:
-    """Where in parsed JSON a string (or key) holds a lone surrogate, e.g. ``note`` or
-    ``role_bindings.x/*[0]``; None if every string is valid Unicode. Iterative: JSON nesting is
-    bounded by the parser, not by us."""
-    stack: list[tuple[str, Any]] = [("", data)]
-    while stack:
-        where, value = stack.pop()
-        if isinstance(value, str):
-            if not _encodable(value):
-                return where or "request body"
-        elif isinstance(value, dict):
-            for key, item in value.items():
-                path = f"{where}.{key}" if where else str(key)
-                if not _encodable(key):
-                    return f"{where + '.' if where else ''}<a key>"
-                stack.append((path, item))
-        elif isinstance(value, list):
-            stack.extend((f"{where}[{i}]", item) for i, item in enumerate(value))
-    return None
-
-
-def _encodable(text: str) -> bool:
-    try:
-        text.encode("utf-8")
-    except UnicodeEncodeError:
-        return False
-    return True
 
 
 class BaseHandler(web.RequestHandler):

@@ -74,14 +74,15 @@ class PlainHTTPServer(HTTPServer):
 class _HeaderLimit(httputil.HTTPMessageDelegate):
     """Answers 431 for a request whose line + headers exceed ``limit``; else passes everything on.
 
-    The answer is the REST error envelope, as every other error of the service. The body of a
-    refused request is still read (and dropped) by tornado, so the connection stays usable.
+    The answer is the REST error envelope, as every other error of the service. It is sent once
+    the request's body has been read (and dropped): answering earlier makes tornado close the
+    connection with unread data, which the client sees as a reset instead of the answer.
     """
 
     def __init__(self, delegate: httputil.HTTPMessageDelegate, connection: httputil.HTTPConnection,
                  limit: int) -> None:
         self.delegate, self.connection, self.limit = delegate, connection, limit
-        self.refused = False
+        self.refused: str | None = None  # the message, once refused
 
     def headers_received(self, start_line, headers: httputil.HTTPHeaders) -> Awaitable[None] | None:
         assert isinstance(start_line, httputil.RequestStartLine)
@@ -89,18 +90,9 @@ class _HeaderLimit(httputil.HTTPMessageDelegate):
         size += sum(len(name) + len(value) + 4 for name, value in headers.get_all())
         if size <= self.limit:
             return self.delegate.headers_received(start_line, headers)
-        self.refused = True
         log.warning("431 %s %s... (%d bytes of request line and headers; the limit is %d)",
                     start_line.method, start_line.path[:80], size, self.limit)
-        body = json.dumps({"status": "error", "data": None,
-                           "message": f"request line and headers are {size} bytes; the limit is {self.limit}"})
-        self.connection.write_headers(
-            httputil.ResponseStartLine("HTTP/1.1", 431, "Request Header Fields Too Large"),
-            httputil.HTTPHeaders({"Content-Type": "application/json; charset=UTF-8",
-                                  "Content-Length": str(len(body)), "Cache-Control": "no-store"}),
-            body.encode(),
-        )
-        self.connection.finish()
+        self.refused = f"request line and headers are {size} bytes; the limit is {self.limit}"
         return None
 
     def data_received(self, chunk: bytes) -> Awaitable[None] | None:
@@ -109,6 +101,15 @@ class _HeaderLimit(httputil.HTTPMessageDelegate):
     def finish(self) -> None:
         if not self.refused:
             self.delegate.finish()
+            return
+        body = json.dumps({"status": "error", "data": None, "message": self.refused}).encode()
+        self.connection.write_headers(
+            httputil.ResponseStartLine("HTTP/1.1", 431, "Request Header Fields Too Large"),
+            httputil.HTTPHeaders({"Content-Type": "application/json; charset=UTF-8",
+                                  "Content-Length": str(len(body)), "Cache-Control": "no-store"}),
+            body,
+        )
+        self.connection.finish()
 
     def on_connection_close(self) -> None:
         if not self.refused:
