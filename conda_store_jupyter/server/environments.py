@@ -36,7 +36,8 @@ class EnvironmentListHandler(BaseHandler):
                 artifact=self.query_enum("artifact", BuildArtifactType),
                 packages=self.query_list("packages"),
             )
-            self.ok_page(result, serialize.environment)
+            # The current build's status is what the home page shows (upstream sends it too).
+            self.ok_page(result, lambda env: serialize.environment(env, current_build=env.current_build))
 
 
 class EnvironmentHandler(BaseHandler):
