@@ -1,0 +1,156 @@
+"""The standalone page end to end, in Chromium, against a real ``conda-store-server --standalone``:
+password login → home → create by uploading an environment.yaml (an invalid one first) → the
+build page streams the log live → COMPLETED → download the lockfile → edit → rebuild → set the
+older build current → home shows it; bob neither sees nor can open alice's environment."""
+
+from __future__ import annotations
+
+import re
+
+import pytest
+from playwright.sync_api import expect
+
+from conda_store_jupyter.builder.records import current_platform
+
+pytestmark = pytest.mark.skipif(current_platform() != "linux-64", reason="the local test channel is linux-64")
+
+BUILD_TIMEOUT_MS = 300_000  # a loaded 2-core machine; a build of the local channel takes seconds alone
+SPEC = "name: analysis\ndescription: from a file\ndependencies:\n  - python 3.11.*\n  - hello\n"
+INVALID = "name: analysis\ndependencies: [python\n"
+
+
+def login(page, standalone, username: str) -> None:
+    page.goto(standalone.url)
+    page.get_by_label("Username").fill(username)
+    page.get_by_label("Password").fill(standalone.password)
+    page.get_by_role("button", name="Log in").click()
+    expect(page.get_by_role("heading", name="Environments")).to_be_visible()
+
+
+def wait_completed(page) -> None:
+    expect(page.get_by_test_id("build-status")).to_have_text("COMPLETED", timeout=BUILD_TIMEOUT_MS)
+
+
+@pytest.fixture
+def page(browser):
+    context = browser.new_context(viewport={"width": 1200, "height": 800}, accept_downloads=True)
+    page = context.new_page()
+    errors: list[str] = []
+    page.on("console", lambda m: errors.append(m.text) if m.type == "error" else None)
+    page.on("pageerror", lambda e: errors.append(str(e)))
+    yield page
+    context.close()
+    # A CSP violation or a React error shows up here; 4xx answers the UI shows on purpose do not count.
+    assert not [e for e in errors if "status of 4" not in e], errors
+
+
+def test_standalone_flow(standalone, page, browser, screenshots, tmp_path):
+    url = standalone.url
+    # -- login (password form: the server has password login configured)
+    page.goto(url)
+    expect(page.get_by_role("heading", name="Log in to conda-store")).to_be_visible()
+    page.get_by_label("Username").fill("alice")
+    page.get_by_label("Password").fill("wrong")
+    page.get_by_role("button", name="Log in").click()
+    expect(page.get_by_role("alert")).to_contain_text("invalid username or password", ignore_case=True)
+    screenshots(page, "login")
+    page.get_by_label("Password").fill(standalone.password)
+    page.get_by_role("button", name="Log in").click()
+    expect(page.get_by_role("heading", name="Environments")).to_be_visible()
+    expect(page.get_by_text("No environments yet")).to_be_visible()
+
+    # -- create: an invalid file shows the exact place; uploading a valid file fixes it
+    page.get_by_role("link", name="New environment").first.click()
+    editor = page.get_by_label("environment.yaml")
+    editor.fill(INVALID)
+    problem = page.get_by_test_id("validation")
+    expect(problem).to_contain_text("Line 3, column 1", timeout=10_000)
+    expect(problem).to_contain_text("invalid YAML at line 3, column 1")
+    expect(editor).to_have_attribute("aria-invalid", "true")
+    screenshots(page, "create-invalid")
+    spec_file = tmp_path / "environment.yaml"
+    spec_file.write_text(SPEC)
+    page.get_by_label("Upload a file…").set_input_files(str(spec_file))
+    expect(editor).to_have_value(SPEC)
+    expect(problem).to_contain_text("Valid: creates or updates alice/analysis", timeout=10_000)
+    screenshots(page, "create")
+    page.get_by_role("button", name="Create and build").click()
+
+    # -- build page: the log streams live, then COMPLETED
+    expect(page).to_have_url(re.compile(r"/build/\d+/$"))
+    first_build = int(page.url.rstrip("/").rsplit("/", 1)[1])
+    log = page.get_by_test_id("build-log")
+    expect(page.get_by_test_id("log-state")).to_have_text("Streaming live…")
+    expect(log).not_to_be_empty(timeout=BUILD_TIMEOUT_MS)
+    wait_completed(page)
+    expect(page.get_by_test_id("log-state")).to_contain_text("lines")
+    expect(page.get_by_label("Run a command in it")).to_have_value("conda-store run alice/analysis -- python")
+    expect(page.get_by_label("Pull the image")).to_have_value(re.compile(r"^docker pull 127\.0\.0\.1:\d+/alice/analysis:\S+$"))
+    screenshots(page, "build")
+
+    # -- download the lockfile
+    with page.expect_download() as download:
+        page.get_by_role("link", name="Lockfile (conda-lock.yml)").click()
+    lockfile = tmp_path / "conda-lock.yml"
+    download.value.save_as(lockfile)
+    text = lockfile.read_text()
+    assert "package:" in text and "name: hello" in text, text[:500]
+
+    # -- edit the spec → a new build; set the first build current again
+    page.get_by_role("navigation", name="Breadcrumb").get_by_role("link", name="alice/analysis").click()
+    expect(page.get_by_role("heading", name="alice/analysis")).to_be_visible()
+    page.get_by_role("link", name="Edit").click()
+    editor = page.get_by_label("environment.yaml")
+    expect(editor).to_have_value(re.compile(r"- hello"))
+    editor.fill(SPEC.replace("  - hello\n", "  - hello\n  - six\n").replace("from a file", "edited"))
+    expect(page.get_by_test_id("validation")).to_contain_text("Valid", timeout=10_000)
+    page.get_by_role("button", name="Save and build").click()
+    expect(page).to_have_url(re.compile(r"/build/\d+/$"))
+    second_build = int(page.url.rstrip("/").rsplit("/", 1)[1])
+    assert second_build != first_build
+    wait_completed(page)
+    page.get_by_role("navigation", name="Breadcrumb").get_by_role("link", name="alice/analysis").click()
+    rows = page.get_by_role("table", name="Builds")
+    expect(rows.locator(f'tr[data-build="{second_build}"]')).to_have_attribute("aria-current", "true")
+    screenshots(page, "environment")
+    page.get_by_role("button", name=f"Set build {first_build} as current").click()
+    expect(rows.locator(f'tr[data-build="{first_build}"]')).to_have_attribute("aria-current", "true")
+    page.get_by_role("link", name="Environments").first.click()
+    row = page.locator('tr[data-environment="alice/analysis"]')
+    expect(row.get_by_role("link", name=f"build {first_build} of alice/analysis")).to_be_visible()
+    expect(row).to_contain_text("COMPLETED")
+    screenshots(page, "home")
+
+    # -- user page and namespaces
+    page.get_by_role("link", name="User alice").click()
+    expect(page.get_by_role("heading", name="alice")).to_be_visible()
+    page.get_by_label("Note").fill("ci")
+    page.get_by_role("button", name="Create token").click()
+    expect(page.get_by_label("Your new token (shown only once: copy it now)")).to_have_value(re.compile(r"^\S{20,}$"))
+    screenshots(page, "user")
+    page.get_by_role("link", name="Namespaces").click()
+    expect(page.get_by_role("table", name="Namespaces")).to_contain_text("alice")
+    screenshots(page, "namespaces")
+
+    # -- bob sees nothing of alice's, not even by typing the URL
+    other = browser.new_context(viewport={"width": 1200, "height": 800})
+    try:
+        bob = other.new_page()
+        login(bob, standalone, "bob")
+        expect(bob.get_by_text("No environments yet")).to_be_visible()
+        bob.goto(f"{url}environment/alice/analysis/")
+        expect(bob.get_by_role("alert")).to_have_text(
+            "request not authorized: environment::read on 'alice/analysis' is not allowed")
+        expect(bob.get_by_role("table", name="Builds")).to_have_count(0)
+        bob.goto(f"{url}build/{first_build}/")
+        expect(bob.get_by_role("alert")).to_contain_text("is not allowed")
+        expect(bob.get_by_test_id("build-log")).to_have_count(0)
+        screenshots(bob, "forbidden")
+    finally:
+        other.close()
+
+    # -- logout ends the session
+    page.get_by_role("button", name="Log out").click()
+    expect(page.get_by_role("heading", name="Log in to conda-store")).to_be_visible()
+    page.goto(url)
+    expect(page.get_by_role("heading", name="Log in to conda-store")).to_be_visible()
