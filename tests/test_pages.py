@@ -124,6 +124,7 @@ def test_listing_carries_current_build_and_detail_names_its_environment(server):
         env.current_build_id = build_id
     listing = httpx.get(server.api("environment/"), headers=bearer(token)).json()["data"]
     assert listing[0]["current_build"]["id"] == build_id and listing[0]["current_build"]["status"] == "QUEUED"
+    assert listing[0]["current_build"]["build_artifacts"] == []
     detail = httpx.get(server.api(f"build/{build_id}/"), headers=bearer(token)).json()["data"]
     assert detail["environment"] == {"namespace": "alice", "name": "env"}
     assert detail["build_key"].endswith("-env")

@@ -136,7 +136,7 @@ def list_environments(
     stmt = (
         select(orm.Environment)
         .join(orm.Environment.namespace)
-        .options(contains_eager(orm.Environment.namespace), selectinload(orm.Environment.current_build))
+        .options(contains_eager(orm.Environment.namespace), selectinload(orm.Environment.current_build).selectinload(orm.Build.artifacts))
         .where(
             orm.Environment.deleted_on.is_(None),
             orm.Namespace.deleted_on.is_(None),

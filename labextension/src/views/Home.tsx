@@ -92,11 +92,18 @@ export function Home(props: { search?: string; namespace?: string; page?: number
   );
 }
 
+const DOWNLOADS: [string, 'lockfile' | 'yaml' | 'archive', string][] = [
+  ['LOCKFILE', 'lockfile', 'lockfile'],
+  ['YAML', 'yaml', 'YAML'],
+  ['CONDA_PACK', 'archive', 'archive']
+];
+
 function EnvironmentRow({ env }: { env: Environment }) {
   const { client } = useUI();
   const build = env.current_build;
   const ready = build?.status === 'COMPLETED' && build.id === env.current_build_id;
   const label = `${env.namespace.name}/${env.name}`;
+  const kinds = new Set((build?.build_artifacts ?? []).map((a) => a.artifact_type));
   return (
     <tr data-environment={label}>
       <td>
@@ -116,9 +123,9 @@ function EnvironmentRow({ env }: { env: Environment }) {
       <td className="cs-downloads">
         {ready && env.current_build_id ? (
           <>
-            <a href={client.artifactUrl(env.current_build_id, 'lockfile')} aria-label={`lockfile of ${label}`}>lockfile</a>
-            <a href={client.artifactUrl(env.current_build_id, 'yaml')} aria-label={`pinned YAML of ${label}`}>YAML</a>
-            <a href={client.artifactUrl(env.current_build_id, 'archive')} aria-label={`archive of ${label}`}>archive</a>
+            {DOWNLOADS.filter(([type]) => kinds.has(type)).map(([type, kind, text]) => (
+              <a key={type} href={client.artifactUrl(env.current_build_id!, kind)} aria-label={`${text} of ${label}`}>{text}</a>
+            ))}
           </>
         ) : <span className="cs-muted">—</span>}
       </td>
