@@ -84,6 +84,7 @@ def test_standalone_flow(standalone, page, browser, screenshots, tmp_path):
     expect(log).not_to_be_empty(timeout=BUILD_TIMEOUT_MS)
     wait_completed(page)
     expect(page.get_by_test_id("log-state")).to_contain_text("lines")
+    expect(page.get_by_role("list", name="Build steps")).to_contain_text("solve")
     expect(page.get_by_label("Run a command in it")).to_have_value("conda-store run alice/analysis -- python")
     expect(page.get_by_label("Pull the image")).to_have_value(re.compile(r"^docker pull 127\.0\.0\.1:\d+/alice/analysis:\S+$"))
     screenshots(page, "build")
@@ -151,6 +152,17 @@ def test_standalone_flow(standalone, page, browser, screenshots, tmp_path):
         screenshots(bob, "forbidden")
     finally:
         other.close()
+
+    # -- a build that fails says why, on top, and the log marks the step that failed
+    page.goto(f"{url}create/")
+    page.get_by_label("environment.yaml").fill("name: broken\ndependencies:\n  - no-such-package\n")
+    expect(page.get_by_test_id("validation")).to_contain_text("Valid", timeout=10_000)
+    page.get_by_role("button", name="Create and build").click()
+    expect(page.get_by_test_id("build-status")).to_have_text("FAILED", timeout=BUILD_TIMEOUT_MS)
+    expect(page.get_by_test_id("failure-cause")).to_contain_text("no-such-package")
+    expect(page.get_by_test_id("log-failure")).to_have_count(0)  # said once, on top
+    expect(page.get_by_role("list", name="Build steps")).to_contain_text("solve")
+    screenshots(page, "build-failed")
 
     # -- logout ends the session
     page.get_by_role("button", name="Log out").click()

@@ -148,3 +148,15 @@ describe('CreateView', () => {
     expect([...view.container.querySelectorAll('select option')].map((o) => o.textContent)).toEqual(['alice']);
   });
 });
+
+describe('logSummary', () => {
+  it('pairs step markers with their durations and finds the failure', async () => {
+    const { logSummary } = await import('../views/LogView');
+    expect(logSummary(['build 1', '-- solve', '== solve: 0.027 s', '-- install', 'BUILD FAILED: install: no space left',
+      'BUILD FAILED: later line'])).toEqual({
+      steps: [{ name: 'solve', seconds: 0.027 }, { name: 'install' }],
+      failure: 'install: no space left'
+    });
+    expect(logSummary(['== docker image: 1.5 s'])).toEqual({ steps: [{ name: 'docker image', seconds: 1.5 }], failure: undefined });
+  });
+});

@@ -75,7 +75,7 @@ export function BuildView(props: { id: number }) {
       {b.status === 'COMPLETED' && e ? <UseIt build={b} namespace={e.namespace} name={e.name} /> : null}
       <Artifacts build={b} />
       <h2>Log</h2>
-      <LogView buildId={b.id} live={running} onEnd={() => setFinished(true)} />
+      <LogView buildId={b.id} live={running} onEnd={() => setFinished(true)} hideFailure={!!b.status_info} />
       {b.status === 'COMPLETED' ? <Packages buildId={b.id} /> : null}
     </section>
   );

@@ -2,15 +2,44 @@
  * A build's log: streamed live (server-sent events) while the build runs, else read once.
  * Follows the end of the log until the user scrolls up; "Follow" brings it back.
  */
-import { useEffect, useLayoutEffect, useRef, useState } from 'react';
+import { useEffect, useLayoutEffect, useMemo, useRef, useState } from 'react';
 import { ApiError } from '../api';
 import { useUI } from './context';
 import { ErrorMessage } from './common';
 
+export interface LogStep {
+  name: string;
+  /** Seconds, once the step has ended. */
+  seconds?: number;
+}
+
+/**
+ * The pipeline's step markers (builder/log.py): `-- <step>` when a step starts, `== <step>: <s> s`
+ * when it ends; `BUILD FAILED: <reason>` names the failure.
+ */
+export function logSummary(lines: readonly string[]): { steps: LogStep[]; failure?: string } {
+  const steps: LogStep[] = [];
+  let failure: string | undefined;
+  for (const line of lines) {
+    const start = /^-- (\S.*)$/.exec(line);
+    const end = /^== (.+): ([0-9.]+) s$/.exec(line);
+    if (start) {
+      steps.push({ name: start[1] });
+    } else if (end) {
+      const step = [...steps].reverse().find((s) => s.name === end[1] && s.seconds === undefined);
+      if (step) step.seconds = Number(end[2]);
+      else steps.push({ name: end[1], seconds: Number(end[2]) });
+    } else if (line.startsWith('BUILD FAILED: ') && failure === undefined) {
+      failure = line.slice('BUILD FAILED: '.length);
+    }
+  }
+  return { steps, failure };
+}
+
 /** Within this many pixels of the bottom counts as "at the end" (sub-pixel rounding, zoom). */
 const STICK_SLACK_PX = 8;
 
-export function LogView(props: { buildId: number; live: boolean; onEnd?(): void }) {
+export function LogView(props: { buildId: number; live: boolean; onEnd?(): void; hideFailure?: boolean }) {
   const { client } = useUI();
   const [lines, setLines] = useState<string[]>([]);
   const [state, setState] = useState<'loading' | 'streaming' | 'done'>('loading');
@@ -72,8 +101,25 @@ export function LogView(props: { buildId: number; live: boolean; onEnd?(): void 
     if (el && follow) el.scrollTop = el.scrollHeight;
   }, [lines, follow]);
 
+  const summary = useMemo(() => logSummary(lines), [lines]);
   return (
     <div className="cs-log">
+      {summary.failure && !props.hideFailure ? (
+        <div className="cs-alert cs-alert-danger" data-testid="log-failure"><strong>Failed:</strong> {summary.failure}</div>
+      ) : null}
+      {summary.steps.length ? (
+        <ol className="cs-steps" aria-label="Build steps">
+          {summary.steps.map((step, i) => (
+            <li key={i} className={step.seconds === undefined ? 'cs-step-running' : 'cs-step-done'}>
+              {step.name}{' '}
+              <span className="cs-muted">
+                {step.seconds !== undefined ? `${step.seconds.toFixed(step.seconds < 10 ? 2 : 1)} s`
+                  : state === 'streaming' ? 'running…' : 'did not finish'}
+              </span>
+            </li>
+          ))}
+        </ol>
+      ) : null}
       <div className="cs-log-toolbar">
         <span role="status" aria-live="polite" className="cs-muted cs-small" data-testid="log-state">
           {state === 'streaming' ? 'Streaming live…' : state === 'loading' ? 'Loading log…' : `${lines.length} lines`}
