@@ -134,3 +134,24 @@ def test_missing_bundle_says_how_to_build_it(server, tmp_path, monkeypatch):
     monkeypatch.setattr(pages, "STATIC_DIR", tmp_path / "nothing")
     r = httpx.get(server.url)
     assert r.status_code == 503 and "npm ci" in r.text
+
+
+def test_hub_login_is_refused_outside_a_hub(server):
+    for path in ("oauth_login/", "oauth_callback/?code=x&state=y"):
+        r = httpx.get(server.url + path)
+        assert r.status_code == 400 and "not running as a hub service" in r.json()["message"]
+
+
+def test_next_url_stays_under_the_prefix(server):
+    from conda_store_jupyter.server.hub_login import _next_url
+
+    class Handler:  # what _next_url reads
+        pass
+
+    h = Handler()
+    h.server = server.app
+    prefix = server.app.url_prefix
+    assert _next_url(h, "environment/alice/env/") == prefix + "environment/alice/env/"
+    assert _next_url(h, "?search=py&page=2") == prefix + "?search=py&page=2"
+    for evil in ("//evil.example/", "https://evil.example/", "../../hub/admin", "login/", "a\\b", "x\nLocation: y"):
+        assert _next_url(h, evil) == prefix, evil

@@ -58,12 +58,14 @@ def test_hub_services_menu_oauth_and_isolation(hub, browser, screenshots):  # no
     try:
         bob = other.new_page()
         hub_login(bob, hub.public_url, "bob")
-        bob.goto(f"{hub.service_url}/")
-        expect(bob.get_by_role("heading", name="Environments")).to_be_visible(timeout=30_000)
-        expect(bob.get_by_text("No environments yet")).to_be_visible()
+        # Typing the URL of alice's environment: OAuth first, then back to that very page.
         bob.goto(f"{hub.service_url}/environment/alice/hubpage/")
         expect(bob.get_by_role("alert")).to_have_text(
-            "request not authorized: environment::read on 'alice/hubpage' is not allowed")
+            "request not authorized: environment::read on 'alice/hubpage' is not allowed", timeout=30_000)
+        assert bob.url == f"{hub.service_url}/environment/alice/hubpage/"
+        screenshots(bob, "hub-forbidden")
+        bob.get_by_role("link", name="Environments").first.click()
+        expect(bob.get_by_text("No environments yet")).to_be_visible()
         bob.goto(build_url)
         expect(bob.get_by_role("alert")).to_contain_text("is not allowed")
     finally:

@@ -45,8 +45,8 @@ def _oauth(handler: BaseHandler):
 
 def _next_url(handler: BaseHandler, value: str | None) -> str:
     prefix = handler.server.base_url
-    value = (value or "").lstrip("/")
-    if not _SAFE_NEXT.fullmatch(value) or ".." in value or value.startswith(("login/", "oauth_")):
+    value = value or ""
+    if not _SAFE_NEXT.fullmatch(value) or ".." in value or value.startswith(("/", "login/", "oauth_")):
         value = ""
     return prefix + value
 
