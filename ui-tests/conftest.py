@@ -7,7 +7,6 @@ Screenshots of every page, light and dark, go to ``ui-tests/screenshots/`` (giti
 from __future__ import annotations
 
 import os
-import shutil
 import subprocess
 import sys
 from dataclasses import dataclass
@@ -89,8 +88,7 @@ def standalone(tmp_path_factory, local_channel, package_cache_dir):  # noqa: F81
 @pytest.fixture(scope="session")
 def screenshots():
     """``shoot(page, name)``: save ``<name>-light.png`` and ``<name>-dark.png`` of the full page."""
-    shutil.rmtree(SCREENSHOTS, ignore_errors=True)
-    SCREENSHOTS.mkdir(parents=True)
+    SCREENSHOTS.mkdir(parents=True, exist_ok=True)  # each run overwrites its own pictures
 
     def shoot(page, name: str) -> None:
         for scheme in ("light", "dark"):

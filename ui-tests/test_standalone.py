@@ -164,6 +164,34 @@ def test_standalone_flow(standalone, page, browser, screenshots, tmp_path):
     expect(page.get_by_role("list", name="Build steps")).to_contain_text("solve")
     screenshots(page, "build-failed")
 
+    # -- rebuild from the build page, then delete the environment (type its name to confirm)
+    failed_url = page.url
+    page.get_by_role("button", name="Rebuild").click()
+    expect(page).not_to_have_url(failed_url)
+    expect(page).to_have_url(re.compile(r"/build/\d+/$"))
+    page.get_by_role("navigation", name="Breadcrumb").get_by_role("link", name="alice/broken").click()
+    expect(page.get_by_role("table", name="Builds").locator("tbody tr")).to_have_count(2)
+    page.get_by_role("button", name="Delete", exact=True).click()
+    dialog = page.get_by_role("dialog", name="Delete alice/broken?")
+    confirm = dialog.get_by_role("button", name="Delete environment")
+    expect(confirm).to_be_disabled()
+    dialog.get_by_label("Type broken to confirm").fill("broken")
+    screenshots(page, "delete-environment")
+    confirm.click()
+    expect(page.get_by_role("heading", name="Environments")).to_be_visible()
+    expect(page.locator('tr[data-environment="alice/broken"]')).to_have_count(0)
+    expect(page.locator('tr[data-environment="alice/analysis"]')).to_have_count(1)
+
+    # -- keyboard: the first Tab of a page reaches the skip link; the next ones the navigation
+    page.reload()
+    expect(page.get_by_role("heading", name="Environments")).to_be_visible()
+    page.keyboard.press("Tab")
+    expect(page.get_by_role("link", name="Skip to content")).to_be_focused()
+    page.keyboard.press("Tab")
+    expect(page.locator("a.cs-brand")).to_be_focused()
+    page.keyboard.press("Tab")
+    expect(page.get_by_role("navigation", name="Main").get_by_role("link", name="Environments")).to_be_focused()
+
     # -- logout ends the session
     page.get_by_role("button", name="Log out").click()
     expect(page.get_by_role("heading", name="Log in to conda-store")).to_be_visible()
