@@ -97,3 +97,18 @@ def screenshots():
         page.emulate_media(color_scheme="light")
 
     return shoot
+
+
+@pytest.fixture
+def page(browser):
+    """A fresh browser context (no cookies); fails the test on any console or page error."""
+    context = browser.new_context(viewport={"width": 1200, "height": 800}, accept_downloads=True)
+    page = context.new_page()
+    errors: list[str] = []
+    page.on("console", lambda m: errors.append(m.text) if m.type == "error" else None)
+    page.on("pageerror", lambda e: errors.append(str(e)))
+    yield page
+    context.close()
+    # A CSP violation or a React error shows up here; the browser's own line for a 4xx answer
+    # that the UI shows on purpose ("Failed to load resource: ... status of 4xx") does not count.
+    assert not [e for e in errors if "status of 4" not in e], errors

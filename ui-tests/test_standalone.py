@@ -31,19 +31,6 @@ def wait_completed(page) -> None:
     expect(page.get_by_test_id("build-status")).to_have_text("COMPLETED", timeout=BUILD_TIMEOUT_MS)
 
 
-@pytest.fixture
-def page(browser):
-    context = browser.new_context(viewport={"width": 1200, "height": 800}, accept_downloads=True)
-    page = context.new_page()
-    errors: list[str] = []
-    page.on("console", lambda m: errors.append(m.text) if m.type == "error" else None)
-    page.on("pageerror", lambda e: errors.append(str(e)))
-    yield page
-    context.close()
-    # A CSP violation or a React error shows up here; 4xx answers the UI shows on purpose do not count.
-    assert not [e for e in errors if "status of 4" not in e], errors
-
-
 def test_standalone_flow(standalone, page, browser, screenshots, tmp_path):
     url = standalone.url
     # -- login (password form: the server has password login configured)
