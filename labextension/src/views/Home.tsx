@@ -14,6 +14,9 @@ export function Home(props: { search?: string; namespace?: string; page?: number
   const searchId = useId();
   const nsId = useId();
 
+  // Back/forward changes the route's search: show it in the box.
+  useEffect(() => setSearch(props.search ?? ''), [props.search]);
+
   // Typing updates the URL (so the back button and reloads keep the search) after a short pause.
   useEffect(() => {
     if ((props.search ?? '') === search) return;
