@@ -119,6 +119,11 @@ def test_standalone_flow(standalone, page, browser, screenshots, tmp_path):
     page.get_by_role("button", name="Create token").click()
     expect(page.get_by_label("Your new token (shown only once: copy it now)")).to_have_value(re.compile(r"^\S{20,}$"))
     screenshots(page, "user")
+    tokens = page.get_by_role("table", name="Tokens")
+    expect(tokens).to_contain_text("ci")
+    page.get_by_role("button", name="Revoke token ci").click()
+    expect(tokens.get_by_role("button", name="Revoke token ci")).to_have_count(0)
+    expect(tokens).to_contain_text("login session")  # this session itself is still there
     page.get_by_role("link", name="Namespaces").click()
     expect(page.get_by_role("table", name="Namespaces")).to_contain_text("alice")
     screenshots(page, "namespaces")
