@@ -22,6 +22,15 @@ def _arn(ns: str, name: str) -> str:
     return f"{validate_name(ns, 'namespace')}/{validate_name(name, 'environment name')}"
 
 
+def _listed(env) -> dict[str, Any]:
+    """A listed environment with its current build's status and artifact types: what the home
+    page shows and links (loaded eagerly by ``api.list_environments``)."""
+    out = serialize.environment(env, current_build=env.current_build)
+    if env.current_build is not None:
+        out["current_build"]["build_artifacts"] = [serialize.artifact(a) for a in env.current_build.artifacts]
+    return out
+
+
 class EnvironmentListHandler(BaseHandler):
     async def get(self) -> None:
         self.set_header("Deprecation", "True")
@@ -38,7 +47,7 @@ class EnvironmentListHandler(BaseHandler):
 
         def work(db):
             result = api.list_environments(db, self.bindings(db), page, **filters)
-            return serialized(result, serialize.environment)
+            return serialized(result, _listed)
 
         self.ok_page(await self.in_db(work))
 
