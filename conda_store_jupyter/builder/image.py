@@ -20,7 +20,6 @@ import hashlib
 import json
 import logging
 import os
-import platform
 import re
 import shutil
 import tempfile
@@ -29,7 +28,6 @@ from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 from ..exceptions import ArtifactError, NotFoundError
 from ..storage.base import Storage, blob_key
@@ -43,39 +41,15 @@ from ._oci import (
     OCI_MANIFEST,
     TarEntry,
 )
-
-if TYPE_CHECKING:
-    from .base_image import BaseImage
+from .image_config import DEST_PREFIX, BaseImage, Layer, image_architecture, runtime_config
 
 log = logging.getLogger(__name__)
 
-DEST_PREFIX = "/opt/conda"
-IMAGE_PATH = ["/opt/conda/bin", "/usr/local/sbin", "/usr/local/bin", "/usr/sbin", "/usr/bin", "/sbin", "/bin"]
 DEFAULT_MAX_LAYERS = 100
 DEFAULT_COMPRESS_LEVEL = 4
 """gzip level 4 (conda-pack's default too): ~3 % larger than level 6 but twice as fast."""
 
-_ARCH = {"x86_64": "amd64", "amd64": "amd64", "aarch64": "arm64", "arm64": "arm64",
-         "ppc64le": "ppc64le", "s390x": "s390x", "i686": "386", "armv7l": "arm"}
 _DEP_NAME = re.compile(r"[\s=<>!~\[;]")
-
-
-@dataclass(frozen=True)
-class Layer:
-    """One layer of the image, in manifest order.
-
-    ``packages`` are ``name-version-build`` of the conda packages whose files it holds (empty for the
-    environment layer and for base-image layers). ``reused`` says the blob was already in storage
-    before this build (so nothing was compressed or uploaded for it).
-    """
-
-    digest: str
-    diff_id: str
-    size: int
-    packages: tuple[str, ...] = ()
-    created_by: str = ""
-    reused: bool = False
-    media_type: str = LAYER_TAR_GZIP
 
 
 @dataclass(frozen=True)
@@ -118,12 +92,6 @@ class _PlannedLayer:
     created_by: str
 
 
-def image_architecture() -> str:
-    """The OCI architecture name of this host (images are built for the platform they run on)."""
-    machine = platform.machine().lower()
-    return _ARCH.get(machine, machine)
-
-
 def diffid_key(diff_id: str) -> str:
     """Storage key of the record mapping an uncompressed layer (diff_id) to its gzip blob."""
     return blob_key(diff_id).replace("docker/blobs/", "docker/diffids/", 1)
@@ -134,7 +102,7 @@ def build_image(
     storage: Storage,
     *,
     base_layers: Sequence[Layer] = (),
-    base: "BaseImage | None" = None,
+    base: BaseImage | None = None,
     max_layers: int = DEFAULT_MAX_LAYERS,
     compress_level: int = DEFAULT_COMPRESS_LEVEL,
     threads: int | None = None,
@@ -145,7 +113,8 @@ def build_image(
 
     ``base_layers`` (blobs already in ``storage``, e.g. pulled from a base image) come first, then
     one layer per package (grouped so the total stays within ``max_layers``), then the environment
-    layer. ``base`` (from :func:`.base_image.resolve_base_image`) puts its layers first and its
+    layer. ``base`` (pulled by :func:`.base_image.resolve_base_image` or assembled by
+    :func:`.host_base.host_runtime_base`) puts its layers first and its
     runtime settings (Env, WorkingDir, User) under ours. ``work_dir`` should be on the package
     cache's filesystem: conda-pack then hardlinks instead of copying. Raises :class:`ArtifactError` with the reason when the image cannot be made.
     """
@@ -184,8 +153,6 @@ def build_image(
         cmd = [f"{DEST_PREFIX}/bin/python"] if os.path.lexists(root / "bin" / "python") else ["/bin/sh"]
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
-
-    from .base_image import runtime_config
 
     config = _oci.canonical_json({
         "architecture": architecture or image_architecture(),
