@@ -281,7 +281,7 @@ def _assign_files(root: Path, packages: list[_PackageFiles]) -> list[TarEntry]:
     return rest
 
 
-def _with_parents(entries: list[TarEntry]) -> list[TarEntry]:
+def with_parents(entries: list[TarEntry]) -> list[TarEntry]:
     """Entries plus every parent directory (so each layer unpacks on an empty filesystem), sorted."""
     names = {e.name for e in entries}
     dirs = set()
@@ -314,14 +314,14 @@ def _plan_layers(packages: list[_PackageFiles], env_entries: list[TarEntry], bud
             index = int.from_bytes(hashlib.sha256(pkg.name.encode()).digest()[:8], "big") % n_buckets
             grouped.setdefault(index, []).append(pkg)
         buckets = [sorted(grouped[i], key=lambda p: p.name) for i in sorted(grouped)]
-    layers = [_PlannedLayer([p], _with_parents(p.entries), f"conda package {p.dist}")
+    layers = [_PlannedLayer([p], with_parents(p.entries), f"conda package {p.dist}")
               for p in _dependency_order(singles)]
     for group in buckets:
         entries = [e for p in group for e in p.entries]
-        layers.append(_PlannedLayer(group, _with_parents(entries),
+        layers.append(_PlannedLayer(group, with_parents(entries),
                                     "conda packages " + " ".join(p.dist for p in group)))
     if env_entries:
-        layers.append(_PlannedLayer([], _with_parents(env_entries),
+        layers.append(_PlannedLayer([], with_parents(env_entries),
                                     "environment files not owned by a conda package (pip, conda-meta, activate)"))
     return layers
 
@@ -365,19 +365,31 @@ def _known_blob(storage: Storage, diff_id: str) -> tuple[str, int] | None:
 
 def _store_layer(plan: _PlannedLayer, storage: Storage, level: int, pool, in_flight: int,
                  tmp: Path) -> Layer:
-    packages = tuple(p.dist for p in plan.packages)
+    return store_layer(plan.entries, storage, plan.created_by, tuple(p.dist for p in plan.packages),
+                       level=level, pool=pool, in_flight=in_flight, tmp=tmp)
+
+
+def store_layer(entries: list[TarEntry], storage: Storage, created_by: str, packages: tuple[str, ...] = (),
+                *, level: int = DEFAULT_COMPRESS_LEVEL, pool=None, in_flight: int = 4,
+                tmp: Path) -> Layer:
+    """The layer of ``entries`` (sorted, parents included) with its gzip blob in ``storage``.
+
+    A layer whose diff_id some earlier build already stored costs one hash: its blob is found
+    through the diff_id record and nothing is compressed or uploaded. ``tmp`` holds the gzip file
+    while it is written.
+    """
     try:
-        diff_id, _ = _oci.hash_stream(_oci.iter_tar(plan.entries))
+        diff_id, _ = _oci.hash_stream(_oci.iter_tar(entries))
         known = _known_blob(storage, diff_id)
         if known is not None:
-            return Layer(known[0], diff_id, known[1], packages, plan.created_by, reused=True)
+            return Layer(known[0], diff_id, known[1], packages, created_by, reused=True)
         path = tmp / "layer.tar.gz"
         with open(path, "wb") as out:
-            gz = _oci.gzip_stream(_oci.iter_tar(plan.entries), out, level, pool, in_flight)
+            gz = _oci.gzip_stream(_oci.iter_tar(entries), out, level, pool, in_flight)
     except OSError as err:
-        raise ArtifactError(f"cannot write the image layer of {plan.created_by}: {err}") from err
+        raise ArtifactError(f"cannot write the image layer of {created_by}: {err}") from err
     if gz.diff_id != diff_id:
-        raise ArtifactError(f"files of {plan.created_by} changed while the image was built")
+        raise ArtifactError(f"files of {created_by} changed while the image was built")
     reused = storage.exists(blob_key(gz.digest))
     if not reused:
         storage.put_file(blob_key(gz.digest), path, LAYER_TAR_GZIP)
@@ -385,7 +397,7 @@ def _store_layer(plan: _PlannedLayer, storage: Storage, level: int, pool, in_fli
         storage.put_bytes(diffid_key(diff_id), _oci.canonical_json({"digest": gz.digest, "size": gz.size}),
                           "application/json")
     path.unlink()
-    return Layer(gz.digest, diff_id, gz.size, packages, plan.created_by, reused=reused)
+    return Layer(gz.digest, diff_id, gz.size, packages, created_by, reused=reused)
 
 
 # -- OCI image layout -----------------------------------------------------------------------------------
