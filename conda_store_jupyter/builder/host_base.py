@@ -167,6 +167,8 @@ def _entries(packages: list[HostPackage], tmp: Path) -> list[TarEntry]:
         entries[name] = TarEntry(name, tarfile.REGTYPE, 0o644, size=len(data), source=str(tmp / name.replace("/", "_")))
     entries["tmp"] = TarEntry("tmp", tarfile.DIRTYPE, 0o1777)
     entries["root"] = TarEntry("root", tarfile.DIRTYPE, 0o700)
+    for mount_point in ("dev", "proc", "sys"):  # container runtimes mount these; the image names them
+        entries[mount_point] = _oci.dir_entry(mount_point)
     return with_parents(list(entries.values()))
 
 
