@@ -111,3 +111,24 @@ def test_image_on_the_host_base_runs_like_docker_run(rootfs) -> None:
     shell = run_in_rootfs(root, ["/bin/sh", "-c", "echo $CONDA_PREFIX; test -d /tmp -a -w /tmp && echo ok"], env)
     assert shell.stdout.split() == ["/opt/conda", "ok"], shell.stderr
     assert json.dumps(config).count("base: host runtime") == 1
+
+
+@needs_root
+def test_host_base_keeps_what_glibc_loads_at_run_time(rootfs) -> None:
+    """Why whole packages: NSS and gconv modules are dlopen'ed (no DT_NEEDED names them), and the GCC
+    runtime must be there for what users install later, found without an ld.so.cache."""
+    root, config = rootfs
+    env = image_env(config)
+    getent = run_in_rootfs(root, ["getent", "passwd", "root"], env)  # libnss_files, dlopen'ed
+    assert getent.returncode == 0 and getent.stdout.startswith("root:x:0:0:"), getent.stderr
+    iconv = run_in_rootfs(root, ["iconv", "-f", "UTF-8", "-t", "UTF-16", "-o", "/tmp/out", "/etc/group"], env)
+    assert iconv.returncode == 0, iconv.stderr  # gconv's UTF-16 module, dlopen'ed
+    assert (root / "tmp" / "out").read_bytes().decode("utf-16") == (root / "etc" / "group").read_text()
+
+    def in_image(pattern: str) -> str:  # usr/lib on merged-/usr hosts, else lib
+        return "/" + str(next(p for pat in (pattern, pattern.removeprefix("usr/")) for p in root.glob(pat))
+                         .relative_to(root))
+
+    listed = run_in_rootfs(root, [in_image("usr/lib/*/ld-linux*"), "--list", in_image("usr/lib/*/libstdc++.so.6")], env)
+    assert listed.returncode == 0 and "libgcc_s.so.1 => " in listed.stdout, listed.stderr
+    assert run_in_rootfs(root, ["locale", "-a"], env).stdout.split().count("C.utf8") == 1
