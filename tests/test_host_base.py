@@ -54,9 +54,8 @@ def test_base_is_one_reproducible_layer_stored_once(tmp_path) -> None:
     for name in ("lib", "lib64", "bin", "sbin"):  # the host's merged-/usr symlinks, kept as symlinks
         if os.path.islink(f"/{name}") and name in members:
             assert members[name].issym() and members[name].linkname == os.readlink(f"/{name}")
-    real = lambda path: os.path.realpath(path).lstrip("/")  # noqa: E731
-    assert members[real("/lib64/ld-linux-x86-64.so.2") if os.path.exists("/lib64/ld-linux-x86-64.so.2")
-                   else real("/lib/ld-linux-aarch64.so.1")].isfile()
+    loaders = [n for n in members if os.path.basename(n).startswith("ld-linux")]
+    assert any(members[n].isfile() for n in loaders)  # the dynamic loader itself, not only links to it
     libc = [n for n in members if n.endswith("/libc.so.6")]
     assert libc and all(members[n].isfile() for n in libc)
     assert any(n.endswith("/libstdc++.so.6") for n in members) and any(n.endswith("/gconv/UTF-16.so") for n in members)
