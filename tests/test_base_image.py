@@ -392,5 +392,5 @@ def test_scratch_means_no_base(tmp_path, local_channel, package_cache_dir) -> No
         store.dispose()
     assert not [h for h in config["history"] if h["created_by"].startswith("base: ")]
     assert config["history"][0]["created_by"].startswith("conda package")
-    assert config["config"]["Env"] == ["PATH=/opt/conda/bin:/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin",
-                                       "CONDA_PREFIX=/opt/conda"]
+    assert config["config"]["Env"] == [
+        "PATH=/opt/conda/bin:/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin", "CONDA_PREFIX=/opt/conda"]

@@ -114,9 +114,10 @@ def build_image(
     ``base_layers`` (blobs already in ``storage``, e.g. pulled from a base image) come first, then
     one layer per package (grouped so the total stays within ``max_layers``), then the environment
     layer. ``base`` (pulled by :func:`.base_image.resolve_base_image` or assembled by
-    :func:`.host_base.host_runtime_base`) puts its layers first and its
-    runtime settings (Env, WorkingDir, User) under ours. ``work_dir`` should be on the package
-    cache's filesystem: conda-pack then hardlinks instead of copying. Raises :class:`ArtifactError` with the reason when the image cannot be made.
+    :func:`.host_base.host_runtime_base`) puts its layers first and its runtime settings (Env,
+    WorkingDir, User) under ours. ``work_dir`` should be on the package cache's filesystem:
+    conda-pack then hardlinks instead of copying. Raises :class:`ArtifactError` with the reason
+    when the image cannot be made.
     """
     prefix = Path(prefix)
     if base is not None:
