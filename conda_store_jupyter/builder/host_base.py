@@ -45,9 +45,9 @@ log = logging.getLogger(__name__)
 
 DEFAULT_PACKAGES = ("libc6", "libc-bin", "libgcc-s1", "libstdc++6", "zlib1g", "dash")
 """glibc with its loader, NSS and gconv modules (libc6) and the C.UTF-8 locale (libc-bin), the GCC
-runtime that manylinux wheels may link (libgcc-s1, libstdc++6), zlib (allowed to manylinux wheels by
-most tools, and tiny), and ``/bin/sh`` (dash): ``os.system``, ``subprocess(shell=True)``, pip builds
-and conda-pack's ``activate`` need a shell."""
+runtime that manylinux wheels may link (libgcc-s1, libstdc++6), zlib (tiny, and linked by binaries
+built on Debian, such as wheels compiled there), and ``/bin/sh`` (dash): ``os.system``,
+``subprocess(shell=True)``, pip builds and conda-pack's ``activate`` need a shell."""
 
 _SKIPPED = ("usr/share/doc/", "usr/share/man/", "usr/share/info/", "usr/share/lintian/",
             "usr/share/menu/", "usr/share/bug/")
