@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import re
 from pathlib import Path
 from typing import Iterator
 
@@ -19,6 +20,7 @@ from traitlets.config import Application, LoggingConfigurable
 from .schema import BuildArtifactType
 
 _ARTIFACT_NAMES = [a.value for a in BuildArtifactType]
+_DEBIAN_PACKAGE = re.compile(r"^[a-z0-9][a-z0-9+.-]+(:[a-z0-9-]+)?$")  # name[:arch], as dpkg spells them
 
 
 REDIS_SOCKET_TIMEOUT = 30
@@ -168,6 +170,14 @@ class CondaStore(LoggingConfigurable):
         from .builder.host_base import DEFAULT_PACKAGES
 
         return list(DEFAULT_PACKAGES)
+
+    @validate("docker_host_base_packages")
+    def _check_host_base_packages(self, proposal):
+        bad = [p for p in proposal.value if not _DEBIAN_PACKAGE.match(p)]
+        if bad or not proposal.value:
+            raise ValueError(f"docker_host_base_packages must be Debian package names (name or name:arch), "
+                             f"at least one; got {bad or 'an empty list'}")
+        return proposal.value
 
     docker_base_image_credentials = Unicode(
         None,

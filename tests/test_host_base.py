@@ -131,3 +131,11 @@ def test_host_base_keeps_what_glibc_loads_at_run_time(rootfs) -> None:
     listed = run_in_rootfs(root, [in_image("usr/lib/*/ld-linux*"), "--list", in_image("usr/lib/*/libstdc++.so.6")], env)
     assert listed.returncode == 0 and "libgcc_s.so.1 => " in listed.stdout, listed.stderr
     assert run_in_rootfs(root, ["locale", "-a"], env).stdout.split().count("C.utf8") == 1
+
+
+@pytest.mark.parametrize("packages", [[], ["--admindir=/tmp/x"], ["libc6", "Libc6"], ["libc6 dash"]])
+def test_host_base_packages_are_checked_when_configured(packages) -> None:
+    from conda_store_jupyter.app import CondaStore
+
+    with pytest.raises(ValueError, match="docker_host_base_packages must be Debian package names"):
+        CondaStore(docker_host_base_packages=packages)
