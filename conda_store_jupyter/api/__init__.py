@@ -52,13 +52,8 @@ from .packages import list_build_packages, list_channels, list_packages, metrics
 __all__ = [
     "Page", "PageResult", "create_namespace", "delete_build", "delete_environment", "delete_namespace",
     "delete_namespace_role", "find_namespace", "get_build", "get_environment", "get_namespace",
-<<<<<<< HEAD
-    "get_namespace_role", "list_build_packages", "list_builds", "list_channels", "list_environments",
-    "list_namespace_roles", "list_namespaces", "list_packages", "metrics",
-=======
     "get_namespace_role", "in_transaction", "list_build_packages", "list_builds", "list_channels", "list_environments",
-    "list_namespace_roles", "list_namespaces", "list_packages", "mark_build_failed", "metrics",
->>>>>>> main
+    "list_namespace_roles", "list_namespaces", "list_packages", "metrics",
     "paginate", "prepare_specification", "rebuild", "set_namespace_role", "submit",
     "submit_dynamic_build", "submit_specification", "update_environment", "update_namespace", "user_namespace_owner",
     "upsert_specification", "usage", "validate_role_bindings", "visible_clause",
