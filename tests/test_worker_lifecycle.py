@@ -112,7 +112,7 @@ def test_image_status_is_its_own_column(service_factory):
     def state():
         with store.session() as db:
             build = db.get(orm.Build, build_id)
-            _ = build.artifacts, build.environment, build.specification
+            _ = build.artifacts, build.environment.namespace, build.specification
             return build
 
     assert state().image_status is None and serialize.build(state())["image_status"] is None

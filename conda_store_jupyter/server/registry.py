@@ -300,7 +300,7 @@ class ManifestHandler(RegistryHandler):
         solved would otherwise leave an environment whose only build failed in the shared
         namespace. Solving takes milliseconds once the channel's repodata is cached.
         """
-        from ..builder.pipeline import settings_from_store
+        from ..worker.settings import settings_from_store
         from ..builder.solve import solve_specification
         from ..exceptions import SolveError
 

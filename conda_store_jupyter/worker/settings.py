@@ -1,7 +1,8 @@
 """The build settings of one build, from the ``CondaStore`` configuration.
 
 The pipeline (:mod:`conda_store_jupyter.builder`) takes only typed :class:`BuildSettings` and
-knows nothing of the configuration object; this is where the worker turns one into the other.
+knows nothing of the configuration object; this is where the worker (and the registry, checking
+that an on-demand name solves before it creates anything) turns one into the other.
 """
 
 from __future__ import annotations
