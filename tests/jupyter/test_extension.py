@@ -276,3 +276,19 @@ def test_the_wheel_enables_the_extension():
     out = re.sub(r"\x1b\[[0-9;]*m", "", listed.stdout + listed.stderr)  # colours
     assert re.search(rf"^\s*{re.escape(EXTENSION)} enabled$", out, re.M), out
     assert re.search(rf"^\s*{re.escape(EXTENSION)}\s+OK$", out, re.M), out
+
+
+async def test_cookie_writes_need_jupyters_xsrf(jp_serverapp, http_server, jp_http_port, jp_base_url, service):
+    """A browser session (cookie) may write only with jupyter-server's XSRF token, as any Lab call."""
+    base = f"http://127.0.0.1:{jp_http_port}{jp_base_url}"
+    async with httpx.AsyncClient(base_url=base, timeout=30) as browser:
+        await browser.get("login")
+        xsrf = browser.cookies["_xsrf"]
+        login = await browser.post("login", data={"password": jp_serverapp.identity_provider.token, "_xsrf": xsrf})
+        assert login.status_code == 302, login.text
+        spec = {"namespace": "alice", "specification": QUICK}
+        forged = await browser.post("conda-store/api/v1/specification/", json=spec)
+        assert forged.status_code == 403 and "_xsrf" in forged.json()["message"]
+        assert (await browser.get("conda-store/api/v1/environment/")).status_code == 200  # reads need none
+        sent = await browser.post("conda-store/api/v1/specification/", json=spec, headers={"X-XSRFToken": xsrf})
+        assert sent.status_code == 200, sent.text
