@@ -22,7 +22,7 @@ from traitlets.config import Config
 from conda_store_jupyter.schema import BuildStatus
 from conda_store_jupyter.server.testing import bearer, running_server, user_token
 
-from ..fixtures_service import BUILD_DEADLINE, QUICK, SLOW, status_of
+from ..fixtures_service import BUILD_DEADLINE, QUICK, SLOW, completed_build, status_of
 from ..processes import free_port
 
 pytestmark = pytest.mark.filterwarnings("error::jupyter_server.utils.JupyterServerAuthWarning")
@@ -40,8 +40,14 @@ def service_env(request, service_factory):
 
 
 @pytest.fixture
-def service(service_env):
-    with running_server(Config(), ["--config", str(service_env.config)]) as server:
+def service(request, service_env):
+    """The service over real HTTP; ``indirect`` param "s3": artifacts in S3 (moto)."""
+    c = Config()
+    if getattr(request, "param", None) == "s3":
+        c.CondaStore.storage_class = "conda_store_jupyter.storage.s3.S3Storage"
+        c.S3Storage.update(bucket_name=f"cs-{time.monotonic_ns()}", access_key="test", secret_key="test",
+                           endpoint_url=request.getfixturevalue("s3_endpoint"), create_bucket=True)
+    with running_server(c, ["--config", str(service_env.config)]) as server:
         yield server
 
 
@@ -68,6 +74,9 @@ def extension_traits(request, monkeypatch) -> dict:
         return {"url": service.url, "token": "not-a-valid-token"}
     if scenario == "anonymous":
         return {"url": service.url}
+    if scenario == "admin":
+        admin = user_token(service, "root", admin=True, role_bindings={"*/*": ["admin"]})
+        return {"url": service.url, "token": admin}
     assert scenario == "traits", scenario
     return {"url": service.url, "token": request.getfixturevalue("alice")}
 
@@ -129,6 +138,18 @@ async def test_create_environment_through_the_extension_builds(jp_fetch, service
         assert lockfile.headers.get(name) == direct.headers.get(name), name
     assert lockfile.headers["Content-Disposition"].startswith("attachment; filename=")
     assert "Set-Cookie" not in lockfile.headers or "conda-store" not in lockfile.headers["Set-Cookie"]
+
+
+@pytest.mark.parametrize("service", ["s3"], indirect=True)
+@pytest.mark.parametrize("extension_traits", ["admin"], indirect=True)
+async def test_storage_redirects_go_to_the_browser_unchanged(jp_fetch, service, s3_endpoint):
+    """Artifacts in S3 are a 307 to a presigned URL: the browser follows it, we do not fetch it."""
+    build_id = completed_build(service.store, "s3env", ["python"])
+    r = await fetch(jp_fetch, f"api/v1/build/{build_id}/logs/", follow_redirects=False)
+    assert r.code == 307
+    location = r.headers["Location"]
+    assert location.startswith(s3_endpoint) and "Signature" in location
+    assert httpx.get(location, timeout=30).content == b"BUILD COMPLETED in 1.0 s\n"
 
 
 async def test_service_errors_come_back_as_worded(jp_fetch, service, alice):
