@@ -83,7 +83,11 @@ def extension_traits(request, monkeypatch) -> dict:
 
 @pytest.fixture
 def jp_server_config(extension_traits):
-    return {"ServerApp": {"jpserver_extensions": {EXTENSION: True}},
+    # allow_unauthenticated_access=False: jupyter-server then checks every extension handler
+    # method for an auth decorator (JupyterServerAuthWarning, an error here via pytestmark).
+    # jupyter_server_terminals (which pytest-jupyter adds) has an undecorated websocket handler.
+    extensions = {EXTENSION: True, "jupyter_server_terminals": False}
+    return {"ServerApp": {"jpserver_extensions": extensions, "allow_unauthenticated_access": False},
             "CondaStoreExtension": extension_traits}
 
 
