@@ -317,3 +317,44 @@ async def test_cookie_writes_need_jupyters_xsrf(jp_serverapp, http_server, jp_ht
         assert (await browser.get("conda-store/api/v1/environment/")).status_code == 200  # reads need none
         sent = await browser.post("conda-store/api/v1/specification/", json=spec, headers={"X-XSRFToken": xsrf})
         assert sent.status_code == 200, sent.text
+
+
+# --------------------------------------------------------------------------- which service, which credential
+
+
+def test_resolve_target_follows_the_clis_rules():
+    from conda_store_jupyter.jupyter.config import registry_host, resolve_target
+
+    hub = {"JUPYTERHUB_API_URL": "http://10.0.0.1:8081/hub/api", "JUPYTERHUB_API_TOKEN": "hub-secret",
+           "JUPYTERHUB_PUBLIC_HUB_URL": "https://hub.example.org/hub/"}
+    found = resolve_target(environ=hub)
+    assert (found.url, found.url_source, found.auth) == ("https://hub.example.org/services/conda-store",
+                                                         "JupyterHub", "jupyterhub")
+    assert found.headers == {"Authorization": "token hub-secret"}
+    # the hub token is the user's identity: never sent to a service elsewhere ...
+    elsewhere = resolve_target(environ={**hub, "CONDA_STORE_URL": "https://other.example.com/cs/"})
+    assert (elsewhere.url, elsewhere.auth, dict(elsewhere.headers)) == ("https://other.example.com/cs", "none", {})
+    # ... but a token of the service's own is, and the Jupyter config wins over the environment
+    own = resolve_target("https://other.example.com/cs", "cst_x", environ={**hub, "CONDA_STORE_TOKEN": "cst_env"})
+    assert (own.url_source, own.auth, dict(own.headers)) == ("c.CondaStoreExtension.url", "token",
+                                                              {"Authorization": "Bearer cst_x"})
+    # a password is not the extension's to hold; a wrong setting is reported, not guessed around
+    assert resolve_target(environ={"CONDA_STORE_URL": "http://cs:8080", "CONDA_STORE_USERNAME": "a",
+                                   "CONDA_STORE_PASSWORD": "p"}).auth == "none"
+    basic = resolve_target(environ={"CONDA_STORE_URL": "http://cs:8080", "CONDA_STORE_AUTH": "basic"})
+    assert not basic.configured and "CONDA_STORE_AUTH=basic is not supported" in basic.problem
+    bad = resolve_target(environ={"CONDA_STORE_URL": "cs:8080"})
+    assert not bad.configured and bad.problem.startswith("conda-store is misconfigured: CONDA_STORE_URL 'cs:8080'")
+    assert not resolve_target(environ={}).configured
+    assert resolve_target("localhost", environ={}).problem == (
+        "conda-store is misconfigured: c.CondaStoreExtension.url 'localhost' is not an http(s) URL "
+        "(example: http://localhost:8080)")
+    assert registry_host("https://hub.example.org/services/conda-store") == "hub.example.org"
+
+
+def test_every_trait_has_help():
+    from conda_store_jupyter.jupyter.app import CondaStoreExtension
+
+    own = CondaStoreExtension.class_own_traits(config=True)
+    assert set(own) == {"url", "token", "public_url", "request_timeout", "connect_timeout"}
+    assert all(len(trait.help) > 40 for trait in own.values())
