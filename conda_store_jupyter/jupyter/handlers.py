@@ -161,7 +161,6 @@ class ForwardHandler(_Handler):
         self.finish(set_content_type=content_type)
 
 
-
 class ConfigHandler(_Handler):
     """What the panel needs before its first call: is a service configured and reachable, where
     users see it (``docker pull`` and download lines), and who the user is there."""
