@@ -159,7 +159,8 @@ def test_build_timeout_fails_the_build(service_factory, hanging_index):
 
 # -- workers dying ------------------------------------------------------------------------------------
 def test_worker_killed_mid_build_is_reconciled_and_next_build_succeeds(service_factory, hanging_index):
-    env = service_factory(pip_index_url=hanging_index.url)
+    # No retries: this build would hang again (test_worker_faults.py covers the retry).
+    env = service_factory(pip_index_url=hanging_index.url, build_max_attempts=1)
     store = env.store
     build_id = make_build(store, SLOW)
     store.queue.enqueue_build(build_id)
@@ -190,7 +191,7 @@ def test_worker_killed_mid_build_is_reconciled_and_next_build_succeeds(service_f
 
 
 def test_worker_process_killed_alone_stops_its_build(service_factory, hanging_index):
-    env = service_factory(pip_index_url=hanging_index.url)
+    env = service_factory(pip_index_url=hanging_index.url, build_max_attempts=1)
     store = env.store
     build_id = make_build(store, SLOW)
     store.queue.enqueue_build(build_id)
@@ -205,27 +206,50 @@ def test_worker_process_killed_alone_stops_its_build(service_factory, hanging_in
     wait_for(lambda: not any(Path(f"/proc/{p}").exists() for p in tree), 15, "the build processes to exit")
 
 
-def test_reconcile_fails_builds_whose_job_or_heartbeat_is_gone(service_factory):
+def test_reconcile_requeues_lost_jobs_once_and_retries_silent_builds(service_factory):
+    from rq.job import Job
+
+    from conda_store_jupyter.worker.queue import BUILD_QUEUE, build_job_id, transition
+
     env = service_factory()
     store = env.store
     lost = make_build(store, QUICK)
-    store.queue.enqueue_build(lost)
+    assert store.queue.enqueue_build(lost) == build_job_id(lost, 1)
     store.redis.flushdb()  # Redis restarted without persistence: the job is gone
     stale = make_build(store, QUICK2)
-    from conda_store_jupyter.worker.queue import transition
-
     store.queue.enqueue_build(stale)  # its job exists; a worker "took" it, then went silent
     assert transition(store, stale, (BuildStatus.QUEUED,), status=BuildStatus.BUILDING)
     store.redis.set(heartbeat_key(stale), "1000.0")  # last sign of life long ago
     alive = make_build(store, QUICK)
     store.queue.enqueue_build(alive)  # queued, job present: left alone
 
-    assert reconcile(store, stale_after=30) == [stale]  # the lost one is still young
-    assert sorted(reconcile(store, stale_after=0)) == [lost]
-    assert "disappeared" in status_of(store, lost)[1]
-    assert "no heartbeat" in status_of(store, stale)[1]
-    assert status_of(store, alive)[0] == BuildStatus.QUEUED
-    assert reconcile(store, stale_after=0) == []
+    # The database is the truth: the lost build's own job is enqueued again at once, exactly
+    # once however many reconcilers run; the silent one is queued again as its second attempt.
+    assert sorted(reconcile(store, stale_after=30)) == [lost, stale]
+    assert reconcile(store, stale_after=30) == []
+    queued = store.queue.rq_queue(BUILD_QUEUE).job_ids
+    assert sorted(queued) == sorted([build_job_id(lost, 1), build_job_id(stale, 1), build_job_id(stale, 2),
+                                     build_job_id(alive, 1)])
+    assert status_of(store, lost) == (BuildStatus.QUEUED, None)
+    status, info = status_of(store, stale)
+    assert status == BuildStatus.QUEUED and "no heartbeat" in info, info
+    assert build_row(store, stale).job_id == build_job_id(stale, 2)
+    # The job of the replaced attempt does not run the build (only the current attempt claims it);
+    # every build ends COMPLETED.
+    env.start_worker("--burst").wait(timeout=BUILD_DEADLINE)
+    for build_id in (lost, stale, alive):
+        assert status_of(store, build_id) == (BuildStatus.COMPLETED, None), build_id
+    assert "skipping" in env.worker_logs() and Job.fetch(build_job_id(stale, 1), connection=store.redis)
+
+    # A build interrupted with no attempt left is FAILED with the reason.
+    env1 = service_factory(build_max_attempts=1)
+    once = make_build(env1.store, QUICK)
+    env1.store.queue.enqueue_build(once)
+    assert transition(env1.store, once, (BuildStatus.QUEUED,), status=BuildStatus.BUILDING)
+    env1.store.redis.set(heartbeat_key(once), "1000.0")
+    assert reconcile(env1.store, stale_after=30) == [once]
+    status, info = status_of(env1.store, once)
+    assert status == BuildStatus.FAILED and "no heartbeat" in info, info
 
 
 # -- deletion and links -------------------------------------------------------------------------------

@@ -17,7 +17,7 @@ from conda_store_jupyter.builder.link import switch_environment_link
 from conda_store_jupyter.schema import BuildArtifactType, BuildStatus
 from conda_store_jupyter.worker.logs import log_finished, log_stream_key, publish_line
 from conda_store_jupyter.worker.queue import BUILD_QUEUE, cancel_key, image_job_id
-from conda_store_jupyter.worker.reconcile import ReconcileThread
+from conda_store_jupyter.worker.runner import BuildWorker
 from conda_store_jupyter.worker.repair import RepairPolicy, RepairReport, repair
 
 from .fixtures_service import (BUILD_DEADLINE, QUICK, QUICK2, SLOW, build_row, make_build, status_of, wait_for,
@@ -77,14 +77,11 @@ def test_repair_restores_a_missing_or_misdirected_link(service_factory):
     # Too fresh: a build that just completed is its own tail's to link.
     link.unlink()
     assert not repair(store, RepairPolicy(tail_grace=3600, image_grace=0, purge_grace=0))
-    # The worker's reconcile thread runs the pass by itself.
-    thread = ReconcileThread(store, interval=0.1, repair_interval=0.1, repair_policy=NOW)
-    thread.start()
-    try:
-        wait_for(lambda: _points_at(link, p1), 10, "the reconcile thread's repair pass to fix the link")
-    finally:
-        thread.stop()
-        thread.join(10)
+    # The worker runs the pass by itself, in its main thread (no thread in a process that forks).
+    worker = BuildWorker([store.queue.rq_queue()], connection=store.redis, store=store, interval=0.1,
+                         repair_interval=0.1, repair_policy=NOW)
+    worker.housekeep()
+    assert _points_at(link, p1)
 
 
 def test_repair_finishes_a_lost_tail_and_gets_the_image_built(service_factory):
