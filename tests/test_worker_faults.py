@@ -128,6 +128,9 @@ def test_dead_job_process_is_failed_from_rq_verdict_not_stale_heartbeat(service_
     worker = env.start_worker("--reconcile-interval", "1")  # default stale_after: 30 s
     wait_in_pip_stage(store, build_id, env)
     horse = _horse_of(env, worker)
+    # The flat worker: the process that forks work horses runs no other thread, while a job runs
+    # (and its reconciler with it).
+    assert os.listdir(f"/proc/{worker.pid}/task") == [str(worker.pid)]
     os.kill(horse, signal.SIGKILL)
     killed_at = time.monotonic()
     status, info = wait_status(store, build_id, BuildStatus.FAILED, BuildStatus.COMPLETED, timeout=30, env=env)

@@ -281,7 +281,12 @@ def test_reconciler_spares_a_long_queued_build_a_worker_just_took(service_factor
 
     assert reconcile(store, stale_after=30) == []
     assert status_of(store, build_id)[0] == BuildStatus.QUEUED
-    # If that worker really died, the build is still failed once the state outlasts stale_after.
-    wait_for(lambda: reconcile(store, stale_after=0.5) == [build_id], 10, "the reconciler to fail it")
+    # If that worker really died, the build is queued again (its next attempt) once the state
+    # outlasts stale_after: never left QUEUED on a dead job, never FAILED for it.
+    wait_for(lambda: reconcile(store, stale_after=0.5) == [build_id], 10, "the reconciler to queue it again")
     status, info = status_of(store, build_id)
-    assert status == BuildStatus.FAILED and "died before starting" in info
+    assert status == BuildStatus.QUEUED and "died before starting" in info
+    from conda_store_jupyter.worker.queue import build_job_id
+
+    assert build_row(store, build_id).job_id == build_job_id(build_id, 2)
+    assert Job.exists(build_job_id(build_id, 2), connection=store.redis)
