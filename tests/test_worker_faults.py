@@ -9,24 +9,20 @@ from __future__ import annotations
 import os
 import signal
 import subprocess
-import sys
 import time
-from dataclasses import dataclass
 from pathlib import Path
 
-import httpx
 import pytest
 
 from conda_store_jupyter.app import CondaStore
 from conda_store_jupyter.builder.records import current_platform
 from conda_store_jupyter.schema import BuildStatus
-from conda_store_jupyter.server.testing import bearer
 from conda_store_jupyter.testing.config import local_channel_traits, write_config
 from conda_store_jupyter.worker.queue import BUILD_QUEUE, build_job_id
 from conda_store_jupyter.worker.tasks import load_store
 
-from .fixtures_service import (BUILD_DEADLINE, QUICK, SLOW, build_row, descendants, make_build, status_of,
-                               wait_for, wait_in_pip_stage, wait_status)
+from .fixtures_service import (BUILD_DEADLINE, QUICK, SLOW, StandaloneServer, build_row, descendants, make_build,
+                               proc_state, status_of, wait_for, wait_in_pip_stage, wait_status)
 from .processes import free_port, stop_process
 from .redis_server import available, restartable_redis_server
 
@@ -154,7 +150,7 @@ def test_stuck_job_process_is_replaced_and_its_build_retried(service_factory, ha
     wait_for(lambda: build_row(store, build_id).job_id == build_job_id(build_id, 2), 60,
              "the stuck attempt to be replaced")
     assert time.monotonic() - stopped_at < 60
-    wait_for(lambda: not Path(f"/proc/{horse}").exists() or _state(horse) == "Z", 30, "the stuck horse to be gone")
+    wait_for(lambda: not Path(f"/proc/{horse}").exists() or proc_state(horse) == "Z", 30, "the stuck horse to be gone")
     # The same worker takes the next attempt: its slot was freed.
     wait_for(lambda: status_of(store, build_id)[0] == BuildStatus.BUILDING, 60, "attempt 2 to start")
     assert worker.poll() is None
@@ -162,62 +158,9 @@ def test_stuck_job_process_is_replaced_and_its_build_retried(service_factory, ha
     wait_status(store, build_id, BuildStatus.CANCELED, timeout=30, env=env)
 
 
-def _state(pid: int) -> str | None:
-    try:
-        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
-    except OSError:
-        return None
-
-
 # -- conda-store-server --standalone, as the README runs it --------------------------------------------
 ADMIN = "faults-admin-token-0123456789abcdef"
 pytestmark_linux = pytest.mark.skipif(current_platform() != "linux-64", reason="the local test channel is linux-64")
-
-
-@dataclass
-class Standalone:
-    """``conda-store-server --standalone`` in a subprocess (its own session), restartable on one store."""
-
-    config: Path
-    tmp: Path
-    port: int
-    proc: subprocess.Popen | None = None
-
-    @property
-    def url(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
-
-    def start(self) -> None:
-        log = self.tmp / "server.log"
-        with open(log, "ab") as out:
-            self.proc = subprocess.Popen(
-                [str(Path(sys.executable).parent / "conda-store-server"), "--standalone", f"--config={self.config}",
-                 f"--port={self.port}", "--workers=2"],
-                stdout=out, stderr=subprocess.STDOUT, cwd=self.tmp, start_new_session=True)
-        wait_for(lambda: httpx.get(f"{self.url}/api/v1/", timeout=2).status_code == 200, 120,
-                 "conda-store-server to answer", 0.2, proc=self.proc, log=log, ignore=httpx.HTTPError)
-
-    def submit(self, spec: str) -> int:
-        resp = httpx.post(f"{self.url}/api/v1/specification/", json={"namespace": "team", "specification": spec},
-                          headers=bearer(ADMIN), timeout=60)
-        assert resp.status_code == 200, resp.text
-        return int(resp.json()["data"]["build_id"])
-
-    def processes(self) -> dict[int, str]:
-        """pid -> command name of every process the server started (and they started)."""
-        return {p: _comm(p) for p in descendants(self.proc.pid)}
-
-    def log(self) -> str:
-        return (self.tmp / "server.log").read_text(errors="replace")[-4000:] + "".join(
-            f"\n== {p.name}\n{p.read_text(errors='replace')[-2000:]}"
-            for p in sorted((self.tmp / "store" / ".logs").glob("*.log")))
-
-
-def _comm(pid: int) -> str:
-    try:
-        return Path(f"/proc/{pid}/comm").read_text().strip()
-    except OSError:
-        return "?"
 
 
 @pytest.fixture
@@ -230,18 +173,18 @@ def standalone(tmp_path, local_channel, package_cache_dir):
         AuthenticationBackend={"predefined_tokens": {
             ADMIN: {"primary_namespace": "team", "role_bindings": {"*/*": ["admin"]}, "username": "admin"}}},
     )
-    server = Standalone(config=config, tmp=tmp_path, port=free_port())
+    server = StandaloneServer(config=config, tmp=tmp_path, port=free_port(), token=ADMIN)
     yield server
     if server.proc is not None and server.proc.poll() is None:
         stop_process(server.proc, group=True)
 
 
 def _alive(pid: int) -> bool:
-    state = _state(pid)
+    state = proc_state(pid)
     return state is not None and state != "Z"
 
 
-def _wait_all_completed(server: Standalone, builds: list[int], store) -> None:
+def _wait_all_completed(server: StandaloneServer, builds: list[int], store) -> None:
     for build_id in builds:
         try:
             wait_for(lambda: status_of(store, build_id)[0].finished, 3 * BUILD_DEADLINE, f"build {build_id} to end")
@@ -289,13 +232,8 @@ def test_standalone_restarts_and_redis_kills_lose_no_build(standalone):
     _wait_all_completed(standalone, last, store)
 
 
-def _try_submit(server: Standalone, spec: str) -> int | None:
-    try:
-        resp = httpx.post(f"{server.url}/api/v1/specification/", json={"namespace": "team", "specification": spec},
-                          headers=bearer(ADMIN), timeout=30)
-    except httpx.HTTPError:
-        return None
-    return int(resp.json()["data"]["build_id"]) if resp.status_code == 200 else None
+def _try_submit(server: StandaloneServer, spec: str) -> int | None:
+    return server.try_submit(spec)
 
 
 @pytestmark_linux
