@@ -1,7 +1,8 @@
 """``CondaStore``: the one configurable object shared by server and worker.
 
 It owns the settings (every trait has help text), the database session factory, the storage
-backend and the Redis connection. Server and worker load the same traitlets config file
+backend and the Redis connection. It knows nothing of the queue built on them: callers make a
+``worker.queue.BuildQueue(store)`` (the worker package depends on this module, never the reverse). Server and worker load the same traitlets config file
 (``conda_store_config.py``) so they always agree. Trait names follow upstream conda-store where
 the concept is the same, so existing config files carry over.
 """
@@ -297,7 +298,6 @@ class CondaStore(LoggingConfigurable):
 
     # -- queue ----------------------------------------------------------------------------------
     _redis = None
-    _queue = None
 
     @property
     def redis(self):
@@ -316,15 +316,6 @@ class CondaStore(LoggingConfigurable):
                 health_check_interval=30,
             )
         return self._redis
-
-    @property
-    def queue(self):
-        """The :class:`~conda_store_jupyter.worker.queue.BuildQueue` (enqueue, cancel, delete)."""
-        if self._queue is None:
-            from .worker.queue import BuildQueue
-
-            self._queue = BuildQueue(self)
-        return self._queue
 
     # -- loading --------------------------------------------------------------------------------
     @classmethod

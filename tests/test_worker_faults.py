@@ -25,6 +25,7 @@ from .fixtures_service import (BUILD_DEADLINE, QUICK, SLOW, StandaloneServer, bu
                                proc_state, status_of, wait_for, wait_in_pip_stage, wait_status)
 from .processes import free_port, stop_process
 from .redis_server import available, restartable_redis_server
+from conda_store_jupyter.worker.queue import BuildQueue
 
 needs_redis = pytest.mark.skipif(not available(), reason="redis-server is not installed")
 
@@ -47,7 +48,7 @@ def test_build_timeout_zero_means_no_limit(service_factory):
     env = service_factory(build_timeout=0)
     store = env.store
     build_id = make_build(store, QUICK)
-    job_id = store.queue.enqueue_build(build_id)
+    job_id = BuildQueue(store).enqueue_build(build_id)
     assert Job.fetch(job_id, connection=store.redis).timeout == -1  # RQ's "no timeout"
     env.start_worker("--burst").wait(timeout=BUILD_DEADLINE)
     assert status_of(store, build_id) == (BuildStatus.COMPLETED, None), env.worker_logs()[-3000:]
@@ -61,7 +62,7 @@ def test_external_redis_killed_and_restarted_empty_loses_no_build(service_factor
         store = env.store
         builds = [make_build(store, _spec(i)) for i in range(3)]
         for build_id in builds:
-            store.queue.enqueue_build(build_id)
+            BuildQueue(store).enqueue_build(build_id)
         worker = env.start_worker("--reconcile-interval", "1")
         wait_for(lambda: status_of(store, builds[0])[0] != BuildStatus.QUEUED, BUILD_DEADLINE, "the first build to start")
         redis_server.kill()
@@ -80,7 +81,7 @@ def test_build_of_a_killed_worker_is_queued_again(service_factory, hanging_index
     env = service_factory(pip_index_url=hanging_index.url)
     store = env.store
     build_id = make_build(store, SLOW)
-    store.queue.enqueue_build(build_id)
+    BuildQueue(store).enqueue_build(build_id)
     first = env.start_worker("--reconcile-interval", "0")
     wait_in_pip_stage(store, build_id, env)
     os.kill(first.pid, signal.SIGKILL)  # the RQ worker alone: its supervisor stops the build
@@ -90,12 +91,12 @@ def test_build_of_a_killed_worker_is_queued_again(service_factory, hanging_index
              "the build to be queued again as attempt 2")
     status, info = status_of(store, build_id)
     assert status == BuildStatus.QUEUED and "worker" in info, info
-    wait_for(lambda: store.queue.rq_queue(BUILD_QUEUE).job_ids == [build_job_id(build_id, 2)], 10,
+    wait_for(lambda: BuildQueue(store).rq_queue(BUILD_QUEUE).job_ids == [build_job_id(build_id, 2)], 10,
              "attempt 2 on the build queue")
     wait_for(lambda: hanging_index.open == 0, 15, "the first attempt's uv to be stopped")
     env.start_worker()
     wait_in_pip_stage(store, build_id, env)  # attempt 2 runs
-    store.queue.cancel_build(build_id)
+    BuildQueue(store).cancel_build(build_id)
     assert wait_status(store, build_id, BuildStatus.CANCELED, BuildStatus.FAILED, timeout=30, env=env)[0] == \
         BuildStatus.CANCELED
 
@@ -120,7 +121,7 @@ def test_dead_job_process_is_failed_from_rq_verdict_not_stale_heartbeat(service_
     env = service_factory(pip_index_url=hanging_index.url, build_max_attempts=1)
     store = env.store
     build_id = make_build(store, SLOW)
-    store.queue.enqueue_build(build_id)
+    BuildQueue(store).enqueue_build(build_id)
     worker = env.start_worker("--reconcile-interval", "1")  # default stale_after: 30 s
     wait_in_pip_stage(store, build_id, env)
     horse = _horse_of(env, worker)
@@ -141,7 +142,7 @@ def test_stuck_job_process_is_replaced_and_its_build_retried(service_factory, ha
     env = service_factory(pip_index_url=hanging_index.url)
     store = env.store
     build_id = make_build(store, SLOW)
-    store.queue.enqueue_build(build_id)
+    BuildQueue(store).enqueue_build(build_id)
     worker = env.start_worker("--reconcile-interval", "1", "--stale-after", "3")
     wait_in_pip_stage(store, build_id, env)
     horse = _horse_of(env, worker)
@@ -154,7 +155,7 @@ def test_stuck_job_process_is_replaced_and_its_build_retried(service_factory, ha
     # The same worker takes the next attempt: its slot was freed.
     wait_for(lambda: status_of(store, build_id)[0] == BuildStatus.BUILDING, 60, "attempt 2 to start")
     assert worker.poll() is None
-    store.queue.cancel_build(build_id)
+    BuildQueue(store).cancel_build(build_id)
     wait_status(store, build_id, BuildStatus.CANCELED, timeout=30, env=env)
 
 

@@ -18,6 +18,7 @@ from ..exceptions import (
     ValidationError,
 )
 from ..schema import BuildArtifactType, BuildStatus, Specification
+from ..worker.queue import BuildQueue
 from ._query import Page, PageResult, has_artifact, paginate, visible_clause
 from .environments import prepare_specification, submit_specification
 from .namespaces import create_namespace
@@ -141,7 +142,7 @@ def submit(store: CondaStore, *, namespace: str, specification: Specification,
     with store.session() as db:
         ns = create_namespace(db, namespace, exist_ok=True)
         build_id = submit_specification(db, ns, specification, description).id
-    store.queue.enqueue_build(build_id)
+    BuildQueue(store).enqueue_build(build_id)
     return build_id
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 from .. import api
 from ..auth.rbac import Permission
 from ..schema import BuildArtifactType, BuildStatus
+from ..worker.queue import BuildQueue
 from . import serialize
 from .artifacts import send_artifact
 from .base import BaseHandler, parse_id
@@ -44,7 +45,7 @@ class BuildHandler(BaseHandler):
             build = api.get_build(db, parse_id(build_id))
             self.authorize(db, Permission.ENVIRONMENT_UPDATE, _arn(build))
             new_id = api.rebuild(db, build).id
-        self.store.queue.enqueue_build(new_id)
+        BuildQueue(self.store).enqueue_build(new_id)
         self.ok({"build_id": new_id}, message="rebuild triggered")
 
     def delete(self, build_id: str) -> None:
@@ -53,7 +54,7 @@ class BuildHandler(BaseHandler):
             self.authorize(db, Permission.BUILD_DELETE, _arn(build))
             api.delete_build(db, build)
             deleted = build.id
-        self.store.queue.enqueue_delete_build(deleted)
+        BuildQueue(self.store).enqueue_delete_build(deleted)
         self.ok()
 
 
@@ -62,7 +63,7 @@ class BuildCancelHandler(BaseHandler):
         with self.store.session() as db:
             build = api.get_build(db, parse_id(build_id))
             self.authorize(db, Permission.BUILD_CANCEL, _arn(build))
-        self.store.queue.cancel_build(build.id)  # ConflictError (409) if it already finished
+        BuildQueue(self.store).cancel_build(build.id)  # ConflictError (409) if it already finished
         self.ok(message=f"build {build.id} canceled")
 
 

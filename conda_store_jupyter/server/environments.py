@@ -10,6 +10,7 @@ from ..auth.rbac import Permission
 from ..exceptions import ValidationError
 from ..naming import validate_name
 from ..schema import BuildArtifactType, BuildStatus
+from ..worker.queue import BuildQueue
 from . import serialize
 from .artifacts import send_artifact
 from .base import BaseHandler
@@ -62,7 +63,7 @@ class EnvironmentHandler(BaseHandler):
             env = api.get_environment(db, ns, name)
             changed = api.update_environment(db, env, build_id=build_id, description=description)
         if changed:
-            self.store.queue.enqueue_update_environment_link(env.id)
+            BuildQueue(self.store).enqueue_update_environment_link(env.id)
         self.ok()
 
     def delete(self, ns: str, name: str) -> None:
@@ -70,7 +71,7 @@ class EnvironmentHandler(BaseHandler):
             self.authorize(db, Permission.ENVIRONMENT_DELETE, _arn(ns, name))
             env = api.get_environment(db, ns, name)
             api.delete_environment(db, env)
-        self.store.queue.enqueue_delete_environment(env.id)
+        BuildQueue(self.store).enqueue_delete_environment(env.id)
         self.ok()
 
 

@@ -11,6 +11,7 @@ from .. import api
 from ..auth.rbac import Permission
 from ..exceptions import ValidationError
 from ..naming import validate_name
+from ..worker.queue import BuildQueue
 from . import serialize
 from .base import BaseHandler
 
@@ -57,7 +58,7 @@ class NamespaceHandler(BaseHandler):
             namespace = api.get_namespace(db, ns)
             api.delete_namespace(db, namespace)
             namespace_id = namespace.id
-        self.store.queue.enqueue_delete_namespace(namespace_id)
+        BuildQueue(self.store).enqueue_delete_namespace(namespace_id)
         self.ok()
 
 

@@ -158,7 +158,9 @@ def transition(store: "CondaStore", build_id: int, expected: tuple[BuildStatus, 
 
 
 class BuildQueue:
-    """Enqueue, cancel and clean up builds. ``CondaStore.queue`` returns one."""
+    """Enqueue, cancel and clean up builds of ``store``: ``BuildQueue(store).enqueue_build(id)``.
+
+    It holds nothing but the store (Redis connection and settings), so making one is free."""
 
     def __init__(self, store: "CondaStore") -> None:
         self.store = store

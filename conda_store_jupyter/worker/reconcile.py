@@ -38,6 +38,7 @@ from typing import TYPE_CHECKING
 from ..schema import BuildStatus
 from .queue import (
     BUILD_QUEUE,
+    BuildQueue,
     QueueUnavailableError,
     build_job_id,
     cancel_key,
@@ -200,7 +201,7 @@ def interrupt(store: "CondaStore", build_id: int, expected: BuildStatus, job_id:
     with contextlib.suppress(Exception):  # the live log is a convenience
         publish_line(store, build_id, f"BUILD INTERRUPTED: {reason}; queued again (attempt {attempt + 1} of {most})")
     try:
-        store.queue.enqueue_build_job(build_id, next_id)
+        BuildQueue(store).enqueue_build_job(build_id, next_id)
     except QueueUnavailableError as exc:  # the database says QUEUED as next_id: the next pass enqueues it
         log.warning("build %s: could not enqueue attempt %s yet: %s", build_id, attempt + 1, exc)
     return True
@@ -222,7 +223,7 @@ def _enqueue_current(store: "CondaStore", row: _Row) -> bool:
                 .values(job_id=job_id).execution_options(synchronize_session=False))
             if result.rowcount != 1:
                 return False
-    return store.queue.enqueue_build_job(row.id, job_id)
+    return BuildQueue(store).enqueue_build_job(row.id, job_id)
 
 
 def _heartbeat_age(store: "CondaStore", build_id: int) -> float | None:

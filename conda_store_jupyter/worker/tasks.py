@@ -56,6 +56,7 @@ from .queue import (
     MIGRATED_ENV,
     REDIS_URL_ENV,
     WORK_DIR,  # noqa: F401 - re-exported
+    BuildQueue,
     cancel_key,
     compare_and_set,
     end_build,
@@ -378,7 +379,7 @@ def finish_completed(store: "CondaStore", build_id: int) -> None:
     # so a slow image never delays the environment and a failed one never fails the build.
     if BuildArtifactType.DOCKER_MANIFEST.value in store.build_artifacts:
         try:
-            store.queue.enqueue_image_once(build_id)
+            BuildQueue(store).enqueue_image_once(build_id)
         except Exception as exc:  # noqa: BLE001 - the build is done; the image can be re-queued
             log.warning("build %s: could not queue its image job: %s", build_id, exc)
 
@@ -610,14 +611,6 @@ def main(argv: list[str] | None = None) -> int:
     status = run_build(store, args.build_id)
     return 0 if status in (BuildStatus.COMPLETED, BuildStatus.FAILED) else 1
 
-
-# Jobs queued by an older server name the deletion functions under this module.
-from .purge import (  # noqa: E402,F401
-    delete_build,
-    delete_environment,
-    delete_namespace,
-    update_environment_link,
-)
 
 if __name__ == "__main__":
     sys.exit(main())
