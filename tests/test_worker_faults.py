@@ -9,6 +9,7 @@ from __future__ import annotations
 import os
 import signal
 import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -254,3 +255,23 @@ def test_embedded_redis_persists_with_an_append_only_file(standalone):
     wait_for(lambda: client.get("conda-store:test:persisted") == b"1", 30, "the restarted Redis to have the key",
              ignore=redis.exceptions.ConnectionError)
     client.close()
+
+
+def test_a_replaced_attempt_never_records_the_outcome(service_factory):
+    """The child of an attempt the reconciler replaced (presumed dead, yet still running) finishes
+    its pipeline but must not end the build the newer attempt is running now."""
+    from conda_store_jupyter.worker.queue import JOB_ID_ENV, transition
+
+    env = service_factory()
+    store = env.store
+    build_id = make_build(store, QUICK)
+    BuildQueue(store).enqueue_build(build_id)
+    assert transition(store, build_id, (BuildStatus.QUEUED,), status=BuildStatus.BUILDING,
+                      job_id=build_job_id(build_id, 2))  # attempt 2 is running somewhere
+    child = subprocess.run(
+        [sys.executable, "-m", "conda_store_jupyter.worker.tasks", "run-build", str(build_id), "--config",
+         str(env.config)], env={**os.environ, JOB_ID_ENV: build_job_id(build_id, 1)},
+        capture_output=True, text=True, timeout=BUILD_DEADLINE)
+    assert "ended elsewhere" in child.stderr, child.stderr[-3000:]
+    assert status_of(store, build_id) == (BuildStatus.BUILDING, None)
+    assert build_row(store, build_id).job_id == build_job_id(build_id, 2)

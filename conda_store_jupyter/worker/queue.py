@@ -77,6 +77,10 @@ CONFIG_ENV = "CONDA_STORE_CONFIG"
 REDIS_URL_ENV = "CONDA_STORE_REDIS_URL"
 """Environment variable overriding ``CondaStore.redis_url`` (set by EmbeddedServices for its workers)."""
 
+JOB_ID_ENV = "CONDA_STORE_BUILD_JOB_ID"
+"""Set by the supervisor for its build child: the attempt (RQ job id) the child records its outcome
+for, so a child of an attempt the reconciler replaced can never end the build of a newer one."""
+
 MIGRATED_ENV = "CONDA_STORE_DATABASE_MIGRATED"
 """Set (to "1") by a process that has applied the migrations, for the job and build processes it
 starts: they skip alembic (~0.3 s each) instead of checking the schema again."""

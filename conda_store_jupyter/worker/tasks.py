@@ -53,6 +53,7 @@ from ..schema import BuildArtifactType, BuildStatus
 from .queue import (
     CANCELED_BY_USER,
     CONFIG_ENV,
+    JOB_ID_ENV,
     MIGRATED_ENV,
     REDIS_URL_ENV,
     WORK_DIR,  # noqa: F401 - re-exported
@@ -221,6 +222,9 @@ def supervise(store: "CondaStore", build_id: int, config_path: str | None, *, jo
     env[MIGRATED_ENV] = "1"  # this process has opened the database (claimed the build): schema is current
     if store.redis_url:
         env[REDIS_URL_ENV] = store.redis_url
+    env.pop(JOB_ID_ENV, None)
+    if job_id is not None:
+        env[JOB_ID_ENV] = job_id
     parent = os.getppid()
     limit = store.build_time_limit
     deadline = time.monotonic() + limit if limit is not None else float("inf")
@@ -325,6 +329,8 @@ def _after_child(store: "CondaStore", build_id: int, outcome: ChildExit, job_id:
     from ..urls import redact_text
     from .reconcile import interrupt
 
+    if not _is_current_attempt(store, build_id, job_id):
+        return  # the reconciler gave the build to a newer attempt: it owns state, prefix and log now
     if outcome.interrupted is not None:
         # Not the build's fault: queue it again (or fail it once it used all its attempts).
         # Only if the child did not manage to commit a final state first.
@@ -508,7 +514,8 @@ def _record_failure(store: "CondaStore", build_id: int, build_key: str, paths: "
     from .logs import finish_log
 
     with store.session() as db:
-        if not compare_and_set(db, build_id, (BuildStatus.BUILDING,), status=BuildStatus.FAILED,
+        if not compare_and_set(db, build_id, (BuildStatus.BUILDING,), expected_job_id=os.environ.get(JOB_ID_ENV),
+                               status=BuildStatus.FAILED,
                                status_info=reason, ended_on=utcnow()):
             return  # canceled or reconciled meanwhile
         rows = {BuildArtifactType.LOGS: _put_log(store, build_key, paths.log)}
@@ -536,7 +543,8 @@ def _record_success(store: "CondaStore", build_id: int, build_key: str, outputs:
     from ..orm import utcnow
 
     with store.session() as db:
-        claimed = compare_and_set(db, build_id, (BuildStatus.BUILDING,), status=BuildStatus.COMPLETED,
+        claimed = compare_and_set(db, build_id, (BuildStatus.BUILDING,), expected_job_id=os.environ.get(JOB_ID_ENV),
+                                  status=BuildStatus.COMPLETED,
                                   ended_on=utcnow(), status_info=None, size=outputs.size_bytes)
         if claimed:  # same transaction: COMPLETED is never visible without its log and packages
             keys = {**keys, BuildArtifactType.LOGS: _put_log(store, build_key, paths.log),
@@ -555,6 +563,10 @@ def _record_success(store: "CondaStore", build_id: int, build_key: str, outputs:
                 .execution_options(synchronize_session=False)
             )
     if not claimed:  # canceled or reconciled meanwhile: the other side owns the final state
+        if not _is_current_attempt(store, build_id, os.environ.get(JOB_ID_ENV)):
+            # A newer attempt of this build runs now, into the same prefix and artifact keys.
+            log.warning("build %s ended elsewhere (a newer attempt runs it); leaving its files", build_id)
+            return BuildStatus.FAILED
         log.warning("build %s ended elsewhere before it could complete; discarding its results", build_id)
         shutil.rmtree(outputs.prefix, ignore_errors=True)
         for key in keys.values():
