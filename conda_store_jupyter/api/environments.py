@@ -32,10 +32,11 @@ def prepare_specification(store: CondaStore, text: str | bytes | Mapping[str, An
     """
     from ..schema import specification_from_dict
 
+    policy = {"allowed_channels": store.allowed_channels, "channel_alias": store.conda_channel_alias}
     if isinstance(text, Mapping):
-        spec = specification_from_dict(dict(text), allowed_channels=store.allowed_channels)
+        spec = specification_from_dict(dict(text), **policy)
     else:
-        spec = parse_specification(text, allowed_channels=store.allowed_channels)
+        spec = parse_specification(text, **policy)
     if not spec.channels:
         spec = spec.model_copy(update={"channels": list(store.conda_default_channels)})
     spec = spec.with_packages(store.conda_included_packages)
