@@ -4,7 +4,8 @@
 
 ``standalone`` (default): ``conda-store-server --standalone`` (embedded Redis, 2 workers) in a
 subprocess, builds submitted over the REST API. Each round submits its share of the builds,
-waits a random 0.2-3 s and injects one fault, chosen at random among
+waits a random 0.2-3 s and injects one fault; the faults come in a random order, every kind once
+before any kind twice:
 
 * ``redis``   kill -9 of the embedded redis-server (the server restarts it),
 * ``server``  kill -9 of the server (its children get SIGTERM from the kernel), then started again,
@@ -200,13 +201,16 @@ def main() -> int:
     service = (Standalone if args.mode == "standalone" else External)(root, channel, package_cache)
     submitted: list[int] = []
     recoveries: list[tuple[str, float]] = []
+    order: list[str] = []
     per_round = args.builds // args.rounds
     plan = [per_round] * (args.rounds - 1) + [args.builds - per_round * (args.rounds - 1)]
     try:
         for r, count in enumerate(plan):
             submitted += [service.submit(len(submitted)) for _ in range(count)]
             time.sleep(random.uniform(0.2, 3.0))  # a random point of the builds' lives
-            fault = random.choice(service.faults)
+            if not order:
+                order = random.sample(service.faults, len(service.faults))
+            fault = order.pop()
             at, t0 = utcnow(), time.monotonic()
             service.inject(fault)
             # A probe build, so there is work after the fault even if the round's are done.

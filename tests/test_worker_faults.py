@@ -166,19 +166,31 @@ pytestmark_linux = pytest.mark.skipif(current_platform() != "linux-64", reason="
 
 
 @pytest.fixture
-def standalone(tmp_path, local_channel, package_cache_dir):
-    config = tmp_path / "conda_store_config.py"
-    write_config(
-        config,
-        {"store_directory": str(tmp_path / "store"), **local_channel_traits(local_channel, package_cache_dir),
-         "conda_solve_platforms": ["linux-64"], "build_artifacts": ["LOCKFILE", "YAML"]},
-        AuthenticationBackend={"predefined_tokens": {
-            ADMIN: {"primary_namespace": "team", "role_bindings": {"*/*": ["admin"]}, "username": "admin"}}},
-    )
-    server = StandaloneServer(config=config, tmp=tmp_path, port=free_port(), token=ADMIN)
-    yield server
-    if server.proc is not None and server.proc.poll() is None:
-        stop_process(server.proc, group=True)
+def standalone_factory(tmp_path, local_channel, package_cache_dir):
+    """Make a :class:`StandaloneServer` on a fresh store (trait overrides for ``CondaStore``)."""
+    made: list[StandaloneServer] = []
+
+    def make(**traits) -> StandaloneServer:
+        config = tmp_path / "conda_store_config.py"
+        write_config(
+            config,
+            {"store_directory": str(tmp_path / "store"), **local_channel_traits(local_channel, package_cache_dir),
+             "conda_solve_platforms": ["linux-64"], "build_artifacts": ["LOCKFILE", "YAML"], **traits},
+            AuthenticationBackend={"predefined_tokens": {
+                ADMIN: {"primary_namespace": "team", "role_bindings": {"*/*": ["admin"]}, "username": "admin"}}},
+        )
+        made.append(StandaloneServer(config=config, tmp=tmp_path, port=free_port(), token=ADMIN))
+        return made[-1]
+
+    yield make
+    for server in made:
+        if server.proc is not None and server.proc.poll() is None:
+            stop_process(server.proc, group=True)
+
+
+@pytest.fixture
+def standalone(standalone_factory):
+    return standalone_factory()
 
 
 def _alive(pid: int) -> bool:
@@ -274,4 +286,25 @@ def test_a_replaced_attempt_never_records_the_outcome(service_factory):
         capture_output=True, text=True, timeout=BUILD_DEADLINE)
     assert "ended elsewhere" in child.stderr, child.stderr[-3000:]
     assert status_of(store, build_id) == (BuildStatus.BUILDING, None)
+    assert build_row(store, build_id).job_id == build_job_id(build_id, 2)
+
+
+@pytestmark_linux
+def test_standalone_stop_leaves_no_process_and_requeues_the_running_build(standalone_factory, hanging_index):
+    """SIGTERM to the server while a build hangs in uv: every process it started is gone when it
+    has exited (the build child and uv too), and the build is queued again, not FAILED."""
+    server = standalone_factory(pip_index_url=hanging_index.url)
+    store = load_store(str(server.config))
+    server.start()
+    build_id = server.submit(SLOW)
+    wait_for(lambda: hanging_index.open > 0, 3 * BUILD_DEADLINE, "the build to hang in uv")
+    started = server.processes()
+    assert any(name == "uv" for name in started.values()), started
+    server.proc.send_signal(signal.SIGTERM)
+    assert server.proc.wait(60) == 0, server.log()
+    left = {p: name for p, name in started.items() if _alive(p)}
+    assert not left, f"processes left after the server stopped: {left}"
+    assert hanging_index.open == 0
+    status, info = status_of(store, build_id)
+    assert status == BuildStatus.QUEUED and "shut down" in info, info
     assert build_row(store, build_id).job_id == build_job_id(build_id, 2)

@@ -149,9 +149,10 @@ def judge(store: "CondaStore", row: _Row, now: datetime, stale_after: float) -> 
         if beat_age is not None and beat_age <= stale_after:
             return None  # alive
         since_start = (now - (row.started_on or row.scheduled_on)).total_seconds()
-        if beat_age is None and (since_start <= stale_after
-                                 or _first_seen_ago(store, silent_key(row.id), stale_after) <= stale_after):
-            return None  # just claimed, or its heartbeat was lost with Redis and will come back
+        if beat_age is None:
+            silent_for = _first_seen_ago(store, silent_key(row.id), stale_after)
+            if since_start <= stale_after or silent_for <= stale_after:
+                return None  # just claimed, or its heartbeat was lost with Redis and will come back
     flag = store.redis.get(cancel_key(row.id))
     if flag is not None:
         return Verdict("cancel", flag.decode("utf-8", "replace"))

@@ -2,7 +2,7 @@
 
 Process layout of a running build (why each level exists)::
 
-    conda-store-worker          RQ worker: takes jobs, runs the reconciler thread
+    conda-store-worker          RQ worker (one thread, runner.BuildWorker): takes jobs, reconciles
     └── work horse (fork)       RQ's per-job process: runs build_environment() = the *supervisor*
         └── build child         `python -m conda_store_jupyter.worker.tasks run-build <id>`
             └── uv, ...         in the child's own session / process group
@@ -15,12 +15,15 @@ writes the final state is never the one being killed. A fresh interpreter (not a
 inheriting the worker's sockets and the thread state of native libraries.
 
 The supervisor polls every ``POLL_INTERVAL`` for: the child's exit, the cancel flag, the deadline,
-and the death of its own parent (worker SIGKILLed -> stop the build). Every ``STATUS_INTERVAL`` it
-refreshes the build's heartbeat key, so the reconciler (``reconcile.py``) can tell a live build
-from an orphaned one, and re-reads the build's status: a build someone else already ended (the
-reconciler, after a Redis or network outage hid our heartbeat) is stopped at once instead of
-running on into a prefix nobody will use. The child watches its parent too and kills its own
-process group if the supervisor disappears.
+SIGTERM (its worker's cold shutdown or watchdog) and the death of its own parent (worker
+SIGKILLed). The last two *interrupt* the build: it is queued again as its next attempt
+(``reconcile.interrupt``), not failed. Every ``STATUS_INTERVAL`` it refreshes the build's
+heartbeat key, so the reconciler (``reconcile.py``) can tell a live build from an orphaned one,
+and re-reads the build's status and attempt: a build someone else already ended or gave to a
+newer attempt (the reconciler, after a Redis or network outage hid our heartbeat) is stopped at
+once instead of running on into a prefix nobody will use. The child watches its parent too and
+kills its own process group if the supervisor disappears; it records its outcome only for its
+own attempt (``JOB_ID_ENV``).
 
 COMPLETED is the point of no return. Once the child committed it, the supervisor no longer stops
 the child for a cancel or the deadline (only after ``TAIL_GRACE``, or if the worker dies): the
@@ -56,7 +59,6 @@ from .queue import (
     JOB_ID_ENV,
     MIGRATED_ENV,
     REDIS_URL_ENV,
-    WORK_DIR,  # noqa: F401 - re-exported
     BuildQueue,
     cancel_key,
     compare_and_set,
@@ -138,10 +140,6 @@ class ChildExit:
     again (``reconcile.interrupt``), not failed."""
 
 
-class WorkerShutdown(Exception):
-    """SIGTERM reached the supervisor: its worker is shutting down (cold) or replacing it."""
-
-
 def build_environment(build_id: int, config_path: str | None = None) -> None:
     """RQ job: claim build ``build_id`` (QUEUED -> BUILDING), run it in a supervised child process."""
     from rq import get_current_job
@@ -161,7 +159,6 @@ def build_environment(build_id: int, config_path: str | None = None) -> None:
         if _is_current_attempt(store, build_id, expected_job_id):
             store.redis.delete(heartbeat_key(build_id))
         return
-    outcome: ChildExit | None = None
     try:
         outcome = supervise(store, build_id, config_path, job_id=expected_job_id)
         _after_child(store, build_id, outcome, job_id=expected_job_id)
