@@ -2,9 +2,10 @@
 
 It owns the settings (every trait has help text), the database session factory, the storage
 backend and the Redis connection. It knows nothing of the queue built on them: callers make a
-``worker.queue.BuildQueue(store)`` (the worker package depends on this module, never the reverse). Server and worker load the same traitlets config file
-(``conda_store_config.py``) so they always agree. Trait names follow upstream conda-store where
-the concept is the same, so existing config files carry over.
+``worker.queue.BuildQueue(store)`` (the worker package depends on this module, never the
+reverse). Server and worker load the same traitlets config file (``conda_store_config.py``) so
+they always agree. Trait names follow upstream conda-store where the concept is the same, so
+existing config files carry over.
 """
 
 from __future__ import annotations

@@ -98,7 +98,8 @@ def test_the_checker_sees_a_cycle(tmp_path):
     (package / "__init__.py").write_text("")
     (package / "a.py").write_text("def f():\n    from .sub import b\n")
     (package / "sub" / "__init__.py").write_text("")
-    (package / "sub" / "b.py").write_text("from typing import TYPE_CHECKING\nif TYPE_CHECKING:\n    from ..a import f\n")
+    (package / "sub" / "b.py").write_text(
+        "from typing import TYPE_CHECKING\nif TYPE_CHECKING:\n    from ..a import f\n")
     (package / "c.py").write_text("from . import a\n")
     # a -> sub.b inside a function, sub.b -> a under TYPE_CHECKING: a cycle; c -> a is not one.
     assert import_cycles(package) == {frozenset({f"{NAME}.a", f"{NAME}.sub.b"})}

@@ -65,7 +65,8 @@ def test_external_redis_killed_and_restarted_empty_loses_no_build(service_factor
         for build_id in builds:
             BuildQueue(store).enqueue_build(build_id)
         worker = env.start_worker("--reconcile-interval", "1")
-        wait_for(lambda: status_of(store, builds[0])[0] != BuildStatus.QUEUED, BUILD_DEADLINE, "the first build to start")
+        wait_for(lambda: status_of(store, builds[0])[0] != BuildStatus.QUEUED, BUILD_DEADLINE,
+                 "the first build to start")
         redis_server.kill()
         redis_server.start()  # same port, nothing in it
         assert store.redis.dbsize() <= 1  # (a heartbeat may already be back)

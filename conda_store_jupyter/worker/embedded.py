@@ -51,7 +51,8 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 RESTART_BACKOFF = (0.0, 1.0, 2.0, 5.0, 10.0, 30.0)
-"""Seconds to wait before restarting a child that died, growing with consecutive quick deaths."""
+"""Seconds to wait before restarting a child that died, growing with consecutive quick deaths
+(the first restart is immediate: a killed Redis is back before most clients notice)."""
 
 HEALTHY_AFTER = 60.0
 """A child that ran this long before dying counts as healthy: its back-off starts over."""
@@ -259,7 +260,7 @@ class EmbeddedServices:
         if child.restart_at == 0.0:  # just noticed the death: schedule the restart
             lived = now - child.started
             child.quick_deaths = 0 if lived >= HEALTHY_AFTER else child.quick_deaths + 1
-            delay = RESTART_BACKOFF[min(child.quick_deaths - 1 if child.quick_deaths else 0, len(RESTART_BACKOFF) - 1)]
+            delay = RESTART_BACKOFF[min(max(child.quick_deaths - 1, 0), len(RESTART_BACKOFF) - 1)]
             child.restart_at = now + delay
             log.warning("%s exited with %s after %.0f s; restarting in %.0f s", child.name, child.proc.returncode,
                         lived, delay)

@@ -161,7 +161,8 @@ def judge(store: "CondaStore", row: _Row, now: datetime, stale_after: float) -> 
     if state == "missing":
         return Verdict("interrupt", "its job disappeared from the build queue while building (was Redis restarted?)")
     if beat_age is None:
-        return Verdict("interrupt", f"the worker running it stopped (no heartbeat since it started {since_start:.0f} s ago)")
+        return Verdict("interrupt",
+                       f"the worker running it stopped (no heartbeat since it started {since_start:.0f} s ago)")
     return Verdict("interrupt", f"the worker running it stopped responding (no heartbeat for {beat_age:.0f} s)")
 
 
