@@ -216,7 +216,7 @@ def test_standalone_restarts_and_redis_kills_lose_no_build(standalone):
     assert len(redis_pids) == 1
 
     # 1. A graceful restart with builds queued and running: nothing FAILED, nothing left running.
-    builds = [standalone.submit(_spec(i)) for i in range(4)]
+    builds = [standalone.submit(_spec(i)) for i in range(3)]
     wait_for(lambda: any(status_of(store, b)[0] == BuildStatus.BUILDING for b in builds), BUILD_DEADLINE,
              "a build to start")
     started = standalone.processes()
@@ -231,16 +231,16 @@ def test_standalone_restarts_and_redis_kills_lose_no_build(standalone):
 
     # 2. kill -9 of the embedded Redis with builds queued: its append-only file keeps them, the
     # server restarts it, workers and server reconnect, submissions work again by themselves.
-    more = [standalone.submit(_spec(i)) for i in range(4, 7)]
+    more = [standalone.submit(_spec(i)) for i in range(3, 5)]
     [redis_pid] = [p for p, name in standalone.processes().items() if name.startswith("redis-server")]
     os.kill(redis_pid, signal.SIGKILL)
     wait_for(lambda: [p for p, n in standalone.processes().items() if n.startswith("redis-server") and p != redis_pid],
              30, "the embedded redis-server to be restarted")
-    more.append(wait_for(lambda: _try_submit(standalone, _spec(7)), 30, "a submission to be accepted again"))
+    more.append(wait_for(lambda: _try_submit(standalone, _spec(5)), 30, "a submission to be accepted again"))
     _wait_all_completed(standalone, more, store)
 
     # 3. kill -9 of the server itself with builds queued: the next start builds them.
-    last = [standalone.submit(_spec(i)) for i in range(8, 10)]
+    last = [standalone.submit(_spec(i)) for i in range(6, 8)]
     os.kill(standalone.proc.pid, signal.SIGKILL)
     standalone.proc.wait()
     standalone.start()

@@ -20,9 +20,9 @@ of the job this worker runs makes no progress for ``stale_after`` seconds, the h
 queues the build again (RQ saw the job fail). Detection takes at most ``stale_after`` + one
 monitoring interval (30 + 10 s by default), well within a minute.
 
-**Stopping a horse** (cold shutdown, RQ's own job timeout, the watchdog) sends SIGTERM first: the
-supervisor stops its build's process group and queues the build again, then exits. SIGKILL
-follows after ``HORSE_STOP_GRACE`` seconds if it did not.
+**Stopping a horse** (cold shutdown, RQ's own job timeout) sends SIGTERM first: the supervisor
+stops its build's process group and queues the build again, then exits. SIGKILL follows after
+``HORSE_STOP_GRACE`` seconds if it did not. The watchdog kills a stuck horse at once.
 
 **Redis-tolerant.** Redis restarting (or being restarted by ``EmbeddedServices``) must not kill a
 worker in the middle of a build: failed heartbeats and maintenance are logged and retried, and
@@ -81,6 +81,8 @@ class BuildWorker(Worker):
         self.repair_interval = REPAIR_INTERVAL if repair_interval is None else float(repair_interval)
         self.repair_policy = repair_policy or RepairPolicy()
         self.stop_signaled = False
+        self._housekeeping = False
+        self._pending_stop: tuple | None = None  # a stop signal that arrived during housekeeping
         self._next_reconcile = 0.0
         self._next_repair = 0.0  # the first pass repairs too
         self._progress: tuple[str, bytes | None, float] | None = None  # (job id, heartbeat, when it changed)
@@ -121,16 +123,24 @@ class BuildWorker(Worker):
         from .repair import repair
 
         self._next_reconcile = time.monotonic() + self.interval
+        self._housekeeping = True
         try:
-            reconcile(self.store, stale_after=self.stale_after)
-        except Exception as exc:  # noqa: BLE001 - Redis or the database may come back
-            log.warning("reconcile failed (retrying in %.0f s): %s: %s", self.interval, type(exc).__name__, exc)
-        if self.repair_interval > 0 and time.monotonic() >= self._next_repair:
-            self._next_repair = time.monotonic() + self.repair_interval
             try:
-                repair(self.store, self.repair_policy)
-            except Exception as exc:  # noqa: BLE001
-                log.warning("repair failed (retrying in %.0f s): %s: %s", self.repair_interval, type(exc).__name__, exc)
+                reconcile(self.store, stale_after=self.stale_after)
+            except Exception as exc:  # noqa: BLE001 - Redis or the database may come back
+                log.warning("reconcile failed (retrying in %.0f s): %s: %s", self.interval, type(exc).__name__, exc)
+            if self.repair_interval > 0 and time.monotonic() >= self._next_repair:
+                self._next_repair = time.monotonic() + self.repair_interval
+                try:
+                    repair(self.store, self.repair_policy)
+                except Exception as exc:  # noqa: BLE001
+                    log.warning("repair failed (retrying in %.0f s): %s: %s", self.repair_interval,
+                                type(exc).__name__, exc)
+        finally:
+            self._housekeeping = False
+            pending, self._pending_stop = self._pending_stop, None
+            if pending is not None:  # now RQ may raise StopRequested (idle) or flag the stop (busy)
+                super().request_stop(*pending)
 
     # -- while a job runs -------------------------------------------------------------------------
     def maintain_heartbeats(self, job, execution) -> None:
@@ -169,14 +179,21 @@ class BuildWorker(Worker):
             return
         silent = now - self._progress[2]
         if silent > self.stale_after:
-            log.error("job %s (build %s) made no progress for %.0f s; stopping its work horse %s",
+            log.error("job %s (build %s) made no progress for %.0f s; killing its work horse %s",
                       job.id, job.args[0], silent, self.horse_pid)
             self._progress = None
-            self.kill_horse()
+            # A stuck process would not act on SIGTERM either: SIGKILL its group. Its build child
+            # sees its parent gone and kills its own group; the reconciler queues the build again.
+            super().kill_horse(signal.SIGKILL)
 
     # -- stopping ---------------------------------------------------------------------------------
     def request_stop(self, signum, frame) -> None:
         self.stop_signaled = True
+        if self._housekeeping:
+            # RQ raises StopRequested from the signal handler when idle; inside a reconcile pass
+            # some ``except Exception`` would swallow it. Deliver it when the pass is over.
+            self._pending_stop = (signum, frame)
+            return
         super().request_stop(signum, frame)
 
     def kill_horse(self, sig: int = signal.SIGKILL) -> None:
