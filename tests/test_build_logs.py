@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from conda_store_jupyter.schema import BuildStatus
 from conda_store_jupyter.worker.logs import live_lines, read_log, stored_or_live_log
+from conda_store_jupyter.worker.queue import BuildQueue
 
 from .fixtures_service import QUICK, SLOW, make_build, status_of, wait_for, wait_in_pip_stage, wait_status
 
@@ -25,7 +26,7 @@ def test_completed_build_live_and_stored_logs_agree(service_factory):
     env = service_factory()
     store = env.store
     build_id = make_build(store, QUICK)
-    store.queue.enqueue_build(build_id)
+    BuildQueue(store).enqueue_build(build_id)
     env.start_worker("--burst", *NO_RECONCILER)
     assert wait_status(store, build_id, BuildStatus.COMPLETED, BuildStatus.FAILED, env=env)[0] == BuildStatus.COMPLETED
     stored = stored_or_live_log(store, build_id).splitlines()
@@ -37,12 +38,12 @@ def test_canceled_build_keeps_its_output_then_one_final_line(service_factory, ha
     env = service_factory(pip_index_url=hanging_index.url)
     store = env.store
     build_id = make_build(store, SLOW)
-    store.queue.enqueue_build(build_id)
+    BuildQueue(store).enqueue_build(build_id)
     env.start_worker(*NO_RECONCILER)
     wait_in_pip_stage(store, build_id, env)
     wait_for(lambda: hanging_index.open > 0, 60, "uv to connect to the pip index")
 
-    store.queue.cancel_build(build_id)
+    BuildQueue(store).cancel_build(build_id)
     assert wait_status(store, build_id, BuildStatus.CANCELED, BuildStatus.FAILED, timeout=30, env=env) == (
         BuildStatus.CANCELED, "canceled by user")
     stored = stored_or_live_log(store, build_id).splitlines()
@@ -60,11 +61,11 @@ def test_build_canceled_while_its_process_starts_has_a_log_of_its_own(service_fa
     env = service_factory(pip_index_url=hanging_index.url)
     store = env.store
     build_id = make_build(store, SLOW)
-    store.queue.enqueue_build(build_id)
+    BuildQueue(store).enqueue_build(build_id)
     env.start_worker(*NO_RECONCILER)
     wait_for(lambda: status_of(store, build_id)[0] != BuildStatus.QUEUED, 60, "a worker to claim the build",
              interval=0.01)
-    store.queue.cancel_build(build_id)
+    BuildQueue(store).cancel_build(build_id)
     wait_status(store, build_id, BuildStatus.CANCELED, BuildStatus.FAILED, timeout=30, env=env)
     stored = stored_or_live_log(store, build_id).splitlines()
     assert stored[0].startswith(f"build {build_id} (") and " on " in stored[0]
@@ -75,8 +76,8 @@ def test_build_canceled_while_its_process_starts_has_a_log_of_its_own(service_fa
 def test_canceled_queued_build_has_one_line(service_factory):
     store = service_factory().store
     build_id = make_build(store, SLOW)
-    store.queue.enqueue_build(build_id)
-    store.queue.cancel_build(build_id)
+    BuildQueue(store).enqueue_build(build_id)
+    BuildQueue(store).cancel_build(build_id)
     assert stored_or_live_log(store, build_id) == "BUILD CANCELED: canceled by user\n"
     assert _live(store, build_id) == ["BUILD CANCELED: canceled by user"]
 
@@ -85,7 +86,7 @@ def test_failed_build_is_chronological_with_the_cause_on_top_and_last(service_fa
     env = service_factory()
     store = env.store
     build_id = make_build(store, "name: nope\ndependencies:\n  - no-such-package\n")
-    store.queue.enqueue_build(build_id)
+    BuildQueue(store).enqueue_build(build_id)
     env.start_worker("--burst", *NO_RECONCILER)
     status, info = wait_status(store, build_id, BuildStatus.FAILED, BuildStatus.COMPLETED, env=env)
     assert status == BuildStatus.FAILED and "no-such-package" in info
@@ -104,7 +105,7 @@ def test_build_stopped_by_its_timeout_ends_with_the_reason(service_factory, hang
     env = service_factory(pip_index_url=hanging_index.url, build_timeout=12)
     store = env.store
     build_id = make_build(store, SLOW)
-    store.queue.enqueue_build(build_id)
+    BuildQueue(store).enqueue_build(build_id)
     env.start_worker(*NO_RECONCILER)
     status, info = wait_status(store, build_id, BuildStatus.FAILED, BuildStatus.COMPLETED, timeout=90, env=env)
     assert status == BuildStatus.FAILED and "limit" in info, info

@@ -20,6 +20,7 @@ from conda_store_jupyter.storage.base import blob_key
 from conda_store_jupyter.worker import lifecycle
 from conda_store_jupyter.worker.logs import stored_or_live_log
 from conda_store_jupyter.worker.record import record_artifacts
+from conda_store_jupyter.worker.queue import BuildQueue
 
 from .fixtures_service import QUICK, build_row, completed_build, make_build, status_of
 
@@ -155,7 +156,7 @@ def test_a_build_that_cannot_be_queued_fails_with_its_log(service_factory):
     store = service_factory(redis_url=f"redis://127.0.0.1:{free_port()}/0").store
     build_id = make_build(store, QUICK)
     with pytest.raises(QueueUnavailableError):
-        store.queue.enqueue_build(build_id)
+        BuildQueue(store).enqueue_build(build_id)
     status, info = status_of(store, build_id)
     assert status == BuildStatus.FAILED and info.startswith("the build queue (Redis) is not reachable")
     assert stored_or_live_log(store, build_id) == f"BUILD FAILED: {info}\n"

@@ -2,7 +2,9 @@
 
 ::
 
+    QUEUED    --assign_job-->    QUEUED              a job id for a build that had none (reconciler)
     QUEUED    --claim-->         BUILDING            the worker taking the job (tasks.build_environment)
+    QUEUED | BUILDING --requeue--> QUEUED            its next attempt, after an interruption (reconciler)
     QUEUED    --end-->           CANCELED | FAILED   API cancel, enqueue failure, reconciler
     BUILDING  --complete-->      COMPLETED           the build child, pipeline succeeded
     BUILDING  --fail-->          FAILED              the build child, pipeline failed
@@ -12,7 +14,9 @@
 The API, the worker, the reconciler and repair change state only through these functions. Each
 is a compare-and-set (``UPDATE build ... WHERE status IN (<expected>)``), so two writers (a
 cancel and a finishing build, the reconciler and a worker, two reconcilers) always end in exactly
-one final state, and whatever belongs with the state (log and artifact rows, packages, the
+one final state; given the job id of an attempt (``job_id``), only while that attempt is the
+build's current one (``Build.job_id``), so an attempt the reconciler replaced changes nothing.
+Whatever belongs with the state (log and artifact rows, packages, the
 environment's current build) is written in the same transaction: nobody sees COMPLETED without
 its packages, or any final state without its log.
 
@@ -60,13 +64,15 @@ def final_line(status: BuildStatus, reason: str) -> str:
 
 # -- the compare-and-set ------------------------------------------------------------------------
 def _compare_and_set(db: "Session", build_id: int, expected: Sequence[BuildStatus], *conditions: Any,
-                     **values: Any) -> bool:
-    """In the caller's transaction: set the build's columns if its status is one of ``expected``
-    (and ``conditions`` hold); True if this call changed it."""
+                     attempt: str | None = None, **values: Any) -> bool:
+    """In the caller's transaction: set the build's columns if its status is one of ``expected``,
+    ``conditions`` hold and (given) the job ``attempt`` is its current one; True if this call changed it."""
     from sqlalchemy import update
 
     from .. import orm
 
+    if attempt is not None:
+        conditions = (*conditions, orm.Build.job_id == attempt)
     result = db.execute(
         update(orm.Build)
         .where(orm.Build.id == int(build_id), orm.Build.status.in_(list(expected)), *conditions)
@@ -76,13 +82,16 @@ def _compare_and_set(db: "Session", build_id: int, expected: Sequence[BuildStatu
     return result.rowcount == 1
 
 
-def _state(store: "CondaStore", build_id: int) -> tuple[BuildStatus, str] | None:
-    """(status, build key) of the build, None if it does not exist."""
+def _state(store: "CondaStore", build_id: int, job_id: str | None = None) -> tuple[BuildStatus, str] | None:
+    """(status, build key) of the build; None if it does not exist or (given ``job_id``) another
+    attempt is its current one."""
     from .. import orm
 
     with store.session() as db:
         build = db.get(orm.Build, int(build_id))
-        return None if build is None else (BuildStatus(build.status), build.build_key)
+        if build is None or (job_id is not None and build.job_id != job_id):
+            return None
+        return BuildStatus(build.status), build.build_key
 
 
 def _own_log_key(build_key: str) -> str:
@@ -109,21 +118,37 @@ def _announce(store: "CondaStore", build_id: int, lines: Sequence[str], status: 
         log.warning("build %s: could not end its live log: %s", build_id, exc)
 
 
-# -- QUEUED -> BUILDING ---------------------------------------------------------------------------
+# -- QUEUED -> BUILDING, and back -----------------------------------------------------------------
 def claim(store: "CondaStore", build_id: int, *, job_id: str | None = None) -> bool:
-    """QUEUED -> BUILDING (``started_on`` now); False if the build is no longer QUEUED."""
+    """QUEUED -> BUILDING (``started_on`` now); False if the build is no longer QUEUED or (given
+    ``job_id``) that job is not its current attempt: a replaced attempt must not run it again."""
     from ..orm import utcnow
 
-    values: dict[str, Any] = {"status": BuildStatus.BUILDING, "started_on": utcnow()}
-    if job_id is not None:
-        values["job_id"] = job_id
     with store.session() as db:
-        return _compare_and_set(db, build_id, (BuildStatus.QUEUED,), **values)
+        return _compare_and_set(db, build_id, (BuildStatus.QUEUED,), attempt=job_id, status=BuildStatus.BUILDING,
+                                started_on=utcnow())
+
+
+def assign_job(store: "CondaStore", build_id: int, job_id: str) -> bool:
+    """Give a QUEUED build without a job id (an older server, a crash in between) the id ``job_id``."""
+    from .. import orm
+
+    with store.session() as db:
+        return _compare_and_set(db, build_id, (BuildStatus.QUEUED,), orm.Build.job_id.is_(None), job_id=job_id)
+
+
+def requeue(store: "CondaStore", build_id: int, expected: BuildStatus, job_id: str | None, next_job_id: str,
+            reason: str) -> bool:
+    """``expected`` (QUEUED or BUILDING) -> QUEUED as attempt ``next_job_id``, if ``job_id`` is still the
+    current attempt: the build was interrupted from outside and runs again."""
+    with store.session() as db:
+        return _compare_and_set(db, build_id, (expected,), attempt=job_id, status=BuildStatus.QUEUED,
+                                status_info=f"queued again: {reason}", job_id=next_job_id)
 
 
 # -- ending a build from outside its pipeline ---------------------------------------------------
 def end(store: "CondaStore", build_id: int, expected: Sequence[BuildStatus], status: BuildStatus, reason: str,
-        *, body: str = "", tail: Sequence[str] = (), live: bool = True) -> bool:
+        *, body: str = "", tail: Sequence[str] = (), live: bool = True, job_id: str | None = None) -> bool:
     """End a build whose pipeline did not record its own outcome: canceled while queued, stopped
     by its supervisor (cancel, timeout, crash), reconciled after its worker died, never enqueued.
 
@@ -132,12 +157,13 @@ def end(store: "CondaStore", build_id: int, expected: Sequence[BuildStatus], sta
     process's stderr) and the final status line; a failure's cause also goes on top. ``tail``
     and the final line then go to the live stream, which is marked finished (unless not ``live``:
     Redis is known to be down, and a reader of a build without a stream gets the stored log).
-    False (and nothing written) if the build's status was not in ``expected``.
+    False (and nothing written) if the build's status was not in ``expected`` (or, given
+    ``job_id``, that attempt is no longer the current one).
     """
     from ..orm import utcnow
     from .record import record_artifacts
 
-    state = _state(store, build_id)
+    state = _state(store, build_id, job_id)
     if state is None or state[0] not in expected:
         return False
     last = final_line(status, reason)
@@ -148,7 +174,8 @@ def end(store: "CondaStore", build_id: int, expected: Sequence[BuildStatus], sta
     key = _own_log_key(state[1])
     store.storage.put_bytes(key, text.encode("utf-8"), content_type=LOG_CONTENT_TYPE)
     with store.session() as db:
-        won = _compare_and_set(db, build_id, expected, status=status, status_info=reason, ended_on=utcnow())
+        won = _compare_and_set(db, build_id, expected, attempt=job_id, status=status, status_info=reason,
+                               ended_on=utcnow())
         if won:
             record_artifacts(db, build_id, {BuildArtifactType.LOGS: key}, replace=True)
     if not won:  # the build moved on meanwhile: its own process (or another reconciler) recorded it
@@ -173,12 +200,13 @@ class BuildResult:
     packages: Sequence["InstalledPackage"] = ()
 
 
-def complete(store: "CondaStore", build_id: int, result: BuildResult) -> bool:
+def complete(store: "CondaStore", build_id: int, result: BuildResult, *, job_id: str | None = None) -> bool:
     """BUILDING -> COMPLETED, with its log, artifact rows, packages, size, and as its environment's
     current build unless a newer one already is, in one transaction after the uploads.
 
     False if the build was ended elsewhere meanwhile (canceled, reconciled): the other side owns
-    the final state, and this one removes what only it would have used: its prefix and uploads.
+    the final state, and this one removes what only it would have used: its prefix and uploads;
+    unless (given ``job_id``) a newer attempt of the build runs now, into the same prefix and keys.
     """
     from sqlalchemy import or_, update
 
@@ -186,7 +214,10 @@ def complete(store: "CondaStore", build_id: int, result: BuildResult) -> bool:
     from ..orm import utcnow
     from .record import record_artifacts, record_packages
 
-    state = _state(store, build_id)
+    if _state(store, build_id) is not None and _state(store, build_id, job_id) is None:
+        log.warning("build %s ended elsewhere (a newer attempt runs it); leaving its files", build_id)
+        return False
+    state = _state(store, build_id, job_id)
     uploaded = list(result.artifacts.values())
     won = False
     if state is not None and state[0] == BuildStatus.BUILDING:
@@ -194,8 +225,9 @@ def complete(store: "CondaStore", build_id: int, result: BuildResult) -> bool:
         store.storage.put_file(log_key, result.log, content_type=LOG_CONTENT_TYPE)
         uploaded.append(log_key)
         with store.session() as db:
-            won = _compare_and_set(db, build_id, (BuildStatus.BUILDING,), status=BuildStatus.COMPLETED,
-                                   ended_on=utcnow(), status_info=None, size=result.size_bytes)
+            won = _compare_and_set(db, build_id, (BuildStatus.BUILDING,), attempt=job_id,
+                                   status=BuildStatus.COMPLETED, ended_on=utcnow(), status_info=None,
+                                   size=result.size_bytes)
             if won:
                 build = db.get(orm.Build, int(build_id))
                 record_packages(db, build, result.packages)
@@ -217,14 +249,15 @@ def complete(store: "CondaStore", build_id: int, result: BuildResult) -> bool:
     return won
 
 
-def fail(store: "CondaStore", build_id: int, reason: str, *, log_file: Path, lockfile: Path | None = None) -> bool:
+def fail(store: "CondaStore", build_id: int, reason: str, *, log_file: Path, lockfile: Path | None = None,
+         job_id: str | None = None) -> bool:
     """BUILDING -> FAILED with ``reason``, its log (already ended by ``BuildLog.fail``) and, if the
     solve got that far, its lockfile; uploaded first, recorded in one transaction. False (and the
     uploads removed) if the build was ended elsewhere meanwhile."""
     from ..orm import utcnow
     from .record import record_artifacts
 
-    state = _state(store, build_id)
+    state = _state(store, build_id, job_id)
     if state is None or state[0] != BuildStatus.BUILDING:
         return False
     keys = {BuildArtifactType.LOGS: artifact_key(BuildArtifactType.LOGS, state[1])}
@@ -233,7 +266,7 @@ def fail(store: "CondaStore", build_id: int, reason: str, *, log_file: Path, loc
         keys[BuildArtifactType.LOCKFILE] = artifact_key(BuildArtifactType.LOCKFILE, state[1])
         store.storage.put_file(keys[BuildArtifactType.LOCKFILE], lockfile, content_type="text/yaml")
     with store.session() as db:
-        won = _compare_and_set(db, build_id, (BuildStatus.BUILDING,), status=BuildStatus.FAILED,
+        won = _compare_and_set(db, build_id, (BuildStatus.BUILDING,), attempt=job_id, status=BuildStatus.FAILED,
                                status_info=reason, ended_on=utcnow())
         if won:
             record_artifacts(db, build_id, keys, replace=True)
