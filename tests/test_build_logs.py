@@ -12,11 +12,6 @@ from conda_store_jupyter.worker.queue import BuildQueue
 
 from .fixtures_service import QUICK, SLOW, make_build, status_of, wait_for, wait_in_pip_stage, wait_status
 
-NO_RECONCILER = ("--reconcile-interval", "0")
-"""These workers need no reconciler, and its thread makes a fork-time hang of the work horse
-possible (issue 8, section 3): a test that acts in the first second of a build must not see it."""
-
-
 def _live(store, build_id: int) -> list[str]:
     wait_for(lambda: read_log(store, build_id)[2], 10, "the live log to be finished")
     return live_lines(store, build_id)
@@ -27,7 +22,7 @@ def test_completed_build_live_and_stored_logs_agree(service_factory):
     store = env.store
     build_id = make_build(store, QUICK)
     BuildQueue(store).enqueue_build(build_id)
-    env.start_worker("--burst", *NO_RECONCILER)
+    env.start_worker("--burst")
     assert wait_status(store, build_id, BuildStatus.COMPLETED, BuildStatus.FAILED, env=env)[0] == BuildStatus.COMPLETED
     stored = stored_or_live_log(store, build_id).splitlines()
     assert stored[0].startswith(f"build {build_id} (") and stored[-1].startswith("BUILD COMPLETED in ")
@@ -39,7 +34,7 @@ def test_canceled_build_keeps_its_output_then_one_final_line(service_factory, ha
     store = env.store
     build_id = make_build(store, SLOW)
     BuildQueue(store).enqueue_build(build_id)
-    env.start_worker(*NO_RECONCILER)
+    env.start_worker()
     wait_in_pip_stage(store, build_id, env)
     wait_for(lambda: hanging_index.open > 0, 60, "uv to connect to the pip index")
 
@@ -62,7 +57,7 @@ def test_build_canceled_while_its_process_starts_has_a_log_of_its_own(service_fa
     store = env.store
     build_id = make_build(store, SLOW)
     BuildQueue(store).enqueue_build(build_id)
-    env.start_worker(*NO_RECONCILER)
+    env.start_worker()
     wait_for(lambda: status_of(store, build_id)[0] != BuildStatus.QUEUED, 60, "a worker to claim the build",
              interval=0.01)
     BuildQueue(store).cancel_build(build_id)
@@ -87,7 +82,7 @@ def test_failed_build_is_chronological_with_the_cause_on_top_and_last(service_fa
     store = env.store
     build_id = make_build(store, "name: nope\ndependencies:\n  - no-such-package\n")
     BuildQueue(store).enqueue_build(build_id)
-    env.start_worker("--burst", *NO_RECONCILER)
+    env.start_worker("--burst")
     status, info = wait_status(store, build_id, BuildStatus.FAILED, BuildStatus.COMPLETED, env=env)
     assert status == BuildStatus.FAILED and "no-such-package" in info
     final = f"BUILD FAILED: {info}"
@@ -106,7 +101,7 @@ def test_build_stopped_by_its_timeout_ends_with_the_reason(service_factory, hang
     store = env.store
     build_id = make_build(store, SLOW)
     BuildQueue(store).enqueue_build(build_id)
-    env.start_worker(*NO_RECONCILER)
+    env.start_worker()
     status, info = wait_status(store, build_id, BuildStatus.FAILED, BuildStatus.COMPLETED, timeout=90, env=env)
     assert status == BuildStatus.FAILED and "limit" in info, info
     final = f"BUILD FAILED: {info}"

@@ -197,7 +197,8 @@ def test_late_success_keeps_the_final_log_and_removes_its_prefix(service_factory
     assert lifecycle.claim(store, build_id)
     build = build_row(store, build_id)
     if checked_before_the_end:
-        monkeypatch.setattr(lifecycle, "_state", lambda store, build_id: (BuildStatus.BUILDING, build.build_key))
+        monkeypatch.setattr(lifecycle, "_state",
+                            lambda store, build_id, job_id=None: (BuildStatus.BUILDING, build.build_key))
     assert lifecycle.end(store, build_id, (BuildStatus.BUILDING,), BuildStatus.FAILED, "reconciled")
     prefix = build.prefix_path(store.store_path)
     (prefix / "conda-meta").mkdir(parents=True)
@@ -223,7 +224,7 @@ def test_two_enders_record_one_log_and_the_loser_leaves_nothing(service_factory,
     build_id = make_build(store, QUICK)
     assert lifecycle.claim(store, build_id)
     key = build_row(store, build_id).build_key
-    monkeypatch.setattr(lifecycle, "_state", lambda store, build_id: (BuildStatus.BUILDING, key))
+    monkeypatch.setattr(lifecycle, "_state", lambda store, build_id, job_id=None: (BuildStatus.BUILDING, key))
     assert lifecycle.end(store, build_id, (BuildStatus.BUILDING,), BuildStatus.FAILED, "first")
     assert not lifecycle.end(store, build_id, (BuildStatus.BUILDING,), BuildStatus.CANCELED, "second")
     assert status_of(store, build_id) == (BuildStatus.FAILED, "first")

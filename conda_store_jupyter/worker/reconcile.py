@@ -11,8 +11,9 @@ finds such builds and repairs them, every change a compare-and-set so any number
   however many reconcilers (and the original ``enqueue_build``) try;
 * a build *interrupted* from outside (its job failed or was stopped, its worker went silent, it
   was claimed by a worker that died) is queued again as its next attempt (:func:`interrupt`),
-  until ``CondaStore.build_max_attempts``; only then is it FAILED (:func:`.lifecycle.end`: its log
-  keeps what reached the live stream, then the reason). A BUILDING build with a pending cancel is CANCELED instead.
+  until ``CondaStore.build_max_attempts``; only then is it FAILED (:func:`.lifecycle.end`: its
+  log keeps what reached the live stream, then the reason). A BUILDING build with a pending
+  cancel is CANCELED instead.
 
 How a BUILDING build is judged: the supervising process refreshes a heartbeat key every
 ``tasks.HEARTBEAT_INTERVAL`` (2 s), stamped with the Redis server's clock. A job RQ reports as

@@ -352,7 +352,7 @@ def _after_child(store: "CondaStore", build_id: int, outcome: ChildExit, job_id:
             interrupt(store, build_id, BuildStatus.BUILDING, job_id, outcome.interrupted)
         return
     if outcome.stopped is not None:
-        end_abnormally(store, build_id, outcome.stopped, outcome.reason or "stopped")
+        end_abnormally(store, build_id, outcome.stopped, outcome.reason or "stopped", job_id=job_id)
     elif outcome.returncode != 0:
         rc = outcome.returncode
         how = f"was killed by signal {-rc}" if rc is not None and rc < 0 else f"exited with code {rc}"
@@ -361,7 +361,7 @@ def _after_child(store: "CondaStore", build_id: int, outcome: ChildExit, job_id:
         if err.exists():  # tracebacks may quote index URLs with credentials
             tail = redact_text(err.read_text(errors="replace")[-STDERR_TAIL:]).strip()
         reason = f"the build process {how}" + (f": {tail.splitlines()[-1]}" if tail else "")
-        end_abnormally(store, build_id, BuildStatus.FAILED, reason, extra=tail)
+        end_abnormally(store, build_id, BuildStatus.FAILED, reason, extra=tail, job_id=job_id)
     # The child is dead: nothing of this build writes any more, so both steps below are safe.
     status = build_status(store, build_id)
     if status == BuildStatus.COMPLETED:
@@ -406,7 +406,8 @@ def finish_completed(store: "CondaStore", build_id: int) -> None:
             log.warning("build %s: could not queue its image job: %s", build_id, exc)
 
 
-def end_abnormally(store: "CondaStore", build_id: int, status: BuildStatus, reason: str, extra: str = "") -> bool:
+def end_abnormally(store: "CondaStore", build_id: int, status: BuildStatus, reason: str, extra: str = "",
+                   job_id: str | None = None) -> bool:
     """BUILDING -> ``status`` with ``reason`` (the build child is dead); remove its half-built prefix.
 
     Its log keeps everything the build wrote (its log file, same host; else what reached the live
@@ -427,7 +428,7 @@ def end_abnormally(store: "CondaStore", build_id: int, status: BuildStatus, reas
     body = path.read_text(errors="replace") if path.exists() else "".join(
         f"{line}\n" for line in live_lines(store, build_id))
     return lifecycle.end(store, build_id, (BuildStatus.BUILDING,), status, reason, body=body,
-                         tail=[extra] if extra else ())
+                         tail=[extra] if extra else (), job_id=job_id)
 
 
 # -- the build child ----------------------------------------------------------------------------
