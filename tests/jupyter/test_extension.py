@@ -1,0 +1,278 @@
+"""The jupyter-server extension against a REAL conda-store service (in-process server on a free
+port, real redis-server, real worker processes when a build must run) through pytest-jupyter's
+real jupyter-server: forwarding, builds, the live log stream, auth failures, a service that is
+down or not configured, and the shipped config file that enables the extension.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import re
+import subprocess
+import sys
+import time
+import tomllib
+from pathlib import Path
+
+import httpx
+import pytest
+from traitlets.config import Config
+
+from conda_store_jupyter.schema import BuildStatus
+from conda_store_jupyter.server.testing import bearer, running_server, user_token
+
+from ..fixtures_service import BUILD_DEADLINE, QUICK, SLOW, status_of
+from ..processes import free_port
+
+pytestmark = pytest.mark.filterwarnings("error::jupyter_server.utils.JupyterServerAuthWarning")
+
+ROOT = Path(__file__).resolve().parents[2]
+EXTENSION = "conda_store_jupyter.jupyter"
+
+
+@pytest.fixture
+def service_env(request, service_factory):
+    """A configured store; ``indirect`` param "hanging pip index": builds hang in their pip step."""
+    if getattr(request, "param", None) == "hanging pip index":
+        return service_factory(pip_index_url=request.getfixturevalue("hanging_index").url)
+    return service_factory()
+
+
+@pytest.fixture
+def service(service_env):
+    with running_server(Config(), ["--config", str(service_env.config)]) as server:
+        yield server
+
+
+@pytest.fixture
+def alice(service) -> str:
+    return user_token(service, "alice")
+
+
+@pytest.fixture
+def extension_traits(request, monkeypatch) -> dict:
+    """``c.CondaStoreExtension`` (and environment) of the jupyter-server under test, by scenario
+    (``indirect`` param): the service's URL and alice's token by default."""
+    scenario = getattr(request, "param", "traits")
+    if scenario == "unconfigured":
+        return {}
+    if scenario == "down":  # a port nobody listens on
+        return {"url": f"http://127.0.0.1:{free_port()}", "token": "whatever"}
+    service = request.getfixturevalue("service")
+    if scenario == "environment":
+        monkeypatch.setenv("CONDA_STORE_URL", service.url)
+        monkeypatch.setenv("CONDA_STORE_TOKEN", request.getfixturevalue("alice"))
+        return {}
+    if scenario == "bad token":
+        return {"url": service.url, "token": "not-a-valid-token"}
+    if scenario == "anonymous":
+        return {"url": service.url}
+    assert scenario == "traits", scenario
+    return {"url": service.url, "token": request.getfixturevalue("alice")}
+
+
+@pytest.fixture
+def jp_server_config(extension_traits):
+    return {"ServerApp": {"jpserver_extensions": {EXTENSION: True}},
+            "CondaStoreExtension": extension_traits}
+
+
+async def fetch(jp_fetch, path: str, **kwargs):
+    """``jp_fetch`` under ``conda-store/`` that returns error answers instead of raising."""
+    kwargs.setdefault("raise_error", False)
+    return await jp_fetch("conda-store", path, **kwargs)
+
+
+def body(response) -> dict:
+    return json.loads(response.body)
+
+
+async def wait_status(store, build_id: int, statuses: set[BuildStatus]) -> BuildStatus:
+    deadline = time.monotonic() + BUILD_DEADLINE
+    while (status := status_of(store, build_id)[0]) not in statuses:
+        assert time.monotonic() < deadline, f"build {build_id} still {status}"
+        await asyncio.sleep(0.2)  # the jupyter-server under test runs on this loop: never block it
+    return status
+
+
+# --------------------------------------------------------------------------- forwarding
+
+
+async def test_get_is_forwarded_as_the_configured_user(jp_fetch, service):
+    r = await fetch(jp_fetch, "api/v1/permission/")
+    assert r.code == 200
+    me = body(r)["data"]
+    assert me["authenticated"] and me["username"] == "alice" and me["primary_namespace"] == "alice"
+    # query strings pass through unchanged
+    r = await fetch(jp_fetch, "api/v1/environment/", params={"namespace": "alice", "size": "5"})
+    assert r.code == 200 and body(r)["count"] == 0 and body(r)["size"] == 5
+
+
+async def test_create_environment_through_the_extension_builds(jp_fetch, service, service_env, alice):
+    service_env.start_worker()
+    r = await fetch(jp_fetch, "api/v1/specification/", method="POST",
+                    body=json.dumps({"namespace": "alice", "specification": QUICK}),
+                    headers={"Content-Type": "application/json"})
+    assert r.code == 200, r.body
+    build_id = body(r)["data"]["build_id"]
+    assert await wait_status(service.store, build_id, {BuildStatus.COMPLETED, BuildStatus.FAILED}) \
+        == BuildStatus.COMPLETED, service_env.worker_logs()[-3000:]
+    build = body(await fetch(jp_fetch, f"api/v1/build/{build_id}/"))["data"]
+    assert build["status"] == "COMPLETED"
+
+    # an artifact download: bytes and the headers a browser needs, as the service sent them
+    lockfile = await fetch(jp_fetch, f"api/v1/build/{build_id}/lockfile/")
+    direct = httpx.get(service.api(f"build/{build_id}/lockfile/"), headers=bearer(alice), timeout=30)
+    assert lockfile.code == 200 and lockfile.body == direct.content
+    for name in ("Content-Type", "Content-Disposition", "Content-Length", "Cache-Control"):
+        assert lockfile.headers.get(name) == direct.headers.get(name), name
+    assert lockfile.headers["Content-Disposition"].startswith("attachment; filename=")
+    assert "Set-Cookie" not in lockfile.headers or "conda-store" not in lockfile.headers["Set-Cookie"]
+
+
+async def test_service_errors_come_back_as_worded(jp_fetch, service, alice):
+    spec = {"namespace": "alice", "specification": "name: ok\ndependencies: ['python >>> 3']\n"}
+    r = await fetch(jp_fetch, "api/v1/specification/", method="POST", body=json.dumps(spec))
+    direct = httpx.post(service.api("specification/"), json=spec, headers=bearer(alice), timeout=30)
+    assert r.code == direct.status_code == 400
+    assert body(r) == direct.json() and body(r)["status"] == "error" and body(r)["message"]
+    r = await fetch(jp_fetch, "api/v1/environment/alice/nope/")
+    assert r.code == 404 and body(r)["message"] == httpx.get(
+        service.api("environment/alice/nope/"), headers=bearer(alice), timeout=30).json()["message"]
+
+
+@pytest.mark.parametrize("service_env", ["hanging pip index"], indirect=True)
+async def test_log_stream_arrives_while_the_build_runs(jp_fetch, service, service_env, alice):
+    """A build hangs in its pip step (an index that never answers): its first log events must
+    reach the browser while it is still BUILDING, i.e. nothing between service and browser buffers."""
+    service_env.start_worker()
+    build_id = httpx.post(service.api("specification/"), headers=bearer(alice), timeout=30,
+                          json={"namespace": "alice", "specification": SLOW}).json()["data"]["build_id"]
+    chunks: list[tuple[float, bytes]] = []
+    stream = asyncio.ensure_future(fetch(jp_fetch, f"api/v1/build/{build_id}/logs/stream/",
+                                         request_timeout=BUILD_DEADLINE,
+                                         streaming_callback=lambda c: chunks.append((time.monotonic(), c))))
+    deadline = time.monotonic() + BUILD_DEADLINE
+    while b"data: " not in b"".join(c for _, c in chunks):
+        assert time.monotonic() < deadline and not stream.done(), (chunks, service_env.worker_logs()[-3000:])
+        await asyncio.sleep(0.1)
+    first_event_at = time.monotonic()
+    assert status_of(service.store, build_id)[0] == BuildStatus.BUILDING
+
+    # the stream flows until the build ends: cancel it; the stream says so and closes
+    canceled = httpx.put(service.api(f"build/{build_id}/cancel/"), headers=bearer(alice), timeout=30)
+    assert canceled.status_code == 200, canceled.text
+    response = await asyncio.wait_for(stream, BUILD_DEADLINE)
+    assert response.code == 200 and response.headers["Content-Type"].startswith("text/event-stream")
+    text = b"".join(c for _, c in chunks).decode()
+    assert text.rstrip().endswith("event: end\ndata: build finished"), text[-500:]
+    assert len(chunks) > 1 and chunks[0][0] <= first_event_at < chunks[-1][0]
+
+
+# --------------------------------------------------------------------------- failures
+
+
+@pytest.mark.parametrize("extension_traits", ["bad token"], indirect=True)
+async def test_bad_token_gets_the_services_401(jp_fetch, service):
+    spec = {"namespace": "alice", "specification": QUICK}
+    r = await fetch(jp_fetch, "api/v1/specification/", method="POST", body=json.dumps(spec))
+    direct = httpx.post(service.api("specification/"), json=spec, headers=bearer("not-a-valid-token"), timeout=30)
+    assert r.code == direct.status_code == 401
+    assert body(r) == direct.json() and body(r)["message"]
+    config = body(await fetch(jp_fetch, "config"))["data"]
+    assert config["reachable"] and config["user"]["authenticated"] is False
+
+
+@pytest.mark.parametrize("extension_traits", ["down"], indirect=True)
+async def test_service_down_is_a_503_with_the_reason(jp_fetch, jp_serverapp):
+    url = jp_serverapp.config.CondaStoreExtension.url
+    r = await fetch(jp_fetch, "api/v1/environment/")
+    assert r.code == 503
+    assert body(r) == {"status": "error", "data": None,
+                       "message": f"conda-store service at {url} is not reachable: connection refused"}
+    config = body(await fetch(jp_fetch, "config"))["data"]
+    assert config["configured"] and not config["reachable"] and config["user"] is None
+    assert config["message"] == body(r)["message"]
+
+
+@pytest.mark.parametrize("extension_traits", ["unconfigured"], indirect=True)
+async def test_unconfigured_says_what_to_set(jp_fetch):
+    r = await fetch(jp_fetch, "api/v1/environment/")
+    assert r.code == 503
+    message = body(r)["message"]
+    assert message.startswith("no conda-store service is configured")
+    for setting in ("CONDA_STORE_URL", "CONDA_STORE_TOKEN", "c.CondaStoreExtension.url", "c.JupyterHub.public_url"):
+        assert setting in message
+    config = body(await fetch(jp_fetch, "config"))["data"]
+    assert not config["configured"] and config["message"] == message and config["public_url"] is None
+
+
+@pytest.mark.parametrize("extension_traits", ["environment"], indirect=True)
+async def test_configured_by_the_clis_environment_variables(jp_fetch, jp_serverapp, alice):
+    r = await fetch(jp_fetch, "api/v1/permission/")
+    assert body(r)["data"]["username"] == "alice"
+    config = body(await fetch(jp_fetch, "config"))["data"]
+    assert config["url_source"] == "CONDA_STORE_URL" and config["auth"] == "token"
+
+
+async def test_config_endpoint(jp_fetch, service, alice, jp_base_url):
+    r = await fetch(jp_fetch, "config")
+    assert r.code == 200
+    config = body(r)["data"]
+    host = service.url.split("/")[2]
+    assert config == {
+        "configured": True, "reachable": True, "message": None,
+        "url_source": "c.CondaStoreExtension.url", "auth": "token",
+        "api_url": f"{jp_base_url}conda-store/api/v1/",
+        "public_url": service.url.rstrip("/"), "registry": host,
+        "user": config["user"],
+    }
+    assert config["user"]["username"] == "alice"
+    assert alice not in r.body.decode()  # the token stays in the server
+
+
+@pytest.mark.parametrize("extension_traits", ["anonymous"], indirect=True)
+async def test_browser_credentials_never_reach_the_service(jp_fetch, jp_serverapp, service, alice):
+    """The browser's Authorization is for jupyter-server only. Here it is even a valid conda-store
+    token (jupyter-server accepts it too): the service must still see an anonymous caller."""
+    jp_serverapp.identity_provider.token = alice
+    headers = {"Authorization": f"token {alice}", "Cookie": f"conda-store-auth={alice}"}
+    r = await fetch(jp_fetch, "api/v1/permission/", headers=headers)
+    assert r.code == 200 and body(r)["data"]["authenticated"] is False
+
+
+async def test_every_route_needs_jupyter_authentication(jp_fetch):
+    for path in ("config", "api/v1/permission/", "api/v1/environment/"):
+        r = await fetch(jp_fetch, path, headers={"Authorization": ""})
+        assert r.code == 403, path
+    r = await fetch(jp_fetch, "api/v1/specification/", method="POST", body="{}", headers={"Authorization": ""})
+    assert r.code == 403
+
+
+async def test_only_the_api_is_reachable(jp_fetch, jp_base_url):
+    r = await fetch(jp_fetch, "api/v1/../../../hub/api/user")
+    assert r.code == 400 and "'..'" in body(r)["message"]
+    r = await fetch(jp_fetch, "v2/alice/env/manifests/latest", follow_redirects=False)
+    assert r.code == 404
+
+
+# --------------------------------------------------------------------------- installation
+
+
+def test_the_wheel_enables_the_extension():
+    """pip installs jupyter-config/… into <prefix>/etc/jupyter/…, where jupyter-server reads it."""
+    shipped = ROOT / "jupyter-config" / "jupyter_server_config.d" / "conda_store_jupyter.json"
+    assert json.loads(shipped.read_text()) == {"ServerApp": {"jpserver_extensions": {EXTENSION: True}}}
+    shared = tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["hatch"]["build"]["targets"]["wheel"][
+        "shared-data"]
+    assert shared["jupyter-config/jupyter_server_config.d"] == "etc/jupyter/jupyter_server_config.d"
+    # this venv has the project installed (editable): jupyter-server finds, enables and loads it
+    listed = subprocess.run([sys.executable, "-m", "jupyter_server", "extension", "list"],
+                            capture_output=True, text=True, timeout=120)
+    installed = Path(sys.prefix) / "etc" / "jupyter" / "jupyter_server_config.d" / "conda_store_jupyter.json"
+    if not installed.exists():
+        pytest.fail(f"{installed} is missing: reinstall the project (pip install -e .)")
+    out = re.sub(r"\x1b\[[0-9;]*m", "", listed.stdout + listed.stderr)  # colours
+    assert re.search(rf"^\s*{re.escape(EXTENSION)} enabled$", out, re.M), out
+    assert re.search(rf"^\s*{re.escape(EXTENSION)}\s+OK$", out, re.M), out
