@@ -1,0 +1,174 @@
+/**
+ * The sidebar panel: environments grouped by namespace, each with its build's live status, a
+ * filter box, and per environment: open, rebuild, copy `conda-store run` / `docker pull` lines,
+ * download lockfile / YAML / archive. Host actions (opening tabs, notifications) come in as
+ * callbacks, so the component renders in vitest without JupyterLab.
+ */
+import { useEffect, useId, useMemo, useState } from 'react';
+import type { CondaStoreClient } from '../api';
+import type { Route } from '../views';
+import type { EnvironmentRow, EnvironmentsModel, ModelState } from './model';
+import { groupRows } from './model';
+
+export interface PanelActions {
+  open(route: Route): void;
+  /** Queue a new build of the row's build; resolves to the new build id. */
+  rebuild(row: EnvironmentRow): Promise<number>;
+  copy(text: string, what: string): void;
+}
+
+export interface PanelProps {
+  model: EnvironmentsModel;
+  client: CondaStoreClient;
+  actions: PanelActions;
+  /** host[:port] of the registry for `docker pull` lines. */
+  registryHost: string;
+  /** Why the service cannot be used (from the extension's config), shown instead of the list. */
+  problem?: string | null;
+}
+
+export function useModelState(model: EnvironmentsModel): ModelState {
+  const [state, setState] = useState(model.state);
+  useEffect(() => {
+    const onChange = (_: EnvironmentsModel, next: ModelState) => setState(next);
+    model.changed.connect(onChange);
+    setState(model.state);
+    return () => void model.changed.disconnect(onChange);
+  }, [model]);
+  return state;
+}
+
+/** The status text of a row: `BUILDING · solve`, `COMPLETED`, `no build`. */
+export function statusText(row: EnvironmentRow): string {
+  if (!row.build) return 'no build';
+  return row.step && row.build.status === 'BUILDING' ? `BUILDING · ${row.step}` : row.build.status;
+}
+
+export function EnvironmentsPanel(props: PanelProps) {
+  const { model, actions } = props;
+  const state = useModelState(model);
+  const [filter, setFilter] = useState('');
+  const [expanded, setExpanded] = useState<string | undefined>();
+  const filterId = useId();
+  const groups = useMemo(() => groupRows(state.rows, filter), [state.rows, filter]);
+
+  let body;
+  if (props.problem || state.error) {
+    body = (
+      <div className="cs-panel-message" data-kind="error" role="alert">
+        <strong>conda-store is not available.</strong>
+        <div>{props.problem ?? state.error?.message}</div>
+        <button type="button" className="cs-panel-action" onClick={() => model.refreshSoon()}>Retry</button>
+      </div>
+    );
+  } else if (!state.loaded) {
+    body = <div className="cs-panel-message" role="status">Loading environments…</div>;
+  } else if (state.rows.length === 0) {
+    body = <p className="cs-panel-empty">No environments yet. Use “New environment” to create one.</p>;
+  } else if (groups.length === 0) {
+    body = <p className="cs-panel-empty">No environment matches “{filter}”.</p>;
+  } else {
+    body = groups.map((group) => (
+      <section key={group.namespace} className="cs-panel-group" aria-label={`Namespace ${group.namespace}`}>
+        <h3>{group.namespace}</h3>
+        <ul className="cs-panel-list">
+          {group.rows.map((row) => {
+            const key = `${row.namespace}/${row.name}`;
+            return (
+              <PanelRow key={key} row={row} {...props} expanded={expanded === key}
+                onToggle={() => setExpanded(expanded === key ? undefined : key)} />
+            );
+          })}
+        </ul>
+      </section>
+    ));
+  }
+
+  return (
+    <div className="cs-panel cs-lab">
+      <div className="cs-panel-header">
+        <h2 className="cs-panel-title">conda-store</h2>
+        <button type="button" className="cs-panel-icon-btn" title="New environment" aria-label="New environment"
+          onClick={() => actions.open({ kind: 'create' })}>＋</button>
+        <button type="button" className="cs-panel-icon-btn" title="Refresh" aria-label="Refresh environments"
+          onClick={() => model.refreshSoon()}>⟳</button>
+      </div>
+      <label htmlFor={filterId} className="cs-visually-hidden">Filter environments</label>
+      <input id={filterId} type="search" className="cs-panel-filter" placeholder="Filter environments"
+        value={filter} onChange={(e) => setFilter(e.target.value)} />
+      <div className="cs-panel-body" aria-live="polite" aria-busy={!state.loaded}>{body}</div>
+    </div>
+  );
+}
+
+function PanelRow(props: PanelProps & { row: EnvironmentRow; expanded: boolean; onToggle(): void }) {
+  const { row, actions, client } = props;
+  const label = `${row.namespace}/${row.name}`;
+  const build = row.build;
+  const current = row.environment.current_build;
+  const [rebuilding, setRebuilding] = useState(false);
+  const [error, setError] = useState<string | undefined>();
+  const status = build?.status ?? 'NONE';
+  const tag = current?.build_key ?? 'latest';
+  const rebuild = async () => {
+    setRebuilding(true);
+    setError(undefined);
+    try {
+      actions.open({ kind: 'build', id: await actions.rebuild(row) });
+    } catch (err) {
+      setError((err as Error).message);
+    } finally {
+      setRebuilding(false);
+    }
+  };
+  return (
+    <li className="cs-panel-item" data-environment={label} data-expanded={props.expanded}>
+      <div className="cs-panel-row">
+        <button type="button" className="cs-panel-name" title={`Open ${label}`}
+          onClick={() => actions.open({ kind: 'environment', namespace: row.namespace, name: row.name })}>
+          {row.name}
+        </button>
+        <button type="button" className="cs-panel-status" data-status={status}
+          title={build ? `Build #${build.id}: ${statusText(row)}${build.status_info ? ` (${build.status_info})` : ''}` : 'no build'}
+          aria-label={build ? `Open build ${build.id} of ${label}: ${statusText(row)}` : `${label} has no build`}
+          disabled={!build} onClick={() => build && actions.open({ kind: 'build', id: build.id })}>
+          {statusText(row)}
+        </button>
+        <button type="button" className="cs-panel-icon-btn" aria-expanded={props.expanded}
+          aria-label={`Actions for ${label}`} title="Actions" onClick={props.onToggle}>⋯</button>
+      </div>
+      {props.expanded ? (
+        <div className="cs-panel-actions" role="group" aria-label={`Actions for ${label}`}>
+          <button type="button" className="cs-panel-action"
+            onClick={() => actions.open({ kind: 'environment', namespace: row.namespace, name: row.name })}>Open</button>
+          <button type="button" className="cs-panel-action" disabled={!build || rebuilding}
+            onClick={() => void rebuild()}>{rebuilding ? 'Rebuilding…' : 'Rebuild'}</button>
+          <button type="button" className="cs-panel-action"
+            onClick={() => actions.copy(`conda-store run ${label} -- python`, 'conda-store run line')}>
+            Copy run line
+          </button>
+          <button type="button" className="cs-panel-action"
+            onClick={() => actions.copy(`docker pull ${props.registryHost}/${label}:${tag}`, 'docker pull line')}>
+            Copy docker pull
+          </button>
+          <Download client={client} buildId={current?.id} kind="lockfile" label="Lockfile" env={label} />
+          <Download client={client} buildId={current?.id} kind="yaml" label="YAML" env={label} />
+          <Download client={client} buildId={current?.id} kind="archive" label="Archive" env={label} />
+          {error ? <div className="cs-panel-message" data-kind="error" role="alert">Rebuild: {error}</div> : null}
+        </div>
+      ) : null}
+    </li>
+  );
+}
+
+/** A download of the current build's artifact: a plain link, so the browser streams it to disk. */
+function Download(props: { client: CondaStoreClient; buildId?: number; kind: 'lockfile' | 'yaml' | 'archive';
+  label: string; env: string }) {
+  if (props.buildId === undefined) {
+    return <span className="cs-panel-action" aria-disabled="true">{props.label}</span>;
+  }
+  return (
+    <a className="cs-panel-action" href={props.client.artifactUrl(props.buildId, props.kind)} download
+      aria-label={`Download the ${props.label} of ${props.env}`}>{props.label}</a>
+  );
+}
