@@ -10,6 +10,13 @@ import type { Route } from '../views';
 import type { EnvironmentRow, EnvironmentsModel, ModelState } from './model';
 import { groupRows } from './model';
 
+/** The current build's downloads the panel offers, by the artifact that must exist. */
+const DOWNLOADS = [
+  { type: 'LOCKFILE', kind: 'lockfile', label: 'Lockfile' },
+  { type: 'YAML', kind: 'yaml', label: 'YAML' },
+  { type: 'CONDA_PACK', kind: 'archive', label: 'Archive' }
+] as const;
+
 export interface PanelActions {
   open(route: Route): void;
   /** Queue a new build of the row's build; resolves to the new build id. */
@@ -110,6 +117,8 @@ function PanelRow(props: PanelProps & { row: EnvironmentRow; expanded: boolean; 
   const [error, setError] = useState<string | undefined>();
   const status = build?.status ?? 'NONE';
   const tag = current?.build_key ?? 'latest';
+  // Only what the current build has (a failed or running build has no lockfile yet).
+  const artifacts = new Set((current?.build_artifacts ?? []).map((a) => a.artifact_type));
   const rebuild = async () => {
     setRebuilding(true);
     setError(undefined);
@@ -151,24 +160,13 @@ function PanelRow(props: PanelProps & { row: EnvironmentRow; expanded: boolean; 
             onClick={() => actions.copy(`docker pull ${props.registryHost}/${label}:${tag}`, 'docker pull line')}>
             Copy docker pull
           </button>
-          <Download client={client} buildId={current?.id} kind="lockfile" label="Lockfile" env={label} />
-          <Download client={client} buildId={current?.id} kind="yaml" label="YAML" env={label} />
-          <Download client={client} buildId={current?.id} kind="archive" label="Archive" env={label} />
+          {DOWNLOADS.filter((d) => artifacts.has(d.type)).map((d) => (
+            <a key={d.kind} className="cs-panel-action" href={client.artifactUrl(current!.id, d.kind)} download
+              aria-label={`Download the ${d.label} of ${label}`}>{d.label}</a>
+          ))}
           {error ? <div className="cs-panel-message" data-kind="error" role="alert">Rebuild: {error}</div> : null}
         </div>
       ) : null}
     </li>
-  );
-}
-
-/** A download of the current build's artifact: a plain link, so the browser streams it to disk. */
-function Download(props: { client: CondaStoreClient; buildId?: number; kind: 'lockfile' | 'yaml' | 'archive';
-  label: string; env: string }) {
-  if (props.buildId === undefined) {
-    return <span className="cs-panel-action" aria-disabled="true">{props.label}</span>;
-  }
-  return (
-    <a className="cs-panel-action" href={props.client.artifactUrl(props.buildId, props.kind)} download
-      aria-label={`Download the ${props.label} of ${props.env}`}>{props.label}</a>
   );
 }
