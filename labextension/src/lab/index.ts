@@ -75,17 +75,29 @@ function activate(app: JupyterFrontEnd, palette: ICommandPalette | null, restore
   const host: ViewHost = {
     client,
     config: () => config,
-    navigated: (route) => {
-      watch(route);
-      model.refreshSoon(); // a view may have created, rebuilt or deleted something
+    navigate: (view, route) => {
+      model.refreshSoon(); // the view may have created, rebuilt or deleted something
+      const from = tracker.find((w) => w.content === view);
+      if (from && routeKey(route) === routeKey(view.route)) {
+        view.route = route; // same place (the list's search): in place, its restore data updated
+        from.title.label = view.title.label;
+        void tracker.save(from);
+        return;
+      }
+      const widget = open(route, from);
+      if (from && widget !== from) {
+        // After the current event: the view that asked is still handling it (React).
+        requestAnimationFrame(() => from.dispose());
+      }
     }
   };
 
-  const open = (route: Route, activate = true): MainAreaWidget<CondaStoreView> => {
+  /** The tab of `route` (activated), made if needed; next to `after` when given. */
+  const open = (route: Route, after?: MainAreaWidget<CondaStoreView>): MainAreaWidget<CondaStoreView> => {
     const key = routeKey(route);
     const existing = tracker.find((w) => routeKey(w.content.route) === key);
     if (existing) {
-      if (activate) app.shell.activateById(existing.id);
+      app.shell.activateById(existing.id);
       return existing;
     }
     const content = new CondaStoreView(host, route);
@@ -94,18 +106,11 @@ function activate(app: JupyterFrontEnd, palette: ICommandPalette | null, restore
     widget.addClass('cs-lab-tab');
     widget.title.icon = condaStoreIcon;
     widget.title.closable = true;
-    const syncTab = () => {
-      widget.title.label = content.title.label;
-      widget.title.caption = content.title.caption;
-    };
-    syncTab();
-    content.routeChanged.connect(() => {
-      syncTab();
-      void tracker.save(widget);
-    });
+    widget.title.label = content.title.label;
+    widget.title.caption = content.title.caption;
     void tracker.add(widget);
-    app.shell.add(widget, 'main');
-    if (activate) app.shell.activateById(widget.id);
+    app.shell.add(widget, 'main', after ? { ref: after.id, mode: 'tab-after' } : undefined);
+    app.shell.activateById(widget.id);
     watch(route);
     return widget;
   };

@@ -96,9 +96,9 @@ export function EnvironmentsPanel(props: PanelProps) {
       <div className="cs-panel-header">
         <h2 className="cs-panel-title">conda-store</h2>
         <button type="button" className="cs-panel-icon-btn" title="New environment" aria-label="New environment"
-          onClick={() => actions.open({ kind: 'create' })}>＋</button>
+          onClick={() => actions.open({ kind: 'create' })}><PlusIcon /></button>
         <button type="button" className="cs-panel-icon-btn" title="Refresh" aria-label="Refresh environments"
-          onClick={() => model.refreshSoon()}>⟳</button>
+          onClick={() => model.refreshSoon()}><RefreshIcon /></button>
       </div>
       <label htmlFor={filterId} className="cs-visually-hidden">Filter environments</label>
       <input id={filterId} type="search" className="cs-panel-filter" placeholder="Filter environments"
@@ -168,5 +168,18 @@ function PanelRow(props: PanelProps & { row: EnvironmentRow; expanded: boolean; 
         </div>
       ) : null}
     </li>
+  );
+}
+
+// Material Design icons (Apache-2.0), the set JupyterLab's own toolbar icons come from.
+function PlusIcon() {
+  return <svg viewBox="0 0 24 24" aria-hidden="true"><path d="M19 13h-6v6h-2v-6H5v-2h6V5h2v6h6v2z" /></svg>;
+}
+
+function RefreshIcon() {
+  return (
+    <svg viewBox="0 0 24 24" aria-hidden="true">
+      <path d="M17.65 6.35A7.958 7.958 0 0 0 12 4c-4.42 0-7.99 3.58-7.99 8s3.57 8 7.99 8c3.73 0 6.84-2.55 7.73-6h-2.08A5.99 5.99 0 0 1 12 18c-3.31 0-6-2.69-6-6s2.69-6 6-6c1.66 0 3.14.69 4.22 1.78L13 11h7V4l-2.35 2.35z" />
+    </svg>
   );
 }

@@ -3,7 +3,6 @@
  * in place) and the sidebar panel widget. Both only render; the plugin (index.ts) wires them.
  */
 import { ReactWidget } from '@jupyterlab/apputils';
-import { ISignal, Signal } from '@lumino/signaling';
 import type { CondaStoreClient } from '../api';
 import type { LabConfig } from '../api/labTransport';
 import { App, routePath, routeTitle } from '../views';
@@ -16,13 +15,20 @@ import type { PanelActions } from './panel';
 export interface ViewHost {
   client: CondaStoreClient;
   config(): LabConfig | undefined;
-  /** A route inside a view was followed (e.g. a submitted build): the plugin may watch it. */
-  navigated(route: Route): void;
+  /**
+   * A link or action inside `view` leads to `route`. The plugin shows it in place of the view
+   * (a new tab for the new route, the old one closed), so every tab keeps one route for its
+   * life and the layout restorer sees each change.
+   */
+  navigate(view: CondaStoreView, route: Route): void;
 }
 
-/** Stable identity of a route: one tab per route. */
+/**
+ * Stable identity of a route: one tab per key. The environment list is one tab whatever its
+ * search and page (typing in its search box updates that tab in place).
+ */
 export function routeKey(route: Route): string {
-  return routePath(route) || 'home';
+  return route.kind === 'home' ? 'home' : routePath(route);
 }
 
 /** A link target: the service's own page when users can reach it, else nothing to follow. */
@@ -38,10 +44,7 @@ export class CondaStoreView extends ReactWidget {
     this._route = route;
     this.nav = {
       href: (to) => routeHref(this.host.config(), to),
-      go: (to) => {
-        this.route = to;
-        this.host.navigated(to);
-      }
+      go: (to) => this.host.navigate(this, to)
     };
     this.syncTitle();
   }
@@ -50,16 +53,11 @@ export class CondaStoreView extends ReactWidget {
     return this._route;
   }
 
+  /** Only within the same key (see routeKey): a new key gets a new tab. */
   set route(route: Route) {
     this._route = route;
     this.syncTitle();
     this.update();
-    this._routeChanged.emit(route);
-  }
-
-  /** Emitted when the view navigated in place (the tracker saves the new route for restore). */
-  get routeChanged(): ISignal<this, Route> {
-    return this._routeChanged;
   }
 
   render() {
@@ -77,7 +75,6 @@ export class CondaStoreView extends ReactWidget {
 
   private readonly nav: Navigator;
   private _route: Route;
-  private _routeChanged = new Signal<this, Route>(this);
 }
 
 export class PanelWidget extends ReactWidget {
