@@ -22,6 +22,7 @@ Two kinds of issued token (``orm.Token.scoped``):
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import binascii
 import datetime as dt
@@ -241,10 +242,11 @@ class AuthenticationBackend(LoggingConfigurable):
         return identity or self.anonymous_identity()
 
     async def authenticate_request_async(self, *, cookie: str | None, authorization: str | None) -> Identity:
-        """:meth:`authenticate_request` for request handlers: our own tokens are checked at once
-        (a local lookup), only a JupyterHub token awaits the hub, so a slow or unresponsive hub
-        delays just the requests carrying hub tokens, never the whole server."""
-        identity = self._own_identity(cookie, authorization)
+        """:meth:`authenticate_request` for request handlers: our own tokens are looked up on the
+        executor (a database read, and a ``last_used`` write that may wait for SQLite's lock),
+        only a JupyterHub token awaits the hub, so a slow database or an unresponsive hub delays
+        just the requests that need them, never the whole server."""
+        identity = await asyncio.get_running_loop().run_in_executor(None, self._own_identity, cookie, authorization)
         if identity is None:
             hub_token = self._hub_token(authorization)
             identity = await self.hub.identity_for_token_async(hub_token, self) if hub_token else None
@@ -480,6 +482,8 @@ class AuthenticationBackend(LoggingConfigurable):
         """
         if identity.anonymous:
             return effective_bindings(identity)
+        if _foreign_owner(db, identity) is not None:
+            identity = _without_primary_namespace(identity)
         if _is_scoped(identity):
             return effective_bindings(replace(identity, admin=False))
         return effective_bindings(identity, self.role_mappings(db))
@@ -498,7 +502,35 @@ class AuthenticationBackend(LoggingConfigurable):
         if identity.anonymous:
             raise AuthenticationError(
                 f"request not authenticated: {permission.value} on {arn!r} needs a login or token")
+        if arn.partition("/")[0] == identity.primary_namespace and _foreign_owner(db, identity):
+            raise PermissionDeniedError(
+                f"request not authorized: namespace {identity.primary_namespace!r} belongs to another user, "
+                "so being your primary namespace grants nothing there; ask an admin for access")
         raise PermissionDeniedError(f"request not authorized: {permission.value} on {arn!r} is not allowed")
+
+
+def _foreign_owner(db, identity: Identity) -> str | None:
+    """The owner of ``identity``'s primary namespace if that is another user (else None).
+
+    Security: two identities can name one primary namespace (a token from before user names
+    were mapped injectively, a predefined token, a custom ``authenticated_role_bindings``); the
+    default ``{primary_namespace}/*: admin`` must then not make the second one admin of the
+    first one's environments. Identities without a user name (predefined service tokens) are
+    configured by the admin and keep their grants.
+    """
+    if not identity.username:
+        return None
+    owner = db.scalar(select(orm.Namespace.owner).where(orm.Namespace.name == identity.primary_namespace,
+                                                        orm.Namespace.deleted_on.is_(None)))
+    return owner if owner is not None and owner != identity.username else None
+
+
+def _without_primary_namespace(identity: Identity) -> Identity:
+    """``identity`` minus its own bindings on its primary namespace (namespace role mappings and
+    the admin flag still apply: those are grants made on purpose)."""
+    ns = identity.primary_namespace
+    kept = {glob: roles for glob, roles in identity.role_bindings.items() if glob.partition("/")[0] != ns}
+    return replace(identity, role_bindings=kept)
 
 
 def _reserved_write(held: RoleBindings, permission: Permission, arn: str) -> bool:
