@@ -61,15 +61,17 @@ def resolve_target(url: str = "", token: str = "", environ: Mapping[str, str] | 
         # An explicit token in the Jupyter config wins over any variable, as CONDA_STORE_TOKEN does.
         env["CONDA_STORE_TOKEN"] = token
         env.pop("CONDA_STORE_AUTH", None)
+    if env.get("CONDA_STORE_AUTH", "").strip().lower() == "basic":
+        return ServiceTarget(url=None, problem="CONDA_STORE_AUTH=basic is not supported by the Jupyter "
+                                               "extension: use CONDA_STORE_TOKEN or c.CondaStoreExtension.token")
     try:
         config = resolve_config(url=url or None, environ=env)
     except CLIError as exc:
-        return ServiceTarget(url=None, problem=f"conda-store is misconfigured: {exc}")
+        # The trait goes in where the CLI's option would: name it as the user wrote it.
+        problem = str(exc).replace("--conda-store-url", "c.CondaStoreExtension.url")
+        return ServiceTarget(url=None, problem=f"conda-store is misconfigured: {problem}")
     if config.url_source == "default":
         return ServiceTarget(url=None, problem=f"no conda-store service is configured: {HOW_TO_CONFIGURE}")
-    if config.auth == "basic":  # only reachable through CONDA_STORE_AUTH=basic
-        return ServiceTarget(url=None, problem="CONDA_STORE_AUTH=basic is not supported by the Jupyter "
-                                               "extension: use CONDA_STORE_TOKEN or c.CondaStoreExtension.token")
     return ServiceTarget(
         url=config.url,
         headers=config.auth_headers(),

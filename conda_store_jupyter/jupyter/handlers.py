@@ -19,7 +19,7 @@ from __future__ import annotations
 import json
 import os
 from typing import TYPE_CHECKING, Any
-from urllib.parse import unquote, urlsplit
+from urllib.parse import unquote
 
 import httpx
 from jupyter_server.base.handlers import APIHandler
@@ -113,7 +113,10 @@ class ForwardHandler(_Handler):
         if target.url is None:
             self.fail(503, target.problem or "no conda-store service is configured")
             return
-        # The raw (still percent-encoded) path: what the browser asked for, byte for byte.
+        # The raw (still percent-encoded) path: what the browser asked for, byte for byte. The
+        # route's own argument is already decoded (an encoded "/" or "?" would change meaning).
+        if not self.request.path.startswith(self.own_prefix):
+            raise web.HTTPError(404)
         raw = self.request.path[len(self.own_prefix):]
         if any(segment in (".", "..") for segment in unquote(raw).split("/")):
             self.fail(400, f"path {raw!r} has '.' or '..' segments")
@@ -140,7 +143,9 @@ class ForwardHandler(_Handler):
             value = response.headers.get(name)
             if value is None or (name == "Content-Length" and response.status_code in _NO_BODY):
                 continue
-            self.set_header(name, self._local_location(value) if name == "Location" else value)
+            # Location as it is: the service redirects only to storage (a presigned S3 URL),
+            # which the browser follows without any credential of ours.
+            self.set_header(name, value)
         content_type = response.headers.get("Content-Type", "application/octet-stream")
         try:
             async for chunk in response.aiter_raw():
@@ -154,14 +159,6 @@ class ForwardHandler(_Handler):
             self.log.warning("conda-store: answer from %s broke off: %s", response.url, _reason(exc))
             self.request.connection.close()
         self.finish(set_content_type=content_type)
-
-    def _local_location(self, location: str) -> str:
-        """A redirect inside the service's API stays on this server; others (S3) go as they are."""
-        service = self.extension.target.url or ""
-        for prefix in (f"{service}/", f"{urlsplit(service).path}/"):
-            if prefix != "/" and location.startswith(prefix):
-                return self.own_prefix + location[len(prefix):]
-        return location
 
 
 class ConfigHandler(_Handler):

@@ -22,7 +22,7 @@ from traitlets.config import Config
 from conda_store_jupyter.schema import BuildStatus
 from conda_store_jupyter.server.testing import bearer, running_server, user_token
 
-from ..fixtures_service import BUILD_DEADLINE, QUICK, SLOW, status_of
+from ..fixtures_service import BUILD_DEADLINE, QUICK, SLOW, completed_build, status_of
 from ..processes import free_port
 
 pytestmark = pytest.mark.filterwarnings("error::jupyter_server.utils.JupyterServerAuthWarning")
@@ -40,8 +40,14 @@ def service_env(request, service_factory):
 
 
 @pytest.fixture
-def service(service_env):
-    with running_server(Config(), ["--config", str(service_env.config)]) as server:
+def service(request, service_env):
+    """The service over real HTTP; ``indirect`` param "s3": artifacts in S3 (moto)."""
+    c = Config()
+    if getattr(request, "param", None) == "s3":
+        c.CondaStore.storage_class = "conda_store_jupyter.storage.s3.S3Storage"
+        c.S3Storage.update(bucket_name=f"cs-{time.monotonic_ns()}", access_key="test", secret_key="test",
+                           endpoint_url=request.getfixturevalue("s3_endpoint"), create_bucket=True)
+    with running_server(c, ["--config", str(service_env.config)]) as server:
         yield server
 
 
@@ -68,13 +74,20 @@ def extension_traits(request, monkeypatch) -> dict:
         return {"url": service.url, "token": "not-a-valid-token"}
     if scenario == "anonymous":
         return {"url": service.url}
+    if scenario == "admin":
+        admin = user_token(service, "root", admin=True, role_bindings={"*/*": ["admin"]})
+        return {"url": service.url, "token": admin}
     assert scenario == "traits", scenario
     return {"url": service.url, "token": request.getfixturevalue("alice")}
 
 
 @pytest.fixture
 def jp_server_config(extension_traits):
-    return {"ServerApp": {"jpserver_extensions": {EXTENSION: True}},
+    # allow_unauthenticated_access=False: jupyter-server then checks every extension handler
+    # method for an auth decorator (JupyterServerAuthWarning, an error here via pytestmark).
+    # jupyter_server_terminals (which pytest-jupyter adds) has an undecorated websocket handler.
+    extensions = {EXTENSION: True, "jupyter_server_terminals": False}
+    return {"ServerApp": {"jpserver_extensions": extensions, "allow_unauthenticated_access": False},
             "CondaStoreExtension": extension_traits}
 
 
@@ -129,6 +142,18 @@ async def test_create_environment_through_the_extension_builds(jp_fetch, service
         assert lockfile.headers.get(name) == direct.headers.get(name), name
     assert lockfile.headers["Content-Disposition"].startswith("attachment; filename=")
     assert "Set-Cookie" not in lockfile.headers or "conda-store" not in lockfile.headers["Set-Cookie"]
+
+
+@pytest.mark.parametrize("service", ["s3"], indirect=True)
+@pytest.mark.parametrize("extension_traits", ["admin"], indirect=True)
+async def test_storage_redirects_go_to_the_browser_unchanged(jp_fetch, service, s3_endpoint):
+    """Artifacts in S3 are a 307 to a presigned URL: the browser follows it, we do not fetch it."""
+    build_id = completed_build(service.store, "s3env", ["python"])
+    r = await fetch(jp_fetch, f"api/v1/build/{build_id}/logs/", follow_redirects=False)
+    assert r.code == 307
+    location = r.headers["Location"]
+    assert location.startswith(s3_endpoint) and "Signature" in location
+    assert httpx.get(location, timeout=30).content == b"BUILD COMPLETED in 1.0 s\n"
 
 
 async def test_service_errors_come_back_as_worded(jp_fetch, service, alice):
@@ -276,3 +301,60 @@ def test_the_wheel_enables_the_extension():
     out = re.sub(r"\x1b\[[0-9;]*m", "", listed.stdout + listed.stderr)  # colours
     assert re.search(rf"^\s*{re.escape(EXTENSION)} enabled$", out, re.M), out
     assert re.search(rf"^\s*{re.escape(EXTENSION)}\s+OK$", out, re.M), out
+
+
+async def test_cookie_writes_need_jupyters_xsrf(jp_serverapp, http_server, jp_http_port, jp_base_url, service):
+    """A browser session (cookie) may write only with jupyter-server's XSRF token, as any Lab call."""
+    base = f"http://127.0.0.1:{jp_http_port}{jp_base_url}"
+    async with httpx.AsyncClient(base_url=base, timeout=30) as browser:
+        await browser.get("login")
+        xsrf = browser.cookies["_xsrf"]
+        login = await browser.post("login", data={"password": jp_serverapp.identity_provider.token, "_xsrf": xsrf})
+        assert login.status_code == 302, login.text
+        spec = {"namespace": "alice", "specification": QUICK}
+        forged = await browser.post("conda-store/api/v1/specification/", json=spec)
+        assert forged.status_code == 403 and "_xsrf" in forged.json()["message"]
+        assert (await browser.get("conda-store/api/v1/environment/")).status_code == 200  # reads need none
+        sent = await browser.post("conda-store/api/v1/specification/", json=spec, headers={"X-XSRFToken": xsrf})
+        assert sent.status_code == 200, sent.text
+
+
+# --------------------------------------------------------------------------- which service, which credential
+
+
+def test_resolve_target_follows_the_clis_rules():
+    from conda_store_jupyter.jupyter.config import registry_host, resolve_target
+
+    hub = {"JUPYTERHUB_API_URL": "http://10.0.0.1:8081/hub/api", "JUPYTERHUB_API_TOKEN": "hub-secret",
+           "JUPYTERHUB_PUBLIC_HUB_URL": "https://hub.example.org/hub/"}
+    found = resolve_target(environ=hub)
+    assert (found.url, found.url_source, found.auth) == ("https://hub.example.org/services/conda-store",
+                                                         "JupyterHub", "jupyterhub")
+    assert found.headers == {"Authorization": "token hub-secret"}
+    # the hub token is the user's identity: never sent to a service elsewhere ...
+    elsewhere = resolve_target(environ={**hub, "CONDA_STORE_URL": "https://other.example.com/cs/"})
+    assert (elsewhere.url, elsewhere.auth, dict(elsewhere.headers)) == ("https://other.example.com/cs", "none", {})
+    # ... but a token of the service's own is, and the Jupyter config wins over the environment
+    own = resolve_target("https://other.example.com/cs", "cst_x", environ={**hub, "CONDA_STORE_TOKEN": "cst_env"})
+    assert (own.url_source, own.auth, dict(own.headers)) == ("c.CondaStoreExtension.url", "token",
+                                                              {"Authorization": "Bearer cst_x"})
+    # a password is not the extension's to hold; a wrong setting is reported, not guessed around
+    assert resolve_target(environ={"CONDA_STORE_URL": "http://cs:8080", "CONDA_STORE_USERNAME": "a",
+                                   "CONDA_STORE_PASSWORD": "p"}).auth == "none"
+    basic = resolve_target(environ={"CONDA_STORE_URL": "http://cs:8080", "CONDA_STORE_AUTH": "basic"})
+    assert not basic.configured and "CONDA_STORE_AUTH=basic is not supported" in basic.problem
+    bad = resolve_target(environ={"CONDA_STORE_URL": "cs:8080"})
+    assert not bad.configured and bad.problem.startswith("conda-store is misconfigured: CONDA_STORE_URL 'cs:8080'")
+    assert not resolve_target(environ={}).configured
+    assert resolve_target("localhost", environ={}).problem == (
+        "conda-store is misconfigured: c.CondaStoreExtension.url 'localhost' is not an http(s) URL "
+        "(example: http://localhost:8080)")
+    assert registry_host("https://hub.example.org/services/conda-store") == "hub.example.org"
+
+
+def test_every_trait_has_help():
+    from conda_store_jupyter.jupyter.app import CondaStoreExtension
+
+    own = CondaStoreExtension.class_own_traits(config=True)
+    assert set(own) == {"url", "token", "public_url", "request_timeout", "connect_timeout"}
+    assert all(len(trait.help) > 40 for trait in own.values())
