@@ -157,6 +157,14 @@ def test_lab_panel_create_watch_notify_download(alice_lab, page):
     expect(panel.locator("li[data-environment]")).to_have_count(1)
     panel.get_by_placeholder("Filter environments").fill("")
 
+    # -- the palette: conda-store's commands are there
+    page.keyboard.press("Control+Shift+C")
+    palette = page.locator(".lm-CommandPalette:visible")
+    palette.locator("input").fill("conda-store namespaces")
+    palette.locator(".lm-CommandPalette-item", has_text="conda-store: Namespaces").click()
+    expect(page.locator(".lm-DockPanel-tabBar .lm-TabBar-tab.lm-mod-current")).to_have_text("Namespaces")
+    expect(page.locator(".cs-lab-view:visible").get_by_role("heading", name="Namespaces")).to_be_visible()
+
     # -- reload: the build tab comes back (layout restorer)
     page.reload(wait_until="domcontentloaded")
     expect(page.locator(".lm-DockPanel-tabBar .lm-TabBar-tab", has_text=f"Build #{build_id}")).to_be_visible(
