@@ -9,8 +9,10 @@ import { EnvironmentsModel, currentStep, groupRows } from '../lab/model';
 import type { EnvironmentRow, FinishedBuild } from '../lab/model';
 import { EnvironmentsPanel, statusText } from '../lab/panel';
 import type { PanelActions } from '../lab/panel';
+import { LoginView } from '../views/LoginView';
+import { UIContext } from '../views';
 import { FakeTransport, ok } from './fake';
-import { settle } from './render';
+import { alice, settle } from './render';
 
 const settings = { baseUrl: '/user/alice/' } as ServerConnection.ISettings;
 
@@ -242,5 +244,25 @@ describe('EnvironmentsPanel', () => {
   it('shows the configuration problem the extension reports', async () => {
     const { container } = await mount(transport(), 'no conda-store service is configured: set CONDA_STORE_URL');
     expect(container.querySelector('[role="alert"]')?.textContent).toContain('set CONDA_STORE_URL');
+  });
+});
+
+describe('LoginView in JupyterLab', () => {
+  it('reports a refused credential and never leaves the page (no hub redirect)', async () => {
+    const assign = vi.fn();
+    vi.stubGlobal('location', { ...window.location, assign });
+    const container = document.createElement('div');
+    const root = createRoot(container);
+    const value = {
+      client: new CondaStoreClient(new FakeTransport({})), nav: { href: () => '#', go: () => {} },
+      session: { ...alice, authenticated: false, username: null }, refreshSession: async () => {},
+      loginMode: 'host' as const, registryHost: 'h'
+    };
+    await act(async () => root.render(<UIContext.Provider value={value}><LoginView /></UIContext.Provider>));
+    expect(container.querySelector('[role="alert"]')?.textContent).toContain("did not accept this server's credential");
+    expect(container.querySelector('input, form')).toBeNull();
+    expect(assign).not.toHaveBeenCalled();
+    act(() => root.unmount());
+    vi.unstubAllGlobals();
   });
 });

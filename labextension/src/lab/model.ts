@@ -151,7 +151,8 @@ export class EnvironmentsModel {
     try {
       do {
         this._again = false;
-        await this.refresh();
+        // A browser tab nobody looks at does not poll; it catches up (and notifies) when shown.
+        if (typeof document === 'undefined' || !document.hidden) await this.refresh();
       } while (this._again && this._running);
     } finally {
       this._busy = false;

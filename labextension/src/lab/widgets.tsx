@@ -63,7 +63,7 @@ export class CondaStoreView extends ReactWidget {
   render() {
     const config = this.host.config();
     return (
-      <App client={this.host.client} nav={this.nav} route={this._route} loginMode="hub"
+      <App client={this.host.client} nav={this.nav} route={this._route} loginMode="host"
         registryHost={config?.registry ?? window.location.host} header={false} />
     );
   }
