@@ -18,6 +18,7 @@ from ..exceptions import (
     ValidationError,
 )
 from ..schema import BuildArtifactType, BuildStatus, Specification
+from ..worker.queue import BuildQueue
 from ._query import Page, PageResult, has_artifact, paginate, visible_clause
 from ._session import in_transaction
 from .environments import prepare_specification, submit_specification
@@ -148,7 +149,7 @@ def submit(store: CondaStore, *, namespace: str, specification: Specification,
     build_id = in_transaction(store, register)  # concurrent first submissions share the new rows
     if specification.warnings:
         _log_warnings(store, build_id, specification.warnings)
-    store.queue.enqueue_build(build_id)
+    BuildQueue(store).enqueue_build(build_id)
     return build_id
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 from .. import api
 from ..auth.rbac import Permission
 from ..schema import BuildArtifactType, BuildStatus
+from ..worker.queue import BuildQueue
 from . import serialize
 from .artifacts import send_artifact
 from .base import BaseHandler, parse_id, run_sync, serialized
@@ -54,7 +55,7 @@ class BuildHandler(BaseHandler):
             return api.rebuild(db, build).id
 
         new_id = await self.in_db(work)
-        await run_sync(self.store.queue.enqueue_build, new_id)
+        await run_sync(BuildQueue(self.store).enqueue_build, new_id)
         self.ok({"build_id": new_id}, message="rebuild triggered")
 
     async def delete(self, build_id: str) -> None:
@@ -66,7 +67,7 @@ class BuildHandler(BaseHandler):
             api.delete_build(db, build)
 
         await self.in_db(work)
-        await run_sync(self.store.queue.enqueue_delete_build, wanted)
+        await run_sync(BuildQueue(self.store).enqueue_delete_build, wanted)
         self.ok()
 
 
@@ -78,7 +79,7 @@ class BuildCancelHandler(BaseHandler):
             self.authorize(db, Permission.BUILD_CANCEL, _arn(api.get_build(db, wanted)))
 
         await self.in_db(work)
-        await run_sync(self.store.queue.cancel_build, wanted)  # ConflictError (409) if it already finished
+        await run_sync(BuildQueue(self.store).cancel_build, wanted)  # ConflictError (409) if it already finished
         self.ok(message=f"build {wanted} canceled")
 
 

@@ -10,6 +10,7 @@ from ..auth.rbac import Permission
 from ..exceptions import ValidationError
 from ..naming import validate_name
 from ..schema import BuildArtifactType, BuildStatus
+from ..worker.queue import BuildQueue
 from . import serialize
 from .artifacts import send_artifact
 from .base import BaseHandler, run_sync, serialized
@@ -80,7 +81,7 @@ class EnvironmentHandler(BaseHandler):
 
         env_id, changed = await self.in_db(work)
         if changed:
-            await run_sync(self.store.queue.enqueue_update_environment_link, env_id)
+            await run_sync(BuildQueue(self.store).enqueue_update_environment_link, env_id)
         self.ok()
 
     async def delete(self, ns: str, name: str) -> None:
@@ -91,7 +92,7 @@ class EnvironmentHandler(BaseHandler):
             return env.id
 
         env_id = await self.in_db(work)
-        await run_sync(self.store.queue.enqueue_delete_environment, env_id)
+        await run_sync(BuildQueue(self.store).enqueue_delete_environment, env_id)
         self.ok()
 
 

@@ -11,6 +11,7 @@ from .. import api
 from ..auth.rbac import Permission
 from ..exceptions import ValidationError
 from ..naming import validate_name
+from ..worker.queue import BuildQueue
 from . import serialize
 from .base import BaseHandler, run_sync, serialized
 
@@ -69,7 +70,7 @@ class NamespaceHandler(BaseHandler):
             return namespace.id
 
         namespace_id = await self.in_db(work)
-        await run_sync(self.store.queue.enqueue_delete_namespace, namespace_id)
+        await run_sync(BuildQueue(self.store).enqueue_delete_namespace, namespace_id)
         self.ok()
 
 
