@@ -194,6 +194,11 @@ async def test_log_stream_arrives_while_the_build_runs(jp_fetch, service, servic
     assert text.rstrip().endswith("event: end\ndata: build finished"), text[-500:]
     assert len(chunks) > 1 and chunks[0][0] <= first_event_at < chunks[-1][0]
 
+    # a reconnecting EventSource sends Last-Event-ID: it reaches the service, nothing is replayed
+    last_id = re.findall(r"^id: (\S+)$", text, re.M)[-1]
+    again = await fetch(jp_fetch, f"api/v1/build/{build_id}/logs/stream/", headers={"Last-Event-ID": last_id})
+    assert again.body.decode() == "event: end\ndata: build finished\n\n"
+
 
 # --------------------------------------------------------------------------- failures
 
