@@ -151,6 +151,13 @@ def test_lab_panel_create_watch_notify_download(alice_lab, page):
     lockfile = Path(download.value.path()).read_text()
     assert "hello" in lockfile and "sha256" in lockfile, lockfile[:500]
     panel_screenshots(page, "lab-panel")
+    row.get_by_role("button", name="Copy run line").click()
+    expect(page.get_by_text("Copied the conda-store run line: conda-store run alice/labenv -- python")).to_be_visible()
+
+    # -- open the environment from the panel: its view in a tab of its own
+    row.get_by_role("button", name="Open alice/labenv").click()
+    expect(page.locator(".lm-DockPanel-tabBar .lm-TabBar-tab.lm-mod-current")).to_have_text("alice/labenv")
+    expect(page.locator(".cs-lab-view:visible").get_by_role("table", name="Builds")).to_contain_text(f"#{build_id}")
 
     # -- the filter box
     panel.get_by_placeholder("Filter environments").fill("lab")

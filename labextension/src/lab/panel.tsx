@@ -133,7 +133,7 @@ function PanelRow(props: PanelProps & { row: EnvironmentRow; expanded: boolean; 
   return (
     <li className="cs-panel-item" data-environment={label} data-expanded={props.expanded}>
       <div className="cs-panel-row">
-        <button type="button" className="cs-panel-name" title={`Open ${label}`}
+        <button type="button" className="cs-panel-name" title={`Open ${label}`} aria-label={`Open ${label}`}
           onClick={() => actions.open({ kind: 'environment', namespace: row.namespace, name: row.name })}>
           {row.name}
         </button>
