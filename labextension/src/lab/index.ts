@@ -87,7 +87,7 @@ function activate(app: JupyterFrontEnd, palette: ICommandPalette | null, restore
       const widget = open(route, from);
       if (from && widget !== from) {
         // After the current event: the view that asked is still handling it (React).
-        requestAnimationFrame(() => from.dispose());
+        setTimeout(() => from.dispose(), 0);
       }
     }
   };

@@ -1,6 +1,7 @@
 /**
- * The Lumino side of the Lab host: a main-area view (the shared `App` for one route, navigating
- * in place) and the sidebar panel widget. Both only render; the plugin (index.ts) wires them.
+ * The Lumino side of the Lab host: a main-area view (the shared `App` for one route; where its
+ * links lead is the plugin's business, see ViewHost.navigate) and the sidebar panel widget. Both
+ * only render; the plugin (index.ts) wires them.
  */
 import { ReactWidget } from '@jupyterlab/apputils';
 import type { CondaStoreClient } from '../api';
