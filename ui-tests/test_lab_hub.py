@@ -4,6 +4,8 @@ Lab shows her environment with no second login; bob's panel does not show it."""
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 from playwright.sync_api import expect
 
@@ -13,6 +15,7 @@ from tests.test_hub import chp  # noqa: F401 - a fixture of lab_hub
 
 pytestmark = pytest.mark.skipif(current_platform() != "linux-64", reason="the local test channel is linux-64")
 
+SCREENSHOTS = Path(__file__).parent / "screenshots"
 PANEL_TAB = '.jp-SideBar .lm-TabBar-tab[data-id="conda-store-panel"]'
 
 
@@ -45,6 +48,8 @@ def test_panel_through_the_hub_shows_only_the_users_environments(lab_hub, browse
         panel = page.locator("#conda-store-panel")
         expect(panel.locator('li[data-environment="alice/labenv"]')).to_be_visible(timeout=30_000)
         expect(panel.get_by_role("alert")).to_have_count(0)
+        SCREENSHOTS.mkdir(parents=True, exist_ok=True)
+        page.screenshot(path=str(SCREENSHOTS / "lab-hub-panel-alice.png"))
         assert not errors, errors
     finally:
         context.close()
