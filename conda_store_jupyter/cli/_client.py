@@ -119,7 +119,7 @@ class Client:
         if resp.status_code in (301, 302, 303, 307, 308):
             raise CLIError(f"too many redirects from the server at {self.config.url} ({method} {path})")
         if resp.status_code >= 300:
-            raise http_error(resp.status_code, method, str(resp.request.url), resp.content)
+            raise http_error(resp.status_code, method, str(resp.request.url), resp.content, self.config.credentials)
         try:
             return resp.json()
         except ValueError:
@@ -244,7 +244,8 @@ class Client:
                         continue
                     if resp.status_code >= 300:
                         resp.read()
-                        raise http_error(resp.status_code, "GET", url, resp.content)
+                        raise http_error(resp.status_code, "GET", url, resp.content,
+                                         self.config.credentials if same_origin else None)
                     total = int(resp.headers["content-length"]) if "content-length" in resp.headers else None
                     digest = hashlib.sha256()
                     size = 0

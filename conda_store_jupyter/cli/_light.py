@@ -48,7 +48,7 @@ def get_json(config: Config, path: str) -> Any:
         conn.close()
     if resp.status >= 300:
         # A redirect here means a login page (e.g. a hub service without API auth): an error.
-        raise http_error(resp.status, "GET", url, body)
+        raise http_error(resp.status, "GET", url, body, config.credentials)
     try:
         return json.loads(body)
     except ValueError:
