@@ -103,6 +103,8 @@ def resolve_light(config: Config, uri: BuildURI) -> tuple[int, Identity] | None:
     assert uri.namespace and uri.environment
     env = _environment(config, uri.namespace, uri.environment)
     if uri.build_id is None:
+        if env.get("current_build_id") is None:
+            return None  # no build to run: the full client explains why (failed? still building?)
         build_id = _current_build_id(env, uri.namespace, uri.environment)
         current = env.get("current_build")
         build = current if isinstance(current, dict) and current.get("id") == build_id else _build(config, build_id)

@@ -219,20 +219,20 @@ async def follow_demo(store: "CondaStore", token: AdminToken, url: str) -> None:
     except Exception as exc:  # noqa: BLE001 - the server stays useful even if the demo cannot be built
         print(f"demo: could not submit {name}: {exc}", flush=True)
         return
-    auth = f"-H \"Authorization: Bearer $(cat {token.path})\""
-    print(f"demo: {'building' if submitted else 'already built or queued, not rebuilt:'} {name} "
-          f"(build {build_id}); live log:\n  curl -N {auth} {url}/api/v1/build/{build_id}/logs/stream/", flush=True)
 
     def status() -> tuple[BuildStatus, str | None]:
         with store.session() as db:
             build = db.get(orm.Build, build_id)
             return build.status, build.status_info
 
-    while True:
-        state, info = await loop.run_in_executor(None, status)
-        if state.finished:
-            break
+    state, info = await loop.run_in_executor(None, status)
+    auth = f"-H \"Authorization: Bearer $(cat {token.path})\""
+    print(f"demo: {'building' if submitted else 'already built or queued, not rebuilt:'} {name} (build {build_id})"
+          + ("" if state.finished else f"; live log:\n  curl -N {auth} {url}/api/v1/build/{build_id}/logs/stream/"),
+          flush=True)
+    while not state.finished:
         await asyncio.sleep(DEMO_POLL_SECONDS)
+        state, info = await loop.run_in_executor(None, status)
     print(f"demo: build {build_id} {state.value}{': ' + info if info else ''}", flush=True)
     if state is BuildStatus.COMPLETED:
         print("use it with the CLI:\n"
