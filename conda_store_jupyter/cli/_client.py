@@ -26,8 +26,10 @@ __all__ = ["Client", "CLIError", "ARTIFACT_PATHS", "ARTIFACT_TYPES"]
 ARTIFACT_PATHS = {"lockfile": "lockfile", "yaml": "yaml", "archive": "archive", "logs": "logs"}
 """CLI artifact name → path segment under ``/api/v1/build/{id}/``."""
 
-ARTIFACT_TYPES = {"lockfile": "LOCKFILE", "yaml": "YAML", "archive": "CONDA_PACK", "logs": "LOGS"}
-"""CLI artifact name → the ``artifact_type`` that appears in a build's ``build_artifacts``."""
+ARTIFACT_TYPES = {"lockfile": "LOCKFILE", "yaml": "YAML", "archive": "CONDA_PACK", "logs": "LOGS",
+                  "image": "DOCKER_MANIFEST"}
+"""CLI artifact name → the ``artifact_type`` that appears in a build's ``build_artifacts``
+(``image``: only ``wait`` knows it; images are pulled from the registry, not downloaded)."""
 
 FINAL_STATES = ("COMPLETED", "FAILED", "CANCELED")
 

@@ -230,8 +230,8 @@ def download(state: State, uri: str, artifact: str, output_filename: Path | None
 
 @cli.command(context_settings=CONTEXT)
 @click.argument("uri")
-@click.option("--artifact", type=click.Choice(("build", *ARTIFACTS)), default="build", show_default=True,
-              help="Also wait until this artifact exists.")
+@click.option("--artifact", type=click.Choice(("build", *ARTIFACTS, "image")), default="build", show_default=True,
+              help="Also wait until this artifact exists (image: the build's container image).")
 @click.option("--timeout", type=click.FloatRange(min=0), default=600, show_default=True, help="Seconds before giving up.")
 @click.option("--interval", type=click.FloatRange(min=0.05), default=2, show_default=True, help="Seconds between polls.")
 @pass_state
