@@ -246,7 +246,7 @@ class AuthenticationBackend(LoggingConfigurable):
                     raise credential
                 identity = self._own_identity(credential)
                 if identity is None:
-                    identity = self._hub_identity(self._hub_for(credential).check(credential.token))
+                    identity = self._hub_identity(self._hub_checker().check(credential.token))
                 return identity
             except AuthenticationError as exc:
                 error = error or exc
@@ -265,7 +265,7 @@ class AuthenticationBackend(LoggingConfigurable):
                     raise credential
                 identity = self._own_identity(credential)
                 if identity is None:
-                    identity = self._hub_identity(await self._hub_for(credential).check_async(credential.token))
+                    identity = self._hub_identity(await self._hub_checker().check_async(credential.token))
                 return identity
             except AuthenticationError as exc:
                 error = error or exc
@@ -303,7 +303,7 @@ class AuthenticationBackend(LoggingConfigurable):
             raise
         return identity
 
-    def _hub_for(self, credential: Credential) -> HubAuthentication:
+    def _hub_checker(self) -> HubAuthentication:
         """The hub checker for a token that is not ours, or AuthenticationError if hub auth is off."""
         if self.hub is None:
             raise AuthenticationError(_tokens.UNKNOWN_TOKEN)
