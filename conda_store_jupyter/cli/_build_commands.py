@@ -128,16 +128,32 @@ def _submit(state: State, file: Path, target: str | None, *, create: bool, follo
     raise failure(build_id, build, full)
 
 
+POLL_SECONDS = 2.0
+"""Seconds between status checks on a server without a live log stream (upstream conda-store)."""
+
+
 def follow_build(client: "Client", build_id: int) -> dict[str, Any]:
-    """Print the build's log live on stdout until it ends; return the final build."""
-    for line in client.follow_log(build_id):
-        if line.text is not None:
-            click.echo(line.text)
-    deadline = time.monotonic() + SETTLE_SECONDS
-    build = client.build(build_id)
-    while build.get("status") not in FINAL and time.monotonic() < deadline:
-        time.sleep(0.2)
+    """Print the build's log live on stdout until it ends; return the final build.
+
+    Interrupting stops following, not the build: the message says how to pick it up again.
+    """
+    from ._follow import NoLiveLog
+
+    try:
+        try:
+            for line in client.follow_log(build_id):
+                if line.text is not None:
+                    click.echo(line.text)
+            settle = time.monotonic() + SETTLE_SECONDS
+        except NoLiveLog:  # a server without the stream: follow the status instead
+            settle = float("inf")
         build = client.build(build_id)
+        while build.get("status") not in FINAL and time.monotonic() < settle:
+            time.sleep(0.2 if settle != float("inf") else POLL_SECONDS)
+            build = client.build(build_id)
+    except KeyboardInterrupt:
+        raise CLIError(f"interrupted; build {build_id} goes on on the server "
+                       f"(follow it again: conda-store logs {build_id} --follow)", exit_code=130) from None
     return build
 
 

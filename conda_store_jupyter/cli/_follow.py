@@ -28,6 +28,10 @@ READ_TIMEOUT = 60.0
 comment every 15 s)."""
 
 
+class NoLiveLog(CLIError):
+    """The server has no live log stream (an upstream conda-store server): callers poll instead."""
+
+
 @dataclass(frozen=True)
 class LogLine:
     """One line of a build's log, or ``None`` text for the keep-alives (a chance to look at the clock)."""
@@ -75,6 +79,9 @@ def follow(http: httpx.Client, base_url: str, build_id: int, credentials: str | 
         try:
             with http.stream("GET", path, params=params, headers={"Accept": "text/event-stream"},
                              timeout=httpx.Timeout(30.0, read=read_timeout)) as resp:
+                if resp.status_code == 404 and "text/event-stream" not in resp.headers.get("content-type", ""):
+                    resp.read()
+                    raise NoLiveLog(str(http_error(resp.status_code, "GET", str(resp.request.url), resp.content)))
                 if resp.status_code >= 300:
                     resp.read()
                     raise http_error(resp.status_code, "GET", str(resp.request.url), resp.content, credentials)

@@ -244,7 +244,7 @@ def wait(state: State, uri: str, artifact: str, timeout: float, interval: float)
     from . import _ui
     from ._build_commands import failure
     from ._client import ARTIFACT_TYPES as TYPES
-    from ._follow import READ_TIMEOUT, step_of
+    from ._follow import READ_TIMEOUT, NoLiveLog, step_of
 
     ref = parse_uri(uri)
     deadline = time.monotonic() + timeout
@@ -261,12 +261,15 @@ def wait(state: State, uri: str, artifact: str, timeout: float, interval: float)
                 # Follow the live log, showing the step the build is in (its last "-- <step>" line).
                 set_status(f"build {build_id}: {build.get('status')}")
                 remaining = max(1.0, deadline - time.monotonic())
-                for line in client.follow_log(build_id, read_timeout=min(READ_TIMEOUT, remaining)):
-                    step = step_of(line.text) if line.text else None
-                    if step:
-                        set_status(f"build {build_id}: BUILDING, {step}")
-                    if time.monotonic() > deadline:
-                        raise timed_out(client.build(build_id).get("status"))
+                try:
+                    for line in client.follow_log(build_id, read_timeout=min(READ_TIMEOUT, remaining)):
+                        step = step_of(line.text) if line.text else None
+                        if step:
+                            set_status(f"build {build_id}: BUILDING, {step}")
+                        if time.monotonic() > deadline:
+                            raise timed_out(client.build(build_id).get("status"))
+                except NoLiveLog:
+                    pass  # a server without the live log (upstream conda-store): poll the status below
             while True:
                 build = client.build(build_id)
                 status = build.get("status")
