@@ -100,8 +100,10 @@ def prepare_standalone(store: "CondaStore", *, config_file: str, workers: int, s
         from ..testing.channel import build_channel
         from ..testing.config import local_channel_traits
 
-        print(f"default channel(s) {', '.join(channels)} not reachable: building a local channel…", flush=True)
-        overrides.update(local_channel_traits(build_channel(store.store_path / "local-channel")))
+        directory = store.store_path / "local-channel"
+        print(f"default channel(s) {', '.join(channels)} not reachable: using the local channel in {directory} "
+              "(built on first use, a few minutes)…", flush=True)
+        overrides.update(local_channel_traits(build_channel(directory)))
     for name, value in overrides.items():
         setattr(store, name, value)
 
