@@ -28,7 +28,7 @@ REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
 from conda_store_jupyter.builder import BuildLog, BuildPaths, BuildSettings, run_pipeline  # noqa: E402
-from conda_store_jupyter.builder.install import uv_environment, uv_executable  # noqa: E402
+from conda_store_jupyter.builder.pip import uv_environment, uv_executable  # noqa: E402
 from conda_store_jupyter.schema import BuildArtifactType, parse_specification  # noqa: E402
 from conda_store_jupyter.testing.channel import build_channel, cache_root  # noqa: E402
 

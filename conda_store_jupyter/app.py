@@ -16,6 +16,7 @@ from typing import Iterator
 from traitlets import Bool, Integer, List, Type, Unicode, default, validate
 from traitlets.config import Application, LoggingConfigurable
 
+from . import schema
 from .schema import BuildArtifactType
 
 _ARTIFACT_NAMES = [a.value for a in BuildArtifactType]
@@ -85,8 +86,11 @@ class CondaStore(LoggingConfigurable):
     conda_allowed_channels = List(
         Unicode(),
         [],
-        help="""Channels a specification may use. Empty means only ``conda_default_channels``
-        (the safe default: users cannot point builds at arbitrary URLs unless allowed here).""",
+        help="""Channels a specification may use, besides ``conda_default_channels`` (always
+        allowed). Names and URLs are compared as URLs (names under ``conda_channel_alias``). Empty
+        means only the default channels (the safe default: users cannot point builds at arbitrary
+        URLs unless allowed here). Checked when a specification is submitted and again when each
+        build runs, so a rebuild on a channel removed from this list fails.""",
     ).tag(config=True)
 
     conda_solve_platforms = List(
@@ -167,15 +171,19 @@ class CondaStore(LoggingConfigurable):
     pip_index_url = Unicode(
         None,
         allow_none=True,
-        help="""Index URL for the ``pip:`` section of specifications (passed to ``uv pip install
-        --index-url``). Unset uses uv's own default and configuration.""",
+        help="""Index URL for the ``pip:`` section of specifications (uv's ``--default-index``).
+        When neither this nor ``pip_find_links`` is set, the worker host's uv configuration decides
+        (``UV_INDEX_URL``/``UV_DEFAULT_INDEX``, ``uv.toml``; PyPI by default); when either is set,
+        builds ignore the host's uv configuration. Either way the lockfile records the URL and
+        sha256 of every file installed (credentials redacted).""",
     ).tag(config=True)
 
     pip_find_links = List(
         Unicode(),
         [],
-        help="""Extra directories or URLs of wheels for the ``pip:`` section (``uv pip install
-        --find-links``), e.g. a local wheelhouse on air-gapped hosts.""",
+        help="""Directories or URLs of wheels for the ``pip:`` section (uv's ``--find-links``),
+        e.g. a local wheelhouse on air-gapped hosts. Without ``pip_index_url`` they are the only
+        source (no index is consulted).""",
     ).tag(config=True)
 
     conda_pack_compress_level = Integer(
@@ -207,17 +215,14 @@ class CondaStore(LoggingConfigurable):
         return Path(self.store_directory).expanduser().resolve()
 
     def channel_url(self, channel: str) -> str:
-        """Turn a channel name or URL into the URL the solver fetches."""
-        channel = channel.rstrip("/")
-        if "://" in channel:
-            return channel
-        if channel.startswith("/"):
-            return Path(channel).as_uri()
-        return f"{self.conda_channel_alias.rstrip('/')}/{channel}"
+        """Turn a channel name or URL into the URL the solver fetches (under ``conda_channel_alias``)."""
+        return schema.channel_url(channel, self.conda_channel_alias)
 
     @property
     def allowed_channels(self) -> list[str]:
-        return list(self.conda_allowed_channels or self.conda_default_channels)
+        """The channel policy's list (see ``schema.channel_allowed``): ``conda_allowed_channels``
+        plus the default channels, which a specification without channels is given."""
+        return list(dict.fromkeys([*self.conda_allowed_channels, *self.conda_default_channels]))
 
     # -- database -------------------------------------------------------------------------------
     _engine = None

@@ -11,6 +11,7 @@ import enum
 import hashlib
 import json
 import re
+from pathlib import Path
 from typing import Any, Iterable
 
 import pydantic
@@ -151,8 +152,44 @@ def _check_pip(text: object, where: str) -> str:
     return text.strip()
 
 
-def specification_from_dict(data: object, *, allowed_channels: Iterable[str] | None = None) -> Specification:
-    """Validate an already-parsed environment mapping (see :func:`parse_specification`)."""
+# -- the channel policy (conda_allowed_channels) ------------------------------------------------
+DEFAULT_CHANNEL_ALIAS = "https://conda.anaconda.org"
+"""Where bare channel names live unless ``CondaStore.conda_channel_alias`` says otherwise."""
+
+
+def channel_url(channel: str, channel_alias: str = DEFAULT_CHANNEL_ALIAS) -> str:
+    """The URL a channel name, path or URL stands for: what the solver fetches.
+
+    ``conda-forge`` -> ``<alias>/conda-forge``; ``/srv/channel`` -> ``file:///srv/channel``; URLs as
+    given; never a trailing slash. Two spellings of one channel normalise to the same URL.
+    """
+    channel = channel.strip().rstrip("/")
+    if "://" in channel:
+        return channel
+    if channel.startswith("/"):
+        return Path(channel).as_uri()
+    return f"{channel_alias.rstrip('/')}/{channel}"
+
+
+def channel_allowed(channel: str, allowed: Iterable[str], channel_alias: str = DEFAULT_CHANNEL_ALIAS) -> bool:
+    """THE channel policy: is ``channel`` one of ``allowed``, compared as normalised URLs?
+
+    Applied when a specification is submitted (:func:`specification_from_dict`) and again when a
+    build runs (the pipeline checks its settings' channels), so a channel removed from
+    ``conda_allowed_channels`` since the submission is refused by its rebuild too.
+    """
+    url = channel_url(channel, channel_alias)
+    return any(url == channel_url(a, channel_alias) for a in allowed)
+
+
+def specification_from_dict(
+    data: object, *, allowed_channels: Iterable[str] | None = None, channel_alias: str = DEFAULT_CHANNEL_ALIAS
+) -> Specification:
+    """Validate an already-parsed environment mapping (see :func:`parse_specification`).
+
+    ``allowed_channels`` (names or URLs; None: no policy) is checked with :func:`channel_allowed`,
+    bare names resolved under ``channel_alias``.
+    """
     if not isinstance(data, dict):
         raise SpecificationError(
             f"specification must be a mapping with name/channels/dependencies, got {type(data).__name__}"
@@ -172,11 +209,11 @@ def specification_from_dict(data: object, *, allowed_channels: Iterable[str] | N
         raise SpecificationError("channels: must be a list of channel names or URLs")
     channels = list(dict.fromkeys(c.strip().rstrip("/") for c in channels))
     if allowed_channels is not None:
-        allowed = {c.rstrip("/") for c in allowed_channels}
+        allowed = sorted({c.rstrip("/") for c in allowed_channels})
         for i, c in enumerate(channels):
-            if c not in allowed:
+            if not channel_allowed(c, allowed, channel_alias):
                 raise SpecificationError(
-                    f"channels[{i}]: channel {c!r} is not allowed; allowed: {', '.join(sorted(allowed))}"
+                    f"channels[{i}]: channel {c!r} is not allowed; allowed: {', '.join(allowed)}"
                 )
 
     raw_deps = data.get("dependencies") or []
@@ -231,7 +268,9 @@ class _NoAliasLoader(yaml.SafeLoader):
         return super().compose_node(parent, index)
 
 
-def parse_specification(text: str | bytes, *, allowed_channels: Iterable[str] | None = None) -> Specification:
+def parse_specification(
+    text: str | bytes, *, allowed_channels: Iterable[str] | None = None, channel_alias: str = DEFAULT_CHANNEL_ALIAS
+) -> Specification:
     """Parse environment.yaml (or JSON) text into a :class:`Specification`.
 
     Raises SpecificationError naming the problem: bad YAML (with line/column), a bad match spec,
@@ -255,4 +294,4 @@ def parse_specification(text: str | bytes, *, allowed_channels: Iterable[str] | 
         at = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
         problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
         raise SpecificationError(f"invalid YAML{at}: {problem}") from None
-    return specification_from_dict(data, allowed_channels=allowed_channels)
+    return specification_from_dict(data, allowed_channels=allowed_channels, channel_alias=channel_alias)

@@ -352,15 +352,87 @@ def test_cli_unsatisfiable_fails_without_traceback(tmp_path, local_channel, pack
     assert not (tmp_path / "out" / "env").exists()
 
 
-def test_pip_source_found_from_find_links_directory(local_channel, package_cache_dir):
+def test_pip_source_found_from_find_links_directory(tmp_path, local_channel, package_cache_dir):
     """Without an index, a --find-links directory is where the file (and its hash) comes from."""
     import hashlib
 
-    from conda_store_jupyter.builder.install import locate_distribution
+    from conda_store_jupyter.builder.lockfile import read_lockfile
 
-    settings = _settings(local_channel, package_cache_dir, pip_index_url=None, pip_find_links=(str(local_channel.pypi_dir),))
-    url, sha256 = locate_distribution("tomli", "2.5.0", frozenset({"py3-none-any"}), settings)
+    settings = _settings(local_channel, package_cache_dir, pip_index_url=None, platforms=(),
+                         pip_find_links=(str(local_channel.pypi_dir),), artifacts=frozenset())
+    paths = BuildPaths.in_directory(tmp_path / "out")
+    with BuildLog(paths.log) as log:
+        run_pipeline(parse_specification("name: fl\ndependencies: [python, {pip: [tomli]}]"), settings, paths, log)
+    [tomli] = read_lockfile(paths.lockfile).for_platform(HOST).pip
     wheel = local_channel.pypi_dir / "tomli-2.5.0-py3-none-any.whl"
-    assert url == wheel.as_uri()
-    assert sha256 == hashlib.sha256(wheel.read_bytes()).hexdigest()
-    assert locate_distribution("tomli", "9.9", frozenset(), settings) == (None, None)
+    assert tomli.url == wheel.as_uri()
+    assert tomli.sha256 == hashlib.sha256(wheel.read_bytes()).hexdigest()
+
+
+# -- the channel policy: one rule at submission and at build time ----------------------------------
+def test_channel_policy_compares_normalised_channels():
+    from conda_store_jupyter.schema import channel_allowed
+
+    assert channel_allowed("conda-forge", ["https://conda.anaconda.org/conda-forge/"])
+    assert channel_allowed("https://conda.anaconda.org/conda-forge", ["conda-forge"])
+    assert channel_allowed("team", ["https://mirror.example/team"], "https://mirror.example/")
+    assert not channel_allowed("team", ["https://conda.anaconda.org/team"], "https://mirror.example")
+    assert channel_allowed("/srv/channel/", ["file:///srv/channel"])
+    assert not channel_allowed("evil", ["conda-forge"])
+    assert not channel_allowed("https://conda.anaconda.org/conda-forge-evil", ["conda-forge"])
+
+    # submission: the same rule, same message for a refused channel
+    spec = parse_specification("name: ok\nchannels: ['https://conda.anaconda.org/conda-forge/']",
+                               allowed_channels=["conda-forge"])
+    assert spec.channels == ["https://conda.anaconda.org/conda-forge"]
+    with pytest.raises(Exception, match=r"channels\[0\]: channel 'evil' is not allowed; allowed: conda-forge"):
+        parse_specification("name: ok\nchannels: [evil]", allowed_channels=["conda-forge"])
+
+
+def _store(tmp_path: Path, local_channel, package_cache_dir, **traits):
+    from conda_store_jupyter.app import CondaStore
+
+    return CondaStore(store_directory=str(tmp_path / "store"), package_cache_directory=str(package_cache_dir),
+                      database_url=f"sqlite:///{tmp_path / 'db.sqlite'}", **traits)
+
+
+def test_build_refuses_a_channel_no_longer_allowed(tmp_path, local_channel, package_cache_dir):
+    """Submitted while its channel was allowed; built after the store stopped allowing it: FAILED."""
+    from conda_store_jupyter import api
+    from conda_store_jupyter.builder import settings_from_store
+
+    then = _store(tmp_path, local_channel, package_cache_dir, conda_default_channels=[local_channel.url])
+    spec = api.prepare_specification(then, f"name: hi\nchannels: [{local_channel.url}]\ndependencies: [hello]\n")
+    now = _store(tmp_path, local_channel, package_cache_dir, conda_default_channels=["conda-forge"],
+                 conda_allowed_channels=["conda-forge"])
+    with pytest.raises(Exception, match="is not allowed"):  # a new submission is refused...
+        api.prepare_specification(now, spec.to_yaml())
+    paths = BuildPaths.in_directory(tmp_path / "out")
+    with BuildLog(paths.log) as log, pytest.raises(SolveError) as err:  # ...and so is the build
+        run_pipeline(spec, settings_from_store(now, spec), paths, log)
+    line = f"channel {local_channel.url} is not allowed (conda_allowed_channels)"
+    assert str(err.value) == line
+    assert paths.log.read_text().splitlines()[0] == f"BUILD FAILED: {line}"
+    assert not paths.prefix.exists()
+
+    # the policy it was submitted under still builds it
+    paths = BuildPaths.in_directory(tmp_path / "ok")
+    with BuildLog(paths.log) as log:
+        run_pipeline(spec, replace(settings_from_store(then, spec), artifacts=frozenset()), paths, log)
+
+
+def test_worker_rebuild_fails_on_a_channel_no_longer_allowed(service_factory, local_channel):
+    """Through the queue: a build of a stored specification whose channel the store stopped allowing."""
+    from conda_store_jupyter.schema import BuildStatus
+    from conda_store_jupyter.worker.logs import stored_or_live_log
+
+    from .fixtures_service import make_build, wait_status
+
+    env = service_factory(conda_default_channels=["conda-forge"], conda_allowed_channels=["conda-forge"])
+    build_id = make_build(env.store, f"name: hi\nchannels: [{local_channel.url}]\ndependencies: [hello]\n")
+    env.store.queue.enqueue_build(build_id)
+    env.start_worker()
+    status, info = wait_status(env.store, build_id, BuildStatus.COMPLETED, BuildStatus.FAILED, env=env)
+    line = f"channel {local_channel.url} is not allowed (conda_allowed_channels)"
+    assert status == BuildStatus.FAILED and line in (info or "")
+    assert f"BUILD FAILED: {line}" in stored_or_live_log(env.store, build_id)

@@ -8,11 +8,8 @@ lockfile must still find every package through the configured (secret) channel.
 from __future__ import annotations
 
 import asyncio
-import contextlib
-import functools
 import subprocess
-import threading
-from http.server import SimpleHTTPRequestHandler, ThreadingHTTPServer
+from http.server import SimpleHTTPRequestHandler
 from pathlib import Path
 
 import pytest
@@ -27,6 +24,8 @@ from conda_store_jupyter.builder.records import (
 )
 from conda_store_jupyter.exceptions import BuildError
 from conda_store_jupyter.schema import parse_specification
+
+from .httpd import serving
 
 TOKEN = "tk-5ecret-0123456789"
 
@@ -46,22 +45,9 @@ class _TokenChannel(SimpleHTTPRequestHandler):
         pass
 
 
-@contextlib.contextmanager
-def _serving(handler: type[SimpleHTTPRequestHandler], directory: Path):
-    """A real HTTP server for ``directory`` on 127.0.0.1:<free port>; yields the port."""
-    server = ThreadingHTTPServer(("127.0.0.1", 0), functools.partial(handler, directory=str(directory)))
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    try:
-        yield server.server_address[1]
-    finally:
-        server.shutdown()
-        server.server_close()
-
-
 @pytest.fixture(scope="module")
 def secret_channel(local_channel):
-    with _serving(_TokenChannel, Path(local_channel.path).resolve()) as port:
+    with serving(_TokenChannel, Path(local_channel.path).resolve()) as port:
         yield f"http://127.0.0.1:{port}/t/{TOKEN}/ch"
 
 
@@ -122,7 +108,7 @@ class _BasicAuthIndex(SimpleHTTPRequestHandler):
 @pytest.fixture(scope="module")
 def secret_index(local_channel):
     root = Path(local_channel.pypi_index_url.removeprefix("file://")).parent  # serves simple/ and the wheels
-    with _serving(_BasicAuthIndex, root) as port:
+    with serving(_BasicAuthIndex, root) as port:
         yield f"http://pip-user:{TOKEN}@127.0.0.1:{port}/simple/"
 
 

@@ -93,8 +93,9 @@ class Hub:
 
 
 @pytest.fixture(scope="module")
-def hub(tmp_path_factory, chp, local_channel, package_cache_dir):
+def hub(request, tmp_path_factory, chp, local_channel, package_cache_dir):
     tmp = tmp_path_factory.mktemp("hub")
+    workers = getattr(request.module, "HUB_SERVICE_WORKERS", 0)  # the browser tests (ui-tests/) build
     proxy_port, hub_port, proxy_api_port, service_port = (free_port() for _ in range(4))
     store_config = tmp / "conda_store_config.py"
     write_config(
@@ -107,7 +108,7 @@ def hub(tmp_path_factory, chp, local_channel, package_cache_dir):
     # hub's JUPYTERHUB_SERVICE_URL/PREFIX. No workers: these tests check who may submit, not
     # builds; the private redis-server still takes the queue.
     service_command = [sys.executable, "-m", "conda_store_jupyter.server.app", "--standalone",
-                       f"--config={store_config}", "--workers=0"]
+                       f"--config={store_config}", f"--workers={workers}"]
     hub_config = tmp / "jupyterhub_config.py"
     hub_config.write_text(f"""\
 c = get_config()  # noqa: F821

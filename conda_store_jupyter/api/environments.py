@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Any, Iterable, Mapping, Sequence
 
 from sqlalchemy import exists, or_, select
-from sqlalchemy.orm import Session, contains_eager
+from sqlalchemy.orm import Session, contains_eager, selectinload
 from sqlalchemy.sql import ColumnElement
 
 from .. import orm
@@ -32,10 +32,11 @@ def prepare_specification(store: CondaStore, text: str | bytes | Mapping[str, An
     """
     from ..schema import specification_from_dict
 
+    policy = {"allowed_channels": store.allowed_channels, "channel_alias": store.conda_channel_alias}
     if isinstance(text, Mapping):
-        spec = specification_from_dict(dict(text), allowed_channels=store.allowed_channels)
+        spec = specification_from_dict(dict(text), **policy)
     else:
-        spec = parse_specification(text, allowed_channels=store.allowed_channels)
+        spec = parse_specification(text, **policy)
     if not spec.channels:
         spec = spec.model_copy(update={"channels": list(store.conda_default_channels)})
     spec = spec.with_packages(store.conda_included_packages)
@@ -136,7 +137,11 @@ def list_environments(
     stmt = (
         select(orm.Environment)
         .join(orm.Environment.namespace)
-        .options(contains_eager(orm.Environment.namespace))
+        .options(
+            contains_eager(orm.Environment.namespace),
+            # the listing shows each current build's status and downloads: two queries per page, not 2N
+            selectinload(orm.Environment.current_build).selectinload(orm.Build.artifacts),
+        )
         .where(
             orm.Environment.deleted_on.is_(None),
             orm.Namespace.deleted_on.is_(None),

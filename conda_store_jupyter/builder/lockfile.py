@@ -90,19 +90,18 @@ def _lockfile_model(
                     categories={"main"},
                 )
             )
-    # pip packages are only known for the host platform: the ``pip:`` section is resolved by
-    # actually installing it there; a solve-only platform has no pip resolution to record.
+    # pip packages are only known for the host platform: the ``pip:`` section is locked for the
+    # prefix's own interpreter (see pip.lock_pip); a solve-only platform has no pip resolution.
     for pp in pip_packages:
+        if not pp.url or not pp.sha256:  # the pip step locks every file it installs
+            raise ArtifactError(f"pip package {pp.pin} has no locked file (url and sha256) to record")
         entries.append(
             LockedDependency(
                 name=pp.name,
                 version=pp.version,
                 manager="pip",
                 platform=solve.host_platform,
-                # conda-lock requires a URL. When the index did not tell us the file (see
-                # install.pip_file_url), fall back to "" rather than inventing one: the pin
-                # (name/version) is still recorded and ``pip install name==version`` recreates it.
-                url=redact_url(pp.url or ""),
+                url=redact_url(pp.url),
                 hash=HashModel(sha256=pp.sha256),
                 dependencies=_requires_map(pp.requires),
                 categories={"main"},

@@ -29,13 +29,14 @@ from ..exceptions import (
     InstallError,
     SolveError,
 )
-from ..schema import BuildArtifactType, Specification
+from ..schema import BuildArtifactType, Specification, channel_allowed
 from ..urls import redact_text, redact_url
 from .export import write_pinned_yaml
-from .install import cached_summaries, install_conda, install_pip, read_pip_packages
+from .install import cached_summaries, install_conda
 from .lockfile import write_lockfile
 from .log import BuildLog
 from .pack import pack_prefix
+from .pip import install_pip
 from .records import BuildOutputs, BuildPaths, BuildSettings, PipPackage
 from .solve import solve_specification
 
@@ -64,12 +65,22 @@ def settings_from_store(store: "CondaStore", spec: Specification) -> BuildSettin
         timeout=float(store.build_timeout) if store.build_timeout > 0 else None,
         included_packages=tuple(store.conda_included_packages),
         required_packages=tuple(store.conda_required_packages),
+        allowed_channels=tuple(store.channel_url(c) for c in store.allowed_channels),
     )
 
 
 def effective_specification(spec: Specification, settings: BuildSettings) -> Specification:
-    """``spec`` plus the store's included packages; SolveError if a required package is missing."""
+    """``spec`` plus the store's included packages; SolveError if the store's policy refuses it.
+
+    The policy is checked here, when the build runs, and not only when the specification was
+    submitted: a rebuild must not use a channel the store has stopped allowing since.
+    """
     from rattler import MatchSpec
+
+    if settings.allowed_channels is not None:
+        for channel in settings.channels:
+            if not channel_allowed(channel, settings.allowed_channels):
+                raise SolveError(f"channel {redact_url(channel)} is not allowed (conda_allowed_channels)")
 
     names = spec.conda_names
     missing = [r for r in settings.required_packages if MatchSpec(r).name.normalized not in names]
@@ -151,10 +162,9 @@ class _Build:
         pip_packages: tuple[PipPackage, ...] = ()
         if spec.pip:
             with self.stage("pip"):
-                await install_pip(paths.prefix, spec.pip, settings, log)
-                pip_packages = await asyncio.to_thread(read_pip_packages, paths.prefix, settings)
+                pip_packages = await install_pip(paths.prefix, spec.pip, settings, log)
                 for pp in pip_packages:
-                    log.write(f"  pip {pp.name} {pp.version}  {pp.url or '(source unknown)'}")
+                    log.write(f"  pip {pp.name} {pp.version}  {pp.url}  sha256:{pp.sha256}")
 
         with self.stage("lockfile+yaml" if spec.pip else "lockfile"):
             self._written(write_lockfile(paths.lockfile, spec, solved, pip_packages))

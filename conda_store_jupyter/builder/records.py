@@ -51,6 +51,8 @@ class BuildSettings:
     """Match specs added to the specification unless it names that package (store policy)."""
     required_packages: tuple[str, ...] = ()
     """Package names the specification must list (store policy); the build fails otherwise."""
+    allowed_channels: tuple[str, ...] | None = None
+    """Channel URLs builds may use (store policy, ``schema.channel_allowed``); None: no policy."""
     host_platform: str = field(default_factory=current_platform)
 
     def __post_init__(self) -> None:
@@ -63,6 +65,8 @@ class BuildSettings:
         object.__setattr__(self, "pip_find_links", tuple(str(x) for x in self.pip_find_links))
         object.__setattr__(self, "included_packages", tuple(self.included_packages))
         object.__setattr__(self, "required_packages", tuple(self.required_packages))
+        if self.allowed_channels is not None:
+            object.__setattr__(self, "allowed_channels", tuple(self.allowed_channels))
         object.__setattr__(self, "artifacts", frozenset(BuildArtifactType(a) for a in self.artifacts))
         object.__setattr__(self, "package_cache_directory", Path(self.package_cache_directory))
         if not self.channels:
@@ -175,8 +179,9 @@ class SolveResult:
 class PipPackage:
     """A distribution installed by the ``pip:`` section (never one that conda installed).
 
-    ``url``/``sha256`` identify the exact wheel or sdist when it could be found on the index the
-    build used; ``requires`` are its ``Requires-Dist`` lines (for the lockfile's dependency map).
+    ``url``/``sha256`` identify the exact wheel or sdist the pip step locked and installed (the URL
+    redacted, see :mod:`..urls`); ``requires`` are its ``Requires-Dist`` lines (for the lockfile's
+    dependency map).
     """
 
     name: str

@@ -34,22 +34,25 @@ from ..auth.hub import HubAuthentication, running_as_hub_service
 from . import (
     builds,
     environments,
+    hub_login,
     login,
     logs,
     metrics,
     namespaces,
     packages,
+    pages,
     permissions,
     specifications,
     tokens,
+    validation,
 )
 from . import standalone as _standalone
 from .base import NotFoundHandler, routes
 from .httpserver import PlainHTTPServer
 from .registry import Registry, registry_handlers
 
-HANDLER_MODULES = (permissions, namespaces, environments, specifications, logs, builds, tokens, packages,
-                   metrics, login)
+HANDLER_MODULES = (permissions, namespaces, environments, validation, specifications, logs, builds, tokens,
+                   packages, metrics, pages, login, hub_login)  # pages before login: GET /login/ is the page
 
 
 
@@ -194,7 +197,7 @@ class CondaStoreServer(Application):
 
     def make_app(self) -> web.Application:
         table = [route for module in HANDLER_MODULES for route in module.HANDLERS]
-        handlers: list[Any] = list(routes(self.url_prefix, table))
+        handlers: list[Any] = list(routes(self.url_prefix, table)) + pages.bundle_handlers(self.url_prefix)
         if self.enable_registry:
             handlers = registry_handlers(self.store, self.auth, self.registry) + handlers
         return web.Application(

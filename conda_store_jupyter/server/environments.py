@@ -22,6 +22,15 @@ def _arn(ns: str, name: str) -> str:
     return f"{validate_name(ns, 'namespace')}/{validate_name(name, 'environment name')}"
 
 
+def _listed(env) -> dict[str, Any]:
+    """A listed environment with its current build's status and artifact types: what the home
+    page shows and links (loaded eagerly by ``api.list_environments``)."""
+    out = serialize.environment(env, current_build=env.current_build)
+    if env.current_build is not None:
+        out["current_build"]["build_artifacts"] = [serialize.artifact(a) for a in env.current_build.artifacts]
+    return out
+
+
 class EnvironmentListHandler(BaseHandler):
     def get(self) -> None:
         self.set_header("Deprecation", "True")
@@ -36,7 +45,7 @@ class EnvironmentListHandler(BaseHandler):
                 artifact=self.query_enum("artifact", BuildArtifactType),
                 packages=self.query_list("packages"),
             )
-            self.ok_page(result, serialize.environment)
+            self.ok_page(result, _listed)
 
 
 class EnvironmentHandler(BaseHandler):

@@ -28,15 +28,26 @@ class LoginHandler(BaseHandler):
         if not isinstance(username, str) or not isinstance(password, str):
             raise ValidationError("username and password are required")
         identity = self.auth.login(username, password)
-        issued = self.auth.issue_token_for(identity, primary_namespace=None, role_bindings=None, expiration=None,
-                                           note="login session")
-        self.set_cookie(
-            self.auth.cookie_name, issued.token, path=self.server.base_url, expires=issued.expires_at,
-            httponly=True, samesite="Strict", secure=self.request.protocol == "https",
-        )
-        self.xsrf_token  # noqa: B018 - property access sets the _xsrf cookie for later writes
+        expiration = start_browser_session(self, identity, note="login session")
         self.ok({"username": identity.username, "primary_namespace": identity.primary_namespace,
-                 "expiration": serialize.timestamp(issued.expires_at)})
+                 "expiration": expiration})
+
+
+def start_browser_session(handler: BaseHandler, identity, note: str = "browser session") -> str | None:
+    """Issue a session token for ``identity`` and put it in the ``conda-store-auth`` cookie.
+
+    Shared by every way of logging in (password, pasted token, JupyterHub OAuth): the browser
+    always holds one of our ordinary tokens, so ``POST /logout/`` can revoke it. Returns the
+    session's expiration (ISO) for the answer.
+    """
+    auth = handler.auth
+    issued = auth.issue_token_for(identity, primary_namespace=None, role_bindings=None, expiration=None, note=note)
+    handler.set_cookie(
+        auth.cookie_name, issued.token, path=handler.server.base_url, expires=issued.expires_at,
+        httponly=True, samesite="Strict", secure=handler.request.protocol == "https",
+    )
+    handler.xsrf_token  # noqa: B018 - property access sets the _xsrf cookie for later writes
+    return serialize.timestamp(issued.expires_at)
 
 
 class LogoutHandler(BaseHandler):

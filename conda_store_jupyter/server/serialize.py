@@ -1,7 +1,8 @@
 """ORM rows → the JSON shapes of upstream conda-store's v1 API (one function per object).
 
 Shapes follow upstream field for field so its UI and client work unchanged; a few fields are
-added (``deleted_on`` on builds, ``build``/``subdir`` on build packages), never removed.
+added (``deleted_on``, and ``build_key``/``environment`` in the detail, on builds; ``build``/``subdir`` on
+build packages), never removed.
 Timestamps are naive-UTC ISO strings without ``Z``, as upstream emits them.
 """
 
@@ -66,7 +67,14 @@ def build(b: orm.Build, *, full: bool = False) -> dict[str, Any]:
         "ended_on": timestamp(b.ended_on),
         "deleted_on": timestamp(b.deleted_on),
         "build_artifacts": [artifact(a) for a in b.artifacts] if full else None,
+        **(_build_detail(b) if full else {}),
     }
+
+
+def _build_detail(b: orm.Build) -> dict[str, Any]:
+    """Added to the detail only (one row, so no N+1): what the build page shows and links."""
+    env = b.environment
+    return {"build_key": b.build_key, "environment": {"namespace": env.namespace.name, "name": env.name}}
 
 
 def channel(c: orm.CondaChannel) -> dict[str, Any]:

@@ -1,0 +1,72 @@
+"""``POST /api/v1/specification/validate/``: check an environment.yaml without submitting it.
+
+The create/edit page calls this as the user types, and shows the problem at its exact place:
+YAML syntax errors carry their line and column already; for the others (a bad match spec, a
+channel that is not allowed, a bad name) the message starts with the field's path, such as
+``dependencies[2]`` or ``dependencies[3].pip[0]``, which is mapped back to the line and column of
+that value in the text. An invalid file is a successful check (200 with ``valid: false``), not an
+error of the request.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Any
+
+import yaml
+
+from .. import api
+from ..exceptions import ValidationError
+from .base import BaseHandler
+
+_AT_LINE = re.compile(r" at line (\d+), column (\d+)")
+_FIELD = re.compile(r"^([A-Za-z_][\w-]*(?:\[\d+\]|\.[A-Za-z_][\w-]*)*): ")
+_PART = re.compile(r"\[(\d+)\]|\.?([A-Za-z_][\w-]*)")
+
+
+def locate(text: str, message: str) -> tuple[int, int] | tuple[None, None]:
+    """1-based (line, column) that ``message`` is about, or (None, None) if it names no place."""
+    at = _AT_LINE.search(message)
+    if at:
+        return int(at.group(1)), int(at.group(2))
+    field = _FIELD.match(message)
+    if not field:
+        return None, None
+    try:
+        node = yaml.compose(text, Loader=yaml.SafeLoader)
+    except yaml.YAMLError:
+        return None, None
+    for index, key in _PART.findall(field.group(1)):
+        if index and isinstance(node, yaml.SequenceNode) and int(index) < len(node.value):
+            node = node.value[int(index)]
+        elif key and isinstance(node, yaml.SequenceNode):
+            # ``pip`` inside ``dependencies`` is a mapping item of the list: find the one holding it.
+            node = next((v for item in node.value if isinstance(item, yaml.MappingNode)
+                         for k, v in item.value if k.value == key), None)
+        elif key and isinstance(node, yaml.MappingNode):
+            node = next((v for k, v in node.value if k.value == key), None)
+        else:
+            node = None
+        if node is None:
+            return None, None
+    return node.start_mark.line + 1, node.start_mark.column + 1
+
+
+class SpecificationValidateHandler(BaseHandler):
+    def post(self) -> None:
+        """Body ``{"specification": "<environment.yaml text>"}`` →
+        ``{valid, message, line, column, name}`` (``name`` from the file when it is valid)."""
+        self.require_authenticated()
+        text: Any = self.json_body().get("specification")
+        if not isinstance(text, str):
+            raise ValidationError("'specification' is required: the environment.yaml text")
+        try:
+            spec = api.prepare_specification(self.store, text)
+        except ValidationError as exc:  # SpecificationError and bad names alike
+            line, column = locate(text, str(exc))
+            self.ok({"valid": False, "message": str(exc), "line": line, "column": column, "name": None})
+            return
+        self.ok({"valid": True, "message": None, "line": None, "column": None, "name": spec.name})
+
+
+HANDLERS = [(r"/api/v1/specification/validate/", SpecificationValidateHandler)]

@@ -1,0 +1,3 @@
+export * from './types';
+export * from './transport';
+export * from './client';

@@ -1,0 +1,6 @@
+export { App } from './App';
+export type { AppProps } from './App';
+export { UIContext, useUI } from './context';
+export type { LoginMode, Navigator, UIContextValue } from './context';
+export { parseRoute, routePath } from './routes';
+export type { Route } from './routes';
