@@ -6,6 +6,9 @@
    storage (cold: every layer compressed and written) and into storage that already has the image
    (warm: hashing only), against ``conda-pack -o env.tar.gz`` (the CONDA_PACK artifact; default
    single-threaded gzip level 4) and conda-pack with all cores. Target: cold ≤ 2× conda-pack.
+   The same with the default base (the host runtime base, :mod:`conda_store_jupyter.builder.host_base`)
+   assembled by the image job as the worker does: the first image in a storage also compresses the
+   base layer, every later one only hashes it.
 2. Two environments sharing most packages, built into one storage: the share of the second image's
    layer bytes that were already stored. Target: ≥ 80 %.
 
@@ -25,6 +28,7 @@ from pathlib import Path
 
 import conda_pack
 
+from conda_store_jupyter.builder.host_base import host_runtime_base
 from conda_store_jupyter.builder.image import build_image
 from conda_store_jupyter.storage.local import LocalStorage
 from conda_store_jupyter.testing.channel import build_channel, cache_root, install_prefix
@@ -59,26 +63,45 @@ def main(argv: list[str] | None = None) -> int:
         print(f"prefix: {len(list((env1 / 'conda-meta').glob('*.json')))} packages, "
               f"{du(env1) / 1e6:.1f} MB on disk; {os.cpu_count()} cores; repeat {args.repeat}")
 
-        cold, warm, pack1, packn = [], [], [], []
+        def with_base(storage: LocalStorage):
+            return build_image(env1, storage, work_dir=work, base=host_runtime_base(storage, work_dir=work))
+
+        cold, warm, pack1, packn, base_cold, base_warm, alone_cold, alone_warm = ([] for _ in range(8))
         for i in range(args.repeat):
             store = work / f"store-{i}"
             storage = LocalStorage(storage_directory=str(store))
             cold.append(timed(lambda: build_image(env1, storage, work_dir=work)))
             warm.append(timed(lambda: build_image(env1, storage, work_dir=work)))
+            storage = LocalStorage(storage_directory=str(work / f"store-base-{i}"))
+            base_cold.append(timed(lambda: with_base(storage)))
+            base_warm.append(timed(lambda: with_base(storage)))
+            shutil.rmtree(work / f"store-base-{i}")
+            storage = LocalStorage(storage_directory=str(work / f"store-alone-{i}"))
+            alone_cold.append(timed(lambda: host_runtime_base(storage, work_dir=work)))
+            alone_warm.append(timed(lambda: host_runtime_base(storage, work_dir=work)))
+            shutil.rmtree(work / f"store-alone-{i}")
             out = work / "env.tar.gz"
             pack1.append(timed(lambda: conda_pack.pack(prefix=str(env1), output=str(out), force=True)))
             packn.append(timed(lambda: conda_pack.pack(prefix=str(env1), output=str(out), force=True,
                                                        n_threads=-1)))
             shutil.rmtree(store)
         image = build_image(env1, LocalStorage(storage_directory=str(work / "store-size")), work_dir=work)
+        based = with_base(LocalStorage(storage_directory=str(work / "store-size-base")))
         tar_size = out.stat().st_size
         med = {name: statistics.median(v) for name, v in
-               [("cold", cold), ("warm", warm), ("pack1", pack1), ("packn", packn)]}
+               [("cold", cold), ("warm", warm), ("pack1", pack1), ("packn", packn),
+                ("base_cold", base_cold), ("base_warm", base_warm), ("alone_cold", alone_cold),
+                ("alone_warm", alone_warm)]}
         print()
         print(f"{'':40}{'median s':>10}{'min s':>8}{'MB':>8}")
         print(f"{'image build, empty storage':40}{med['cold']:>10.3f}{min(cold):>8.3f}{image.total_bytes / 1e6:>8.1f}"
               f"   ({len(image.layers)} layers)")
         print(f"{'image build, image already stored':40}{med['warm']:>10.3f}{min(warm):>8.3f}")
+        print(f"{'+ host base, empty storage':40}{med['base_cold']:>10.3f}{min(base_cold):>8.3f}"
+              f"{based.total_bytes / 1e6:>8.1f}   (base layer {based.layers[0].size / 1e6:.1f} MB)")
+        print(f"{'+ host base, image already stored':40}{med['base_warm']:>10.3f}{min(base_warm):>8.3f}")
+        print(f"{'host base alone, first image of a store':40}{med['alone_cold']:>10.3f}{min(alone_cold):>8.3f}")
+        print(f"{'host base alone, every later image':40}{med['alone_warm']:>10.3f}{min(alone_warm):>8.3f}")
         print(f"{'conda-pack tar.gz (default, 1 thread)':40}{med['pack1']:>10.3f}{min(pack1):>8.3f}{tar_size / 1e6:>8.1f}")
         print(f"{'conda-pack tar.gz (-j -1)':40}{med['packn']:>10.3f}{min(packn):>8.3f}")
         ratio = med["cold"] / med["pack1"]

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import re
 from pathlib import Path
 from typing import Iterator
 
@@ -20,6 +21,7 @@ from . import schema
 from .schema import BuildArtifactType
 
 _ARTIFACT_NAMES = [a.value for a in BuildArtifactType]
+_DEBIAN_PACKAGE = re.compile(r"^[a-z0-9][a-z0-9+.-]+(:[a-z0-9-]+)?$")  # name[:arch], as dpkg spells them
 
 
 REDIS_SOCKET_TIMEOUT = 30
@@ -144,12 +146,42 @@ class CondaStore(LoggingConfigurable):
 
     default_docker_base_image = Unicode(
         "",
-        help="""Image every environment image is built on, from any Docker Registry v2 / OCI registry:
+        help="""Image every environment image is built on, so that ``docker run IMAGE python`` runs.
+
+        Empty (the default): the *host runtime base*, one layer the worker assembles from the files
+        of its own Debian packages ``docker_host_base_packages`` (glibc and its loader, the GCC
+        runtime, zlib, ``/bin/sh``): no registry needed, stored once, shared by every image.
+        ``scratch``: no base at all; images hold only the environment (and need a glibc from
+        elsewhere to run). Anything else is pulled from a Docker Registry v2 / OCI registry:
         ``host[:port]/repository[:tag|@sha256:…]`` (``debian:bookworm-slim`` means Docker Hub's
-        ``registry-1.docker.io/library/debian``). Its linux layers for this host's architecture are
+        ``registry-1.docker.io/library/debian``); its linux layers for this host's architecture are
         pulled once into storage and shared by all images; a tag is re-resolved every 10 minutes, a
-        digest never. Empty (the default): images hold only the environment.""",
+        digest never.""",
     ).tag(config=True)
+
+    docker_host_base_packages = List(
+        Unicode(),
+        help="""Debian packages of the worker host whose files (``dpkg-query --listfiles``, docs left
+        out) make the host runtime base, used when ``default_docker_base_image`` is empty. Whole
+        packages rather than only the libraries an environment links today, so that what users
+        install later (manylinux wheels, glibc's dlopen'ed NSS and iconv modules) still runs. Every
+        worker host needs them installed (dpkg-based hosts only: elsewhere configure a registry
+        base or ``scratch``). Default: libc6 libc-bin libgcc-s1 libstdc++6 zlib1g dash.""",
+    ).tag(config=True)
+
+    @default("docker_host_base_packages")
+    def _default_host_base_packages(self) -> list[str]:
+        from .builder.host_base import DEFAULT_PACKAGES
+
+        return list(DEFAULT_PACKAGES)
+
+    @validate("docker_host_base_packages")
+    def _check_host_base_packages(self, proposal):
+        bad = [p for p in proposal.value if not _DEBIAN_PACKAGE.match(p)]
+        if bad or not proposal.value:
+            raise ValueError(f"docker_host_base_packages must be Debian package names (name or name:arch), "
+                             f"at least one; got {bad or 'an empty list'}")
+        return proposal.value
 
     docker_base_image_credentials = Unicode(
         None,

@@ -313,6 +313,10 @@ def test_environment_image_on_a_conda_store_base(source, tmp_path, redis_server_
         assert config["config"]["Env"][0].startswith("PATH=/opt/conda/bin:/usr/local/sbin")
         assert config["config"]["Env"].count("CONDA_PREFIX=/opt/conda") == 1
         assert f"base: {service_a.host}/team/base:latest" in service_b.log(build_id)
+        # The configured base wins: its own (host runtime) base is not added a second time.
+        assert base_config["history"][0]["created_by"].startswith("base: host runtime")
+        host_base_layer = base_manifest["layers"][0]
+        assert manifest["layers"].count(host_base_layer) == 1
 
         copied = skopeo_copy(f"docker://{service_b.host}/team/pyenv:latest", f"oci:{tmp_path / 'oci'}:latest")
         assert copied.returncode == 0, copied.stderr
@@ -364,3 +368,29 @@ def test_base_failures_are_recorded_on_the_build(source, tmp_path, package_cache
     reason = _failed_image_reason(tmp_path / "3", package_cache_dir,
                                   default_docker_base_image=f"{host}/team/base:latest")
     assert "requires credentials" in reason
+
+
+def test_host_base_failures_are_recorded_on_the_build(tmp_path, package_cache_dir) -> None:
+    reason = _failed_image_reason(tmp_path, package_cache_dir,
+                                  docker_host_base_packages=["libc6", "no-such-package-zz"])
+    assert "host runtime base" in reason and "no-such-package-zz not installed" in reason
+
+
+def test_scratch_means_no_base(tmp_path, local_channel, package_cache_dir) -> None:
+    """``default_docker_base_image = "scratch"``: images hold only the environment, as before bases."""
+    store = CondaStore(store_directory=str(tmp_path / "store"), package_cache_directory=str(package_cache_dir),
+                       default_docker_base_image="scratch")
+    try:
+        build_id = completed_build(store, "env", ["python", "six"])
+        with store.session() as db:
+            prefix = db.get(orm.Build, build_id).prefix_path(store.store_path)
+        install_prefix(local_channel.url, package_cache_dir, prefix, ["python", "six"])
+        digest = image_for_build(store, build_id)
+        manifest = json.loads(store.storage.get_bytes(blob_key(digest)))
+        config = json.loads(store.storage.get_bytes(blob_key(manifest["config"]["digest"])))
+    finally:
+        store.dispose()
+    assert not [h for h in config["history"] if h["created_by"].startswith("base: ")]
+    assert config["history"][0]["created_by"].startswith("conda package")
+    assert config["config"]["Env"] == [
+        "PATH=/opt/conda/bin:/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin", "CONDA_PREFIX=/opt/conda"]

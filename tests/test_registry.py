@@ -33,6 +33,7 @@ from conda_store_jupyter.worker.images import IMAGE_FAILED_PREFIX, image_for_bui
 
 from .fixtures_service import completed_build, wait_for
 from .processes import stop_process
+from .rootfs import image_env, needs_root, oci_config, run_in_rootfs
 
 UMOCI = shutil.which("umoci")
 MANIFEST_V2 = "application/vnd.docker.distribution.manifest.v2+json"
@@ -74,6 +75,7 @@ def test_image_job_records_manifest_and_logs_layers(store, local_channel, packag
     assert text.startswith("BUILD COMPLETED")  # appended to, not replaced
     assert f"image {digest}:" in text and "== docker image:" in text
     assert "python-" in text and "six-" in text  # one line per package layer
+    assert "base: host runtime libc6:" in text  # images run by default: the host runtime base is first
     # Idempotent: a second run finds the artifact and builds nothing.
     assert image_for_build(store, build_id) == digest
     assert _log(store, build_id).count("-- docker image") == 1
@@ -319,9 +321,34 @@ def test_skopeo_pulls_and_umoci_unpacks_a_runnable_image(service, sixenv, tmp_pa
     assert run.stdout.split() == ["six", str(conda)]
     assert subprocess.run([conda / "bin" / "hello"], capture_output=True, text=True,
                           check=True).stdout.startswith("hello 2.")
+    # What `docker run -it <host>/team/sixenv python` needs: Env, and python on its PATH.
+    config = oci_config(tmp_path / "oci", "latest")
+    env = image_env(config)
+    assert env["PATH"].startswith("/opt/conda/bin:") and "/usr/bin" in env["PATH"].split(":")
+    assert env["LANG"] == "C.UTF-8" and env["CONDA_PREFIX"] == "/opt/conda"
+    assert config["config"]["Cmd"] == ["/opt/conda/bin/python"] and "Entrypoint" not in config["config"]
     # The image job's report is at the end of the build's log.
     text = service.log(sixenv["build_id"])
     assert f"image {sixenv['digest']}:" in text and "== docker image:" in text
+
+
+def _runs_in_chroot(layout: Path, ref: str, bundle: Path, code: str) -> str:
+    """Unpack ``ref`` and run ``python -c code`` inside its root filesystem, as ``docker run`` would."""
+    umoci_unpack(layout, ref, bundle)
+    run = run_in_rootfs(bundle / "rootfs", ["python", "-c", code], image_env(oci_config(layout, ref)))
+    assert run.returncode == 0, run.stderr
+    return run.stdout
+
+
+@needs_clients
+@needs_root
+def test_pulled_image_runs_in_its_own_root(service, sixenv, tmp_path) -> None:
+    """Nothing from the host: the image brings its C runtime (the host runtime base, by default)."""
+    copied = skopeo_copy(f"docker://{service.host}/team/sixenv:latest", f"oci:{tmp_path / 'oci'}:latest")
+    assert copied.returncode == 0, copied.stderr
+    out = _runs_in_chroot(tmp_path / "oci", "latest", tmp_path / "bundle",
+                          "import six, sys, os; print(six.__name__, sys.executable, os.path.exists('/root'))")
+    assert out.split() == ["six", "/opt/conda/bin/python", "True"]
 
 
 def test_head_and_tags(service, sixenv) -> None:
@@ -398,11 +425,36 @@ def _oci_blobs(layout: Path) -> dict[str, int]:
     return {p.name: p.stat().st_size for p in blobs.iterdir()} if blobs.exists() else {}
 
 
-@needs_clients
-def test_second_environment_reuses_shared_layers(service, sixenv, tmp_path) -> None:
-    """team/pkgenv shares python and six with team/sixenv: those layers are stored and pulled once."""
+@pytest.fixture(scope="module")
+def pkgenv(service) -> dict:
+    """team/pkgenv (python, six, packaging): shares python and six with team/sixenv."""
     build_id = service.submit("team", "pkgenv", ["python", "six", "packaging"])
-    digest = service.wait_for_image(build_id)
+    return {"build_id": build_id, "digest": service.wait_for_image(build_id)}
+
+
+def _image(service: Service, manifest_digest: str) -> tuple[dict, dict]:
+    manifest = json.loads(service.store.storage.get_bytes(blob_key(manifest_digest)))
+    return manifest, json.loads(service.store.storage.get_bytes(blob_key(manifest["config"]["digest"])))
+
+
+def test_environments_share_one_base_layer(service, sixenv, pkgenv) -> None:
+    """The default base is one layer, the same blob under every environment's image."""
+    (six_manifest, six_config), (pkg_manifest, pkg_config) = _image(service, sixenv["digest"]), \
+        _image(service, pkgenv["digest"])
+    assert six_manifest["layers"][0] == pkg_manifest["layers"][0]
+    assert six_config["rootfs"]["diff_ids"][0] == pkg_config["rootfs"]["diff_ids"][0]
+    for config in (six_config, pkg_config):
+        bases = [h["created_by"] for h in config["history"] if h["created_by"].startswith("base: ")]
+        assert len(bases) == 1 and bases[0].startswith("base: host runtime libc6:")
+        assert config["history"][0]["created_by"] == bases[0]
+    reused = [line for line in service.log(pkgenv["build_id"]).splitlines() if "base: host runtime" in line]
+    assert len(reused) == 1 and " reused " in reused[0]  # stored by the first image, only hashed since
+
+
+@needs_clients
+def test_second_environment_reuses_shared_layers(service, sixenv, pkgenv, tmp_path) -> None:
+    """team/pkgenv shares python and six with team/sixenv: those layers are stored and pulled once."""
+    build_id, digest = pkgenv["build_id"], pkgenv["digest"]
     layout = tmp_path / "layout"
     first = skopeo_copy(f"docker://{service.host}/team/sixenv:latest", f"oci:{layout}:sixenv")
     assert first.returncode == 0, first.stderr
@@ -482,6 +534,15 @@ def test_on_demand_image_pulls_and_runs(service, tmp_path) -> None:
     assert again.status_code == 200 and len(_dynamic_builds(service, "python--six")) == 1
     tags = httpx.get(service.v2("conda-store-dynamic/python/six/tags/list"), auth=_basic(OTHER)).json()
     assert tags["tags"][0] == "latest"
+
+
+@needs_clients
+@needs_root
+def test_on_demand_image_runs_in_its_own_root(service, tmp_path) -> None:
+    copied = skopeo_copy(f"docker://{service.host}/conda-store-dynamic/six/python:latest",
+                         f"oci:{tmp_path / 'oci'}:latest")
+    assert copied.returncode == 0, copied.stderr
+    assert _runs_in_chroot(tmp_path / "oci", "latest", tmp_path / "bundle", "import six; print('ok')") == "ok\n"
 
 
 def test_only_store_admins_write_into_the_on_demand_namespace(service) -> None:

@@ -35,7 +35,7 @@ import httpx
 from ..exceptions import ArtifactError
 from ..storage.base import Storage, blob_key
 from ._oci import LAYER_TAR_GZIP, MANIFEST_V2, OCI_INDEX, OCI_MANIFEST, sha256_digest
-from .image import DEST_PREFIX, IMAGE_PATH, Layer, image_architecture
+from .image_config import BaseImage, Layer, image_architecture
 
 log = logging.getLogger(__name__)
 
@@ -132,47 +132,6 @@ def parse_challenge(header: str) -> tuple[str, dict[str, str]]:
             value = re.sub(r"\\(.)", r"\1", value[1:-1])
         values[key.lower()] = value
     return scheme.lower(), values
-
-
-# -- the resolved base ----------------------------------------------------------------------------
-
-@dataclass(frozen=True)
-class BaseImage:
-    """A base image whose layer blobs are in storage. ``config`` is its parsed image config."""
-
-    reference: str
-    manifest_digest: str
-    layers: tuple[Layer, ...]
-    config: dict[str, Any]
-
-    @property
-    def architecture(self) -> str:
-        return str(self.config.get("architecture", ""))
-
-
-def runtime_config(base: BaseImage | None, cmd: list[str]) -> dict[str, Any]:
-    """The ``config`` section of our image config: the base's runtime settings with our environment on top.
-
-    PATH starts with ``/opt/conda/bin`` followed by the base's PATH (so its tools stay usable), the
-    base's other variables are kept, CONDA_PREFIX is ours; WorkingDir and User of the base are kept.
-    Cmd is ours and the base's Entrypoint is dropped: the image's command must mean what it says.
-    Without a base this is exactly the config images always had (same digests as before bases existed).
-    """
-    ours = f"{DEST_PREFIX}/bin"
-    base_cfg = (base.config.get("config") or {}) if base is not None else {}
-    path = ":".join(IMAGE_PATH)
-    others: list[str] = []
-    for item in base_cfg.get("Env") or []:
-        key, _, value = str(item).partition("=")
-        if key == "PATH":
-            path = ":".join([ours, *(p for p in value.split(":") if p and p != ours)])
-        elif key != "CONDA_PREFIX":
-            others.append(str(item))
-    config: dict[str, Any] = {"Env": [f"PATH={path}", *others, f"CONDA_PREFIX={DEST_PREFIX}"], "Cmd": cmd,
-                              "WorkingDir": base_cfg.get("WorkingDir") or "/"}
-    if base_cfg.get("User"):
-        config["User"] = base_cfg["User"]
-    return config
 
 
 # -- the client -------------------------------------------------------------------------------------

@@ -20,7 +20,6 @@ import hashlib
 import json
 import logging
 import os
-import platform
 import re
 import shutil
 import tempfile
@@ -29,7 +28,6 @@ from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 from ..exceptions import ArtifactError, NotFoundError
 from ..storage.base import Storage, blob_key
@@ -43,39 +41,15 @@ from ._oci import (
     OCI_MANIFEST,
     TarEntry,
 )
-
-if TYPE_CHECKING:
-    from .base_image import BaseImage
+from .image_config import DEST_PREFIX, BaseImage, Layer, image_architecture, runtime_config
 
 log = logging.getLogger(__name__)
 
-DEST_PREFIX = "/opt/conda"
-IMAGE_PATH = ["/opt/conda/bin", "/usr/local/sbin", "/usr/local/bin", "/usr/sbin", "/usr/bin", "/sbin", "/bin"]
 DEFAULT_MAX_LAYERS = 100
 DEFAULT_COMPRESS_LEVEL = 4
 """gzip level 4 (conda-pack's default too): ~3 % larger than level 6 but twice as fast."""
 
-_ARCH = {"x86_64": "amd64", "amd64": "amd64", "aarch64": "arm64", "arm64": "arm64",
-         "ppc64le": "ppc64le", "s390x": "s390x", "i686": "386", "armv7l": "arm"}
 _DEP_NAME = re.compile(r"[\s=<>!~\[;]")
-
-
-@dataclass(frozen=True)
-class Layer:
-    """One layer of the image, in manifest order.
-
-    ``packages`` are ``name-version-build`` of the conda packages whose files it holds (empty for the
-    environment layer and for base-image layers). ``reused`` says the blob was already in storage
-    before this build (so nothing was compressed or uploaded for it).
-    """
-
-    digest: str
-    diff_id: str
-    size: int
-    packages: tuple[str, ...] = ()
-    created_by: str = ""
-    reused: bool = False
-    media_type: str = LAYER_TAR_GZIP
 
 
 @dataclass(frozen=True)
@@ -118,12 +92,6 @@ class _PlannedLayer:
     created_by: str
 
 
-def image_architecture() -> str:
-    """The OCI architecture name of this host (images are built for the platform they run on)."""
-    machine = platform.machine().lower()
-    return _ARCH.get(machine, machine)
-
-
 def diffid_key(diff_id: str) -> str:
     """Storage key of the record mapping an uncompressed layer (diff_id) to its gzip blob."""
     return blob_key(diff_id).replace("docker/blobs/", "docker/diffids/", 1)
@@ -134,7 +102,7 @@ def build_image(
     storage: Storage,
     *,
     base_layers: Sequence[Layer] = (),
-    base: "BaseImage | None" = None,
+    base: BaseImage | None = None,
     max_layers: int = DEFAULT_MAX_LAYERS,
     compress_level: int = DEFAULT_COMPRESS_LEVEL,
     threads: int | None = None,
@@ -145,9 +113,11 @@ def build_image(
 
     ``base_layers`` (blobs already in ``storage``, e.g. pulled from a base image) come first, then
     one layer per package (grouped so the total stays within ``max_layers``), then the environment
-    layer. ``base`` (from :func:`.base_image.resolve_base_image`) puts its layers first and its
-    runtime settings (Env, WorkingDir, User) under ours. ``work_dir`` should be on the package
-    cache's filesystem: conda-pack then hardlinks instead of copying. Raises :class:`ArtifactError` with the reason when the image cannot be made.
+    layer. ``base`` (pulled by :func:`.base_image.resolve_base_image` or assembled by
+    :func:`.host_base.host_runtime_base`) puts its layers first and its runtime settings (Env,
+    WorkingDir, User) under ours. ``work_dir`` should be on the package cache's filesystem:
+    conda-pack then hardlinks instead of copying. Raises :class:`ArtifactError` with the reason
+    when the image cannot be made.
     """
     prefix = Path(prefix)
     if base is not None:
@@ -184,8 +154,6 @@ def build_image(
         cmd = [f"{DEST_PREFIX}/bin/python"] if os.path.lexists(root / "bin" / "python") else ["/bin/sh"]
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
-
-    from .base_image import runtime_config
 
     config = _oci.canonical_json({
         "architecture": architecture or image_architecture(),
@@ -314,7 +282,7 @@ def _assign_files(root: Path, packages: list[_PackageFiles]) -> list[TarEntry]:
     return rest
 
 
-def _with_parents(entries: list[TarEntry]) -> list[TarEntry]:
+def with_parents(entries: list[TarEntry]) -> list[TarEntry]:
     """Entries plus every parent directory (so each layer unpacks on an empty filesystem), sorted."""
     names = {e.name for e in entries}
     dirs = set()
@@ -347,14 +315,14 @@ def _plan_layers(packages: list[_PackageFiles], env_entries: list[TarEntry], bud
             index = int.from_bytes(hashlib.sha256(pkg.name.encode()).digest()[:8], "big") % n_buckets
             grouped.setdefault(index, []).append(pkg)
         buckets = [sorted(grouped[i], key=lambda p: p.name) for i in sorted(grouped)]
-    layers = [_PlannedLayer([p], _with_parents(p.entries), f"conda package {p.dist}")
+    layers = [_PlannedLayer([p], with_parents(p.entries), f"conda package {p.dist}")
               for p in _dependency_order(singles)]
     for group in buckets:
         entries = [e for p in group for e in p.entries]
-        layers.append(_PlannedLayer(group, _with_parents(entries),
+        layers.append(_PlannedLayer(group, with_parents(entries),
                                     "conda packages " + " ".join(p.dist for p in group)))
     if env_entries:
-        layers.append(_PlannedLayer([], _with_parents(env_entries),
+        layers.append(_PlannedLayer([], with_parents(env_entries),
                                     "environment files not owned by a conda package (pip, conda-meta, activate)"))
     return layers
 
@@ -398,19 +366,31 @@ def _known_blob(storage: Storage, diff_id: str) -> tuple[str, int] | None:
 
 def _store_layer(plan: _PlannedLayer, storage: Storage, level: int, pool, in_flight: int,
                  tmp: Path) -> Layer:
-    packages = tuple(p.dist for p in plan.packages)
+    return store_layer(plan.entries, storage, plan.created_by, tuple(p.dist for p in plan.packages),
+                       level=level, pool=pool, in_flight=in_flight, tmp=tmp)
+
+
+def store_layer(entries: list[TarEntry], storage: Storage, created_by: str, packages: tuple[str, ...] = (),
+                *, level: int = DEFAULT_COMPRESS_LEVEL, pool=None, in_flight: int = 4,
+                tmp: Path) -> Layer:
+    """The layer of ``entries`` (sorted, parents included) with its gzip blob in ``storage``.
+
+    A layer whose diff_id some earlier build already stored costs one hash: its blob is found
+    through the diff_id record and nothing is compressed or uploaded. ``tmp`` holds the gzip file
+    while it is written.
+    """
     try:
-        diff_id, _ = _oci.hash_stream(_oci.iter_tar(plan.entries))
+        diff_id, _ = _oci.hash_stream(_oci.iter_tar(entries))
         known = _known_blob(storage, diff_id)
         if known is not None:
-            return Layer(known[0], diff_id, known[1], packages, plan.created_by, reused=True)
+            return Layer(known[0], diff_id, known[1], packages, created_by, reused=True)
         path = tmp / "layer.tar.gz"
         with open(path, "wb") as out:
-            gz = _oci.gzip_stream(_oci.iter_tar(plan.entries), out, level, pool, in_flight)
+            gz = _oci.gzip_stream(_oci.iter_tar(entries), out, level, pool, in_flight)
     except OSError as err:
-        raise ArtifactError(f"cannot write the image layer of {plan.created_by}: {err}") from err
+        raise ArtifactError(f"cannot write the image layer of {created_by}: {err}") from err
     if gz.diff_id != diff_id:
-        raise ArtifactError(f"files of {plan.created_by} changed while the image was built")
+        raise ArtifactError(f"files of {created_by} changed while the image was built")
     reused = storage.exists(blob_key(gz.digest))
     if not reused:
         storage.put_file(blob_key(gz.digest), path, LAYER_TAR_GZIP)
@@ -418,7 +398,7 @@ def _store_layer(plan: _PlannedLayer, storage: Storage, level: int, pool, in_fli
         storage.put_bytes(diffid_key(diff_id), _oci.canonical_json({"digest": gz.digest, "size": gz.size}),
                           "application/json")
     path.unlink()
-    return Layer(gz.digest, diff_id, gz.size, packages, plan.created_by, reused=reused)
+    return Layer(gz.digest, diff_id, gz.size, packages, created_by, reused=reused)
 
 
 # -- OCI image layout -----------------------------------------------------------------------------------

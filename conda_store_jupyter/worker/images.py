@@ -26,11 +26,15 @@ from ..storage.base import artifact_key, blob_key
 if TYPE_CHECKING:
     from ..app import CondaStore
     from ..builder.image import ImageManifest
+    from ..builder.image_config import BaseImage
 
 log = logging.getLogger(__name__)
 
 IMAGE_FAILED_PREFIX = "image not built: "
 """Start of ``Build.status_info`` of a COMPLETED build whose image job failed (read by the registry)."""
+
+SCRATCH = "scratch"
+"""``default_docker_base_image`` meaning "no base" (Docker's name for the empty image)."""
 
 WORK_DIR_NAME = ".image-work"
 """Scratch directory under the store: on the prefixes' filesystem, so conda-pack hardlinks."""
@@ -115,14 +119,24 @@ def _build(store: "CondaStore", prefix: Path) -> "ImageManifest":
         raise ArtifactError(f"the build prefix {prefix} is gone (deleted or never installed)")
     work_dir = store.store_path / WORK_DIR_NAME
     work_dir.mkdir(parents=True, exist_ok=True)
-    base = None
-    if store.default_docker_base_image:
-        from ..builder.base_image import resolve_base_image
+    return build_image(prefix, store.storage, work_dir=work_dir, base=_base_image(store, work_dir))
 
-        base = resolve_base_image(store.default_docker_base_image, store.storage, work_dir=work_dir,
-                                  credentials=store.docker_base_image_credentials,
-                                  insecure=store.docker_base_image_insecure)
-    return build_image(prefix, store.storage, work_dir=work_dir, base=base)
+
+def _base_image(store: "CondaStore", work_dir: Path) -> "BaseImage | None":
+    """The base ``default_docker_base_image`` names: the host runtime base (empty), none
+    (``scratch``), or an image pulled from a registry. Either base is stored once and shared."""
+    setting = store.default_docker_base_image.strip()
+    if setting == SCRATCH:
+        return None
+    if not setting:
+        from ..builder.host_base import host_runtime_base
+
+        return host_runtime_base(store.storage, store.docker_host_base_packages, work_dir=work_dir)
+    from ..builder.base_image import resolve_base_image
+
+    return resolve_base_image(setting, store.storage, work_dir=work_dir,
+                              credentials=store.docker_base_image_credentials,
+                              insecure=store.docker_base_image_insecure)
 
 
 def _describe(image: "ImageManifest") -> list[str]:
