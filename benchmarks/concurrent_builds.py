@@ -24,6 +24,7 @@ REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
 from conda_store_jupyter.testing.config import local_channel_traits, write_config  # noqa: E402
+from conda_store_jupyter.worker.queue import BuildQueue
 from tests.fixtures_service import ServiceEnv, make_build  # noqa: E402
 from tests.processes import wait_for  # noqa: E402
 from tests.redis_server import redis_server  # noqa: E402
@@ -66,7 +67,7 @@ def run_round(redis_url: str, channel, package_cache: Path, workers: int, builds
             raise RuntimeError(f"{exc}:\n{env.worker_logs()[-3000:]}") from None
         t0 = time.monotonic()
         for build_id in ids:
-            store.queue.enqueue_build(build_id)
+            BuildQueue(store).enqueue_build(build_id)
         finished = [BuildStatus.COMPLETED, BuildStatus.FAILED, BuildStatus.CANCELED]
 
         def all_finished() -> bool:

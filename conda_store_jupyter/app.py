@@ -1,9 +1,11 @@
 """``CondaStore``: the one configurable object shared by server and worker.
 
 It owns the settings (every trait has help text), the database session factory, the storage
-backend and the Redis connection. Server and worker load the same traitlets config file
-(``conda_store_config.py``) so they always agree. Trait names follow upstream conda-store where
-the concept is the same, so existing config files carry over.
+backend and the Redis connection. It knows nothing of the queue built on them: callers make a
+``worker.queue.BuildQueue(store)`` (the worker package depends on this module, never the
+reverse). Server and worker load the same traitlets config file (``conda_store_config.py``) so
+they always agree. Trait names follow upstream conda-store where the concept is the same, so
+existing config files carry over.
 """
 
 from __future__ import annotations
@@ -121,8 +123,35 @@ class CondaStore(LoggingConfigurable):
     # -- builds ---------------------------------------------------------------------------------
     build_timeout = Integer(
         3600,
-        help="Seconds a build may run (solve + install + artifacts) before it is stopped and FAILED.",
+        help="""Seconds a build may run (solve + install + artifacts) before it is stopped and
+        FAILED. 0 means no limit; negative values are rejected. The pipeline, the worker's
+        supervisor and RQ's job timeout all read it through ``build_time_limit``.""",
     ).tag(config=True)
+
+    @validate("build_timeout")
+    def _check_build_timeout(self, proposal):
+        if proposal.value < 0:
+            raise ValueError(f"build_timeout must be >= 0 seconds (0 = no limit), not {proposal.value}")
+        return proposal.value
+
+    @property
+    def build_time_limit(self) -> float | None:
+        """``build_timeout`` in seconds, or None for no limit: the one reading of that trait."""
+        return float(self.build_timeout) if self.build_timeout > 0 else None
+
+    build_max_attempts = Integer(
+        5,
+        help="""How many times a build may be started. A build interrupted by something outside it
+        (its worker was stopped, killed or lost, Redis lost its job) is queued again until it has
+        been started this many times, then FAILED with the reason. A build that fails on its own
+        (solve error, timeout, cancel) is never retried. 1 disables retries.""",
+    ).tag(config=True)
+
+    @validate("build_max_attempts")
+    def _check_build_max_attempts(self, proposal):
+        if proposal.value < 1:
+            raise ValueError(f"build_max_attempts must be >= 1, not {proposal.value}")
+        return proposal.value
 
     build_artifacts = List(
         Unicode(),
@@ -307,7 +336,6 @@ class CondaStore(LoggingConfigurable):
 
     # -- queue ----------------------------------------------------------------------------------
     _redis = None
-    _queue = None
 
     @property
     def redis(self):
@@ -326,15 +354,6 @@ class CondaStore(LoggingConfigurable):
                 health_check_interval=30,
             )
         return self._redis
-
-    @property
-    def queue(self):
-        """The :class:`~conda_store_jupyter.worker.queue.BuildQueue` (enqueue, cancel, delete)."""
-        if self._queue is None:
-            from .worker.queue import BuildQueue
-
-            self._queue = BuildQueue(self)
-        return self._queue
 
     # -- loading --------------------------------------------------------------------------------
     @classmethod

@@ -9,6 +9,7 @@ that a second line of defence rather than the only one.
 
 from __future__ import annotations
 
+import hashlib
 import re
 import unicodedata
 from datetime import datetime, timezone
@@ -41,8 +42,11 @@ def validate_name(value: object, what: str = "name") -> str:
 
     ``what`` names the field in the error message (``"namespace"``, ``"environment name"``...).
     """
-    if not isinstance(value, str) or not value:
-        raise InvalidNameError(f"{what} must be a non-empty string")
+    if not isinstance(value, str):
+        raise InvalidNameError(f"{what} must be a string, got {_kind(value)}"
+                               + (f" ({value!r}; quote it in YAML)" if isinstance(value, (int, float)) else ""))
+    if not value:
+        raise InvalidNameError(f"{what} must not be empty")
     if len(value) > NAME_MAX_LENGTH:
         raise InvalidNameError(
             f"{what} {value[:20]!r}... is {len(value)} characters long; the limit is {NAME_MAX_LENGTH}"
@@ -53,6 +57,21 @@ def validate_name(value: object, what: str = "name") -> str:
             "'.', '_' or '-' (no leading/trailing separator, no '/', no '..')"
         )
     return value
+
+
+def _kind(value: object) -> str:
+    """How a JSON/YAML user would call the type of ``value``."""
+    if value is None:
+        return "nothing (null)"
+    if isinstance(value, bool):
+        return "a boolean"
+    if isinstance(value, (int, float)):
+        return "a number"
+    if isinstance(value, (list, tuple)):
+        return "a list"
+    if isinstance(value, dict):
+        return "a mapping"
+    return f"a {type(value).__name__}"
 
 
 def is_valid_name(value: object) -> bool:
@@ -86,32 +105,44 @@ def parse_build_key(key: str) -> int:
 
 _NOT_NAME_CHARS = re.compile(r"[^a-z0-9]+")
 
+USER_SUFFIX_SEPARATOR = "--"
+USER_SUFFIX_HEX = 8
+_USER_SUFFIX_RE = re.compile(rf"{USER_SUFFIX_SEPARATOR}[0-9a-f]{{{USER_SUFFIX_HEX}}}$")
+"""The suffix :func:`namespace_for_username` appends to a name it had to change."""
+
 
 def namespace_for_username(username: str) -> str:
-    """The primary namespace of a user: the name itself, or a clear normalisation of it.
+    """The primary namespace of a user: the name itself, or a normalisation of it that no other
+    user name can map to.
 
     JupyterHub (and other identity providers) allow names our grammar does not: ``Alice``,
-    ``alice@example.org``. Lowercase them and turn each run of other characters into ``-``
-    (``alice-example-org``); raise InvalidNameError when nothing usable remains.
+    ``alice@example.org``. A name that is already valid is its own namespace. Any other name is
+    lowercased, each run of other characters becomes ``-``, and ``--`` plus the first 8 hex of
+    the sha256 of the *original* name is appended: ``bob@x.org`` → ``bob-x-org--1b7f…``, never
+    ``bob-x-org``, which is the user ``bob-x-org``'s. (Like JupyterHub's escaping, the mapping is
+    injective: a valid name that happens to end in ``--<8 hex>`` is suffixed too, so the two kinds
+    of result never meet.) Raises InvalidNameError when nothing usable remains.
 
-    Distinct provider names can normalise to the same namespace (``bob@x.org``/``bob-x-org``);
-    JupyterHub already lowercases names, so only deployments whose provider allows such pairs
-    need to care (give those users explicit bindings instead).
+    Which identity owns a namespace is also recorded (``Namespace.owner``), so even a collision
+    of the suffix could not hand one user another's namespace.
     """
     if not isinstance(username, str) or not username.strip():
         raise InvalidNameError("user name must be a non-empty string")
-    if is_valid_name(username):
+    if is_valid_name(username) and not _USER_SUFFIX_RE.search(username):
         candidate = username
     else:
         # NFKD + dropping non-ASCII keeps "Émile" recognisable as "emile" rather than "mile".
         ascii_name = unicodedata.normalize("NFKD", username).encode("ascii", "ignore").decode()
-        candidate = _NOT_NAME_CHARS.sub("-", ascii_name.strip().lower()).strip("-")
-        if not is_valid_name(candidate):
+        readable = _NOT_NAME_CHARS.sub("-", ascii_name.strip().lower()).strip("-")
+        room = NAME_MAX_LENGTH - len(USER_SUFFIX_SEPARATOR) - USER_SUFFIX_HEX
+        readable = readable[:room].rstrip("-")
+        if not is_valid_name(readable):
             raise InvalidNameError(
-                f"user name {username!r} cannot be used as a namespace (normalised to {candidate!r}, "
-                f"which is not a valid name: lowercase letters and digits separated by '.', '_' or '-', "
-                f"at most {NAME_MAX_LENGTH} characters)"
+                f"user name {username[:80]!r} cannot be used as a namespace (normalised to {readable!r}, "
+                f"which is not a valid name: lowercase letters and digits separated by '.', '_' or '-')"
             )
+        digest = hashlib.sha256(username.encode("utf-8", "surrogatepass")).hexdigest()[:USER_SUFFIX_HEX]
+        candidate = f"{readable}{USER_SUFFIX_SEPARATOR}{digest}"
     # Reserved (security): the owner of the on-demand image namespace could plant images that the
     # registry serves to everyone pulling conda-store-dynamic/... (see DYNAMIC_NAMESPACE).
     if candidate == DYNAMIC_NAMESPACE:

@@ -56,7 +56,9 @@ class Specification(pydantic.BaseModel):
     """A validated, normalised environment.yaml.
 
     ``dependencies`` holds conda match specs; the ``pip:`` sub-list is split out into ``pip``.
-    ``prefix`` from exported files is accepted and ignored.
+    ``prefix`` from exported files is accepted (upstream accepts it) but ignored, and said so in
+    ``warnings``: what the submitter should know, shown in the API answer and the build log. The
+    warnings are not part of the specification (not in its dict, YAML or sha256).
     """
 
     model_config = pydantic.ConfigDict(extra="forbid")
@@ -67,6 +69,7 @@ class Specification(pydantic.BaseModel):
     pip: list[str] = []
     variables: dict[str, str] = {}
     description: str | None = None
+    warnings: list[str] = pydantic.Field(default_factory=list, exclude=True)
 
     # -- identity ---------------------------------------------------------------------------
     def to_environment_dict(self) -> dict[str, Any]:
@@ -103,6 +106,37 @@ class Specification(pydantic.BaseModel):
         have = self.conda_names
         extra = [s for s in included if MatchSpec(s).name.normalized not in have]
         return self.model_copy(update={"dependencies": [*self.dependencies, *extra]}) if extra else self
+
+
+def invalid_unicode_at(data: Any) -> str | None:
+    """Where in parsed JSON/YAML a string (or key) holds a lone surrogate, e.g. ``note`` or
+    ``role_bindings.x/*[0]``; None if every string is valid Unicode.
+
+    JSON (``"\\udfff"``) and YAML (``"\\ud800"``) can both spell one, no database can store
+    it, and it would only fail when written. Iterative: nesting depth is the parser's business.
+    """
+    stack: list[tuple[str, Any]] = [("", data)]
+    while stack:
+        where, value = stack.pop()
+        if isinstance(value, str):
+            if not _encodable(value):
+                return where or "value"
+        elif isinstance(value, dict):
+            for key, item in value.items():
+                if isinstance(key, str) and not _encodable(key):
+                    return f"{where + '.' if where else ''}<a key>"
+                stack.append((f"{where}.{key}" if where else str(key), item))
+        elif isinstance(value, list):
+            stack.extend((f"{where}[{i}]", item) for i, item in enumerate(value))
+    return None
+
+
+def _encodable(text: str) -> bool:
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
 
 
 def _where(loc: tuple) -> str:
@@ -194,6 +228,9 @@ def specification_from_dict(
         raise SpecificationError(
             f"specification must be a mapping with name/channels/dependencies, got {type(data).__name__}"
         )
+    where = invalid_unicode_at(data)
+    if where is not None:
+        raise SpecificationError(f"{where}: not valid Unicode (a lone surrogate such as \\udfff)")
     unknown = set(data) - {"name", "channels", "dependencies", "variables", "description", "prefix"}
     if unknown:
         raise SpecificationError(f"unknown key(s) in specification: {', '.join(sorted(map(str, unknown)))}")
@@ -241,6 +278,10 @@ def specification_from_dict(
     description = data.get("description")
     if description is not None and not isinstance(description, str):
         raise SpecificationError("description: must be a string")
+    warnings = []
+    if "prefix" in data:  # exported by `conda env export`; the store decides where builds live
+        warnings.append(f"prefix: {str(data['prefix'])[:80]!r} is ignored; conda-store chooses where "
+                        "environments are installed")
     try:
         return Specification(
             name=name,
@@ -249,6 +290,7 @@ def specification_from_dict(
             pip=pip,
             variables={k: str(v) for k, v in variables.items()},
             description=description,
+            warnings=warnings,
         )
     except pydantic.ValidationError as exc:  # pragma: no cover - guarded above
         err = exc.errors()[0]

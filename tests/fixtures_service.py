@@ -25,6 +25,7 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import httpx
 import pytest
 
 from conda_store_jupyter import orm
@@ -302,3 +303,77 @@ def build_row(store, build_id: int):
         build = db.get(orm.Build, build_id)
         _ = build.environment.namespace, build.specification, build.artifacts
         return build
+
+
+# -- conda-store-server --standalone as a subprocess ------------------------------------------------
+@dataclass
+class StandaloneServer:
+    """``conda-store-server --standalone`` in a subprocess (its own session), restartable on one store.
+
+    ``token`` must be an admin token of the config (``predefined_tokens``)."""
+
+    config: Path
+    tmp: Path
+    port: int
+    token: str
+    workers: int = 2
+    proc: subprocess.Popen | None = None
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def start(self) -> None:
+        log = self.tmp / "server.log"
+        with open(log, "ab") as out:
+            self.proc = subprocess.Popen(
+                [str(Path(sys.executable).parent / "conda-store-server"), "--standalone", f"--config={self.config}",
+                 f"--port={self.port}", f"--workers={self.workers}"],
+                stdout=out, stderr=subprocess.STDOUT, cwd=self.tmp, start_new_session=True)
+        wait_for(lambda: httpx.get(f"{self.url}/api/v1/", timeout=2).status_code == 200, 120,
+                 "conda-store-server to answer", 0.2, proc=self.proc, log=log, ignore=httpx.HTTPError)
+
+    def submit(self, spec: str, namespace: str = "team") -> int:
+        resp = httpx.post(f"{self.url}/api/v1/specification/", json={"namespace": namespace, "specification": spec},
+                          headers={"Authorization": f"Bearer {self.token}"}, timeout=60)
+        assert resp.status_code == 200, resp.text
+        return int(resp.json()["data"]["build_id"])
+
+    def try_submit(self, spec: str, namespace: str = "team") -> int | None:
+        """The build id, or None if the server does not accept it right now (down, 503)."""
+        try:
+            return self.submit(spec, namespace)
+        except (httpx.HTTPError, AssertionError):
+            return None
+
+    def processes(self) -> dict[int, str]:
+        """pid -> command name of every process the server started (and they started)."""
+        return {p: proc_comm(p) for p in descendants(self.proc.pid)}
+
+    def log(self) -> str:
+        return (self.tmp / "server.log").read_text(errors="replace")[-4000:] + "".join(
+            f"\n== {p.name}\n{p.read_text(errors='replace')[-2000:]}"
+            for p in sorted((self.tmp / "store" / ".logs").glob("*.log")))
+
+
+def _comm(pid: int) -> str:
+    try:
+        return Path(f"/proc/{pid}/comm").read_text().strip()
+    except OSError:
+        return "?"
+
+
+def proc_comm(pid: int) -> str:
+    """The command name of a process ("?" if it is gone)."""
+    try:
+        return Path(f"/proc/{pid}/comm").read_text().strip()
+    except OSError:
+        return "?"
+
+
+def proc_state(pid: int) -> str | None:
+    """The state letter of a process (R, S, Z, ...), None if it is gone."""
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except OSError:
+        return None

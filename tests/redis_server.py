@@ -2,13 +2,16 @@
 
 A real server (not fakeredis) because RQ workers are separate processes that need INFO, SCRIPT,
 blocking pops and streams exactly as production Redis has them. It binds 127.0.0.1 on a free port
-(never a fixed one), keeps nothing on disk, and lives in a temporary directory removed on exit.
+(never a fixed one) and lives in a temporary directory removed on exit. By default it keeps
+nothing on disk; :class:`RedisServer` can also keep an append-only file, and be SIGKILLed and
+started again on the same port (fault tests).
 """
 
 from __future__ import annotations
 
 import contextlib
 import shutil
+import signal
 import subprocess
 import tempfile
 import time
@@ -26,37 +29,79 @@ def available() -> bool:
     return Path(REDIS_SERVER).is_file()
 
 
+class RedisServer:
+    """One redis-server process on a fixed (free) port of 127.0.0.1 and a private directory."""
+
+    def __init__(self, *, appendonly: bool = False) -> None:
+        self.appendonly = appendonly
+        self.dir = Path(tempfile.mkdtemp(prefix="redis-"))
+        self.port = 0
+        self.proc: subprocess.Popen | None = None
+
+    @property
+    def url(self) -> str:
+        return f"redis://127.0.0.1:{self.port}"
+
+    def start(self) -> str:
+        """Start it (on a new free port the first time, on the same port afterwards); return its URL."""
+        # A port is free when picked but may be taken before redis binds it: retry a few times.
+        for _attempt in range(5):
+            self.port = self.port or free_port()
+            if self._launch():
+                return self.url
+            if self.proc is not None and self.proc.poll() is None:
+                stop_process(self.proc, timeout=5)
+            self.port = 0
+        raise RuntimeError(f"redis-server did not start; log: {self.dir / 'redis.log'}")
+
+    def _launch(self) -> bool:
+        import redis
+
+        persistence = ["--appendonly", "yes", "--appendfsync", "everysec"] if self.appendonly else \
+            ["--appendonly", "no"]
+        self.proc = subprocess.Popen(
+            [REDIS_SERVER, "--port", str(self.port), "--bind", "127.0.0.1", "--save", "", *persistence,
+             "--dir", str(self.dir), "--logfile", str(self.dir / "redis.log"), "--databases", "64"],
+            stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+        )
+        client = redis.Redis.from_url(self.url, socket_connect_timeout=0.5)
+        deadline = time.monotonic() + START_TIMEOUT
+        try:
+            while time.monotonic() < deadline and self.proc.poll() is None:
+                try:
+                    client.ping()
+                    return True
+                except redis.exceptions.ConnectionError:  # incl. LOADING the append-only file
+                    time.sleep(0.05)
+        finally:
+            client.close()
+        return False
+
+    def kill(self) -> None:
+        """SIGKILL it (no shutdown save, no goodbye to clients)."""
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGKILL)
+            self.proc.wait()
+
+    def stop(self) -> None:
+        if self.proc is not None:
+            stop_process(self.proc, timeout=10)
+        shutil.rmtree(self.dir, ignore_errors=True)
+
+
+@contextlib.contextmanager
+def restartable_redis_server(*, appendonly: bool = False) -> Iterator[RedisServer]:
+    """A started :class:`RedisServer`, stopped and removed afterwards."""
+    server = RedisServer(appendonly=appendonly)
+    try:
+        server.start()
+        yield server
+    finally:
+        server.stop()
+
+
 @contextlib.contextmanager
 def redis_server() -> Iterator[str]:
     """Yield ``redis://127.0.0.1:<port>`` of a fresh redis-server; stop it afterwards."""
-    import redis
-
-    tmp = Path(tempfile.mkdtemp(prefix="redis-"))
-    # A port is free when picked but may be taken before redis binds it: retry a few times.
-    for _attempt in range(5):
-        port = free_port()
-        proc = subprocess.Popen(
-            [REDIS_SERVER, "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no",
-             "--dir", str(tmp), "--logfile", str(tmp / "redis.log"), "--databases", "64"],
-            stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-        )
-        url = f"redis://127.0.0.1:{port}"
-        client = redis.Redis.from_url(url, socket_connect_timeout=0.5)
-        deadline = time.monotonic() + START_TIMEOUT
-        while time.monotonic() < deadline and proc.poll() is None:
-            try:
-                client.ping()
-                break
-            except redis.exceptions.ConnectionError:
-                time.sleep(0.05)
-        client.close()
-        if proc.poll() is None:
-            break
-    else:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise RuntimeError(f"redis-server did not start; log: {tmp / 'redis.log'}")
-    try:
-        yield url
-    finally:
-        stop_process(proc, timeout=10)
-        shutil.rmtree(tmp, ignore_errors=True)
+    with restartable_redis_server() as server:
+        yield server.url

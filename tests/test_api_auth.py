@@ -17,7 +17,7 @@ from concurrent.futures import ThreadPoolExecutor
 
 import httpx
 import pytest
-import sqlalchemy as sa
+from sqlalchemy import select
 from traitlets.config import Config
 
 from conda_store_jupyter import orm
@@ -177,7 +177,7 @@ def test_dead_session_cookie_is_401_and_cleared_and_login_still_works(server):
     login = httpx.post(f"{server.url}login/", json={"username": "alice", "password": "s3cret"}, timeout=30)
     cookie = login.cookies["conda-store-auth"]
     with server.store.session() as db:
-        row = db.scalars(sa.select(orm.Token).order_by(orm.Token.id.desc())).first()
+        row = db.scalars(select(orm.Token).order_by(orm.Token.id.desc())).first()
         row.expires_at = orm.utcnow() - dt.timedelta(seconds=1)
     r = httpx.get(server.api("environment/"), cookies={"conda-store-auth": cookie}, timeout=30)
     assert r.status_code == 401 and "expired on" in r.json()["message"] and "log in again" in r.json()["message"]
@@ -304,3 +304,43 @@ def test_log_stream_rejects_bad_event_ids(server, users):
     # a well-formed id streams (the build has ended: straight to the end event)
     r = httpx.get(server.api(f"build/{b}/logs/stream/"), params={"after": "0-0"}, headers=bearer(bob), timeout=30)
     assert r.status_code == 200 and "event: end" in r.text
+
+
+# -- namespace ownership ------------------------------------------------------------------------
+def test_two_users_never_share_a_namespace(server):
+    """``bob@x.org`` and ``bob-x-org`` used to get the same namespace, each its admin."""
+    from conda_store_jupyter.auth import tokens as token_rows
+
+    owner = user_token(server, "bob-x-org")
+    other = user_token(server, "bob@x.org")
+    assert call(server, "POST", "specification/", owner, json={"specification": SPEC}).status_code == 200
+    mine = call(server, "GET", "permission/", other).json()["data"]
+    assert mine["primary_namespace"].startswith("bob-x-org--") and "bob-x-org/*" not in mine["entity_roles"]
+    r = call(server, "POST", "specification/", other, json={"specification": SPEC})
+    assert r.status_code == 200, r.text  # into their own, distinct namespace
+    with server.store.session() as db:
+        owners = dict(db.execute(select(orm.Namespace.name, orm.Namespace.owner)).all())
+    assert owners == {"bob-x-org": "bob-x-org", mine["primary_namespace"]: "bob@x.org"}
+
+    # A token naming someone else's namespace as its user's own (issued before user names were
+    # mapped injectively, say) grants nothing there, and says why.
+    with server.store.session() as db:
+        legacy = token_rows.issue_token(db, username="bob@x.org", primary_namespace="bob-x-org",
+                                        role_bindings={"bob-x-org/*": ["admin"]}, expires_at=None).token
+    assert "bob-x-org/*" not in call(server, "GET", "permission/", legacy).json()["data"]["entity_roles"]
+    for method, path, kw in [("POST", "specification/", {"json": {"specification": SPEC}}),
+                             ("DELETE", "environment/bob-x-org/env/", {}),
+                             ("PUT", "namespace/bob-x-org/", {"json": {"metadata": {"x": 1}}})]:
+        r = call(server, method, path, legacy, **kw)
+        assert r.status_code == 403, (method, path, r.text)
+        assert "namespace 'bob-x-org' belongs to another user" in r.json()["message"], r.text
+    assert call(server, "GET", "environment/bob-x-org/env/", owner).status_code == 200  # untouched
+
+
+def test_a_namespace_from_before_owners_is_claimed_by_its_user(server):
+    with server.store.session() as db:
+        db.add(orm.Namespace(name="erin", metadata_={}))  # created before owners were recorded
+    token = user_token(server, "erin")
+    assert call(server, "POST", "specification/", token, json={"specification": SPEC}).status_code == 200
+    with server.store.session() as db:
+        assert db.scalars(select(orm.Namespace.owner).where(orm.Namespace.name == "erin")).one() == "erin"

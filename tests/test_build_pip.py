@@ -233,12 +233,14 @@ def test_worker_build_locks_pip_files_from_the_hosts_uv_index(
     service_factory, http_index, clean_uv_environment, tmp_path
 ):
     """End to end through the queue and a real worker process that has UV_INDEX_URL set."""
+    from conda_store_jupyter.worker.queue import BuildQueue
+
     index_url, wheels, port = http_index
     configure_uv("UV_INDEX_URL", index_url, clean_uv_environment, tmp_path)
     env = service_factory(pip_index_url=None, pip_find_links=[], build_artifacts=["LOCKFILE", "YAML"])
     store = env.store
     build_id = make_build(store, SPEC)
-    store.queue.enqueue_build(build_id)
+    BuildQueue(store).enqueue_build(build_id)
     env.start_worker()  # inherits this process's environment, UV_INDEX_URL included
     status, info = wait_status(store, build_id, BuildStatus.COMPLETED, BuildStatus.FAILED, env=env)
     assert status == BuildStatus.COMPLETED, info

@@ -425,12 +425,13 @@ def test_worker_rebuild_fails_on_a_channel_no_longer_allowed(service_factory, lo
     """Through the queue: a build of a stored specification whose channel the store stopped allowing."""
     from conda_store_jupyter.schema import BuildStatus
     from conda_store_jupyter.worker.logs import stored_or_live_log
+    from conda_store_jupyter.worker.queue import BuildQueue
 
     from .fixtures_service import make_build, wait_status
 
     env = service_factory(conda_default_channels=["conda-forge"], conda_allowed_channels=["conda-forge"])
     build_id = make_build(env.store, f"name: hi\nchannels: [{local_channel.url}]\ndependencies: [hello]\n")
-    env.store.queue.enqueue_build(build_id)
+    BuildQueue(env.store).enqueue_build(build_id)
     env.start_worker()
     status, info = wait_status(env.store, build_id, BuildStatus.COMPLETED, BuildStatus.FAILED, env=env)
     line = f"channel {local_channel.url} is not allowed (conda_allowed_channels)"

@@ -21,6 +21,7 @@ from typing import Iterator, Mapping
 
 import httpx
 import pytest
+from sqlalchemy import select
 
 from conda_store_jupyter import orm
 from conda_store_jupyter.app import CondaStore
@@ -625,14 +626,49 @@ def test_on_demand_errors_are_registry_errors(service) -> None:
         r = httpx.get(service.v2(path), auth=auth)
         assert 400 <= r.status_code < 500 and _errors(r), (path, r.text)
     assert httpx.get(service.v2("conda-store-dynamic/six/manifests/latest")).status_code == 401
-    # A well-formed name that cannot be solved: the build fails and the pull says why.
+    # A well-formed name that cannot be solved: the pull says why, and nothing is created
+    # (see test_on_demand_typo_leaves_nothing_behind).
     r = httpx.get(service.v2("conda-store-dynamic/no-such-package/manifests/latest"), auth=auth,
                   timeout=BUILD_TIMEOUT + 30)
-    assert r.status_code == 404 and _errors(r) == ["MANIFEST_UNKNOWN"]
-    assert "FAILED" in r.json()["errors"][0]["message"] and "no-such-package" in r.json()["errors"][0]["message"]
-    # Asking again reports the recent failure instead of starting another build.
-    again = httpx.get(service.v2("conda-store-dynamic/no-such-package/manifests/latest"), auth=auth, timeout=10)
-    assert again.status_code == 404 and len(_dynamic_builds(service, "no-such-package")) == 1
+    assert r.status_code == 404 and _errors(r) == ["NAME_UNKNOWN"], r.text
+    assert "no-such-package" in r.json()["errors"][0]["message"]
+    assert _dynamic_builds(service, "no-such-package") == []
+
+
+def test_on_demand_typo_leaves_nothing_behind(redis_url, local_channel, package_cache_dir, tmp_path) -> None:
+    """``docker pull …/conda-store-dynamic/nopkg-zz`` used to leave an environment whose only
+    build failed in the shared namespace: the name is now solved before any row exists."""
+    from traitlets.config import Config
+
+    from conda_store_jupyter.server.testing import running_server
+
+    c = Config()
+    c.CondaStore.store_directory = str(tmp_path / "store")
+    c.CondaStore.redis_url = redis_url
+    c.CondaStore.conda_default_channels = [local_channel.url]
+    c.CondaStore.package_cache_directory = str(package_cache_dir)
+    c.CondaStore.build_artifacts = ["LOCKFILE", "YAML", "DOCKER_MANIFEST"]
+    c.AuthenticationBackend.predefined_tokens = {ADMIN: {"primary_namespace": "team",
+                                                         "role_bindings": {"*/*": ["admin"]}}}
+    c.Registry.dynamic_wait_timeout = 1.0
+    with running_server(c) as server:
+        host = server.url.split("/")[2]
+        for name in ("nopkg-zz", "python/nopkg-zz", "six.lt.0.1"):
+            r = httpx.get(f"http://{host}/v2/conda-store-dynamic/{name}/manifests/latest", auth=_basic(ADMIN),
+                          timeout=60)
+            assert r.status_code == 404 and _errors(r) == ["NAME_UNKNOWN"], (name, r.text)
+            message = r.json()["errors"][0]["message"]
+            assert message.startswith(f"cannot build conda-store-dynamic/{name}: could not solve"), message
+            assert ("nopkg-zz" if "nopkg" in name else "six") in message
+        with server.store.session() as db:
+            assert db.scalars(select(orm.Environment)).all() == []
+            assert db.scalars(select(orm.Build)).all() == []
+            assert db.scalars(select(orm.Namespace)).all() == []
+        # A name that solves is submitted as before (no worker here: the wait times out).
+        r = httpx.get(f"http://{host}/v2/conda-store-dynamic/six/manifests/latest", auth=_basic(ADMIN), timeout=60)
+        assert r.status_code == 404 and "not ready after 1 s" in r.text
+        with server.store.session() as db:
+            assert [e.name for e in db.scalars(select(orm.Environment))] == ["six"]
 
 
 def test_on_demand_wait_is_bounded(redis_url, local_channel, package_cache_dir, tmp_path) -> None:

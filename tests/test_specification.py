@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+
 import pytest
 
 from conda_store_jupyter.exceptions import SpecificationError
@@ -94,3 +96,25 @@ def test_alias_bomb_is_refused_quickly():
     with pytest.raises(SpecificationError, match="aliases"):
         parse_specification(text)
     assert time.perf_counter() - start < 0.5
+
+
+@pytest.mark.parametrize("text, where", [
+    ('name: x\ndescription: "\\udfff"\ndependencies: [python]', "description"),
+    ('name: x\nvariables: {A: "ok", B: "\\ud800"}\ndependencies: [python]', "variables.B"),
+    ('name: x\ndependencies: [python, {pip: ["six", "\\udc80"]}]', "dependencies[1].pip[1]"),
+    ('name: x\nprefix: "\\udfff"\ndependencies: [python]', "prefix"),
+])
+def test_lone_surrogates_from_yaml_escapes_are_refused(text, where):
+    """YAML's "\\uXXXX" escapes can spell text no database stores (it failed only when written)."""
+    with pytest.raises(SpecificationError, match=rf"^{re.escape(where)}: not valid Unicode"):
+        parse_specification(text)
+
+
+def test_ignored_prefix_is_a_warning_outside_the_identity():
+    with_prefix = parse_specification("name: x\nprefix: /etc\ndependencies: [python]")
+    plain = parse_specification("name: x\ndependencies: [python]")
+    assert with_prefix.warnings == ["prefix: '/etc' is ignored; conda-store chooses where environments are installed"]
+    assert plain.warnings == []
+    assert with_prefix.sha256 == plain.sha256 and with_prefix.to_environment_dict() == plain.to_environment_dict()
+    assert "warnings" not in with_prefix.model_dump()
+    assert with_prefix.with_packages(["pip"]).warnings == with_prefix.warnings  # kept through the policy

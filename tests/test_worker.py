@@ -26,13 +26,14 @@ from conda_store_jupyter.worker.reconcile import reconcile
 
 from .fixtures_service import (BUILD_DEADLINE, QUICK, QUICK2, SLOW, build_row, descendants, kill_tree, make_build,
                                status_of, wait_for, wait_in_pip_stage, wait_status)
+from conda_store_jupyter.worker.queue import BuildQueue
 
 # -- happy path -------------------------------------------------------------------------------------
 def test_build_completes_with_artifacts_link_and_logs(service_factory):
     env = service_factory()
     store = env.store
     build_id = make_build(store, QUICK)
-    job_id = store.queue.enqueue_build(build_id)
+    job_id = BuildQueue(store).enqueue_build(build_id)
     assert build_row(store, build_id).job_id == job_id
     env.start_worker()
     status, info = wait_status(store, build_id, BuildStatus.COMPLETED, BuildStatus.FAILED, env=env)
@@ -72,14 +73,14 @@ def test_image_job_is_queued_when_docker_manifest_is_configured(service_factory)
     env = service_factory(build_artifacts=["LOCKFILE", "YAML", "DOCKER_MANIFEST"])
     store = env.store
     build_id = make_build(store, QUICK)
-    store.queue.enqueue_build(build_id)
+    BuildQueue(store).enqueue_build(build_id)
     # One worker listening only to builds: the image job must wait on the artifacts queue.
     code = ("import sys; from rq import Queue, Worker; from conda_store_jupyter.worker.tasks import load_store;"
             f"s = load_store({str(env.config)!r}); Worker([Queue({BUILD_QUEUE!r}, connection=s.redis)],"
             " connection=s.redis).work(burst=True)")
     subprocess.run([sys.executable, "-c", code], check=True, capture_output=True, timeout=BUILD_DEADLINE)
     assert status_of(store, build_id)[0] == BuildStatus.COMPLETED
-    jobs = store.queue.rq_queue(ARTIFACT_QUEUE).jobs
+    jobs = BuildQueue(store).rq_queue(ARTIFACT_QUEUE).jobs
     assert [(j.func_name, j.args[0]) for j in jobs] == [("conda_store_jupyter.worker.images.build_image_artifact",
                                                          build_id)]
 
@@ -88,7 +89,7 @@ def test_failed_build_records_reason_and_log(service_factory):
     env = service_factory()
     store = env.store
     build_id = make_build(store, "name: nope\ndependencies:\n  - no-such-package\n")
-    store.queue.enqueue_build(build_id)
+    BuildQueue(store).enqueue_build(build_id)
     env.start_worker("--burst")
     status, info = wait_status(store, build_id, BuildStatus.FAILED, BuildStatus.COMPLETED, env=env)
     assert status == BuildStatus.FAILED and "no-such-package" in info
@@ -102,8 +103,8 @@ def test_cancel_queued_build(service_factory):
     env = service_factory()
     store = env.store
     build_id = make_build(store, QUICK)
-    job_id = store.queue.enqueue_build(build_id)
-    store.queue.cancel_build(build_id)
+    job_id = BuildQueue(store).enqueue_build(build_id)
+    BuildQueue(store).cancel_build(build_id)
     assert status_of(store, build_id) == (BuildStatus.CANCELED, "canceled by user")
     from rq.job import Job
 
@@ -111,10 +112,10 @@ def test_cancel_queued_build(service_factory):
     assert "canceled by user" in stored_or_live_log(store, build_id)
     assert read_log(store, build_id)[2] is True
     with pytest.raises(ConflictError):
-        store.queue.cancel_build(build_id)
+        BuildQueue(store).cancel_build(build_id)
     # A worker running afterwards does not build it.
     other = make_build(store, QUICK2)
-    store.queue.enqueue_build(other)
+    BuildQueue(store).enqueue_build(other)
     env.start_worker("--burst").wait(timeout=BUILD_DEADLINE)
     assert status_of(store, other)[0] == BuildStatus.COMPLETED
     assert status_of(store, build_id)[0] == BuildStatus.CANCELED
@@ -124,13 +125,13 @@ def test_cancel_running_build_kills_its_process_group(service_factory, hanging_i
     env = service_factory(pip_index_url=hanging_index.url)
     store = env.store
     build_id = make_build(store, SLOW)
-    store.queue.enqueue_build(build_id)
+    BuildQueue(store).enqueue_build(build_id)
     env.start_worker()
     live = wait_in_pip_stage(store, build_id, env)  # live log readable while BUILDING
     assert "-- solve" in live
     wait_for(lambda: hanging_index.open > 0, 60, "uv to connect to the pip index")
 
-    store.queue.cancel_build(build_id)
+    BuildQueue(store).cancel_build(build_id)
     status, info = wait_status(store, build_id, BuildStatus.CANCELED, BuildStatus.FAILED, timeout=30, env=env)
     assert (status, info) == (BuildStatus.CANCELED, "canceled by user")
     wait_for(lambda: hanging_index.open == 0, 10, "uv (in the build's process group) to be killed")
@@ -138,10 +139,10 @@ def test_cancel_running_build_kills_its_process_group(service_factory, hanging_i
     assert text.startswith("BUILD CANCELED: canceled by user") and "-- pip" in text
     assert not build_row(store, build_id).prefix_path(store.store_path).exists()
     with pytest.raises(ConflictError):
-        store.queue.cancel_build(build_id)
+        BuildQueue(store).cancel_build(build_id)
     # The worker is free again.
     quick = make_build(store, QUICK)
-    store.queue.enqueue_build(quick)
+    BuildQueue(store).enqueue_build(quick)
     assert wait_status(store, quick, BuildStatus.COMPLETED, BuildStatus.FAILED, env=env)[0] == BuildStatus.COMPLETED
 
 
@@ -149,7 +150,7 @@ def test_build_timeout_fails_the_build(service_factory, hanging_index):
     env = service_factory(pip_index_url=hanging_index.url, build_timeout=12)
     store = env.store
     build_id = make_build(store, SLOW)
-    store.queue.enqueue_build(build_id)
+    BuildQueue(store).enqueue_build(build_id)
     env.start_worker()
     status, info = wait_status(store, build_id, BuildStatus.FAILED, BuildStatus.COMPLETED, timeout=90, env=env)
     assert status == BuildStatus.FAILED and "12" in info and ("limit" in info), info
@@ -159,10 +160,11 @@ def test_build_timeout_fails_the_build(service_factory, hanging_index):
 
 # -- workers dying ------------------------------------------------------------------------------------
 def test_worker_killed_mid_build_is_reconciled_and_next_build_succeeds(service_factory, hanging_index):
-    env = service_factory(pip_index_url=hanging_index.url)
+    # No retries: this build would hang again (test_worker_faults.py covers the retry).
+    env = service_factory(pip_index_url=hanging_index.url, build_max_attempts=1)
     store = env.store
     build_id = make_build(store, SLOW)
-    store.queue.enqueue_build(build_id)
+    BuildQueue(store).enqueue_build(build_id)
     worker = env.start_worker("--reconcile-interval", "0")
     wait_in_pip_stage(store, build_id, env)
     # The whole host "dies": worker, work horse, build child and uv, all at once.
@@ -185,15 +187,15 @@ def test_worker_killed_mid_build_is_reconciled_and_next_build_succeeds(service_f
     wait_for(lambda: not prefix.exists(), 10, "the reconciler to remove the half-built prefix")
 
     quick = make_build(store, QUICK)
-    store.queue.enqueue_build(quick)
+    BuildQueue(store).enqueue_build(quick)
     assert wait_status(store, quick, BuildStatus.COMPLETED, BuildStatus.FAILED, env=env)[0] == BuildStatus.COMPLETED
 
 
 def test_worker_process_killed_alone_stops_its_build(service_factory, hanging_index):
-    env = service_factory(pip_index_url=hanging_index.url)
+    env = service_factory(pip_index_url=hanging_index.url, build_max_attempts=1)
     store = env.store
     build_id = make_build(store, SLOW)
-    store.queue.enqueue_build(build_id)
+    BuildQueue(store).enqueue_build(build_id)
     worker = env.start_worker("--reconcile-interval", "0")
     wait_in_pip_stage(store, build_id, env)
     tree = descendants(worker.pid)
@@ -205,27 +207,50 @@ def test_worker_process_killed_alone_stops_its_build(service_factory, hanging_in
     wait_for(lambda: not any(Path(f"/proc/{p}").exists() for p in tree), 15, "the build processes to exit")
 
 
-def test_reconcile_fails_builds_whose_job_or_heartbeat_is_gone(service_factory):
+def test_reconcile_requeues_lost_jobs_once_and_retries_silent_builds(service_factory):
+    from rq.job import Job
+
+    from conda_store_jupyter.worker.queue import BUILD_QUEUE, build_job_id, transition
+
     env = service_factory()
     store = env.store
     lost = make_build(store, QUICK)
-    store.queue.enqueue_build(lost)
+    assert BuildQueue(store).enqueue_build(lost) == build_job_id(lost, 1)
     store.redis.flushdb()  # Redis restarted without persistence: the job is gone
     stale = make_build(store, QUICK2)
-    from conda_store_jupyter.worker.queue import transition
-
-    store.queue.enqueue_build(stale)  # its job exists; a worker "took" it, then went silent
+    BuildQueue(store).enqueue_build(stale)  # its job exists; a worker "took" it, then went silent
     assert transition(store, stale, (BuildStatus.QUEUED,), status=BuildStatus.BUILDING)
     store.redis.set(heartbeat_key(stale), "1000.0")  # last sign of life long ago
     alive = make_build(store, QUICK)
-    store.queue.enqueue_build(alive)  # queued, job present: left alone
+    BuildQueue(store).enqueue_build(alive)  # queued, job present: left alone
 
-    assert reconcile(store, stale_after=30) == [stale]  # the lost one is still young
-    assert sorted(reconcile(store, stale_after=0)) == [lost]
-    assert "disappeared" in status_of(store, lost)[1]
-    assert "no heartbeat" in status_of(store, stale)[1]
-    assert status_of(store, alive)[0] == BuildStatus.QUEUED
-    assert reconcile(store, stale_after=0) == []
+    # The database is the truth: the lost build's own job is enqueued again at once, exactly
+    # once however many reconcilers run; the silent one is queued again as its second attempt.
+    assert sorted(reconcile(store, stale_after=30)) == [lost, stale]
+    assert reconcile(store, stale_after=30) == []
+    queued = BuildQueue(store).rq_queue(BUILD_QUEUE).job_ids
+    assert sorted(queued) == sorted([build_job_id(lost, 1), build_job_id(stale, 1), build_job_id(stale, 2),
+                                     build_job_id(alive, 1)])
+    assert status_of(store, lost) == (BuildStatus.QUEUED, None)
+    status, info = status_of(store, stale)
+    assert status == BuildStatus.QUEUED and "no heartbeat" in info, info
+    assert build_row(store, stale).job_id == build_job_id(stale, 2)
+    # The job of the replaced attempt does not run the build (only the current attempt claims it);
+    # every build ends COMPLETED.
+    env.start_worker("--burst").wait(timeout=BUILD_DEADLINE)
+    for build_id in (lost, stale, alive):
+        assert status_of(store, build_id) == (BuildStatus.COMPLETED, None), build_id
+    assert "skipping" in env.worker_logs() and Job.fetch(build_job_id(stale, 1), connection=store.redis)
+
+    # A build interrupted with no attempt left is FAILED with the reason.
+    env1 = service_factory(build_max_attempts=1)
+    once = make_build(env1.store, QUICK)
+    BuildQueue(env1.store).enqueue_build(once)
+    assert transition(env1.store, once, (BuildStatus.QUEUED,), status=BuildStatus.BUILDING)
+    env1.store.redis.set(heartbeat_key(once), "1000.0")
+    assert reconcile(env1.store, stale_after=30) == [once]
+    status, info = status_of(env1.store, once)
+    assert status == BuildStatus.FAILED and "no heartbeat" in info, info
 
 
 # -- deletion and links -------------------------------------------------------------------------------
@@ -233,7 +258,7 @@ def test_delete_build_keeps_logs_lockfile_yaml(service_factory):
     env = service_factory()
     store = env.store
     build_id = make_build(store, QUICK)
-    store.queue.enqueue_build(build_id)
+    BuildQueue(store).enqueue_build(build_id)
     env.start_worker("--burst").wait(timeout=BUILD_DEADLINE)
     build = build_row(store, build_id)
     keys = {a.artifact_type: a.key for a in build.artifacts}
@@ -242,7 +267,7 @@ def test_delete_build_keeps_logs_lockfile_yaml(service_factory):
 
     with store.session() as db:
         db.get(orm.Build, build_id).deleted_on = orm.utcnow()
-    store.queue.enqueue_delete_build(build_id)
+    BuildQueue(store).enqueue_delete_build(build_id)
     env.start_worker("--burst").wait(timeout=BUILD_DEADLINE)
 
     assert not prefix.exists()
@@ -259,8 +284,8 @@ def test_newer_build_becomes_current_and_rollback_moves_the_link(service_factory
     store = env.store
     first = make_build(store, QUICK)
     second = make_build(store, QUICK2)
-    store.queue.enqueue_build(first)
-    store.queue.enqueue_build(second)
+    BuildQueue(store).enqueue_build(first)
+    BuildQueue(store).enqueue_build(second)
     env.start_worker("--burst").wait(timeout=BUILD_DEADLINE)
     b1, b2 = build_row(store, first), build_row(store, second)
     assert b1.status == b2.status == BuildStatus.COMPLETED
@@ -269,7 +294,7 @@ def test_newer_build_becomes_current_and_rollback_moves_the_link(service_factory
 
     with store.session() as db:
         db.get(orm.Environment, b1.environment_id).current_build_id = first
-    store.queue.enqueue_update_environment_link(b1.environment_id)
+    BuildQueue(store).enqueue_update_environment_link(b1.environment_id)
     env.start_worker("--burst").wait(timeout=BUILD_DEADLINE)
     assert link.resolve() == b1.prefix_path(store.store_path).resolve()
 
@@ -277,7 +302,7 @@ def test_newer_build_becomes_current_and_rollback_moves_the_link(service_factory
         from conda_store_jupyter import api
 
         api.delete_environment(db, db.get(orm.Environment, b1.environment_id))
-    store.queue.enqueue_delete_environment(b1.environment_id)
+    BuildQueue(store).enqueue_delete_environment(b1.environment_id)
     env.start_worker("--burst").wait(timeout=BUILD_DEADLINE)
     assert not link.is_symlink()
     assert not b1.prefix_path(store.store_path).exists() and not b2.prefix_path(store.store_path).exists()
@@ -303,14 +328,14 @@ def test_embedded_services_start_redis_and_restart_workers(service_factory):
     with EmbeddedServices(store, workers=1) as services:
         assert store.redis_url.startswith("unix://")
         build_id = make_build(store, QUICK)
-        store.queue.enqueue_build(build_id)
+        BuildQueue(store).enqueue_build(build_id)
         assert wait_status(store, build_id, BuildStatus.COMPLETED, BuildStatus.FAILED)[0] == BuildStatus.COMPLETED
         [pid] = services.worker_pids()
         os.kill(pid, signal.SIGKILL)
         wait_for(lambda: services.restarts == 1 and services.worker_pids() not in ([], [pid]), 30,
                  "the worker to be restarted")
         again = make_build(store, QUICK2)
-        store.queue.enqueue_build(again)
+        BuildQueue(store).enqueue_build(again)
         assert wait_status(store, again, BuildStatus.COMPLETED, BuildStatus.FAILED)[0] == BuildStatus.COMPLETED
         worker_pid = services.worker_pids()[0]
         redis_pid = services.redis_process.pid

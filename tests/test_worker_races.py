@@ -27,6 +27,7 @@ from conda_store_jupyter.worker.tasks import HEARTBEAT_INTERVAL
 
 from .fixtures_service import (BUILD_DEADLINE, QUICK, SLOW, build_row, descendants, make_build, status_of, wait_for,
                                wait_in_pip_stage, wait_status)
+from conda_store_jupyter.worker.queue import BuildQueue
 
 
 def _redis_now(store) -> float:
@@ -44,7 +45,7 @@ def test_recreated_before_the_delete_job_keeps_its_new_build(service_factory, sc
     env = service_factory()
     store = env.store
     old = make_build(store, QUICK)
-    store.queue.enqueue_build(old)
+    BuildQueue(store).enqueue_build(old)
     env.start_worker("--burst").wait(timeout=BUILD_DEADLINE)
     assert status_of(store, old)[0] == BuildStatus.COMPLETED
     old_prefix = build_row(store, old).prefix_path(store.store_path)
@@ -62,13 +63,13 @@ def test_recreated_before_the_delete_job_keeps_its_new_build(service_factory, sc
             api.delete_namespace(db, ns)
         ns_id = ns.id
     if scope == "environment":
-        store.queue.enqueue_delete_environment(env_id)
+        BuildQueue(store).enqueue_delete_environment(env_id)
     else:
-        store.queue.enqueue_delete_namespace(ns_id)
+        BuildQueue(store).enqueue_delete_namespace(ns_id)
     with store.session() as db:
         ns = api.create_namespace(db, "default", exist_ok=True) if scope == "namespace" else _namespace(db)
         new = api.submit_specification(db, ns, parse_specification(QUICK)).id
-    store.queue.enqueue_build(new)
+    BuildQueue(store).enqueue_build(new)
 
     # The worker runs the deletion job first (maintenance queue), then the new build.
     env.start_worker("--burst").wait(timeout=BUILD_DEADLINE)
@@ -134,7 +135,7 @@ def test_cancel_after_completed_was_committed_does_not_kill_the_tail(service_fac
     env = service_factory(build_artifacts=IMAGE_ARTIFACTS)
     store = env.store
     build_id = make_build(store, QUICK)
-    store.queue.enqueue_build(build_id)
+    BuildQueue(store).enqueue_build(build_id)
     with _link_lock(store):
         env.start_worker()
         wait_status(store, build_id, BuildStatus.COMPLETED, BuildStatus.FAILED, env=env)
@@ -153,7 +154,7 @@ def test_child_killed_after_completed_was_committed_gets_its_tail_finished(servi
     env = service_factory(build_artifacts=IMAGE_ARTIFACTS)
     store = env.store
     build_id = make_build(store, QUICK)
-    store.queue.enqueue_build(build_id)
+    BuildQueue(store).enqueue_build(build_id)
     with _link_lock(store):
         env.start_worker()
         wait_status(store, build_id, BuildStatus.COMPLETED, BuildStatus.FAILED, env=env)
@@ -168,7 +169,7 @@ def test_build_ended_elsewhere_is_stopped(service_factory, hanging_index):
     env = service_factory(pip_index_url=hanging_index.url)
     store = env.store
     build_id = make_build(store, SLOW)
-    store.queue.enqueue_build(build_id)
+    BuildQueue(store).enqueue_build(build_id)
     env.start_worker("--reconcile-interval", "0")
     wait_in_pip_stage(store, build_id, env)
     wait_for(lambda: hanging_index.open > 0, 60, "uv to connect to the pip index")
@@ -216,7 +217,7 @@ def test_heartbeat_age_uses_the_redis_clock(service_factory, monkeypatch):
 
     store = service_factory().store
     build_id = make_build(store, QUICK)
-    store.queue.enqueue_build(build_id)
+    BuildQueue(store).enqueue_build(build_id)
     assert transition(store, build_id, (BuildStatus.QUEUED,), status=BuildStatus.BUILDING,
                       started_on=orm.utcnow())
     tasks.beat(store, build_id)  # the worker host, clock right
@@ -273,7 +274,7 @@ def test_reconciler_spares_a_long_queued_build_a_worker_just_took(service_factor
 
     store = service_factory().store
     build_id = make_build(store, QUICK)
-    job_id = store.queue.enqueue_build(build_id)
+    job_id = BuildQueue(store).enqueue_build(build_id)
     with store.session() as db:  # queued for an hour behind other builds
         db.get(orm.Build, build_id).scheduled_on = orm.utcnow() - timedelta(hours=1)
     # A worker has just dequeued the job and is still loading: no heartbeat yet.
@@ -281,7 +282,12 @@ def test_reconciler_spares_a_long_queued_build_a_worker_just_took(service_factor
 
     assert reconcile(store, stale_after=30) == []
     assert status_of(store, build_id)[0] == BuildStatus.QUEUED
-    # If that worker really died, the build is still failed once the state outlasts stale_after.
-    wait_for(lambda: reconcile(store, stale_after=0.5) == [build_id], 10, "the reconciler to fail it")
+    # If that worker really died, the build is queued again (its next attempt) once the state
+    # outlasts stale_after: never left QUEUED on a dead job, never FAILED for it.
+    wait_for(lambda: reconcile(store, stale_after=0.5) == [build_id], 10, "the reconciler to queue it again")
     status, info = status_of(store, build_id)
-    assert status == BuildStatus.FAILED and "died before starting" in info
+    assert status == BuildStatus.QUEUED and "died before starting" in info
+    from conda_store_jupyter.worker.queue import build_job_id
+
+    assert build_row(store, build_id).job_id == build_job_id(build_id, 2)
+    assert Job.exists(build_job_id(build_id, 2), connection=store.redis)

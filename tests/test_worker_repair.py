@@ -17,11 +17,12 @@ from conda_store_jupyter.builder.link import switch_environment_link
 from conda_store_jupyter.schema import BuildArtifactType, BuildStatus
 from conda_store_jupyter.worker.logs import log_finished, log_stream_key, publish_line
 from conda_store_jupyter.worker.queue import BUILD_QUEUE, cancel_key, image_job_id
-from conda_store_jupyter.worker.reconcile import ReconcileThread
+from conda_store_jupyter.worker.runner import BuildWorker
 from conda_store_jupyter.worker.repair import RepairPolicy, RepairReport, repair
 
 from .fixtures_service import (BUILD_DEADLINE, QUICK, QUICK2, SLOW, build_row, make_build, status_of, wait_for,
                                wait_in_pip_stage)
+from conda_store_jupyter.worker.queue import BuildQueue
 
 NOW = RepairPolicy(tail_grace=0, image_grace=0, purge_grace=0)
 """Everything final is old enough to repair at once."""
@@ -53,8 +54,8 @@ def test_repair_restores_a_missing_or_misdirected_link(service_factory):
     env = service_factory()
     store = env.store
     first, second = make_build(store, QUICK), make_build(store, QUICK2)
-    store.queue.enqueue_build(first)
-    store.queue.enqueue_build(second)
+    BuildQueue(store).enqueue_build(first)
+    BuildQueue(store).enqueue_build(second)
     env.start_worker("--burst").wait(timeout=BUILD_DEADLINE)
     link, p1, p2 = _link(store), _prefix(store, first), _prefix(store, second)
     assert _points_at(link, p2)
@@ -77,21 +78,18 @@ def test_repair_restores_a_missing_or_misdirected_link(service_factory):
     # Too fresh: a build that just completed is its own tail's to link.
     link.unlink()
     assert not repair(store, RepairPolicy(tail_grace=3600, image_grace=0, purge_grace=0))
-    # The worker's reconcile thread runs the pass by itself.
-    thread = ReconcileThread(store, interval=0.1, repair_interval=0.1, repair_policy=NOW)
-    thread.start()
-    try:
-        wait_for(lambda: _points_at(link, p1), 10, "the reconcile thread's repair pass to fix the link")
-    finally:
-        thread.stop()
-        thread.join(10)
+    # The worker runs the pass by itself, in its main thread (no thread in a process that forks).
+    worker = BuildWorker([BuildQueue(store).rq_queue()], connection=store.redis, store=store, interval=0.1,
+                         repair_interval=0.1, repair_policy=NOW)
+    worker.housekeep()
+    assert _points_at(link, p1)
 
 
 def test_repair_finishes_a_lost_tail_and_gets_the_image_built(service_factory):
     env = service_factory(build_artifacts=IMAGE_ARTIFACTS)
     store = env.store
     build_id = make_build(store, QUICK)
-    store.queue.enqueue_build(build_id)
+    BuildQueue(store).enqueue_build(build_id)
     _run_build_queue_only(env)
     assert status_of(store, build_id)[0] == BuildStatus.COMPLETED
     env_id = build_row(store, build_id).environment_id
@@ -133,7 +131,7 @@ def test_repair_purges_a_deleted_build_whose_delete_job_was_lost(service_factory
     env = service_factory()
     store = env.store
     build_id = make_build(store, QUICK)
-    store.queue.enqueue_build(build_id)
+    BuildQueue(store).enqueue_build(build_id)
     env.start_worker("--burst").wait(timeout=BUILD_DEADLINE)
     keys = {a.artifact_type: a.key for a in build_row(store, build_id).artifacts}
     prefix, link = _prefix(store, build_id), _link(store)
@@ -158,12 +156,12 @@ def test_repair_never_touches_queued_or_building_builds(service_factory, hanging
     env = service_factory(pip_index_url=hanging_index.url)
     store = env.store
     building = make_build(store, SLOW)
-    store.queue.enqueue_build(building)
+    BuildQueue(store).enqueue_build(building)
     env.start_worker("--reconcile-interval", "0")
     wait_in_pip_stage(store, building, env)
     wait_for(lambda: hanging_index.open > 0, 60, "uv to connect to the pip index")
     queued = make_build(store, QUICK)  # the only worker is busy: it stays QUEUED
-    store.queue.enqueue_build(queued)
+    BuildQueue(store).enqueue_build(queued)
     prefix = _prefix(store, building)
     assert prefix.is_dir()
     with store.session() as db:  # both soft-deleted long ago, their delete jobs lost
@@ -185,8 +183,8 @@ def test_concurrent_passes_do_each_repair_once(service_factory):
     env = service_factory()
     store = env.store
     first, second = make_build(store, QUICK), make_build(store, QUICK2)
-    store.queue.enqueue_build(first)
-    store.queue.enqueue_build(second)
+    BuildQueue(store).enqueue_build(first)
+    BuildQueue(store).enqueue_build(second)
     env.start_worker("--burst").wait(timeout=BUILD_DEADLINE)
     link, p1, p2 = _link(store), _prefix(store, first), _prefix(store, second)
     with store.session() as db:  # the old build deleted, its job lost ...

@@ -15,6 +15,7 @@ environments), ``builds`` (builds, submitting), ``packages`` (packages, channels
 """
 
 from ._query import Page, PageResult, paginate, visible_clause
+from ._session import in_transaction
 from .builds import (
     delete_build,
     get_build,
@@ -44,6 +45,7 @@ from .namespaces import (
     list_namespaces,
     set_namespace_role,
     update_namespace,
+    user_namespace_owner,
     validate_role_bindings,
 )
 from .packages import list_build_packages, list_channels, list_packages, metrics, usage
@@ -51,9 +53,9 @@ from .packages import list_build_packages, list_channels, list_packages, metrics
 __all__ = [
     "Page", "PageResult", "create_namespace", "delete_build", "delete_environment", "delete_namespace",
     "delete_namespace_role", "find_namespace", "get_build", "get_environment", "get_namespace",
-    "get_namespace_role", "list_build_packages", "list_builds", "list_channels", "list_environments",
+    "get_namespace_role", "in_transaction", "list_build_packages", "list_builds", "list_channels", "list_environments",
     "list_namespace_roles", "list_namespaces", "list_packages", "mark_build_failed", "metrics",
     "paginate", "prepare_specification", "rebuild", "set_namespace_role", "submit",
-    "submit_dynamic_build", "submit_specification", "update_environment", "update_namespace",
+    "submit_dynamic_build", "submit_specification", "update_environment", "update_namespace", "user_namespace_owner",
     "upsert_specification", "usage", "validate_role_bindings", "visible_clause",
 ]

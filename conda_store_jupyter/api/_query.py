@@ -10,9 +10,8 @@ from sqlalchemy.orm import Session
 from sqlalchemy.sql import ColumnElement, Select
 
 from .. import orm
-from ..auth.rbac import (
-    RoleBindings,
-)
+from ..auth.rbac import RoleBindings
+from ..exceptions import ValidationError
 from ..schema import BuildArtifactType
 
 # -- paging -------------------------------------------------------------------------------------
@@ -26,6 +25,8 @@ class Page:
     size: int | None = None
     sort_by: tuple[str, ...] = ()
     order: str = "asc"
+    max_size: int = 100
+    """The server's page size cap; reported as ``size`` when everything fits in one answer."""
 
 
 @dataclasses.dataclass
@@ -46,17 +47,24 @@ def paginate(
 ) -> PageResult:
     """Count, sort and slice ``stmt`` in SQL.
 
-    Unknown ``sort_by`` keys are ignored (as upstream does). Without an explicit page size every
-    row is returned: the upstream ``conda-store list`` client re-requests the same URL until
-    ``len(data) == count`` and would otherwise loop forever.
+    An unknown ``sort_by`` key is a 400 listing the allowed ones (upstream drops it silently, so a
+    typo sorted by something else without a word). Without an explicit page size every row is
+    returned: the upstream ``conda-store list`` client re-requests the same URL until
+    ``len(data) == count`` and would otherwise loop forever. ``size`` is then the page size that
+    answer stands for (at least ``max_size``, as upstream reports it; never 0, which clients
+    divide by).
     """
+    unknown = [k for k in page.sort_by if k not in sortable]
+    if unknown:
+        raise ValidationError(f"sort_by {unknown[0][:40]!r} is not supported here; "
+                              f"use one of: {', '.join(sortable)}")
     count = db.scalar(select(func.count()).select_from(stmt.order_by(None).subquery())) or 0
-    keys = [k for k in page.sort_by if k in sortable] or list(default_sort)
+    keys = list(page.sort_by) or list(default_sort)
     desc = page.order == "desc"
     order = [sortable[k].desc() if desc else sortable[k].asc() for k in keys]
     order.append(tiebreak.desc() if desc else tiebreak.asc())
     stmt = stmt.order_by(*order)
-    size = page.size if page.size is not None else max(count, 1)
+    size = page.size if page.size is not None else max(count, page.max_size, 1)
     if page.size is not None or page.page > 1:
         stmt = stmt.offset((page.page - 1) * size).limit(size)
     items = list(db.scalars(stmt).unique())

@@ -18,7 +18,9 @@ from ..exceptions import (
     ValidationError,
 )
 from ..schema import BuildArtifactType, BuildStatus, Specification
+from ..worker.queue import BuildQueue
 from ._query import Page, PageResult, has_artifact, paginate, visible_clause
+from ._session import in_transaction
 from .environments import prepare_specification, submit_specification
 from .namespaces import create_namespace
 
@@ -132,17 +134,37 @@ def mark_build_failed(db: Session, build_id: int, reason: str) -> None:
 
 
 def submit(store: CondaStore, *, namespace: str, specification: Specification,
-           description: str | None = None) -> int:
+           description: str | None = None, owner: str | None = None) -> int:
     """Register ``specification`` in ``namespace`` (created if needed), commit, then enqueue.
 
-    Returns the new build id. Callers check permissions first. If Redis is down the queue marks
-    the build FAILED and raises a 503-class error.
+    Returns the new build id. Callers check permissions first; ``owner`` is the identity whose
+    own namespace this is (see :func:`user_namespace_owner`). The specification's warnings open
+    the build's live log. If Redis is down the queue marks the build FAILED and raises a
+    503-class error.
     """
-    with store.session() as db:
-        ns = create_namespace(db, namespace, exist_ok=True)
-        build_id = submit_specification(db, ns, specification, description).id
-    store.queue.enqueue_build(build_id)
+    def register(db: Session) -> int:
+        ns = create_namespace(db, namespace, exist_ok=True, owner=owner)
+        return submit_specification(db, ns, specification, description).id
+
+    build_id = in_transaction(store, register)  # concurrent first submissions share the new rows
+    if specification.warnings:
+        _log_warnings(store, build_id, specification.warnings)
+    BuildQueue(store).enqueue_build(build_id)
     return build_id
+
+
+def _log_warnings(store: CondaStore, build_id: int, warnings: Sequence[str]) -> None:
+    """Write ``warnings`` first in the build's live log, before the job exists (so before any
+    line of the worker's). Best effort: without Redis the enqueue right after reports the outage."""
+    from redis.exceptions import RedisError
+
+    from ..worker.logs import publish_line
+
+    try:
+        for warning in warnings:
+            publish_line(store, build_id, f"WARNING: {warning}")
+    except RedisError:
+        pass
 
 
 def submit_dynamic_build(store: CondaStore, *, namespace: str, specification: Mapping[str, Any],

@@ -9,6 +9,7 @@ from sqlalchemy.orm import Session
 
 from .. import orm
 from ..auth.rbac import (
+    Identity,
     RoleBindings,
     canonical_role,
     normalize_bindings,
@@ -16,10 +17,11 @@ from ..auth.rbac import (
 )
 from ..exceptions import (
     ConflictError,
+    InvalidNameError,
     NotFoundError,
     ValidationError,
 )
-from ..naming import validate_name
+from ..naming import namespace_for_username, validate_name
 from ._query import Page, PageResult, paginate, visible_clause
 
 # -- namespaces ---------------------------------------------------------------------------------
@@ -37,23 +39,45 @@ def find_namespace(db: Session, name: str) -> orm.Namespace | None:
     return db.scalar(select(orm.Namespace).where(orm.Namespace.name == name, orm.Namespace.deleted_on.is_(None)))
 
 
-def create_namespace(db: Session, name: str, *, exist_ok: bool = False) -> orm.Namespace:
-    """Create ``name``; a soft-deleted namespace of that name is brought back empty."""
+def create_namespace(db: Session, name: str, *, exist_ok: bool = False, owner: str | None = None) -> orm.Namespace:
+    """Create ``name``; a soft-deleted namespace of that name is brought back empty.
+
+    ``owner``: the identity whose own namespace ``name`` is (:func:`user_namespace_owner`). It is
+    recorded on a new namespace, and on an existing one nobody owns yet (namespaces from before
+    owners were recorded are claimed by their user on first write). An owned namespace never
+    changes hands here: the authorization layer gives a second claimant no grant on it.
+    """
     validate_name(name, "namespace")
     ns = db.scalar(select(orm.Namespace).where(orm.Namespace.name == name))
     if ns is not None and ns.deleted_on is None:
-        if exist_ok:
-            return ns
-        raise ConflictError(f"namespace {name!r} already exists")
+        if not exist_ok:
+            raise ConflictError(f"namespace {name!r} already exists")
+        if owner is not None and ns.owner is None:
+            ns.owner = owner
+            db.flush()
+        return ns
     if ns is None:
-        ns = orm.Namespace(name=name, metadata_={})
+        ns = orm.Namespace(name=name, metadata_={}, owner=owner)
         db.add(ns)
     else:
         ns.deleted_on = None
         ns.metadata_ = {}
         ns.role_mappings.clear()
+        ns.owner = owner
     db.flush()
     return ns
+
+
+def user_namespace_owner(identity: Identity, namespace: str) -> str | None:
+    """``identity.username`` if ``namespace`` is that user's own namespace, else None (a shared
+    namespace, or one a token merely names as its primary namespace)."""
+    username = identity.username if identity.authenticated else None
+    if not username:
+        return None
+    try:
+        return username if namespace_for_username(username) == namespace else None
+    except InvalidNameError:
+        return None
 
 
 def list_namespaces(db: Session, bindings: RoleBindings, page: Page) -> PageResult:

@@ -22,6 +22,7 @@ Two kinds of issued token (``orm.Token.scoped``):
 
 from __future__ import annotations
 
+import asyncio
 import datetime as dt
 import hashlib
 import hmac
@@ -37,7 +38,7 @@ from ..exceptions import AuthenticationError, PermissionDeniedError, ValidationE
 from ..naming import DYNAMIC_NAMESPACE, namespace_for_username, validate_name  # noqa: F401 - re-exported
 from . import tokens as _tokens
 from .authenticators import Authenticator, DummyAuthenticator, NoLoginAuthenticator  # noqa: F401 - config paths
-from .credentials import Credential, parse_authorization
+from .credentials import Credential, presented
 from .hub import HubAuthentication, HubIdentity, HubUser
 from .rbac import (
     Identity,
@@ -240,7 +241,7 @@ class AuthenticationBackend(LoggingConfigurable):
         loop use :meth:`authenticate_request_async`.
         """
         error: AuthenticationError | None = None
-        for credential in self._credentials(cookie, authorization):
+        for credential in presented(cookie, authorization):
             try:
                 if isinstance(credential, AuthenticationError):
                     raise credential
@@ -255,15 +256,17 @@ class AuthenticationBackend(LoggingConfigurable):
         return self.anonymous_identity()
 
     async def authenticate_request_async(self, *, cookie: str | None, authorization: str | None) -> Identity:
-        """:meth:`authenticate_request` for request handlers: our own tokens are checked at once
-        (a local lookup), only a JupyterHub token awaits the hub, so a slow or unresponsive hub
-        delays just the requests carrying hub tokens, never the whole server."""
+        """:meth:`authenticate_request` for request handlers: our own tokens are looked up on the
+        executor (a database read, and a ``last_used`` write that may wait for SQLite's lock),
+        only a JupyterHub token awaits the hub, so a slow database or an unresponsive hub delays
+        just the requests that need them, never the whole server."""
+        loop = asyncio.get_running_loop()
         error: AuthenticationError | None = None
-        for credential in self._credentials(cookie, authorization):
+        for credential in presented(cookie, authorization):
             try:
                 if isinstance(credential, AuthenticationError):
                     raise credential
-                identity = self._own_identity(credential)
+                identity = await loop.run_in_executor(None, self._own_identity, credential)
                 if identity is None:
                     identity = self._hub_identity(await self._hub_checker().check_async(credential.token))
                 return identity
@@ -272,20 +275,6 @@ class AuthenticationBackend(LoggingConfigurable):
         if error is not None:
             raise error
         return self.anonymous_identity()
-
-    def _credentials(self, cookie: str | None, authorization: str | None) -> list[Credential | AuthenticationError]:
-        """The presented credentials in the order they are tried; a malformed one as its error."""
-        out: list[Credential | AuthenticationError] = []
-        if cookie:
-            out.append(Credential(cookie, "cookie"))
-        try:
-            header = parse_authorization(authorization)
-        except AuthenticationError as exc:
-            out.append(exc)
-        else:
-            if header is not None:
-                out.append(header)
-        return out
 
     def _own_identity(self, credential: Credential) -> Identity | None:
         """A predefined or issued token's identity; None if it may be a JupyterHub token.
@@ -543,6 +532,8 @@ class AuthenticationBackend(LoggingConfigurable):
         """
         if identity.anonymous:
             return effective_bindings(identity)
+        if _foreign_owner(db, identity) is not None:
+            identity = _without_primary_namespace(identity)
         if _is_scoped(identity):
             return effective_bindings(replace(identity, admin=False))
         return effective_bindings(identity, self.role_mappings(db))
@@ -561,7 +552,35 @@ class AuthenticationBackend(LoggingConfigurable):
         if identity.anonymous:
             raise AuthenticationError(
                 f"request not authenticated: {permission.value} on {arn!r} needs a login or token")
+        if arn.partition("/")[0] == identity.primary_namespace and _foreign_owner(db, identity):
+            raise PermissionDeniedError(
+                f"request not authorized: namespace {identity.primary_namespace!r} belongs to another user, "
+                "so being your primary namespace grants nothing there; ask an admin for access")
         raise PermissionDeniedError(f"request not authorized: {permission.value} on {arn!r} is not allowed")
+
+
+def _foreign_owner(db, identity: Identity) -> str | None:
+    """The owner of ``identity``'s primary namespace if that is another user (else None).
+
+    Security: two identities can name one primary namespace (a token from before user names
+    were mapped injectively, a predefined token, a custom ``authenticated_role_bindings``); the
+    default ``{primary_namespace}/*: admin`` must then not make the second one admin of the
+    first one's environments. Identities without a user name (predefined service tokens) are
+    configured by the admin and keep their grants.
+    """
+    if not identity.username:
+        return None
+    owner = db.scalar(select(orm.Namespace.owner).where(orm.Namespace.name == identity.primary_namespace,
+                                                        orm.Namespace.deleted_on.is_(None)))
+    return owner if owner is not None and owner != identity.username else None
+
+
+def _without_primary_namespace(identity: Identity) -> Identity:
+    """``identity`` minus its own bindings on its primary namespace (namespace role mappings and
+    the admin flag still apply: those are grants made on purpose)."""
+    ns = identity.primary_namespace
+    kept = {glob: roles for glob, roles in identity.role_bindings.items() if glob.partition("/")[0] != ns}
+    return replace(identity, role_bindings=kept)
 
 
 def _reserved_write(held: RoleBindings, permission: Permission, arn: str) -> bool:

@@ -64,3 +64,19 @@ def parse_authorization(header: str | None) -> Credential | None:
         return Credential(password, "basic")
     shown = "".join(c if c.isprintable() else "?" for c in scheme[:20])
     raise AuthenticationError(f"unsupported Authorization scheme {shown!r}: use {SCHEMES}")
+
+
+def presented(cookie: str | None, authorization: str | None) -> list[Credential | AuthenticationError]:
+    """A request's credentials in the order they are tried (cookie, then header); a malformed
+    header as its error, to be raised only if no other credential is valid."""
+    out: list[Credential | AuthenticationError] = []
+    if cookie:
+        out.append(Credential(cookie, "cookie"))
+    try:
+        header = parse_authorization(authorization)
+    except AuthenticationError as exc:
+        out.append(exc)
+    else:
+        if header is not None:
+            out.append(header)
+    return out

@@ -62,7 +62,7 @@ def settings_from_store(store: "CondaStore", spec: Specification) -> BuildSettin
         pip_find_links=tuple(store.pip_find_links),
         artifacts=frozenset(BuildArtifactType(a) for a in store.build_artifacts if a in known),
         conda_pack_compress_level=int(store.conda_pack_compress_level),
-        timeout=float(store.build_timeout) if store.build_timeout > 0 else None,
+        timeout=store.build_time_limit,
         included_packages=tuple(store.conda_included_packages),
         required_packages=tuple(store.conda_required_packages),
         allowed_channels=tuple(store.channel_url(c) for c in store.allowed_channels),

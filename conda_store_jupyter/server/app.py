@@ -13,6 +13,7 @@ cannot be reached — a real local channel built on the spot.
 from __future__ import annotations
 
 import asyncio
+import logging
 import os
 import secrets
 import signal
@@ -48,7 +49,7 @@ from . import (
 )
 from . import standalone as _standalone
 from .base import NotFoundHandler, routes
-from .httpserver import PlainHTTPServer
+from .httpserver import HEADER_READ_LIMIT, PlainHTTPServer
 from .registry import Registry, registry_handlers
 
 HANDLER_MODULES = (permissions, namespaces, environments, validation, specifications, logs, builds, tokens,
@@ -115,6 +116,12 @@ class CondaStoreServer(Application):
         enveloped 413, which clients can show.""",
     ).tag(config=True)
 
+    max_header_size = Integer(
+        64 * 1024,
+        help="""Largest request line + headers in bytes; larger requests get 431 (Request Header
+        Fields Too Large). Real ones are a few KB; a browser with many cookies, some tens.""",
+    ).tag(config=True)
+
     standalone = Bool(
         False,
         help="""Run everything on this machine: a private redis-server and worker processes, SQLite
@@ -163,6 +170,26 @@ class CondaStoreServer(Application):
     @default("log_level")
     def _default_log_level(self) -> int:
         return 20
+
+    @default("log_format")
+    def _default_log_format(self) -> str:
+        # JupyterHub's shape: level, time to the millisecond, logger; what an operator greps for.
+        return "[%(levelname)1.1s %(asctime)s.%(msecs)03d %(name)s] %(message)s"
+
+    @default("log_datefmt")
+    def _default_log_datefmt(self) -> str:
+        return "%Y-%m-%d %H:%M:%S"
+
+    def get_default_logging_config(self) -> dict:
+        """Our console handler also for tornado's loggers (its own errors, e.g. a traceback
+        before a 500) and this package's module loggers: one format, with timestamps, for every
+        line the server writes. They still propagate, so embedding code and tests see them too."""
+        config = super().get_default_logging_config()
+        if "loggers" in config:  # absent under pythonw
+            for name in ("tornado", "conda_store_jupyter"):
+                config["loggers"][name] = {"level": logging.getLevelName(self.log_level),
+                                           "handlers": ["console"], "propagate": True}
+        return config
 
     # -- set-up ------------------------------------------------------------------------------------
     store: CondaStore
@@ -219,7 +246,9 @@ class CondaStoreServer(Application):
 
     def listen(self) -> HTTPServer:
         """Bind (port 0 → a free port, remembered in ``bound_port``) and start serving."""
-        server = PlainHTTPServer(self.make_app(), max_body_size=self.max_buffer_size, xheaders=True)
+        server = PlainHTTPServer(self.make_app(), max_body_size=self.max_buffer_size, xheaders=True,
+                                 max_header_size=max(HEADER_READ_LIMIT, 2 * self.max_header_size))
+        server.max_header_size = self.max_header_size
         sockets = bind_sockets(self.port, self.address)
         server.add_sockets(sockets)
         self.bound_port = sockets[0].getsockname()[1]

@@ -17,13 +17,21 @@
   connection-level cap (``max_buffer_size``, where tornado just closes the socket) is set well
   above it so clients normally see the 413. (Not ``stream_request_body``: an error raised before
   the body is read resets the connection, and the client never sees the answer.)
+- **Text is valid Unicode.** JSON may spell lone surrogates (``"\\udfff"``); no database can
+  store them, so a body holding one is a 400 naming the field (query strings are decoded strictly
+  by tornado, which answers 400 itself).
+- **No blocking on the event loop.** Database work runs in :meth:`BaseHandler.in_db`, Redis and
+  storage calls in :func:`run_sync`: a slow query or a locked SQLite file delays its own request,
+  never every other one. Handlers serialize inside the unit of work (rows stay in the thread).
 - **Upstream client quirks**: its URLs get a ``/`` appended after the query string, so one
   trailing ``/`` is stripped from every query value (no valid name, id or enum ends with one).
 """
 
 from __future__ import annotations
 
+import dataclasses
 import enum
+import functools
 import json
 import re
 from typing import Any, Callable, Iterable, Iterator, TypeVar
@@ -34,11 +42,15 @@ from tornado.ioloop import IOLoop
 from .. import api
 from ..auth.rbac import Identity, Permission
 from ..exceptions import AuthenticationError, CondaStoreError, ValidationError
+from ..schema import invalid_unicode_at
 
 E = TypeVar("E", bound=enum.Enum)
 
 WRITE_METHODS = frozenset({"POST", "PUT", "PATCH", "DELETE"})
 _ID_RE = re.compile(r"^[0-9]{1,18}$")
+_DIGITS_RE = re.compile(r"^[0-9]+$")  # ASCII only: int() would also take "١٢" or "1_000"
+MAX_ID = 2**63 - 1
+"""Largest id or count a query may name (the databases' 64-bit integers)."""
 MAX_PAGE = 10**12
 """Largest page number accepted (page * max_page_size stays far inside int64)."""
 
@@ -55,9 +67,9 @@ def _default(value: Any) -> Any:
 _R = TypeVar("_R")
 
 
-async def run_sync(fn: Callable[..., _R], *args: Any) -> _R:
-    """``fn(*args)`` on the default executor: blocking IO (storage, Redis, DB) off the event loop."""
-    return await IOLoop.current().run_in_executor(None, fn, *args)
+async def run_sync(fn: Callable[..., _R], *args: Any, **kwargs: Any) -> _R:
+    """``fn(*args, **kwargs)`` on the default executor: blocking IO (storage, Redis, DB) off the loop."""
+    return await IOLoop.current().run_in_executor(None, functools.partial(fn, *args, **kwargs))
 
 
 class BaseHandler(web.RequestHandler):
@@ -134,7 +146,7 @@ class BaseHandler(web.RequestHandler):
             return await self.auth.authenticate_request_async(cookie=None, authorization=authorization)
         cookie = self.get_cookie(self.auth.cookie_name)
         try:
-            identity = self.auth.authenticate_request(cookie=cookie, authorization=None)
+            identity = await run_sync(self.auth.authenticate_request, cookie=cookie, authorization=None)
         except AuthenticationError:
             self._invalid_cookie = True
             raise
@@ -161,6 +173,10 @@ class BaseHandler(web.RequestHandler):
             raise ValidationError(f"request body is not valid JSON: {exc}") from None
         if not isinstance(data, dict):
             raise ValidationError("request body must be a JSON object")
+        where = invalid_unicode_at(data)
+        if where is not None:
+            raise ValidationError(f"{where}: not valid Unicode (a lone surrogate such as \\udfff); "
+                                  "send UTF-8 text")
         return data
 
     def form_body(self) -> dict[str, str]:
@@ -184,13 +200,18 @@ class BaseHandler(web.RequestHandler):
                 out.append(value)
         return out
 
-    def query_int(self, name: str, default: int | None = None, *, minimum: int = 1) -> int | None:
+    def query_int(self, name: str, default: int | None = None, *, minimum: int = 1,
+                  maximum: int = MAX_ID) -> int | None:
         value = self.query(name)
         if value is None:
             return default
-        if not _ID_RE.match(value) or int(value) < minimum:
+        digits = value.lstrip("0") or "0"
+        if not _DIGITS_RE.match(value) or (len(digits) <= 30 and int(digits) < minimum):
             raise ValidationError(f"query parameter {name!r} must be an integer >= {minimum}, got {value[:40]!r}")
-        return int(value)
+        if len(digits) > 30 or int(digits) > maximum:  # int() of thousands of digits is refused/slow
+            raise ValidationError(f"query parameter {name!r} is too large: the maximum is {maximum}, "
+                                  f"got {value[:40]!r}{'...' if len(value) > 40 else ''}")
+        return int(digits)
 
     def query_enum(self, name: str, kind: type[E]) -> E | None:
         value = self.query(name)
@@ -210,9 +231,7 @@ class BaseHandler(web.RequestHandler):
     def page(self) -> api.Page:
         """v1 paging. With neither ``page`` nor ``size`` everything is returned (see api.paginate)."""
         cap = self.server.max_page_size
-        page = self.query_int("page", 1)
-        if page > MAX_PAGE:  # offsets must fit the databases' 64-bit integers
-            raise ValidationError(f"query parameter 'page' must be <= {MAX_PAGE}")
+        page = self.query_int("page", 1, maximum=MAX_PAGE)  # offsets must fit 64-bit integers
         size = self.query_int("size")
         if size is not None:
             size = min(size, cap)
@@ -220,7 +239,16 @@ class BaseHandler(web.RequestHandler):
             size = cap
         order = (self.query("order") or "asc").lower()
         return api.Page(page=page, size=size, sort_by=tuple(self.query_list("sort_by")),
-                        order=order if order in ("asc", "desc") else "asc")
+                        order=order if order in ("asc", "desc") else "asc", max_size=cap)
+
+    # -- database ---------------------------------------------------------------------------------
+    async def in_db(self, fn: Callable[..., _R], *args: Any) -> _R:
+        """``fn(db, *args)`` in one transaction on the executor (see the module docstring).
+
+        Committed on success; re-run when it lost a get-or-create race (:func:`api.in_transaction`).
+        ``fn`` returns plain data: serialize inside it, since ORM rows would load lazily later.
+        """
+        return await run_sync(api.in_transaction, self.store, fn, *args)
 
     # -- authorization ----------------------------------------------------------------------------
     def authorize(self, db, permission: Permission, arn: str) -> None:
@@ -243,10 +271,11 @@ class BaseHandler(web.RequestHandler):
     def ok(self, data: Any = None, message: str | None = None, status: int = 200) -> None:
         self.write_json({"status": "ok", "data": data, "message": message}, status)
 
-    def ok_page(self, result: api.PageResult, serialize) -> None:
+    def ok_page(self, result: api.PageResult) -> None:
+        """A listing whose items are already serialized (see :func:`serialized`)."""
         self.write_json({
             "status": "ok",
-            "data": [serialize(item) for item in result.items],
+            "data": result.items,
             "message": None,
             "page": result.page,
             "size": result.size,
@@ -275,16 +304,26 @@ class BaseHandler(web.RequestHandler):
         self.finish(json.dumps({"status": "error", "data": None, "message": message}))
 
     def log_exception(self, typ, value, tb) -> None:
-        # Our own errors are answers, not failures: log one line instead of a traceback.
+        # Answers to bad requests are not server failures, and the access log already has their
+        # line (status, method, URL): only debug detail here, never a second warning per request.
         if isinstance(value, CondaStoreError) and value.status_code != 500:
             self.log.debug("%s %s -> %d %s", self.request.method, self.request.path, value.status_code, value)
             self.set_status(value.status_code)  # so the access log shows the real status
+            return
+        if isinstance(value, web.HTTPError) and value.status_code < 500:
+            self.log.debug("%s %s -> %d %s", self.request.method, self.request.path, value.status_code,
+                           value.log_message % value.args if value.log_message and value.args else value.log_message)
             return
         super().log_exception(typ, value, tb)
 
     @property
     def log(self):
         return self.server.log
+
+
+def serialized(result: api.PageResult, serialize: Callable[[Any], Any]) -> api.PageResult:
+    """``result`` with its rows serialized (inside the unit of work, where rows may still load)."""
+    return dataclasses.replace(result, items=[serialize(item) for item in result.items])
 
 
 def parse_id(value: str, what: str = "build id") -> int:

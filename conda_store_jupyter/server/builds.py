@@ -5,9 +5,10 @@ from __future__ import annotations
 from .. import api
 from ..auth.rbac import Permission
 from ..schema import BuildArtifactType, BuildStatus
+from ..worker.queue import BuildQueue
 from . import serialize
 from .artifacts import send_artifact
-from .base import BaseHandler, parse_id
+from .base import BaseHandler, parse_id, run_sync, serialized
 
 
 def _arn(build) -> str:
@@ -16,66 +17,84 @@ def _arn(build) -> str:
 
 
 class BuildListHandler(BaseHandler):
-    def get(self) -> None:
-        environment_id = self.query_int("environment_id")
-        with self.store.session() as db:
-            result = api.list_builds(
-                db, self.bindings(db), self.page(),
-                status=self.query_enum("status", BuildStatus),
-                artifact=self.query_enum("artifact", BuildArtifactType),
-                packages=self.query_list("packages"),
-                environment_id=environment_id,
-                name=self.query("name"),
-                namespace=self.query("namespace"),
-            )
-            self.ok_page(result, serialize.build)
+    async def get(self) -> None:
+        page = self.page()
+        filters = dict(
+            status=self.query_enum("status", BuildStatus),
+            artifact=self.query_enum("artifact", BuildArtifactType),
+            packages=self.query_list("packages"),
+            environment_id=self.query_int("environment_id"),
+            name=self.query("name"),
+            namespace=self.query("namespace"),
+        )
+
+        def work(db):
+            return serialized(api.list_builds(db, self.bindings(db), page, **filters), serialize.build)
+
+        self.ok_page(await self.in_db(work))
 
 
 class BuildHandler(BaseHandler):
-    def get(self, build_id: str) -> None:
-        with self.store.session() as db:
-            build = api.get_build(db, parse_id(build_id))
-            self.authorize(db, Permission.ENVIRONMENT_READ, _arn(build))
-            self.ok(serialize.build(build, full=True))
+    async def get(self, build_id: str) -> None:
+        wanted = parse_id(build_id)
 
-    def put(self, build_id: str) -> None:
+        def work(db):
+            build = api.get_build(db, wanted)
+            self.authorize(db, Permission.ENVIRONMENT_READ, _arn(build))
+            return serialize.build(build, full=True)
+
+        self.ok(await self.in_db(work))
+
+    async def put(self, build_id: str) -> None:
         """Rebuild: a new build of the same specification (picks up new package versions)."""
-        with self.store.session() as db:
-            build = api.get_build(db, parse_id(build_id))
+        wanted = parse_id(build_id)
+
+        def work(db) -> int:
+            build = api.get_build(db, wanted)
             self.authorize(db, Permission.ENVIRONMENT_UPDATE, _arn(build))
-            new_id = api.rebuild(db, build).id
-        self.store.queue.enqueue_build(new_id)
+            return api.rebuild(db, build).id
+
+        new_id = await self.in_db(work)
+        await run_sync(BuildQueue(self.store).enqueue_build, new_id)
         self.ok({"build_id": new_id}, message="rebuild triggered")
 
-    def delete(self, build_id: str) -> None:
-        with self.store.session() as db:
-            build = api.get_build(db, parse_id(build_id))
+    async def delete(self, build_id: str) -> None:
+        wanted = parse_id(build_id)
+
+        def work(db) -> None:
+            build = api.get_build(db, wanted)
             self.authorize(db, Permission.BUILD_DELETE, _arn(build))
             api.delete_build(db, build)
-            deleted = build.id
-        self.store.queue.enqueue_delete_build(deleted)
+
+        await self.in_db(work)
+        await run_sync(BuildQueue(self.store).enqueue_delete_build, wanted)
         self.ok()
 
 
 class BuildCancelHandler(BaseHandler):
-    def put(self, build_id: str) -> None:
-        with self.store.session() as db:
-            build = api.get_build(db, parse_id(build_id))
-            self.authorize(db, Permission.BUILD_CANCEL, _arn(build))
-        self.store.queue.cancel_build(build.id)  # ConflictError (409) if it already finished
-        self.ok(message=f"build {build.id} canceled")
+    async def put(self, build_id: str) -> None:
+        wanted = parse_id(build_id)
+
+        def work(db) -> None:
+            self.authorize(db, Permission.BUILD_CANCEL, _arn(api.get_build(db, wanted)))
+
+        await self.in_db(work)
+        await run_sync(BuildQueue(self.store).cancel_build, wanted)  # ConflictError (409) if it already finished
+        self.ok(message=f"build {wanted} canceled")
 
 
 class BuildPackagesHandler(BaseHandler):
-    def get(self, build_id: str) -> None:
-        with self.store.session() as db:
-            build = api.get_build(db, parse_id(build_id))
+    async def get(self, build_id: str) -> None:
+        wanted = parse_id(build_id)
+        page = self.page()
+        filters = dict(search=self.query("search"), exact=self.query_bool("exact"), build_string=self.query("build"))
+
+        def work(db):
+            build = api.get_build(db, wanted)
             self.authorize(db, Permission.ENVIRONMENT_READ, _arn(build))
-            result = api.list_build_packages(
-                db, build, self.page(), search=self.query("search"), exact=self.query_bool("exact"),
-                build_string=self.query("build"),
-            )
-            self.ok_page(result, serialize.package_build)
+            return serialized(api.list_build_packages(db, build, page, **filters), serialize.package_build)
+
+        self.ok_page(await self.in_db(work))
 
 
 class BuildArtifactHandler(BaseHandler):
@@ -90,10 +109,14 @@ class BuildArtifactHandler(BaseHandler):
     }
 
     async def get(self, build_id: str, what: str) -> None:
-        with self.store.session() as db:
-            build = api.get_build(db, parse_id(build_id))
+        wanted = parse_id(build_id)
+
+        def work(db):
+            build = api.get_build(db, wanted)  # artifacts loaded eagerly
             self.authorize(db, Permission.ENVIRONMENT_READ, _arn(build))
-        await send_artifact(self, build, self.KINDS[what])
+            return build
+
+        await send_artifact(self, await self.in_db(work), self.KINDS[what])
 
 
 HANDLERS = [

@@ -10,9 +10,10 @@ from ..auth.rbac import Permission
 from ..exceptions import ValidationError
 from ..naming import validate_name
 from ..schema import BuildArtifactType, BuildStatus
+from ..worker.queue import BuildQueue
 from . import serialize
 from .artifacts import send_artifact
-from .base import BaseHandler
+from .base import BaseHandler, run_sync, serialized
 
 DEPRECATION_SUNSET = "2025-03-17"
 """Upstream deprecated the v1 environment listing (still used by its UI and CLI); we say so too."""
@@ -32,30 +33,36 @@ def _listed(env) -> dict[str, Any]:
 
 
 class EnvironmentListHandler(BaseHandler):
-    def get(self) -> None:
+    async def get(self) -> None:
         self.set_header("Deprecation", "True")
         self.set_header("Sunset", DEPRECATION_SUNSET)
-        with self.store.session() as db:
-            result = api.list_environments(
-                db, self.bindings(db), self.page(),
-                search=self.query("search"),
-                namespace=self.query("namespace"),
-                name=self.query("name"),
-                status=self.query_enum("status", BuildStatus),
-                artifact=self.query_enum("artifact", BuildArtifactType),
-                packages=self.query_list("packages"),
-            )
-            self.ok_page(result, _listed)
+        page = self.page()
+        filters = dict(
+            search=self.query("search"),
+            namespace=self.query("namespace"),
+            name=self.query("name"),
+            status=self.query_enum("status", BuildStatus),
+            artifact=self.query_enum("artifact", BuildArtifactType),
+            packages=self.query_list("packages"),
+        )
+
+        def work(db):
+            result = api.list_environments(db, self.bindings(db), page, **filters)
+            return serialized(result, _listed)
+
+        self.ok_page(await self.in_db(work))
 
 
 class EnvironmentHandler(BaseHandler):
-    def get(self, ns: str, name: str) -> None:
-        with self.store.session() as db:
+    async def get(self, ns: str, name: str) -> None:
+        def work(db):
             self.authorize(db, Permission.ENVIRONMENT_READ, _arn(ns, name))
             env = api.get_environment(db, ns, name)
-            self.ok(serialize.environment(env, current_build=env.current_build))
+            return serialize.environment(env, current_build=env.current_build)
 
-    def put(self, ns: str, name: str) -> None:
+        self.ok(await self.in_db(work))
+
+    async def put(self, ns: str, name: str) -> None:
         """``{"build_id": N}`` makes a completed build current (rollback); ``description`` edits."""
         body: dict[str, Any] = self.json_body()
         build_id, description = body.get("build_id"), body.get("description")
@@ -66,32 +73,39 @@ class EnvironmentHandler(BaseHandler):
             raise ValidationError("description must be a string")
         if build_id is None and description is None:
             raise ValidationError("nothing to update: give build_id and/or description")
-        with self.store.session() as db:
+
+        def work(db) -> tuple[int, bool]:
             self.authorize(db, Permission.ENVIRONMENT_UPDATE, _arn(ns, name))
             env = api.get_environment(db, ns, name)
-            changed = api.update_environment(db, env, build_id=build_id, description=description)
+            return env.id, api.update_environment(db, env, build_id=build_id, description=description)
+
+        env_id, changed = await self.in_db(work)
         if changed:
-            self.store.queue.enqueue_update_environment_link(env.id)
+            await run_sync(BuildQueue(self.store).enqueue_update_environment_link, env_id)
         self.ok()
 
-    def delete(self, ns: str, name: str) -> None:
-        with self.store.session() as db:
+    async def delete(self, ns: str, name: str) -> None:
+        def work(db) -> int:
             self.authorize(db, Permission.ENVIRONMENT_DELETE, _arn(ns, name))
             env = api.get_environment(db, ns, name)
             api.delete_environment(db, env)
-        self.store.queue.enqueue_delete_environment(env.id)
+            return env.id
+
+        env_id = await self.in_db(work)
+        await run_sync(BuildQueue(self.store).enqueue_delete_environment, env_id)
         self.ok()
 
 
 class EnvironmentLockfileHandler(BaseHandler):
     async def get(self, ns: str, name: str) -> None:
-        with self.store.session() as db:
+        def work(db):
             self.authorize(db, Permission.ENVIRONMENT_READ, _arn(ns, name))
             env = api.get_environment(db, ns, name)
             if env.current_build_id is None:
                 raise ValidationError(f"environment {ns}/{name} has no completed build yet")
-            build = api.get_build(db, env.current_build_id)
-        await send_artifact(self, build, BuildArtifactType.LOCKFILE)
+            return api.get_build(db, env.current_build_id)  # artifacts loaded eagerly
+
+        await send_artifact(self, await self.in_db(work), BuildArtifactType.LOCKFILE)
 
 
 HANDLERS = [

@@ -1,11 +1,23 @@
-"""The HTTP server of ``conda-store-server``: plain HTTP that refuses TLS handshakes at once."""
+"""The HTTP server of ``conda-store-server``: plain HTTP that refuses TLS handshakes at once and
+answers oversized request headers with 431 instead of dropping the connection."""
 
 from __future__ import annotations
 
+import json
+import logging
 import socket
+from typing import Awaitable
 
+from tornado import httputil
 from tornado.httpserver import HTTPServer
 from tornado.ioloop import IOLoop
+
+log = logging.getLogger(__name__)
+
+HEADER_READ_LIMIT = 1024 * 1024
+"""Bytes of request line + headers tornado reads before it gives up and closes the connection
+without a word. Kept far above :attr:`PlainHTTPServer.max_header_size` so that every realistic
+oversized request (a 70 KB cookie or URL) is read and answered 431 by us."""
 
 
 class PlainHTTPServer(HTTPServer):
@@ -24,6 +36,13 @@ class PlainHTTPServer(HTTPServer):
 
     first_byte_timeout: float = 60.0
     """Seconds a new connection may stay silent before it is closed."""
+
+    max_header_size: int = 64 * 1024
+    """Bytes of request line + headers above which a request is answered ``431 Request Header
+    Fields Too Large`` (set from ``CondaStoreServer.max_header_size``)."""
+
+    def start_request(self, server_conn: object, request_conn: httputil.HTTPConnection) -> httputil.HTTPMessageDelegate:
+        return _HeaderLimit(super().start_request(server_conn, request_conn), request_conn, self.max_header_size)
 
     def handle_stream(self, stream, address) -> None:
         sock, loop = stream.socket, IOLoop.current()
@@ -50,3 +69,48 @@ class PlainHTTPServer(HTTPServer):
             HTTPServer.handle_stream(self, stream, address)
 
         loop.add_handler(fd, readable, IOLoop.READ)
+
+
+class _HeaderLimit(httputil.HTTPMessageDelegate):
+    """Answers 431 for a request whose line + headers exceed ``limit``; else passes everything on.
+
+    The answer is the REST error envelope, as every other error of the service. It is sent once
+    the request's body has been read (and dropped): answering earlier makes tornado close the
+    connection with unread data, which the client sees as a reset instead of the answer.
+    """
+
+    def __init__(self, delegate: httputil.HTTPMessageDelegate, connection: httputil.HTTPConnection,
+                 limit: int) -> None:
+        self.delegate, self.connection, self.limit = delegate, connection, limit
+        self.refused: str | None = None  # the message, once refused
+
+    def headers_received(self, start_line, headers: httputil.HTTPHeaders) -> Awaitable[None] | None:
+        assert isinstance(start_line, httputil.RequestStartLine)
+        size = len(start_line.method) + len(start_line.path) + len(start_line.version) + 4
+        size += sum(len(name) + len(value) + 4 for name, value in headers.get_all())
+        if size <= self.limit:
+            return self.delegate.headers_received(start_line, headers)
+        log.warning("431 %s %s... (%d bytes of request line and headers; the limit is %d)",
+                    start_line.method, start_line.path[:80], size, self.limit)
+        self.refused = f"request line and headers are {size} bytes; the limit is {self.limit}"
+        return None
+
+    def data_received(self, chunk: bytes) -> Awaitable[None] | None:
+        return None if self.refused else self.delegate.data_received(chunk)
+
+    def finish(self) -> None:
+        if not self.refused:
+            self.delegate.finish()
+            return
+        body = json.dumps({"status": "error", "data": None, "message": self.refused}).encode()
+        self.connection.write_headers(
+            httputil.ResponseStartLine("HTTP/1.1", 431, "Request Header Fields Too Large"),
+            httputil.HTTPHeaders({"Content-Type": "application/json; charset=UTF-8",
+                                  "Content-Length": str(len(body)), "Cache-Control": "no-store"}),
+            body,
+        )
+        self.connection.finish()
+
+    def on_connection_close(self) -> None:
+        if not self.refused:
+            self.delegate.on_connection_close()

@@ -95,7 +95,7 @@ class HubCallbackHandler(BaseHandler):
         if not identity.authenticated:
             raise AuthenticationError(
                 f"JupyterHub says you may not use this service (you need {self.auth.hub.required_access_scope})")
-        start_browser_session(self, identity, note="JupyterHub login")
+        await start_browser_session(self, identity, note="JupyterHub login")
         self.redirect(next_url or self.server.base_url)
 
 

@@ -9,9 +9,9 @@ authenticator has password login enabled; under JupyterHub users log in through 
 from __future__ import annotations
 
 from ..auth import tokens
-from ..exceptions import ValidationError
+from ..exceptions import AuthenticationError, ValidationError
 from . import serialize
-from .base import BaseHandler
+from .base import BaseHandler, run_sync
 
 
 class LoginHandler(BaseHandler):
@@ -20,20 +20,23 @@ class LoginHandler(BaseHandler):
     def check_xsrf_cookie(self) -> None:
         """Logging in creates the session; there is no cookie session to protect yet."""
 
-    def post(self) -> None:
+    async def post(self) -> None:
+        if not self.auth.authenticator.login_enabled:  # before reading fields it would never use
+            raise AuthenticationError("password login is disabled on this server; use an API token")
         content_type = self.request.headers.get("Content-Type", "")
         form = self.form_body() if content_type.startswith(("application/x-www-form", "multipart/")) else None
         data = form if form is not None else self.json_body()
         username, password = data.get("username"), data.get("password")
         if not isinstance(username, str) or not isinstance(password, str):
             raise ValidationError("username and password are required")
-        identity = self.auth.login(username, password)
-        expiration = start_browser_session(self, identity, note="login session")
+        # The authenticator may ask a slow system (PAM, LDAP); issuing writes the database.
+        identity = await run_sync(self.auth.login, username, password)
+        expiration = await start_browser_session(self, identity, note="login session")
         self.ok({"username": identity.username, "primary_namespace": identity.primary_namespace,
                  "expiration": expiration})
 
 
-def start_browser_session(handler: BaseHandler, identity, note: str = "browser session") -> str | None:
+async def start_browser_session(handler: BaseHandler, identity, note: str = "browser session") -> str | None:
     """Issue a session token for ``identity`` and put it in the ``conda-store-auth`` cookie.
 
     Shared by every way of logging in (password, pasted token, JupyterHub OAuth): the browser
@@ -41,7 +44,8 @@ def start_browser_session(handler: BaseHandler, identity, note: str = "browser s
     session's expiration (ISO) for the answer.
     """
     auth = handler.auth
-    issued = auth.issue_token_for(identity, primary_namespace=None, role_bindings=None, expiration=None, note=note)
+    issued = await run_sync(auth.issue_token_for, identity, primary_namespace=None, role_bindings=None,
+                            expiration=None, note=note)  # a database write: off the event loop
     handler.set_cookie(
         auth.cookie_name, issued.token, path=handler.server.base_url, expires=issued.expires_at,
         httponly=True, samesite="Strict", secure=handler.request.protocol == "https",
@@ -56,10 +60,9 @@ class LogoutHandler(BaseHandler):
     def check_xsrf_cookie(self) -> None:
         """Ending a session is harmless even if a third party triggers it."""
 
-    def post(self) -> None:
+    async def post(self) -> None:
         if self.cookie_authenticated and self.identity.token_id is not None:
-            with self.store.session() as db:
-                tokens.revoke_token(db, self.identity.token_id)
+            await self.in_db(tokens.revoke_token, self.identity.token_id)
         self.clear_cookie(self.auth.cookie_name, path=self.server.base_url)
         self.ok(message="logged out")
 

@@ -26,23 +26,37 @@ on the executor all the same: a slow or distant Redis must not stall the event l
 
 _STREAM_ID = re.compile(r"[0-9]{1,20}-[0-9]{1,20}")  # ASCII digits only (not \d), whole value
 """A Redis stream entry id (``<ms>-<seq>``), the only thing ``Last-Event-ID``/``after`` may be."""
+_STREAM_ID_MAX = 2**64 - 1
 
 KEEPALIVE_SECONDS = 15.0
 """A comment line is sent this often so proxies do not close an idle event stream."""
 
 
+def check_stream_id(value: str) -> None:
+    """400 unless ``value`` is an entry id Redis accepts; anything else Redis answers with an
+    error, which would be a 500. Both parts are unsigned 64-bit integers."""
+    m = _STREAM_ID.fullmatch(value)
+    if not m or max(int(part) for part in value.split("-")) > _STREAM_ID_MAX:
+        raise ValidationError(f"Last-Event-ID/after must be a log event id like 1700000000000-0 "
+                              f"(two integers below 2**64), got {value[:44]!r}")
+
+
 class _LogHandler(BaseHandler):
-    def _authorized_build(self, build_id: str):
-        with self.store.session() as db:
-            build = api.get_build(db, parse_id(build_id))
+    async def _authorized_build(self, build_id: str):
+        wanted = parse_id(build_id)
+
+        def work(db):
+            build = api.get_build(db, wanted)  # environment, namespace and artifacts loaded eagerly
             env = build.environment
             self.authorize(db, Permission.ENVIRONMENT_READ, f"{env.namespace.name}/{env.name}")
-        return build
+            return build
+
+        return await self.in_db(work)
 
 
 class BuildLogsHandler(_LogHandler):
     async def get(self, build_id: str) -> None:
-        build = self._authorized_build(build_id)
+        build = await self._authorized_build(build_id)
         key = artifact_storage_key(build, BuildArtifactType.LOGS)
         if build.status.finished and key and await run_sync(self.store.storage.exists, key):
             await send_artifact(self, build, BuildArtifactType.LOGS)
@@ -65,10 +79,9 @@ class BuildLogStreamHandler(_LogHandler):
         self._closed = True
 
     async def get(self, build_id: str) -> None:
-        build = self._authorized_build(build_id)
+        build = await self._authorized_build(build_id)
         after = self.request.headers.get("Last-Event-ID") or self.query("after") or live.START
-        if not _STREAM_ID.fullmatch(after):  # else Redis answers an error, which would be a 500
-            raise ValidationError(f"Last-Event-ID/after must be a log event id like 1700000000000-0, got {after[:40]!r}")
+        check_stream_id(after)
         self.set_header("Content-Type", "text/event-stream; charset=utf-8")
         self.set_header("X-Accel-Buffering", "no")  # nginx: do not buffer the stream
         idle = 0.0

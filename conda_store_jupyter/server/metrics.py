@@ -17,9 +17,8 @@ _HELP = {
 
 
 class MetricsHandler(BaseHandler):
-    def get(self) -> None:
-        with self.store.session() as db:
-            values = api.metrics(db, self.store)
+    async def get(self) -> None:
+        values = await self.in_db(api.metrics, self.store)  # also statvfs of the store: off the loop
         lines = []
         for name, value in values.items():
             metric = f"conda_store_{name}"

@@ -11,8 +11,9 @@ from .. import api
 from ..auth.rbac import Permission
 from ..exceptions import ValidationError
 from ..naming import validate_name
+from ..worker.queue import BuildQueue
 from . import serialize
-from .base import BaseHandler
+from .base import BaseHandler, run_sync, serialized
 
 
 def _arn(ns: str) -> str:
@@ -20,101 +21,129 @@ def _arn(ns: str) -> str:
 
 
 class NamespaceListHandler(BaseHandler):
-    def get(self) -> None:
-        with self.store.session() as db:
-            result = api.list_namespaces(db, self.bindings(db), self.page())
-            self.ok_page(result, serialize.namespace)
+    async def get(self) -> None:
+        page = self.page()
+
+        def work(db):
+            return serialized(api.list_namespaces(db, self.bindings(db), page), serialize.namespace)
+
+        self.ok_page(await self.in_db(work))
 
 
 class NamespaceHandler(BaseHandler):
-    def get(self, ns: str) -> None:
-        with self.store.session() as db:
+    async def get(self, ns: str) -> None:
+        def work(db):
             self.authorize(db, Permission.NAMESPACE_READ, _arn(ns))
-            self.ok(serialize.namespace(api.get_namespace(db, ns), full=True))
+            return serialize.namespace(api.get_namespace(db, ns), full=True)
 
-    def post(self, ns: str) -> None:
-        with self.store.session() as db:
+        self.ok(await self.in_db(work))
+
+    async def post(self, ns: str) -> None:
+        def work(db):
             self.authorize(db, Permission.NAMESPACE_CREATE, _arn(ns))
-            api.create_namespace(db, ns)
+            api.create_namespace(db, ns, owner=api.user_namespace_owner(self.identity, ns))
+
+        await self.in_db(work)
         self.ok()
 
-    def put(self, ns: str) -> None:
+    async def put(self, ns: str) -> None:
         body = self.json_body()
         unknown = set(body) - {"metadata", "role_mappings"}
         if unknown:
             raise ValidationError(f"unknown field(s) {sorted(unknown)}; expected metadata and/or role_mappings")
-        with self.store.session() as db:
+
+        def work(db):
             self.authorize(db, Permission.NAMESPACE_UPDATE, _arn(ns))
             if body.get("role_mappings") is not None:
                 self.authorize(db, Permission.ROLE_MAPPING_UPDATE, _arn(ns))
             api.update_namespace(db, api.get_namespace(db, ns), metadata=body.get("metadata"),
                                  role_mappings=body.get("role_mappings"))
+
+        await self.in_db(work)
         self.ok()
 
-    def delete(self, ns: str) -> None:
-        with self.store.session() as db:
+    async def delete(self, ns: str) -> None:
+        def work(db) -> int:
             self.authorize(db, Permission.NAMESPACE_DELETE, _arn(ns))
             namespace = api.get_namespace(db, ns)
             api.delete_namespace(db, namespace)
-            namespace_id = namespace.id
-        self.store.queue.enqueue_delete_namespace(namespace_id)
+            return namespace.id
+
+        namespace_id = await self.in_db(work)
+        await run_sync(BuildQueue(self.store).enqueue_delete_namespace, namespace_id)
         self.ok()
 
 
 class NamespaceMetadataHandler(BaseHandler):
     """``PUT namespace/{ns}/metadata``: the body is the metadata object itself."""
 
-    def put(self, ns: str) -> None:
+    async def put(self, ns: str) -> None:
         metadata = self.json_body()
-        with self.store.session() as db:
+
+        def work(db):
             self.authorize(db, Permission.NAMESPACE_UPDATE, _arn(ns))
             api.update_namespace(db, api.get_namespace(db, ns), metadata=metadata)
+
+        await self.in_db(work)
         self.ok()
 
 
 class NamespaceRolesHandler(BaseHandler):
-    def get(self, ns: str) -> None:
-        with self.store.session() as db:
+    async def get(self, ns: str) -> None:
+        def work(db):
             self.authorize(db, Permission.ROLE_MAPPING_READ, _arn(ns))
-            self.ok(api.list_namespace_roles(db, api.get_namespace(db, ns)))
+            return api.list_namespace_roles(db, api.get_namespace(db, ns))
 
-    def delete(self, ns: str) -> None:
-        with self.store.session() as db:
+        self.ok(await self.in_db(work))
+
+    async def delete(self, ns: str) -> None:
+        def work(db):
             self.authorize(db, Permission.ROLE_MAPPING_DELETE, _arn(ns))
             api.delete_namespace_role(db, api.get_namespace(db, ns))
+
+        await self.in_db(work)
         self.ok()
 
 
 class NamespaceRoleHandler(BaseHandler):
-    def get(self, ns: str) -> None:
+    async def get(self, ns: str) -> None:
         other = self.query("other_namespace")
         if not other:
             raise ValidationError("query parameter 'other_namespace' is required")
-        with self.store.session() as db:
-            self.authorize(db, Permission.ROLE_MAPPING_READ, _arn(ns))
-            self.ok(api.get_namespace_role(db, api.get_namespace(db, ns), other))
 
-    def _set(self, ns: str, permission: Permission) -> None:
+        def work(db):
+            self.authorize(db, Permission.ROLE_MAPPING_READ, _arn(ns))
+            return api.get_namespace_role(db, api.get_namespace(db, ns), other)
+
+        self.ok(await self.in_db(work))
+
+    async def _set(self, ns: str, permission: Permission) -> None:
         body = self.json_body()
         other, role = body.get("other_namespace"), body.get("role")
         if not isinstance(role, str):
             raise ValidationError("'role' is required: viewer, editor/developer or admin")
-        with self.store.session() as db:
+
+        def work(db):
             self.authorize(db, permission, _arn(ns))
             api.set_namespace_role(db, api.get_namespace(db, ns), other, role)
+
+        await self.in_db(work)
         self.ok()
 
-    def post(self, ns: str) -> None:
-        self._set(ns, Permission.ROLE_MAPPING_CREATE)
+    async def post(self, ns: str) -> None:
+        await self._set(ns, Permission.ROLE_MAPPING_CREATE)
 
-    def put(self, ns: str) -> None:
-        self._set(ns, Permission.ROLE_MAPPING_UPDATE)
+    async def put(self, ns: str) -> None:
+        await self._set(ns, Permission.ROLE_MAPPING_UPDATE)
 
-    def delete(self, ns: str) -> None:
-        other = self.json_body().get("other_namespace")
-        with self.store.session() as db:
+    async def delete(self, ns: str) -> None:
+        other = validate_name(self.json_body().get("other_namespace"), "other_namespace")
+
+        def work(db):
             self.authorize(db, Permission.ROLE_MAPPING_DELETE, _arn(ns))
-            api.delete_namespace_role(db, api.get_namespace(db, ns), validate_name(other, "other_namespace"))
+            api.delete_namespace_role(db, api.get_namespace(db, ns), other)
+
+        await self.in_db(work)
         self.ok()
 
 

@@ -4,21 +4,25 @@ from __future__ import annotations
 
 from .. import api
 from . import serialize
-from .base import BaseHandler
+from .base import BaseHandler, serialized
 
 
 class PackageListHandler(BaseHandler):
-    def get(self) -> None:
-        with self.store.session() as db:
-            result = api.list_packages(db, self.page(), search=self.query("search"),
-                                       exact=self.query_bool("exact"), distinct_on=self.query_list("distinct_on"))
-            self.ok_page(result, serialize.package)
+    async def get(self) -> None:
+        page = self.page()
+        filters = dict(search=self.query("search"), exact=self.query_bool("exact"),
+                       distinct_on=self.query_list("distinct_on"))
+
+        def work(db):
+            return serialized(api.list_packages(db, page, **filters), serialize.package)
+
+        self.ok_page(await self.in_db(work))
 
 
 class ChannelListHandler(BaseHandler):
-    def get(self) -> None:
-        with self.store.session() as db:
-            self.ok_page(api.list_channels(db, self.page()), serialize.channel)
+    async def get(self) -> None:
+        page = self.page()
+        self.ok_page(await self.in_db(lambda db: serialized(api.list_channels(db, page), serialize.channel)))
 
 
 HANDLERS = [

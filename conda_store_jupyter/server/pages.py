@@ -154,7 +154,7 @@ class TokenLoginHandler(BaseHandler):
         identity = await self.auth.authenticate_request_async(cookie=None, authorization=f"Bearer {token.strip()}")
         if not identity.authenticated:
             raise AuthenticationError("this token is not valid here (unknown, expired or revoked)")
-        issued = start_browser_session(self, identity)
+        issued = await start_browser_session(self, identity)
         self.ok({"username": identity.username, "primary_namespace": identity.primary_namespace,
                  "expiration": issued})
 

@@ -23,9 +23,8 @@ class VersionHandler(BaseHandler):
 
 
 class PermissionHandler(BaseHandler):
-    def get(self) -> None:
-        with self.store.session() as db:
-            bindings = self.bindings(db)
+    async def get(self) -> None:
+        bindings = await self.in_db(self.bindings)
         permissions = {
             glob: sorted({p.value for role in roles for p in ROLES[canonical_role(role)]})
             for glob, roles in bindings.items()
@@ -41,9 +40,8 @@ class PermissionHandler(BaseHandler):
 
 
 class UsageHandler(BaseHandler):
-    def get(self) -> None:
-        with self.store.session() as db:
-            self.ok(api.usage(db, self.bindings(db)))
+    async def get(self) -> None:
+        self.ok(await self.in_db(lambda db: api.usage(db, self.bindings(db))))
 
 
 HANDLERS = [

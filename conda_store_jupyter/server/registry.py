@@ -37,7 +37,7 @@ from ..exceptions import (
     ValidationError,
 )
 from ..naming import validate_name
-from ..schema import BuildArtifactType
+from ..schema import BuildArtifactType, Specification
 from ..storage.base import blob_key
 from .base import run_sync
 from .registry_manifests import (  # noqa: F401 - RegistryError, resolve_reference are re-exported
@@ -85,6 +85,12 @@ class Registry(LoggingConfigurable):
     dynamic_poll_interval = Float(
         0.5,
         help="Seconds between checks of an on-demand build's state while a request waits for it.",
+    ).tag(config=True)
+
+    dynamic_solve_timeout = Float(
+        60.0,
+        help="""Seconds the server may spend solving a new on-demand name before it creates the
+        environment (a name that cannot be solved is refused and leaves nothing behind).""",
     ).tag(config=True)
 
     dynamic_retry_after = Float(
@@ -162,7 +168,8 @@ class RegistryHandler(web.RequestHandler):
         self.write_registry_error(500, "UNKNOWN", "internal error")
 
     def log_exception(self, typ, value, tb) -> None:
-        if isinstance(value, RegistryError):  # expected answers, not server errors
+        # Expected answers, not server errors: the access log has their one line.
+        if isinstance(value, RegistryError) or (isinstance(value, web.HTTPError) and value.status_code < 500):
             return
         super().log_exception(typ, value, tb)
 
@@ -288,52 +295,81 @@ class ManifestHandler(RegistryHandler):
         if lock is None:
             lock = _DYNAMIC_LOCKS[env_name] = asyncio.Lock()
         async with lock:
-            build_id = await run_sync(self._ensure_dynamic_build, identity, env_name, specs)
+            build_id = await run_sync(self._existing_dynamic_build, env_name, specs)
+            if build_id is None:
+                await self._check_solvable(name, env_name, specs)  # a typo must leave no rows behind
+                build_id = await run_sync(self._submit_dynamic_build, identity, env_name, specs)
         return ResolvedImage(build_id, await self._wait_for_image(build_id))
 
-    def _dynamic_sha256(self, env_name: str, specs: list[str]) -> str:
-        """sha256 of the specification an on-demand name stands for (after the store's policy)."""
+    async def _check_solvable(self, name: str, env_name: str, specs: list[str]) -> None:
+        """Solve the name's specification here, before any row exists, as the build would.
+
+        An on-demand name is typed by hand (``docker pull …/nopkg-zz``); a name that cannot be
+        solved would otherwise leave an environment whose only build failed in the shared
+        namespace. Solving takes milliseconds once the channel's repodata is cached.
+        """
+        from ..builder.pipeline import settings_from_store
+        from ..builder.solve import solve_specification
+        from ..exceptions import SolveError
+
+        spec = await run_sync(self._dynamic_specification, env_name, specs)
+        try:
+            await solve_specification(spec.dependencies, settings_from_store(self.store, spec),
+                                      timeout=self.registry.dynamic_solve_timeout)
+        except SolveError as exc:
+            raise RegistryError(404, "NAME_UNKNOWN", f"cannot build {name}: {exc}") from None
+
+    def _dynamic_specification(self, env_name: str, specs: list[str]) -> Specification:
+        """The specification an on-demand name stands for (after the store's policy)."""
         from .. import api
 
         try:
-            return api.prepare_specification(self.store, self._dynamic_spec(env_name, specs)).sha256
+            return api.prepare_specification(self.store, self._dynamic_spec(env_name, specs))
         except CondaStoreError as exc:
             raise RegistryError(400, "NAME_INVALID", f"cannot build this image: {exc}") from None
+
+    def _dynamic_sha256(self, env_name: str, specs: list[str]) -> str:
+        return self._dynamic_specification(env_name, specs).sha256
 
     @staticmethod
     def _dynamic_spec(env_name: str, specs: list[str]) -> dict[str, Any]:
         return {"name": env_name, "dependencies": specs}
 
-    def _ensure_dynamic_build(self, identity, env_name: str, specs: list[str]) -> int:
-        """The build whose image answers this pull: the current image, an in-flight build, a
-        recent failure (reported, not retried), or a newly submitted build.
+    def _existing_dynamic_build(self, env_name: str, specs: list[str]) -> int | None:
+        """The build whose image answers this pull: the current image, an in-flight build or a
+        recent failure (reported, not retried); None if a build must be submitted.
 
         Only builds of exactly the specification the name decodes to count (same sha256): a build
         of anything else in this environment (posted through the REST API, or a name collision)
         must never be served under this name; a new build is submitted instead.
         """
-        from .. import api
-
         namespace = self.registry.dynamic_namespace
         wanted = self._dynamic_sha256(env_name, specs)
         with self.store.session() as db:
             env = find_environment(db, namespace, env_name, required=False)
-            if env is not None:
-                current = env.current_build
-                if (current is not None and current.deleted_on is None and stored_manifest_digest(current)
-                        and current.specification.sha256 == wanted):
-                    return current.id
-                live = [b for b in env.builds if b.deleted_on is None and b.specification.sha256 == wanted]
-                if live:
-                    latest = max(live, key=lambda b: b.id)
-                    failure = image_failure(latest)
-                    if failure is None:  # queued, building, or completed with its image coming
-                        return latest.id
-                    ended = latest.ended_on or latest.scheduled_on
-                    if (orm.utcnow() - ended) < dt.timedelta(seconds=self.registry.dynamic_retry_after):
-                        return latest.id
+            if env is None:
+                return None
+            current = env.current_build
+            if (current is not None and current.deleted_on is None and stored_manifest_digest(current)
+                    and current.specification.sha256 == wanted):
+                return current.id
+            live = [b for b in env.builds if b.deleted_on is None and b.specification.sha256 == wanted]
+            if not live:
+                return None
+            latest = max(live, key=lambda b: b.id)
+            failure = image_failure(latest)
+            if failure is None:  # queued, building, or completed with its image coming
+                return latest.id
+            ended = latest.ended_on or latest.scheduled_on
+            if (orm.utcnow() - ended) < dt.timedelta(seconds=self.registry.dynamic_retry_after):
+                return latest.id
+        return None
+
+    def _submit_dynamic_build(self, identity, env_name: str, specs: list[str]) -> int:
+        from .. import api
+
         try:
-            return api.submit_dynamic_build(self.store, namespace=namespace,
+            return api.submit_dynamic_build(self.store, namespace=self.registry.dynamic_namespace,
                                             specification=self._dynamic_spec(env_name, specs),
                                             requested_by=identity.username)
         except ValidationError as exc:

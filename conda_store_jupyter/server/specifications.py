@@ -8,15 +8,22 @@ from .. import api
 from ..auth.rbac import Permission
 from ..exceptions import SpecificationError, ValidationError
 from ..naming import validate_name
-from .base import BaseHandler
+from .base import BaseHandler, run_sync
 
 SOLVE_TIMEOUT = 60.0
 """Seconds a remote solve may take (a solve of a sane environment takes milliseconds)."""
 
 
+def _warnings_message(warnings: list[str]) -> str | None:
+    return "; ".join(f"warning: {w}" for w in warnings) or None
+
+
 class SpecificationHandler(BaseHandler):
-    def post(self) -> None:
-        """Create or update ``namespace/<spec name>`` and queue a build: ``{"build_id": N}``."""
+    async def post(self) -> None:
+        """Create or update ``namespace/<spec name>`` and queue a build: ``{"build_id": N}``.
+
+        What the specification asked for but will not get (``prefix:``) is said in ``message``.
+        """
         body: dict[str, Any] = self.json_body()
         if body.get("is_lockfile"):
             raise ValidationError("lockfile specifications (is_lockfile) are not supported; submit environment.yaml")
@@ -31,12 +38,16 @@ class SpecificationHandler(BaseHandler):
             raise ValidationError("environment_description must be a string")
         namespace = body.get("namespace") or self.identity.primary_namespace
         validate_name(namespace, "namespace")
-        with self.store.session() as db:
+
+        def authorize(db) -> None:
             if api.find_namespace(db, namespace) is None:
                 self.authorize(db, Permission.NAMESPACE_CREATE, f"{namespace}/")
             self.authorize(db, Permission.ENVIRONMENT_CREATE, f"{namespace}/{spec.name}")
-        build_id = api.submit(self.store, namespace=namespace, specification=spec, description=description)
-        self.ok({"build_id": build_id})
+
+        await self.in_db(authorize)
+        build_id = await run_sync(api.submit, self.store, namespace=namespace, specification=spec,
+                                  description=description, owner=api.user_namespace_owner(self.identity, namespace))
+        self.ok({"build_id": build_id}, message=_warnings_message(spec.warnings))
 
     async def get(self) -> None:
         """Solve ``conda`` specs on ``channel`` (repeatable) for the host platform, no build.
@@ -48,8 +59,7 @@ class SpecificationHandler(BaseHandler):
         from ..builder.records import BuildSettings
         from ..builder.solve import solve_specification
 
-        with self.store.session() as db:
-            self.authorize(db, Permission.ENVIRONMENT_CREATE, f"{self.identity.primary_namespace}/*")
+        await self.in_db(self.authorize, Permission.ENVIRONMENT_CREATE, f"{self.identity.primary_namespace}/*")
         conda = self.query_list("conda")
         if not conda:
             raise ValidationError("give at least one 'conda' match spec to solve")

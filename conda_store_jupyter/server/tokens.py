@@ -11,10 +11,11 @@ from __future__ import annotations
 import datetime as dt
 from typing import Any
 
+from .. import orm
 from ..auth import tokens
 from ..exceptions import NotFoundError, PermissionDeniedError, ValidationError
 from . import serialize
-from .base import BaseHandler, parse_id
+from .base import BaseHandler, parse_id, run_sync
 
 
 def parse_expiration(value: Any) -> dt.datetime | None:
@@ -56,7 +57,7 @@ def _token_row(row) -> dict[str, Any]:
 
 
 class TokenHandler(BaseHandler):
-    def post(self) -> None:
+    async def post(self) -> None:
         """Body ``{primary_namespace?, expiration? (or exp), role_bindings?, note?}``.
 
         The upstream client sends ``exp`` where its server reads ``expiration``; both work here.
@@ -65,7 +66,8 @@ class TokenHandler(BaseHandler):
         self.require_authenticated()
         body = self.json_body(required=False)
         expiration = body.get("expiration", body.get("exp"))
-        issued = self.auth.issue_token_for(
+        issued = await run_sync(
+            self.auth.issue_token_for,
             self.identity,
             primary_namespace=body.get("primary_namespace") or None,
             role_bindings=body.get("role_bindings"),
@@ -75,41 +77,45 @@ class TokenHandler(BaseHandler):
         self.ok({"token": issued.token, "id": issued.id, "expiration": serialize.timestamp(issued.expires_at),
                  "primary_namespace": issued.primary_namespace, "role_bindings": issued.role_bindings})
 
-    def get(self) -> None:
+    async def get(self) -> None:
         """The caller's live tokens (never their secrets); a scoped token's own family only."""
         self.require_authenticated()
-        with self.store.session() as db:
-            rows = tokens.list_tokens(db, username=self.identity.username) if self.identity.username else []
-            self.ok([_token_row(r) for r in rows if _within_scope(self.identity, r)])
+        username = self.identity.username
 
-    def delete(self) -> None:
+        def work(db) -> list[dict[str, Any]]:
+            rows = tokens.list_tokens(db, username=username) if username else []
+            return [_token_row(r) for r in rows if _within_scope(self.identity, r)]
+
+        self.ok(await self.in_db(work))
+
+    async def delete(self) -> None:
         """Revoke the token this request was made with (log out a script)."""
         self.require_authenticated()
         if self.identity.token_id is None:
             raise ValidationError("this credential is not a revocable token (predefined tokens live in the config)")
-        with self.store.session() as db:
-            tokens.revoke_token(db, self.identity.token_id)
+        await self.in_db(tokens.revoke_token, self.identity.token_id)
         self.ok(message="token revoked")
 
 
 class TokenByIdHandler(BaseHandler):
-    def delete(self, token_id: str) -> None:
+    async def delete(self, token_id: str) -> None:
         """Revoke one of one's own tokens (admins: anyone's; scoped tokens: see module doc)."""
         self.require_authenticated()
         wanted = parse_id(token_id, "token id")
-        from .. import orm
-
-        with self.store.session() as db:
-            row = db.get(orm.Token, wanted)
-            mine = row is not None and row.username is not None and row.username == self.identity.username
-            if row is None or not (mine or self.identity.admin):
-                raise NotFoundError(f"token {wanted} does not exist")
-            if not _within_scope(self.identity, row):
-                raise PermissionDeniedError(
-                    f"a scoped token may revoke only itself and the tokens it issued, not token {wanted}; "
-                    "use a login session or an unscoped token")
-            tokens.revoke_token(db, wanted)
+        await self.in_db(self._revoke, wanted)
         self.ok(message=f"token {wanted} revoked")
+
+    def _revoke(self, db, wanted: int) -> None:
+        """Look up, check and revoke in one transaction."""
+        row = db.get(orm.Token, wanted)
+        mine = row is not None and row.username is not None and row.username == self.identity.username
+        if row is None or not (mine or self.identity.admin):
+            raise NotFoundError(f"token {wanted} does not exist")
+        if not _within_scope(self.identity, row):
+            raise PermissionDeniedError(
+                f"a scoped token may revoke only itself and the tokens it issued, not token {wanted}; "
+                "use a login session or an unscoped token")
+        tokens.revoke_token(db, wanted)
 
 
 HANDLERS = [

@@ -66,7 +66,9 @@ class SpecificationValidateHandler(BaseHandler):
             line, column = locate(text, str(exc))
             self.ok({"valid": False, "message": str(exc), "line": line, "column": column, "name": None})
             return
-        self.ok({"valid": True, "message": None, "line": None, "column": None, "name": spec.name})
+        # Valid, but what it asks for and will not get (``prefix:``) is said, as on submission.
+        warnings = "; ".join(f"warning: {w}" for w in spec.warnings) or None
+        self.ok({"valid": True, "message": warnings, "line": None, "column": None, "name": spec.name})
 
 
 HANDLERS = [(r"/api/v1/specification/validate/", SpecificationValidateHandler)]

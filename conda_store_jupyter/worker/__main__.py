@@ -1,4 +1,4 @@
-"""``conda-store-worker``: an RQ worker on the conda-store queues, plus the reconciler thread.
+"""``conda-store-worker``: an RQ worker on the conda-store queues that also runs the reconciler.
 
     conda-store-worker [--config conda_store_config.py] [--burst] [--name NAME]
 
@@ -6,6 +6,11 @@ Loads the same config file as the server (``c.CondaStore.*``), checks Redis and 
 before taking jobs (a clear one-line error, no traceback, if either is unreachable), then works
 the queues in priority order: deletions, builds, artifacts. Run as many as you like, on any host
 that shares the store directory and reaches the same Redis, database and storage.
+
+The worker is one thread that forks a work horse per job (``runner.BuildWorker``); it survives
+Redis restarts (it waits for Redis to come back and carries on) and stops on SIGTERM: the first
+asks for a warm shutdown (after the current job), a second one at least a second later stops
+the current job, whose build is queued again.
 """
 
 from __future__ import annotations
@@ -13,11 +18,16 @@ from __future__ import annotations
 import argparse
 import logging
 import os
+import signal
 import sys
+import time
 
 from ..urls import redact_url
 from .queue import CONFIG_ENV, MIGRATED_ENV, WORKER_QUEUES
-from .reconcile import RECONCILE_INTERVAL, STALE_AFTER, ReconcileThread
+from .reconcile import RECONCILE_INTERVAL, STALE_AFTER
+
+REDIS_WAIT_MAX = 5.0
+"""Longest pause (s) between two attempts to reach Redis again after the worker lost it."""
 
 log = logging.getLogger("conda_store_jupyter.worker")
 
@@ -49,7 +59,7 @@ def main(argv: list[str] | None = None) -> int:
         args.config = os.path.abspath(args.config)
         os.environ[CONFIG_ENV] = args.config  # jobs and build children load the same file
     import redis
-    from rq import Queue, Worker
+    from rq import Queue
 
     from .tasks import load_store
 
@@ -69,22 +79,48 @@ def main(argv: list[str] | None = None) -> int:
         return fail(f"cannot open the database {redact_url(store.database_url)}: {type(exc).__name__}: {exc}")
     os.environ[MIGRATED_ENV] = "1"  # jobs (forked work horses) and build processes skip alembic
 
-    # Forked work horses must not reuse this process's pooled DB connections (the reconciler's).
+    from sqlalchemy.orm import configure_mappers
+
+    from .runner import BuildWorker
+
+    # Fork safety (see runner.py): configure the mappers once, before any fork, and let a forked
+    # work horse never reuse this process's pooled DB connections (the reconciler's).
+    configure_mappers()
     os.register_at_fork(after_in_child=lambda: store._engine is not None and store._engine.dispose(close=False))
-    reconciler = None
-    if args.reconcile_interval > 0:
-        reconciler = ReconcileThread(store, interval=args.reconcile_interval, stale_after=args.stale_after)
-        reconciler.start()
     queues = [Queue(name, connection=store.redis) for name in WORKER_QUEUES]
-    worker = Worker(queues, connection=store.redis, name=args.name)
-    try:
-        worker.work(burst=args.burst, logging_level=args.log_level.upper(), with_scheduler=False)
-    except redis.exceptions.ConnectionError as exc:
-        return fail(f"lost the connection to Redis at {redact_url(store.redis_url)}: {exc}")
-    finally:
-        if reconciler is not None:
-            reconciler.stop()
-    return 0
+    run = 0
+    while True:
+        # A fresh worker (and name) per run: the previous one may not have been able to
+        # deregister from a Redis that went away.
+        name = args.name if run == 0 or args.name is None else f"{args.name}.{run}"
+        worker = BuildWorker(queues, connection=store.redis, name=name, store=store,
+                             interval=args.reconcile_interval, stale_after=args.stale_after)
+        try:
+            worker.work(burst=args.burst, logging_level=args.log_level.upper(), with_scheduler=False)
+        except redis.exceptions.ConnectionError as exc:  # raised by RQ's teardown with Redis gone
+            log.warning("lost the connection to Redis at %s: %s", redact_url(store.redis_url), exc)
+        if args.burst or worker.stop_signaled:
+            return 0
+        # RQ's handlers stay installed after work(); here a SIGTERM simply ends the process.
+        signal.signal(signal.SIGTERM, signal.SIG_DFL)
+        signal.signal(signal.SIGINT, signal.default_int_handler)
+        # RQ's loop gave up (Redis went away at a moment it does not retry): wait and carry on.
+        log.warning("the worker loop ended without a stop request; waiting for Redis to start again")
+        _wait_for_redis(store)
+        run += 1
+
+
+def _wait_for_redis(store) -> None:
+    import redis
+
+    pause = 0.5
+    while True:
+        try:
+            store.redis.ping()
+            return
+        except redis.exceptions.RedisError:
+            time.sleep(pause)
+            pause = min(pause * 2, REDIS_WAIT_MAX)
 
 
 if __name__ == "__main__":

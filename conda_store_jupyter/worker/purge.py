@@ -37,6 +37,7 @@ def purge_build(store: "CondaStore", build_id: int) -> None:
     from .. import orm
     from ..builder.link import remove_environment_link
     from ..exceptions import ConflictError
+    from .queue import BuildQueue
     from .tasks import environment_link
 
     with store.session() as db:
@@ -49,7 +50,7 @@ def purge_build(store: "CondaStore", build_id: int) -> None:
         status = build.status
     if not BuildStatus(status).finished:
         with contextlib.suppress(ConflictError, NotFoundError):
-            store.queue.cancel_build(build_id, reason="canceled: the build was deleted")
+            BuildQueue(store).cancel_build(build_id, reason="canceled: the build was deleted")
     kept = set(store.build_artifacts_kept_on_deletion)
     with store.session() as db:
         build = db.get(orm.Build, int(build_id))

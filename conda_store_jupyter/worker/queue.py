@@ -13,7 +13,8 @@ and carry the config file path, so a worker on another host imports nothing from
 from __future__ import annotations
 
 import os
-import uuid
+import re
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from ..exceptions import ConflictError, NotFoundError, ServiceUnavailableError
@@ -40,6 +41,19 @@ JOB_TIMEOUT_MARGIN = 120
 """Seconds added to ``CondaStore.build_timeout`` for the RQ job timeout. The worker enforces the
 build timeout itself (and records FAILED); RQ's timeout is only the backstop if the job hangs."""
 
+NO_JOB_TIMEOUT = -1
+"""RQ's job timeout meaning "none" (``build_timeout = 0``)."""
+
+BUILD_JOB_ID = "build-{build_id}-{attempt}"
+"""RQ job id of attempt ``attempt`` (1, 2, ...) of a build. A function of the build and the attempt
+only, so every process that (re-)enqueues a build's current attempt names the same job, and
+RQ's atomic unique enqueue turns the second enqueue into a no-op: exactly one job per attempt."""
+
+_BUILD_JOB_ID = re.compile(r"^build-(?P<build_id>\d+)-(?P<attempt>\d+)$")
+
+WORK_DIR = ".work"
+"""``<store>/.work/<build id>/``: the build's log file and artifacts before they are stored."""
+
 MAINTENANCE_JOB_TIMEOUT = 3600
 """RQ timeout (s) of deletion/link jobs (removing a large prefix on a slow filesystem)."""
 
@@ -62,6 +76,10 @@ CONFIG_ENV = "CONDA_STORE_CONFIG"
 
 REDIS_URL_ENV = "CONDA_STORE_REDIS_URL"
 """Environment variable overriding ``CondaStore.redis_url`` (set by EmbeddedServices for its workers)."""
+
+JOB_ID_ENV = "CONDA_STORE_BUILD_JOB_ID"
+"""Set by the supervisor for its build child: the attempt (RQ job id) the child records its outcome
+for, so a child of an attempt the reconciler replaced can never end the build of a newer one."""
 
 MIGRATED_ENV = "CONDA_STORE_DATABASE_MIGRATED"
 """Set (to "1") by a process that has applied the migrations, for the job and build processes it
@@ -89,14 +107,36 @@ def image_job_id(build_id: int) -> str:
     return f"image-{int(build_id)}"
 
 
+def build_job_id(build_id: int, attempt: int = 1) -> str:
+    return BUILD_JOB_ID.format(build_id=int(build_id), attempt=int(attempt))
+
+
+def job_attempt(job_id: str | None) -> int:
+    """The attempt number a build job id names (ids of older servers, and none, count as 1)."""
+    match = _BUILD_JOB_ID.match(job_id or "")
+    return int(match["attempt"]) if match else 1
+
+
+def rq_job_timeout(store: "CondaStore") -> int:
+    """RQ's job timeout for build and image jobs: the build limit plus a margin, or none."""
+    limit = store.build_time_limit
+    return NO_JOB_TIMEOUT if limit is None else int(limit) + JOB_TIMEOUT_MARGIN
+
+
+def work_dir(store: "CondaStore", build_id: int) -> Path:
+    return store.store_path / WORK_DIR / str(int(build_id))
+
+
 def config_path_of(store: "CondaStore") -> str | None:
     """The config file a worker should load for jobs of ``store``: its own, then ``$CONDA_STORE_CONFIG``."""
     path = store.config_file or os.environ.get(CONFIG_ENV)
     return os.path.abspath(path) if path else None
 
 
-def compare_and_set(db, build_id: int, expected: tuple[BuildStatus, ...], **values: Any) -> bool:
-    """In the caller's open session: set a build's columns if its status is one of ``expected``.
+def compare_and_set(db, build_id: int, expected: tuple[BuildStatus, ...], *, expected_job_id: str | None = None,
+                    **values: Any) -> bool:
+    """In the caller's open session: set a build's columns if its status is one of ``expected``
+    (and, if ``expected_job_id`` is given, its current attempt is that job).
 
     True if this call changed it. Every state change goes through here, so two writers (a cancel
     and a finishing build, the reconciler and a worker) always end in exactly one final state; the
@@ -106,11 +146,11 @@ def compare_and_set(db, build_id: int, expected: tuple[BuildStatus, ...], **valu
 
     from .. import orm
 
+    where = [orm.Build.id == int(build_id), orm.Build.status.in_(list(expected))]
+    if expected_job_id is not None:
+        where.append(orm.Build.job_id == expected_job_id)
     result = db.execute(
-        update(orm.Build)
-        .where(orm.Build.id == int(build_id), orm.Build.status.in_(list(expected)))
-        .values(**values)
-        .execution_options(synchronize_session=False)
+        update(orm.Build).where(*where).values(**values).execution_options(synchronize_session=False)
     )
     return result.rowcount == 1
 
@@ -122,7 +162,9 @@ def transition(store: "CondaStore", build_id: int, expected: tuple[BuildStatus, 
 
 
 class BuildQueue:
-    """Enqueue, cancel and clean up builds. ``CondaStore.queue`` returns one."""
+    """Enqueue, cancel and clean up builds of ``store``: ``BuildQueue(store).enqueue_build(id)``.
+
+    It holds nothing but the store (Redis connection and settings), so making one is free."""
 
     def __init__(self, store: "CondaStore") -> None:
         self.store = store
@@ -134,8 +176,10 @@ class BuildQueue:
         return Queue(name, connection=self.store.redis)
 
     def _enqueue(self, queue: str, func: str, *args: Any, job_id: str | None = None, timeout: int,
-                 module: str = _TASKS) -> str:
+                 module: str = _TASKS, unique: bool = False) -> str | None:
+        """Enqueue a job; with ``unique`` (needs ``job_id``), None if that job already exists."""
         import redis
+        from rq.exceptions import DuplicateJobError
 
         try:
             job = self.rq_queue(queue).enqueue(
@@ -147,7 +191,10 @@ class BuildQueue:
                 result_ttl=RESULT_TTL,
                 failure_ttl=RESULT_TTL,
                 description=f"{func}{args!r}",
+                unique=unique,
             )
+        except DuplicateJobError:
+            return None
         except redis.exceptions.RedisError as err:
             raise QueueUnavailableError(f"the build queue (Redis) is not reachable: {err}") from err
         return job.id
@@ -157,24 +204,20 @@ class BuildQueue:
         """Queue build ``build_id`` (status QUEUED); returns the RQ job id, also saved in ``Build.job_id``.
 
         The job id is written to the database *before* the job exists, so the reconciler never sees
-        a queued build without a job id; if Redis is down the build is marked FAILED at once.
+        a queued build without a job id (it enqueues that same job, exactly once, if Redis lost
+        it); if Redis is down the build is marked FAILED at once.
         """
         from .. import orm
 
-        job_id = f"build-{int(build_id)}-{uuid.uuid4().hex[:12]}"
+        job_id = build_job_id(build_id)
         with self.store.session() as db:
             build = db.get(orm.Build, int(build_id))
             if build is None:
                 raise NotFoundError(f"build {build_id} does not exist")
             build.job_id = job_id
         try:
-            return self._enqueue(
-                BUILD_QUEUE,
-                "build_environment",
-                int(build_id),
-                job_id=job_id,
-                timeout=int(self.store.build_timeout) + JOB_TIMEOUT_MARGIN,
-            )
+            self.enqueue_build_job(build_id, job_id)
+            return job_id
         except QueueUnavailableError as err:
             from ..orm import utcnow
 
@@ -182,24 +225,26 @@ class BuildQueue:
                        status_info=str(err), ended_on=utcnow())
             raise
 
+    def enqueue_build_job(self, build_id: int, job_id: str) -> bool:
+        """Put the job ``job_id`` (an attempt of build ``build_id``) on the build queue unless it
+        already exists (atomically: RQ's unique enqueue). True if this call enqueued it."""
+        return self._enqueue(BUILD_QUEUE, "build_environment", int(build_id), job_id=job_id,
+                             timeout=rq_job_timeout(self.store), unique=True) is not None
+
     def enqueue_image(self, build_id: int) -> str:
         """Queue the Docker image job of a COMPLETED build (``worker.images.build_image_artifact``)."""
         return self._enqueue(ARTIFACT_QUEUE, "build_image_artifact", int(build_id), module=IMAGES_MODULE,
-                             timeout=int(self.store.build_timeout) + JOB_TIMEOUT_MARGIN)
+                             timeout=rq_job_timeout(self.store))
 
     def enqueue_image_once(self, build_id: int) -> str | None:
         """Queue the image job of a COMPLETED build unless it was already queued; returns its id or None.
 
-        The job id is derived from the build, so the build child and, after it, its supervisor
-        (finishing the tail of a child killed after COMPLETED) never queue the image twice.
+        The job id is derived from the build and the enqueue is RQ's atomic unique one, so the
+        build child, its supervisor (finishing the tail of a child killed after COMPLETED) and
+        repair never queue the image twice.
         """
-        from rq.job import Job
-
-        job_id = image_job_id(build_id)
-        if Job.exists(job_id, connection=self.store.redis):
-            return None
         return self._enqueue(ARTIFACT_QUEUE, "build_image_artifact", int(build_id), module=IMAGES_MODULE,
-                             job_id=job_id, timeout=int(self.store.build_timeout) + JOB_TIMEOUT_MARGIN)
+                             job_id=image_job_id(build_id), timeout=rq_job_timeout(self.store), unique=True)
 
     def cancel_build(self, build_id: int, reason: str = CANCELED_BY_USER) -> None:
         """Cancel a build.
@@ -264,7 +309,7 @@ class BuildQueue:
 
 
 def end_build(store: "CondaStore", build_id: int, expected: tuple[BuildStatus, ...], status: BuildStatus,
-              reason: str, text: str, announce: str | None = None) -> bool:
+              reason: str, text: str, announce: str | None = None, expected_job_id: str | None = None) -> bool:
     """End a build that has no pipeline log of its own to record (canceled while queued, stopped by
     its supervisor, reconciled after its worker died), in one transaction.
 
@@ -280,7 +325,8 @@ def end_build(store: "CondaStore", build_id: int, expected: tuple[BuildStatus, .
     from .logs import finish_log, publish_line
 
     with store.session() as db:
-        if not compare_and_set(db, build_id, expected, status=status, status_info=reason, ended_on=utcnow()):
+        if not compare_and_set(db, build_id, expected, expected_job_id=expected_job_id, status=status,
+                               status_info=reason, ended_on=utcnow()):
             return False
         build = db.get(orm.Build, int(build_id))
         key = artifact_key(BuildArtifactType.LOGS, build.build_key)

@@ -1,36 +1,56 @@
 """The reconciler: nothing stays QUEUED or BUILDING after the work behind it is gone.
 
-A build's state lives in the database; its work lives in Redis (the RQ job) and in a process on
-some worker host. When the process dies with its host (SIGKILL, OOM, reboot) or Redis loses the
-job (restart without persistence), nobody is left to record the outcome. :func:`reconcile` finds
-such builds and ends them FAILED (or CANCELED, if a cancel was pending) with the reason at the top
-and bottom of their log. It is cheap and idempotent (every change is a compare-and-set), so every
-worker runs it every ``RECONCILE_INTERVAL`` seconds in a thread, and the server may call it too.
-The same thread runs :func:`.repair.repair` every ``repair.REPAIR_INTERVAL`` seconds: the repair of
-follow-up work (link, log end, image, purge) lost after a build had already reached its final state.
+A build's state lives in the database, the source of truth; its work lives in Redis (the RQ job)
+and in a process on some worker host. Either can vanish without anyone recording it: a host dies
+(SIGKILL, OOM, reboot), a worker is stopped, Redis restarts without its data. :func:`reconcile`
+finds such builds and repairs them, every change a compare-and-set so any number of reconcilers
+(one per worker) may race:
+
+* a QUEUED build whose job is missing from Redis gets that same job enqueued again. Job ids are
+  ``build-<build id>-<attempt>`` and RQ's unique enqueue is atomic, so this happens exactly once
+  however many reconcilers (and the original ``enqueue_build``) try;
+* a build *interrupted* from outside (its job failed or was stopped, its worker went silent, it
+  was claimed by a worker that died) is queued again as its next attempt (:func:`interrupt`),
+  until ``CondaStore.build_max_attempts``; only then is it FAILED, with the reason at the top
+  and bottom of its log. A BUILDING build with a pending cancel is CANCELED instead.
 
 How a BUILDING build is judged: the supervising process refreshes a heartbeat key every
-``tasks.HEARTBEAT_INTERVAL`` (2 s), stamped with the Redis server's clock. A heartbeat older than ``stale_after`` seconds, or a job RQ
-reports as failed/stopped/gone, means the build is orphaned. RQ's own detection (worker key TTL,
-StartedJobRegistry cleanup) takes minutes; ours takes ``stale_after`` (30 s) + one interval.
+``tasks.HEARTBEAT_INTERVAL`` (2 s), stamped with the Redis server's clock. A job RQ reports as
+failed or stopped is dead at once (RQ saw its work horse die: no need to wait for the heartbeat
+to go stale). Otherwise a heartbeat older than ``stale_after`` seconds, or none for
+``stale_after`` seconds since a reconciler first missed it (Redis restarted empty: a live
+supervisor writes it again within seconds), means the build is orphaned.
+
+Workers run :func:`reconcile` every ``RECONCILE_INTERVAL`` seconds in their main process, between
+jobs and while supervising one (``worker/runner.py``): never in a thread, because that process
+forks work horses.
 """
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import shutil
-import threading
-import time
 from dataclasses import dataclass
 from datetime import datetime
 from typing import TYPE_CHECKING
 
 from ..schema import BuildStatus
-from .queue import cancel_key, end_build, heartbeat_key
+from .queue import (
+    BUILD_QUEUE,
+    BuildQueue,
+    QueueUnavailableError,
+    build_job_id,
+    cancel_key,
+    compare_and_set,
+    end_build,
+    heartbeat_key,
+    job_attempt,
+    work_dir,
+)
 
 if TYPE_CHECKING:
     from ..app import CondaStore
-    from .repair import RepairPolicy
 
 log = logging.getLogger(__name__)
 
@@ -40,19 +60,27 @@ RECONCILE_INTERVAL = 10.0
 STALE_AFTER = 30.0
 """Seconds without a heartbeat after which a BUILDING build counts as orphaned."""
 
-_DEAD_JOB_STATES = {"failed", "stopped", "canceled", "finished", "missing"}
-
 UNCLAIMED_KEY = "conda-store:build:{build_id}:unclaimed"
-"""Redis time at which a reconciler first saw the build QUEUED with its job already started."""
+"""Redis time at which a reconciler first saw the build QUEUED with its job taken but not started."""
+
+SILENT_KEY = "conda-store:build:{build_id}:silent"
+"""Redis time at which a reconciler first saw the build BUILDING without any heartbeat key."""
 
 
 def unclaimed_key(build_id: int) -> str:
     return UNCLAIMED_KEY.format(build_id=int(build_id))
 
 
+def silent_key(build_id: int) -> str:
+    return SILENT_KEY.format(build_id=int(build_id))
+
+
 @dataclass(frozen=True)
 class Verdict:
-    status: BuildStatus
+    """What a reconciler does to a build: ``enqueue`` its current job (Redis lost it), ``interrupt``
+    it (queue its next attempt, or fail it), or ``cancel`` it (a cancel was pending)."""
+
+    action: str
     reason: str
 
 
@@ -66,7 +94,7 @@ class _Row:
 
 
 def reconcile(store: "CondaStore", *, stale_after: float = STALE_AFTER) -> list[int]:
-    """End every QUEUED/BUILDING build whose work is gone; return the ids of the builds changed."""
+    """Repair every QUEUED/BUILDING build whose work is gone; return the ids of the builds changed."""
     from sqlalchemy import select
 
     from .. import orm
@@ -82,53 +110,122 @@ def reconcile(store: "CondaStore", *, stale_after: float = STALE_AFTER) -> list[
         verdict = judge(store, row, utcnow(), stale_after)
         if verdict is None:
             continue
-        if _end(store, row, verdict):
-            log.warning("reconciled build %s -> %s: %s", row.id, verdict.status.value, verdict.reason)
+        if verdict.action == "enqueue":
+            done = _enqueue_current(store, row)
+        elif verdict.action == "cancel":
+            done = _end(store, row.id, row.status, BuildStatus.CANCELED, verdict.reason)
+        else:
+            done = interrupt(store, row.id, row.status, row.job_id, verdict.reason)
+        if done:
+            log.warning("reconciled build %s (%s): %s", row.id, verdict.action, verdict.reason)
             changed.append(row.id)
     return changed
 
 
 def judge(store: "CondaStore", row: _Row, now: datetime, stale_after: float) -> Verdict | None:
-    """None if the build may still be progressing, else how it must end."""
-    state, job_info = _job_state(store, row.job_id)
+    """None if the build may still be progressing, else what to do about it."""
     if row.status == BuildStatus.QUEUED:
-        age = (now - row.scheduled_on).total_seconds()
         if row.job_id is None:
-            return _failed("it was never put on the build queue") if age > stale_after else None
+            return Verdict("enqueue", "it was never put on the build queue")
+        state, job_info = _job_state(store, row.job_id)
         if state == "missing":
-            return _failed("its job disappeared from the build queue (was Redis restarted or flushed?)") \
-                if age > stale_after else None
+            return Verdict("enqueue", "its job disappeared from the build queue (Redis restarted or flushed)")
         if state in ("failed", "stopped", "canceled", "finished"):
-            return _failed(f"its queue job ended ({state}) before the build started{job_info}")
-        if state == "started" and _heartbeat_age(store, row.id) is None:
-            # A worker just took the job and is loading (its heartbeat comes first thing). How long
-            # the build waited in the queue says nothing about that worker, so time this state
-            # itself, from the first pass that saw it, on the Redis clock.
-            if _unclaimed_for(store, row.id, stale_after) > stale_after:
-                return _failed("the worker that took its job died before starting it")
+            return Verdict("interrupt", f"its queue job ended ({state}) before the build started{job_info}")
+        if (state == "started" and _heartbeat_age(store, row.id) is None) or \
+                (state == "queued" and not _in_queue(store, row.job_id)):
+            # A worker took the job and is loading (its heartbeat comes first thing), or is between
+            # taking it and marking it started. How long the build waited in the queue says nothing
+            # about that worker, so time this state itself, from the first pass that saw it.
+            if _first_seen_ago(store, unclaimed_key(row.id), stale_after) > stale_after:
+                return Verdict("interrupt", "the worker that took its job died before starting it")
         return None
 
     # BUILDING
-    beat_age = _heartbeat_age(store, row.id)
-    if beat_age is not None and beat_age <= stale_after:
-        return None  # alive
-    since_start = (now - (row.started_on or row.scheduled_on)).total_seconds()
-    if beat_age is None and since_start <= stale_after and state not in _DEAD_JOB_STATES:
-        return None  # just claimed
+    state, job_info = _job_state(store, row.job_id)
+    dead = state in ("failed", "stopped")  # RQ saw the work horse (the supervisor) end
+    if not dead:
+        beat_age = _heartbeat_age(store, row.id)
+        if beat_age is not None and beat_age <= stale_after:
+            return None  # alive
+        since_start = (now - (row.started_on or row.scheduled_on)).total_seconds()
+        if beat_age is None:
+            silent_for = _first_seen_ago(store, silent_key(row.id), stale_after)
+            if since_start <= stale_after or silent_for <= stale_after:
+                return None  # just claimed, or its heartbeat was lost with Redis and will come back
     flag = store.redis.get(cancel_key(row.id))
     if flag is not None:
-        return Verdict(BuildStatus.CANCELED, flag.decode("utf-8", "replace"))
-    if state in ("failed", "stopped"):
-        return _failed(f"the worker's job {state}{job_info}")
+        return Verdict("cancel", flag.decode("utf-8", "replace"))
+    if dead:
+        return Verdict("interrupt", f"the worker's job {state}{job_info}")
     if state == "missing":
-        return _failed("its job disappeared from the build queue while building (was Redis restarted?)")
+        return Verdict("interrupt", "its job disappeared from the build queue while building (was Redis restarted?)")
     if beat_age is None:
-        return _failed(f"the worker running it stopped (no heartbeat since it started {since_start:.0f} s ago)")
-    return _failed(f"the worker running it stopped responding (no heartbeat for {beat_age:.0f} s)")
+        return Verdict("interrupt",
+                       f"the worker running it stopped (no heartbeat since it started {since_start:.0f} s ago)")
+    return Verdict("interrupt", f"the worker running it stopped responding (no heartbeat for {beat_age:.0f} s)")
 
 
-def _failed(reason: str) -> Verdict:
-    return Verdict(BuildStatus.FAILED, reason)
+def interrupt(store: "CondaStore", build_id: int, expected: BuildStatus, job_id: str | None, reason: str) -> bool:
+    """The attempt ``job_id`` of a build was interrupted from outside: queue the next attempt, or
+    FAIL the build if it has been started ``build_max_attempts`` times. True if this call did it.
+
+    Compare-and-set on (status, job id), so of several reconcilers and the supervisor itself
+    exactly one moves the build on; the new job id is in the database before the job is
+    enqueued, so if that enqueue is lost the next reconcile pass enqueues it.
+    """
+    from .. import orm
+    from .logs import publish_line
+
+    if job_id is None:
+        with store.session() as db:
+            build = db.get(orm.Build, int(build_id))
+            job_id = build.job_id if build is not None else None
+    if expected == BuildStatus.BUILDING:
+        try:
+            flag = store.redis.get(cancel_key(build_id))
+        except Exception:  # noqa: BLE001 - Redis down (its restart is what interrupted us): no flag known
+            flag = None
+        if flag is not None:  # a cancel was pending: that is the outcome, not another attempt
+            return _end(store, build_id, expected, BuildStatus.CANCELED, flag.decode("utf-8", "replace"),
+                        job_id=job_id)
+    attempt, most = job_attempt(job_id), int(store.build_max_attempts)
+    if attempt >= most:
+        if most > 1:
+            reason = f"{reason} (started {attempt} times, CondaStore.build_max_attempts = {most})"
+        return _end(store, build_id, expected, BuildStatus.FAILED, reason, job_id=job_id)
+    next_id = build_job_id(build_id, attempt + 1)
+    with store.session() as db:
+        if not compare_and_set(db, build_id, (expected,), expected_job_id=job_id, status=BuildStatus.QUEUED,
+                               job_id=next_id, status_info=f"queued again: {reason}"):
+            return False
+    _clear(store, build_id)
+    with contextlib.suppress(Exception):  # the live log is a convenience
+        publish_line(store, build_id, f"BUILD INTERRUPTED: {reason}; queued again (attempt {attempt + 1} of {most})")
+    try:
+        BuildQueue(store).enqueue_build_job(build_id, next_id)
+    except QueueUnavailableError as exc:  # the database says QUEUED as next_id: the next pass enqueues it
+        log.warning("build %s: could not enqueue attempt %s yet: %s", build_id, attempt + 1, exc)
+    return True
+
+
+def _enqueue_current(store: "CondaStore", row: _Row) -> bool:
+    """Enqueue the job the database names for a QUEUED build (exactly once: unique job ids)."""
+    from sqlalchemy import update
+
+    from .. import orm
+
+    job_id = row.job_id
+    if job_id is None:  # a build row created without a job (an older server, a crash in between)
+        job_id = build_job_id(row.id)
+        with store.session() as db:
+            result = db.execute(
+                update(orm.Build)
+                .where(orm.Build.id == row.id, orm.Build.status == BuildStatus.QUEUED, orm.Build.job_id.is_(None))
+                .values(job_id=job_id).execution_options(synchronize_session=False))
+            if result.rowcount != 1:
+                return False
+    return BuildQueue(store).enqueue_build_job(row.id, job_id)
 
 
 def _heartbeat_age(store: "CondaStore", build_id: int) -> float | None:
@@ -146,10 +243,10 @@ def _heartbeat_age(store: "CondaStore", build_id: int) -> float | None:
         return None
 
 
-def _unclaimed_for(store: "CondaStore", build_id: int, stale_after: float) -> float:
-    """Seconds since a reconciler first saw this build started-but-unclaimed (0 on the first pass)."""
+def _first_seen_ago(store: "CondaStore", key: str, stale_after: float) -> float:
+    """Seconds since a reconciler first saw the condition ``key`` stands for (0 on the first pass),
+    on the Redis clock."""
     now = _redis_now(store)
-    key = unclaimed_key(build_id)
     # The TTL only bounds the leak; it outlives any sensible reconcile interval.
     if store.redis.set(key, f"{now:.6f}", nx=True, ex=int(stale_after) + 3600):
         return 0.0
@@ -157,6 +254,13 @@ def _unclaimed_for(store: "CondaStore", build_id: int, stale_after: float) -> fl
         return max(0.0, now - float(store.redis.get(key) or now))
     except ValueError:
         return 0.0
+
+
+def _in_queue(store: "CondaStore", job_id: str) -> bool:
+    """Is ``job_id`` waiting in the build queue's list (``LPOS``, Redis >= 6.0.6)?"""
+    from rq import Queue
+
+    return store.redis.lpos(Queue(BUILD_QUEUE, connection=store.redis).key, job_id) is not None
 
 
 def _redis_now(store: "CondaStore") -> float:
@@ -189,23 +293,31 @@ def _job_state(store: "CondaStore", job_id: str | None) -> tuple[str, str]:
     return str(status.value), info
 
 
-def _end(store: "CondaStore", row: _Row, verdict: Verdict) -> bool:
+def _end(store: "CondaStore", build_id: int, expected: BuildStatus, status: BuildStatus, reason: str,
+         job_id: str | None = None) -> bool:
     from .logs import live_lines
 
-    header = f"BUILD {verdict.status.value}: {verdict.reason}"
+    header = f"BUILD {status.value}: {reason}"
     try:
-        lines = live_lines(store, row.id)
+        lines = live_lines(store, build_id)
     except Exception:  # noqa: BLE001 - Redis trouble: record the state with what we have
         lines = []
     text = f"{header}\n\n" + "".join(f"{line}\n" for line in lines) + f"{header}\n"
-    if not end_build(store, row.id, (row.status,), verdict.status, verdict.reason, text, announce=header):
+    if not end_build(store, build_id, (expected,), status, reason, text, announce=header, expected_job_id=job_id):
         return False  # the build moved on meanwhile: its own process recorded the outcome
-    _remove_leftovers(store, row.id)
-    try:
-        store.redis.delete(heartbeat_key(row.id), cancel_key(row.id), unclaimed_key(row.id))
-    except Exception:  # noqa: BLE001
-        log.warning("could not clear the Redis keys of reconciled build %s", row.id)
+    _clear(store, build_id)
     return True
+
+
+def _clear(store: "CondaStore", build_id: int) -> None:
+    """After winning a compare-and-set that ended or re-queued a build: remove its half-built
+    prefix, scratch files and liveness keys, so the next attempt (or nobody) starts clean."""
+    _remove_leftovers(store, build_id)
+    try:
+        store.redis.delete(heartbeat_key(build_id), cancel_key(build_id), unclaimed_key(build_id),
+                           silent_key(build_id))
+    except Exception:  # noqa: BLE001
+        log.warning("could not clear the Redis keys of reconciled build %s", build_id)
 
 
 def _remove_leftovers(store: "CondaStore", build_id: int) -> None:
@@ -215,7 +327,6 @@ def _remove_leftovers(store: "CondaStore", build_id: int) -> None:
     link into this prefix again (a builder cut off from Redis kills itself when its supervisor goes).
     """
     from .. import orm
-    from .tasks import work_dir
 
     with store.session() as db:
         build = db.get(orm.Build, int(build_id))
@@ -223,46 +334,3 @@ def _remove_leftovers(store: "CondaStore", build_id: int) -> None:
     for path in (prefix, work_dir(store, build_id)):
         if path is not None:
             shutil.rmtree(path, ignore_errors=True)
-
-
-class ReconcileThread(threading.Thread):
-    """Runs :func:`reconcile` every ``interval`` seconds, and :func:`.repair.repair` every
-    ``repair_interval`` seconds (0 disables it), until :meth:`stop` (daemon thread).
-
-    Repair shares this thread rather than getting its own: both are short, rare database scans,
-    and one thread per worker keeps the number of pooled connections the reconciler holds at one.
-    """
-
-    def __init__(self, store: "CondaStore", *, interval: float = RECONCILE_INTERVAL,
-                 stale_after: float = STALE_AFTER, repair_interval: float | None = None,
-                 repair_policy: "RepairPolicy | None" = None) -> None:
-        from .repair import REPAIR_INTERVAL, RepairPolicy
-
-        super().__init__(name="conda-store-reconcile", daemon=True)
-        self.store = store
-        self.interval = interval
-        self.stale_after = stale_after
-        self.repair_interval = REPAIR_INTERVAL if repair_interval is None else repair_interval
-        self.repair_policy = repair_policy or RepairPolicy()
-        self._stop_event = threading.Event()
-
-    def run(self) -> None:
-        from .repair import repair
-
-        next_repair = time.monotonic()
-        while not self._stop_event.is_set():
-            try:
-                reconcile(self.store, stale_after=self.stale_after)
-            except Exception:  # noqa: BLE001 - keep reconciling; Redis/DB may come back
-                log.exception("reconcile failed; retrying in %s s", self.interval)
-            # After reconcile: builds it just ended are final, so this pass may already see them.
-            if self.repair_interval > 0 and time.monotonic() >= next_repair:
-                next_repair = time.monotonic() + self.repair_interval
-                try:
-                    repair(self.store, self.repair_policy)
-                except Exception:  # noqa: BLE001
-                    log.exception("repair failed; retrying in %s s", self.repair_interval)
-            self._stop_event.wait(self.interval)
-
-    def stop(self) -> None:
-        self._stop_event.set()

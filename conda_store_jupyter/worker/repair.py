@@ -230,7 +230,7 @@ def _queue_images(store: "CondaStore", policy: RepairPolicy) -> list[int]:
 
     from .. import orm
     from .images import IMAGE_FAILED_PREFIX
-    from .queue import image_job_id
+    from .queue import BuildQueue, image_job_id
 
     has_image = exists().where(orm.BuildArtifact.build_id == orm.Build.id,
                                orm.BuildArtifact.artifact_type == BuildArtifactType.DOCKER_MANIFEST)
@@ -251,7 +251,7 @@ def _queue_images(store: "CondaStore", policy: RepairPolicy) -> list[int]:
                 not _claim(store, "image", build_id, max(policy.image_grace, REPAIR_INTERVAL)):
             continue
         try:
-            if store.queue.enqueue_image_once(build_id) is not None:
+            if BuildQueue(store).enqueue_image_once(build_id) is not None:
                 queued.append(build_id)
         except Exception:  # noqa: BLE001 - Redis trouble: the next pass after the claim expires retries
             log.exception("repair: could not queue the image job of build %s", build_id)

@@ -2,7 +2,7 @@
 
 Process layout of a running build (why each level exists)::
 
-    conda-store-worker          RQ worker: takes jobs, runs the reconciler thread
+    conda-store-worker          RQ worker (one thread, runner.BuildWorker): takes jobs, reconciles
     └── work horse (fork)       RQ's per-job process: runs build_environment() = the *supervisor*
         └── build child         `python -m conda_store_jupyter.worker.tasks run-build <id>`
             └── uv, ...         in the child's own session / process group
@@ -15,12 +15,15 @@ writes the final state is never the one being killed. A fresh interpreter (not a
 inheriting the worker's sockets and the thread state of native libraries.
 
 The supervisor polls every ``POLL_INTERVAL`` for: the child's exit, the cancel flag, the deadline,
-and the death of its own parent (worker SIGKILLed -> stop the build). Every ``STATUS_INTERVAL`` it
-refreshes the build's heartbeat key, so the reconciler (``reconcile.py``) can tell a live build
-from an orphaned one, and re-reads the build's status: a build someone else already ended (the
-reconciler, after a Redis or network outage hid our heartbeat) is stopped at once instead of
-running on into a prefix nobody will use. The child watches its parent too and kills its own
-process group if the supervisor disappears.
+SIGTERM (its worker's cold shutdown or watchdog) and the death of its own parent (worker
+SIGKILLed). The last two *interrupt* the build: it is queued again as its next attempt
+(``reconcile.interrupt``), not failed. Every ``STATUS_INTERVAL`` it refreshes the build's
+heartbeat key, so the reconciler (``reconcile.py``) can tell a live build from an orphaned one,
+and re-reads the build's status and attempt: a build someone else already ended or gave to a
+newer attempt (the reconciler, after a Redis or network outage hid our heartbeat) is stopped at
+once instead of running on into a prefix nobody will use. The child watches its parent too and
+kills its own process group if the supervisor disappears; it records its outcome only for its
+own attempt (``JOB_ID_ENV``).
 
 COMPLETED is the point of no return. Once the child committed it, the supervisor no longer stops
 the child for a cancel or the deadline (only after ``TAIL_GRACE``, or if the worker dies): the
@@ -53,13 +56,16 @@ from ..schema import BuildArtifactType, BuildStatus
 from .queue import (
     CANCELED_BY_USER,
     CONFIG_ENV,
+    JOB_ID_ENV,
     MIGRATED_ENV,
     REDIS_URL_ENV,
+    BuildQueue,
     cancel_key,
     compare_and_set,
     end_build,
     heartbeat_key,
     transition,
+    work_dir,
 )
 
 if TYPE_CHECKING:
@@ -90,10 +96,6 @@ TERM_GRACE = 5.0
 STDERR_TAIL = 2000
 """Characters of the build child's stderr quoted in the reason when it crashes."""
 
-WORK_DIR = ".work"
-"""``<store>/.work/<build id>/``: the build's log file and artifacts before they are stored."""
-
-
 # -- loading ------------------------------------------------------------------------------------
 def load_store(config_path: str | None = None) -> "CondaStore":
     """Load ``CondaStore`` for a job.
@@ -118,10 +120,6 @@ def job_config_path(config_path: str | None) -> str | None:
     return os.environ.get(CONFIG_ENV) or config_path
 
 
-def work_dir(store: "CondaStore", build_id: int) -> Path:
-    return store.store_path / WORK_DIR / str(int(build_id))
-
-
 def environment_link(store: "CondaStore", namespace: str, environment: str) -> Path:
     """``<store>/<namespace>/envs/<environment>`` (names re-validated: paths never come from raw strings)."""
     from ..naming import validate_name
@@ -137,6 +135,9 @@ class ChildExit:
     returncode: int | None
     stopped: BuildStatus | None = None  # set when the supervisor stopped the build itself
     reason: str | None = None
+    interrupted: str | None = None
+    """Set when the build was stopped from outside (its worker stopped or died): it is queued
+    again (``reconcile.interrupt``), not failed."""
 
 
 def build_environment(build_id: int, config_path: str | None = None) -> None:
@@ -149,18 +150,38 @@ def build_environment(build_id: int, config_path: str | None = None) -> None:
     job = get_current_job()
     beat(store, build_id)  # before the claim, so the reconciler never sees BUILDING without a heartbeat
     values: dict[str, object] = {"status": BuildStatus.BUILDING, "started_on": utcnow()}
-    if job is not None:
-        values["job_id"] = job.id
-    if not transition(store, build_id, (BuildStatus.QUEUED,), **values):
-        log.info("build %s is no longer QUEUED (canceled or handled elsewhere); skipping", build_id)
-        store.redis.delete(heartbeat_key(build_id))
+    # Only the build's current attempt may claim it: a job of an attempt the reconciler has
+    # replaced (Redis kept it, or a worker took it twice) must not run the build again.
+    expected_job_id = job.id if job is not None else None
+    if not transition(store, build_id, (BuildStatus.QUEUED,), expected_job_id=expected_job_id, **values):
+        log.info("build %s is no longer QUEUED as job %s (canceled or handled elsewhere); skipping",
+                 build_id, expected_job_id)
+        if _is_current_attempt(store, build_id, expected_job_id):
+            store.redis.delete(heartbeat_key(build_id))
         return
     try:
-        outcome = supervise(store, build_id, config_path)
-        _after_child(store, build_id, outcome)
+        outcome = supervise(store, build_id, config_path, job_id=expected_job_id)
+        _after_child(store, build_id, outcome, job_id=expected_job_id)
     finally:
-        store.redis.delete(heartbeat_key(build_id), cancel_key(build_id))
-        shutil.rmtree(work_dir(store, build_id), ignore_errors=True)
+        # A newer attempt (after the reconciler gave up on this one) owns the keys and work dir.
+        if _is_current_attempt(store, build_id, expected_job_id):
+            with contextlib.suppress(Exception):  # Redis may be down; the keys expire anyway
+                store.redis.delete(heartbeat_key(build_id), cancel_key(build_id))
+            shutil.rmtree(work_dir(store, build_id), ignore_errors=True)
+
+
+def _is_current_attempt(store: "CondaStore", build_id: int, job_id: str | None) -> bool:
+    """Is ``job_id`` still the build's attempt in the database (True when there is no job)?"""
+    if job_id is None:
+        return True
+    from .. import orm
+
+    try:
+        with store.session() as db:
+            build = db.get(orm.Build, int(build_id))
+            return build is not None and build.job_id == job_id
+    except Exception:  # noqa: BLE001 - database down: leave the keys (they expire) and files
+        return False
 
 
 def beat(store: "CondaStore", build_id: int) -> None:
@@ -169,16 +190,25 @@ def beat(store: "CondaStore", build_id: int) -> None:
     store.redis.set(heartbeat_key(build_id), f"{seconds}.{micros:06d}", ex=HEARTBEAT_TTL)
 
 
-def build_status(store: "CondaStore", build_id: int) -> BuildStatus | None:
+def build_status(store: "CondaStore", build_id: int, job_id: str | None = None) -> BuildStatus | None:
+    """The build's status; QUEUED if its current attempt is no longer ``job_id`` (when given)."""
     from .. import orm
 
     with store.session() as db:
         build = db.get(orm.Build, int(build_id))
-        return None if build is None else BuildStatus(build.status)
+        if build is None:
+            return None
+        if job_id is not None and build.job_id != job_id and build.status == BuildStatus.BUILDING:
+            return BuildStatus.QUEUED  # another attempt is running it: this one is not BUILDING any more
+        return BuildStatus(build.status)
 
 
-def supervise(store: "CondaStore", build_id: int, config_path: str | None) -> ChildExit:
-    """Run the build child; stop its process group on cancel, timeout or worker death."""
+def supervise(store: "CondaStore", build_id: int, config_path: str | None, *, job_id: str | None = None) -> ChildExit:
+    """Run the build child; stop its process group on cancel, timeout, worker death or SIGTERM.
+
+    Whatever happens here (RQ's own job timeout raising in this process included), the child's
+    process group is killed before this returns: no build outlives its supervisor.
+    """
     wd = work_dir(store, build_id)
     wd.mkdir(parents=True, exist_ok=True)
     cmd = [sys.executable, "-m", "conda_store_jupyter.worker.tasks", "run-build", str(int(build_id))]
@@ -189,69 +219,93 @@ def supervise(store: "CondaStore", build_id: int, config_path: str | None) -> Ch
     env[MIGRATED_ENV] = "1"  # this process has opened the database (claimed the build): schema is current
     if store.redis_url:
         env[REDIS_URL_ENV] = store.redis_url
+    env.pop(JOB_ID_ENV, None)
+    if job_id is not None:
+        env[JOB_ID_ENV] = job_id
     parent = os.getppid()
-    deadline = time.monotonic() + float(store.build_timeout)
+    limit = store.build_time_limit
+    deadline = time.monotonic() + limit if limit is not None else float("inf")
     next_beat = next_status = 0.0
     committed_at: float | None = None  # monotonic time the child was first seen COMPLETED
-    with open(wd / "child.stderr", "wb") as err:
-        proc = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=err, stderr=subprocess.STDOUT,
-                                env=env, start_new_session=True)
-        stopped: BuildStatus | None = None
-        reason: str | None = None
-        while True:
-            try:
-                rc = proc.wait(timeout=POLL_INTERVAL)
-                break
-            except subprocess.TimeoutExpired:
-                pass
-            now = time.monotonic()
-            try:
-                if now >= next_beat:
-                    beat(store, build_id)
-                    next_beat = now + HEARTBEAT_INTERVAL
-                flag = store.redis.get(cancel_key(build_id))
-            except Exception as exc:  # noqa: BLE001 - Redis hiccup: keep building, retry next tick
-                log.warning("build %s: Redis unavailable while supervising: %s", build_id, exc)
-                flag = None
-            status: BuildStatus | None = BuildStatus.BUILDING
-            wants_stop = flag is not None or now >= deadline
-            if committed_at is None and (now >= next_status or wants_stop):
-                # Read when due, and always right before stopping for a cancel or the deadline: a
-                # child that just committed COMPLETED must be let finish, not killed.
-                next_status = now + STATUS_INTERVAL
+    terminated = threading.Event()
+
+    def on_sigterm(signum, frame) -> None:  # the worker's cold shutdown (or its watchdog)
+        terminated.set()
+
+    previous = signal.signal(signal.SIGTERM, on_sigterm) if threading.current_thread() is threading.main_thread() \
+        else None
+    proc: subprocess.Popen | None = None
+    try:
+        with open(wd / "child.stderr", "wb") as err:
+            proc = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=err, stderr=subprocess.STDOUT,
+                                    env=env, start_new_session=True)
+            stopped: BuildStatus | None = None
+            reason: str | None = None
+            interrupted: str | None = None
+            while True:
                 try:
-                    status = build_status(store, build_id)
-                except Exception as exc:  # noqa: BLE001 - DB hiccup: keep building, retry later
-                    log.warning("build %s: database unavailable while supervising: %s", build_id, exc)
-                if status == BuildStatus.COMPLETED:
-                    committed_at = now
-            if os.getppid() != parent:
-                stopped, reason = BuildStatus.FAILED, "the worker running this build stopped; the build was stopped"
-            elif committed_at is not None:
-                if now - committed_at > TAIL_GRACE:
-                    log.warning("build %s: COMPLETED but its process did not exit within %s s; stopping it",
-                                build_id, TAIL_GRACE)
+                    rc = proc.wait(timeout=POLL_INTERVAL)
+                    break
+                except subprocess.TimeoutExpired:
+                    pass
+                now = time.monotonic()
+                try:
+                    if now >= next_beat:
+                        beat(store, build_id)
+                        next_beat = now + HEARTBEAT_INTERVAL
+                    flag = store.redis.get(cancel_key(build_id))
+                except Exception as exc:  # noqa: BLE001 - Redis hiccup: keep building, retry next tick
+                    log.warning("build %s: Redis unavailable while supervising: %s", build_id, exc)
+                    flag = None
+                status: BuildStatus | None = BuildStatus.BUILDING
+                wants_stop = flag is not None or now >= deadline or terminated.is_set()
+                if committed_at is None and (now >= next_status or wants_stop):
+                    # Read when due, and always right before stopping for a cancel or the deadline: a
+                    # child that just committed COMPLETED must be let finish, not killed.
+                    next_status = now + STATUS_INTERVAL
+                    try:
+                        status = build_status(store, build_id, job_id)
+                    except Exception as exc:  # noqa: BLE001 - DB hiccup: keep building, retry later
+                        log.warning("build %s: database unavailable while supervising: %s", build_id, exc)
+                    if status == BuildStatus.COMPLETED:
+                        committed_at = now
+                if os.getppid() != parent:
+                    interrupted = "the worker running it stopped"
+                elif terminated.is_set() and committed_at is None:
+                    interrupted = "its worker was shut down"
+                elif committed_at is not None:
+                    if now - committed_at > TAIL_GRACE or terminated.is_set():
+                        log.warning("build %s: COMPLETED but its process did not exit (%s); stopping it", build_id,
+                                    "worker shutting down" if terminated.is_set() else f"within {TAIL_GRACE} s")
+                        rc = stop_process_group(proc)
+                        break
+                    continue
+                elif status != BuildStatus.BUILDING:
+                    # Ended elsewhere (reconciler, deleted), or queued again as a newer attempt:
+                    # whoever did that owns the state now.
+                    log.warning("build %s is %s; stopping its process", build_id, getattr(status, "value", status))
                     rc = stop_process_group(proc)
                     break
-                continue
-            elif status != BuildStatus.BUILDING:
-                # Ended elsewhere (reconciler, deleted): whoever ended it owns the final state.
-                log.warning("build %s is %s; stopping its process", build_id, getattr(status, "value", status))
-                rc = stop_process_group(proc)
-                break
-            elif flag is not None:
-                stopped, reason = BuildStatus.CANCELED, flag.decode("utf-8", "replace") or CANCELED_BY_USER
-            elif now >= deadline:
-                stopped = BuildStatus.FAILED
-                reason = (f"the build took longer than its {store.build_timeout} s limit "
-                          "(CondaStore.build_timeout) and was stopped")
-            if stopped is not None:
-                rc = stop_process_group(proc)
-                break
-        # Whatever the child left in its group (a stray uv) goes with it.
-        with contextlib.suppress(ProcessLookupError, PermissionError):
-            os.killpg(proc.pid, signal.SIGKILL)
-    return ChildExit(returncode=rc, stopped=stopped, reason=reason)
+                elif flag is not None:
+                    stopped, reason = BuildStatus.CANCELED, flag.decode("utf-8", "replace") or CANCELED_BY_USER
+                elif now >= deadline:
+                    stopped = BuildStatus.FAILED
+                    reason = (f"the build took longer than its {store.build_timeout} s limit "
+                              "(CondaStore.build_timeout) and was stopped")
+                if stopped is not None or interrupted is not None:
+                    rc = stop_process_group(proc)
+                    break
+        return ChildExit(returncode=rc, stopped=stopped, reason=reason, interrupted=interrupted)
+    finally:
+        # Whatever the child left in its group (a stray uv) goes with it, and so does the child
+        # itself if we leave by an exception (RQ's job timeout, a bug).
+        if proc is not None:
+            with contextlib.suppress(ProcessLookupError, PermissionError):
+                os.killpg(proc.pid, signal.SIGKILL)
+            with contextlib.suppress(Exception):
+                proc.wait(timeout=TERM_GRACE)
+        if previous is not None:
+            signal.signal(signal.SIGTERM, previous)
 
 
 def stop_process_group(proc: subprocess.Popen) -> int | None:
@@ -266,11 +320,20 @@ def stop_process_group(proc: subprocess.Popen) -> int | None:
     return proc.poll()
 
 
-def _after_child(store: "CondaStore", build_id: int, outcome: ChildExit) -> None:
+def _after_child(store: "CondaStore", build_id: int, outcome: ChildExit, job_id: str | None = None) -> None:
     """Record the outcome when the child could not (it was stopped, or it crashed), then make sure
     the final state is complete: a COMPLETED build has its tail, any other build no prefix."""
     from ..urls import redact_text
+    from .reconcile import interrupt
 
+    if not _is_current_attempt(store, build_id, job_id):
+        return  # the reconciler gave the build to a newer attempt: it owns state, prefix and log now
+    if outcome.interrupted is not None:
+        # Not the build's fault: queue it again (or fail it once it used all its attempts).
+        # Only if the child did not manage to commit a final state first.
+        if build_status(store, build_id, job_id) == BuildStatus.BUILDING:
+            interrupt(store, build_id, BuildStatus.BUILDING, job_id, outcome.interrupted)
+        return
     if outcome.stopped is not None:
         end_abnormally(store, build_id, outcome.stopped, outcome.reason or "stopped")
     elif outcome.returncode != 0:
@@ -319,7 +382,7 @@ def finish_completed(store: "CondaStore", build_id: int) -> None:
     # so a slow image never delays the environment and a failed one never fails the build.
     if BuildArtifactType.DOCKER_MANIFEST.value in store.build_artifacts:
         try:
-            store.queue.enqueue_image_once(build_id)
+            BuildQueue(store).enqueue_image_once(build_id)
         except Exception as exc:  # noqa: BLE001 - the build is done; the image can be re-queued
             log.warning("build %s: could not queue its image job: %s", build_id, exc)
 
@@ -448,7 +511,8 @@ def _record_failure(store: "CondaStore", build_id: int, build_key: str, paths: "
     from .logs import finish_log
 
     with store.session() as db:
-        if not compare_and_set(db, build_id, (BuildStatus.BUILDING,), status=BuildStatus.FAILED,
+        if not compare_and_set(db, build_id, (BuildStatus.BUILDING,), expected_job_id=os.environ.get(JOB_ID_ENV),
+                               status=BuildStatus.FAILED,
                                status_info=reason, ended_on=utcnow()):
             return  # canceled or reconciled meanwhile
         rows = {BuildArtifactType.LOGS: _put_log(store, build_key, paths.log)}
@@ -476,7 +540,8 @@ def _record_success(store: "CondaStore", build_id: int, build_key: str, outputs:
     from ..orm import utcnow
 
     with store.session() as db:
-        claimed = compare_and_set(db, build_id, (BuildStatus.BUILDING,), status=BuildStatus.COMPLETED,
+        claimed = compare_and_set(db, build_id, (BuildStatus.BUILDING,), expected_job_id=os.environ.get(JOB_ID_ENV),
+                                  status=BuildStatus.COMPLETED,
                                   ended_on=utcnow(), status_info=None, size=outputs.size_bytes)
         if claimed:  # same transaction: COMPLETED is never visible without its log and packages
             keys = {**keys, BuildArtifactType.LOGS: _put_log(store, build_key, paths.log),
@@ -495,6 +560,10 @@ def _record_success(store: "CondaStore", build_id: int, build_key: str, outputs:
                 .execution_options(synchronize_session=False)
             )
     if not claimed:  # canceled or reconciled meanwhile: the other side owns the final state
+        if not _is_current_attempt(store, build_id, os.environ.get(JOB_ID_ENV)):
+            # A newer attempt of this build runs now, into the same prefix and artifact keys.
+            log.warning("build %s ended elsewhere (a newer attempt runs it); leaving its files", build_id)
+            return BuildStatus.FAILED
         log.warning("build %s ended elsewhere before it could complete; discarding its results", build_id)
         shutil.rmtree(outputs.prefix, ignore_errors=True)
         for key in keys.values():
@@ -551,14 +620,6 @@ def main(argv: list[str] | None = None) -> int:
     status = run_build(store, args.build_id)
     return 0 if status in (BuildStatus.COMPLETED, BuildStatus.FAILED) else 1
 
-
-# Jobs queued by an older server name the deletion functions under this module.
-from .purge import (  # noqa: E402,F401
-    delete_build,
-    delete_environment,
-    delete_namespace,
-    update_environment_link,
-)
 
 if __name__ == "__main__":
     sys.exit(main())
