@@ -198,7 +198,11 @@ class ConfigHandler(_Handler):
         if answer.status_code == 200 and isinstance(doc, dict) and isinstance(doc.get("data"), dict):
             return {"reachable": True, "user": doc["data"]}
         message = doc.get("message") if isinstance(doc, dict) else None
-        return {"message": f"conda-store service answered {answer.status_code}: "
+        # An enveloped error (e.g. 401: the configured token is unknown, expired or revoked) comes
+        # from the service itself: it is reachable, and the message says what to fix.
+        enveloped = isinstance(doc, dict) and doc.get("status") == "error"
+        return {"reachable": enveloped,
+                "message": f"conda-store service answered {answer.status_code}: "
                            f"{message or answer.text[:200] or answer.reason_phrase}"}
 
 
