@@ -33,7 +33,7 @@ README = ROOT / "README.md"
 SERVER_BLOCK = "scripts/bootstrap && .venv/bin/conda-store-server --standalone --demo"
 TEST_BLOCK = "scripts/bootstrap && .venv/bin/python -m pytest -q"
 
-SKIPPED = ('echo "$TOKEN" | docker login ', "docker pull ", "CONDA_STORE_URL=http://localhost:8080 CONDA_STORE_TOKEN=$TOKEN jupyter lab")
+SKIPPED = ('echo "$TOKEN" | docker login ', "docker pull ", "docker run ", "CONDA_STORE_URL=http://localhost:8080 CONDA_STORE_TOKEN=$TOKEN jupyter lab")
 """Line prefixes not run: ``docker`` needs a Docker daemon (none on CI machines; ``skopeo copy``,
 the same pull without a daemon, runs); ``jupyter lab`` is a server that runs until stopped (the
 extension has its own tests, tests/jupyter/)."""
