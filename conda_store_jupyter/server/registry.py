@@ -33,6 +33,7 @@ from ..exceptions import (
     InvalidNameError,
     NotFoundError,
     PermissionDeniedError,
+    ServiceUnavailableError,
     ValidationError,
 )
 from ..naming import validate_name
@@ -132,7 +133,14 @@ class RegistryHandler(web.RequestHandler):
 
     def authenticated(self):
         """The caller's identity; 401 (with the Basic challenge ``docker login`` answers) if anonymous."""
-        identity = self.auth.authenticate_request(cookie=None, authorization=self.request.headers.get("Authorization"))
+        try:
+            identity = self.auth.authenticate_request(cookie=None, authorization=self.request.headers.get("Authorization"))
+        except AuthenticationError as exc:  # a credential was presented and is not valid: say why
+            raise RegistryError(401, "UNAUTHORIZED", str(exc)) from None
+        except PermissionDeniedError as exc:  # e.g. a hub user whose name cannot be a namespace
+            raise RegistryError(403, "DENIED", str(exc)) from None
+        except ServiceUnavailableError as exc:
+            raise RegistryError(503, "UNAVAILABLE", str(exc)) from None
         if identity.anonymous:
             raise RegistryError(401, "UNAUTHORIZED", "authentication required: use a conda-store token "
                                 "as the password (docker login -u <anything> -p <token>)")
