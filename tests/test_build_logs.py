@@ -12,6 +12,7 @@ from conda_store_jupyter.worker.queue import BuildQueue
 
 from .fixtures_service import QUICK, SLOW, build_row, make_build, status_of, wait_for, wait_in_pip_stage, wait_status
 
+
 def _live(store, build_id: int) -> list[str]:
     wait_for(lambda: read_log(store, build_id)[2], 10, "the live log to be finished")
     return live_lines(store, build_id)
@@ -26,6 +27,24 @@ def test_completed_build_live_and_stored_logs_agree(service_factory):
     assert wait_status(store, build_id, BuildStatus.COMPLETED, BuildStatus.FAILED, env=env)[0] == BuildStatus.COMPLETED
     stored = stored_or_live_log(store, build_id).splitlines()
     assert stored[0].startswith(f"build {build_id} (") and stored[-1].startswith("BUILD COMPLETED in ")
+    assert _live(store, build_id) == stored
+
+
+def test_submission_warnings_open_the_stored_log_of_a_build_the_worker_ran(service_factory):
+    """``prefix:`` is accepted but said: the warning the API writes at submission stays the first
+    line of the log the worker stores, not only of the live one."""
+    from conda_store_jupyter.api import submit
+    from conda_store_jupyter.api.environments import prepare_specification
+
+    env = service_factory()
+    store = env.store
+    spec = prepare_specification(store, QUICK + "prefix: /etc\n")
+    assert spec.warnings
+    build_id = submit(store, namespace="default", specification=spec)
+    env.start_worker("--burst")
+    assert wait_status(store, build_id, BuildStatus.COMPLETED, BuildStatus.FAILED, env=env)[0] == BuildStatus.COMPLETED
+    stored = stored_or_live_log(store, build_id).splitlines()
+    assert stored[0] == f"WARNING: {spec.warnings[0]}" and stored[1].startswith(f"build {build_id} (")
     assert _live(store, build_id) == stored
 
 

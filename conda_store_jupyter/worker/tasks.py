@@ -187,14 +187,19 @@ def start_log(store: "CondaStore", build_id: int) -> None:
     """The build's first log line, written by its supervisor before the build process starts (which
     takes a while: a fresh interpreter), so a build stopped at any moment has a log of its own."""
     from .. import orm
-    from .logs import publish_line
+    from .logs import live_lines, publish_line
 
     with store.session() as db:
         build_key = db.get(orm.Build, int(build_id)).build_key
     line = f"build {int(build_id)} ({build_key}) on {socket.gethostname()}, worker pid {os.getpid()}"
+    try:  # what is already in the live log (submission warnings, an earlier attempt) stays in the file
+        earlier = live_lines(store, build_id)
+    except Exception as exc:  # noqa: BLE001 - the live log is a convenience; the build goes on without it
+        log.warning("build %s: could not read its live log: %s", build_id, exc)
+        earlier = []
     path = log_file(store, build_id)
     path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(f"{line}\n", encoding="utf-8")
+    path.write_text("".join(f"{text}\n" for text in [*earlier, line]), encoding="utf-8")
     try:
         publish_line(store, build_id, line)
     except Exception as exc:  # noqa: BLE001 - the file is the record; the stream is a convenience
