@@ -33,7 +33,7 @@ from sqlalchemy import (
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
 
 from .naming import build_key
-from .schema import BuildArtifactType, BuildStatus
+from .schema import ArtifactStatus, BuildArtifactType, BuildStatus
 from .storage.base import artifact_key
 
 MIGRATIONS_DIR = Path(__file__).resolve().parent / "migrations"
@@ -140,8 +140,10 @@ class Build(Base):
     ended_on: Mapped[Optional[dt.datetime]] = mapped_column(DateTime)
     deleted_on: Mapped[Optional[dt.datetime]] = mapped_column(DateTime)
     job_id: Mapped[Optional[str]] = mapped_column(String(64))
-    # State of the image produced after COMPLETED (None: not asked for / not yet known).
-    image_status: Mapped[Optional[str]] = mapped_column(String(16))
+    # State of the image produced after COMPLETED (None: not asked for); set by worker.lifecycle.
+    image_status: Mapped[Optional[ArtifactStatus]] = mapped_column(
+        Enum(ArtifactStatus, name="artifact_status", native_enum=False, length=16)
+    )
 
     specification: Mapped[Specification] = relationship()
     environment: Mapped[Environment] = relationship(back_populates="builds", foreign_keys=[environment_id])

@@ -40,6 +40,17 @@ class BuildStatus(str, enum.Enum):
         return self in (BuildStatus.COMPLETED, BuildStatus.FAILED, BuildStatus.CANCELED)
 
 
+class ArtifactStatus(str, enum.Enum):
+    """State of an artifact made after the build COMPLETED (the image): ``Build.image_status``.
+
+    None (no value) means none was asked for; PENDING from the moment its job is queued.
+    """
+
+    PENDING = "PENDING"
+    READY = "READY"
+    FAILED = "FAILED"
+
+
 class BuildArtifactType(str, enum.Enum):
     DIRECTORY = "DIRECTORY"
     LOCKFILE = "LOCKFILE"

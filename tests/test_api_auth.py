@@ -7,9 +7,10 @@ default one) holding real issued tokens; the password flow uses the DummyAuthent
 
 from __future__ import annotations
 
+import base64
+import datetime as dt
 import json
 
-import datetime as dt
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -125,18 +126,80 @@ def test_revoked_and_expired_tokens_stop_working(server, users):
     # a token revoking itself
     other = call(server, "POST", "token/", alice).json()["data"]["token"]
     assert call(server, "DELETE", "token/", other).status_code == 200
-    assert call(server, "GET", "permission/", other).json()["data"]["authenticated"] is False
+    r = call(server, "GET", "permission/", other)
+    assert r.status_code == 401 and "revoked on" in r.json()["message"], r.text
     # expiry
     soon = (dt.datetime.now(dt.timezone.utc) + dt.timedelta(hours=1)).isoformat()
     short = call(server, "POST", "token/", alice, json={"expiration": soon}).json()["data"]
     assert call(server, "GET", "environment/alice/env/", short["token"]).status_code == 200
     with server.store.session() as db:
         db.get(orm.Token, short["id"]).expires_at = orm.utcnow() - dt.timedelta(seconds=1)
-    assert call(server, "GET", "environment/alice/env/", short["token"]).status_code == 401
-    # garbage credentials are anonymous, not errors
+    r = call(server, "GET", "environment/alice/env/", short["token"])
+    assert r.status_code == 401 and "expired on" in r.json()["message"], r.text
     for header in ("Bearer nope", "Basic !!!", "token cst_" + "x" * 300, "Weird"):
         r = httpx.get(server.api("environment/alice/env/"), headers={"Authorization": header})
         assert r.status_code == 401, header
+
+
+INVALID = {
+    "unknown": ("Bearer garbage", "does not know it"),
+    "unknown, token scheme": ("token cst_typo0000000000000000000000", "does not know it"),
+    "unknown, Basic password": ("Basic " + base64.b64encode(b"docker:typo").decode(), "does not know it"),
+    "malformed Basic": ("Basic !!!", "must be base64"),
+    "unsupported scheme": ("Digest x", "unsupported Authorization scheme"),
+}
+
+
+@pytest.mark.parametrize("path", ["environment/", "namespace/", "build/", "permission/", "token/", "",
+                                  "no-such-route/", "metrics"])
+def test_invalid_credential_is_401_on_every_route(server, path):
+    """`Authorization: Bearer garbage` used to get ``200 {"data": []}``: an anonymous listing."""
+    assert httpx.get(server.api(path), timeout=30).status_code in (200, 401, 404)  # no credential: as before
+    for what, (header, message) in INVALID.items():
+        r = httpx.get(server.api(path), headers={"Authorization": header}, timeout=30)
+        assert r.status_code == 401, (what, r.text)
+        assert r.json()["status"] == "error" and message in r.json()["message"], (what, r.text)
+        assert r.headers["WWW-Authenticate"] == 'Bearer realm="conda-store", error="invalid_token"'
+    r = httpx.post(server.api("specification/"), headers={"Authorization": "Bearer garbage"},
+                   json={"specification": SPEC}, timeout=30)
+    assert r.status_code == 401 and "does not know it" in r.json()["message"]
+
+
+def test_no_credential_still_anonymous(server, users):
+    r = httpx.get(server.api("environment/"), timeout=30)
+    assert r.status_code == 200 and r.json()["data"] == []
+    r = httpx.get(server.api("environment/alice/env/"), timeout=30)
+    assert r.status_code == 401 and "needs a login or token" in r.json()["message"]
+    assert r.headers["WWW-Authenticate"] == 'Bearer realm="conda-store"'
+
+
+def test_dead_session_cookie_is_401_and_cleared_and_login_still_works(server):
+    login = httpx.post(f"{server.url}login/", json={"username": "alice", "password": "s3cret"}, timeout=30)
+    cookie = login.cookies["conda-store-auth"]
+    with server.store.session() as db:
+        row = db.scalars(select(orm.Token).order_by(orm.Token.id.desc())).first()
+        row.expires_at = orm.utcnow() - dt.timedelta(seconds=1)
+    r = httpx.get(server.api("environment/"), cookies={"conda-store-auth": cookie}, timeout=30)
+    assert r.status_code == 401 and "expired on" in r.json()["message"] and "log in again" in r.json()["message"]
+    assert 'conda-store-auth=""' in r.headers["set-cookie"]  # cleared
+    # The way out still works with the dead cookie: log in again, or log out.
+    again = httpx.post(f"{server.url}login/", json={"username": "alice", "password": "s3cret"},
+                       cookies={"conda-store-auth": cookie}, timeout=30)
+    assert again.status_code == 200, again.text
+    out = httpx.post(f"{server.url}logout/", cookies={"conda-store-auth": cookie}, timeout=30)
+    assert out.status_code == 200, out.text
+
+
+def test_invalid_credential_is_401_in_the_registry(server, users):
+    for path in ("/v2/", "/v2/alice/env/tags/list", "/v2/alice/env/manifests/latest"):
+        url = server.url.rstrip("/") + path
+        for what, (header, message) in INVALID.items():
+            r = httpx.get(url, headers={"Authorization": header}, timeout=30)
+            assert r.status_code == 401, (path, what, r.text)
+            assert message in r.json()["errors"][0]["message"], (path, what, r.text)
+            assert r.headers["WWW-Authenticate"] == 'Basic realm="conda-store"'
+        r = httpx.get(url, timeout=30)  # no credential: the usual challenge
+        assert r.status_code == 401 and "authentication required" in r.json()["errors"][0]["message"]
 
 
 def test_scoped_token_manages_only_itself_and_its_children(server):
@@ -156,7 +219,7 @@ def test_scoped_token_manages_only_itself_and_its_children(server):
     # its own issue, and itself
     assert call(server, "DELETE", f"token/{child['id']}/", viewer["token"]).status_code == 200
     assert call(server, "DELETE", f"token/{viewer['id']}/", viewer["token"]).status_code == 200
-    assert call(server, "GET", "permission/", viewer["token"]).json()["data"]["authenticated"] is False
+    assert call(server, "GET", "permission/", viewer["token"]).status_code == 401  # revoked
     # the session still manages everything of alice's
     assert {session_id, laptop["id"]} <= {t["id"] for t in call(server, "GET", "token/", session).json()["data"]}
     assert call(server, "DELETE", f"token/{laptop['id']}/", session).status_code == 200

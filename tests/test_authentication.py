@@ -3,8 +3,10 @@ namespace role mappings, admins and password login."""
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import datetime as dt
+import re
 
 import pytest
 from traitlets.config import Config
@@ -102,28 +104,56 @@ def test_cookie_first_then_header(backend):
     assert backend.authenticate_request(cookie="stale", authorization=f"Bearer {bob}").username == "bob"
 
 
-@pytest.mark.parametrize("authorization", [
-    "", "Bearer", "Bearer ", "token", "Bearer cst_garbage", "Bearer cst_" + "A" * 51, "Digest abc",
-    "Basic", "Basic !!!not-base64!!!", "Basic " + base64.b64encode(b"no-colon").decode(),
-    "Basic " + base64.b64encode(b"\xff\xfe:\xff").decode(), "Basic " + base64.b64encode(b"user:").decode(),
-    "Bearer " + "x" * 100_000, "\x00\x01", "Bearer \udcff",
-])
-def test_garbage_headers_are_anonymous_not_errors(backend, authorization):
-    identity = backend.authenticate_request(cookie="garbage \udcff", authorization=authorization)
+@pytest.mark.parametrize("authorization", [None, "", "   "])
+def test_no_credential_is_anonymous(backend, authorization):
+    identity = backend.authenticate_request(cookie=None, authorization=authorization)
     assert identity.anonymous and identity.username is None
     assert identity.primary_namespace == "default" and identity.role_bindings == {}
 
 
-def test_revoked_and_expired_tokens_are_anonymous(backend, store):
+@pytest.mark.parametrize(("authorization", "message"), [
+    ("Bearer", "'Bearer' without a token"), ("Bearer ", "'Bearer' without a token"),
+    ("token", "'token' without a token"),
+    ("Bearer cst_garbage", "does not know it"), ("Bearer cst_" + "A" * 51, "does not know it"),
+    ("Bearer garbage", "does not know it"), ("token typo", "does not know it"),
+    ("Digest abc", "unsupported Authorization scheme 'Digest'"),
+    ("\x00\x01", "unsupported Authorization scheme '??'"),
+    ("Basic", "need a conda-store token as the password"), ("Basic !!!not-base64!!!", "must be base64"),
+    ("Basic " + base64.b64encode(b"no-colon").decode(), "need a conda-store token as the password"),
+    ("Basic " + base64.b64encode(b"\xff\xfe:\xff").decode(), "must be base64"),
+    ("Basic " + base64.b64encode(b"user:").decode(), "need a conda-store token as the password"),
+    ("Basic " + base64.b64encode(b"user:typo").decode(), "does not know it"),
+    ("Bearer " + "x" * 100_000, "longer than any token"), ("Bearer \udcff", "does not know it"),
+    ("Bearer cst_" + "A" * 8 + "\udcff" * 10, "does not know it"),
+])
+def test_invalid_credentials_are_errors_not_anonymous(backend, authorization, message):
+    """A presented credential that is not valid is a 401 saying why, never silently anonymous."""
+    with pytest.raises(AuthenticationError, match=re.escape(message)):
+        backend.authenticate_request(cookie=None, authorization=authorization)
+    with pytest.raises(AuthenticationError, match=re.escape(message)):
+        asyncio.run(backend.authenticate_request_async(cookie=None, authorization=authorization))
+
+
+def test_invalid_cookie_is_an_error_naming_the_cookie(backend):
+    for cookie in ("garbage \udcff", "cst_" + "B" * 51):
+        with pytest.raises(AuthenticationError, match="does not know it.*conda-store-auth session cookie: log in again"):
+            backend.authenticate_request(cookie=cookie, authorization=None)
+
+
+def test_revoked_and_expired_tokens_say_so(backend, store):
     revoked, expired = _session(backend), _session(backend)
     with store.session() as db:
         revoke_token(db, revoked.id)
         db.get(orm.Token, expired.id).expires_at = orm.utcnow() - dt.timedelta(seconds=1)
-    for issued in (revoked, expired):
-        identity = backend.authenticate_request(cookie=None, authorization=f"Bearer {issued.token}")
-        assert identity.anonymous
-        with store.session() as db, pytest.raises(AuthenticationError, match="request not authenticated"):
-            backend.authorize(db, identity, P.ENVIRONMENT_READ, "alice/env")
+    for issued, message in ((revoked, r"invalid token: it was revoked on 20\d\d-"),
+                            (expired, r"invalid token: it expired on 20\d\d-")):
+        for creds in (dict(cookie=None, authorization=f"Bearer {issued.token}"),
+                      dict(cookie=None, authorization=f"token {issued.token}"),
+                      dict(cookie=None, authorization=_basic("docker", issued.token)),
+                      dict(cookie=issued.token, authorization=None)):
+            with pytest.raises(AuthenticationError, match=message):
+                backend.authenticate_request(**creds)
+        assert backend.identity_for_token(issued.token) is None
 
 
 # -- predefined tokens ------------------------------------------------------------------------
@@ -136,7 +166,8 @@ def test_predefined_token(backend):
         assert _allowed(backend, identity, P.ENVIRONMENT_DELETE, "ci/env")
         assert _allowed(backend, identity, P.ENVIRONMENT_READ, "alice/env")
         assert not _allowed(backend, identity, P.ENVIRONMENT_UPDATE, "alice/env")
-    assert backend.authenticate_request(cookie=PREDEFINED[:-1], authorization=None).anonymous
+    with pytest.raises(AuthenticationError, match="does not know it"):
+        backend.authenticate_request(cookie=PREDEFINED[:-1], authorization=None)
 
 
 @pytest.mark.parametrize("value, message", [

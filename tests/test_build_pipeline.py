@@ -270,7 +270,7 @@ def test_required_and_included_packages(tmp_path, local_channel, package_cache_d
 
 def test_settings_from_store(tmp_path, local_channel):
     from conda_store_jupyter.app import CondaStore
-    from conda_store_jupyter.builder import settings_from_store
+    from conda_store_jupyter.worker.settings import settings_from_store
 
     store = CondaStore(
         store_directory=str(tmp_path / "store"),
@@ -399,7 +399,7 @@ def _store(tmp_path: Path, local_channel, package_cache_dir, **traits):
 def test_build_refuses_a_channel_no_longer_allowed(tmp_path, local_channel, package_cache_dir):
     """Submitted while its channel was allowed; built after the store stopped allowing it: FAILED."""
     from conda_store_jupyter import api
-    from conda_store_jupyter.builder import settings_from_store
+    from conda_store_jupyter.worker.settings import settings_from_store
 
     then = _store(tmp_path, local_channel, package_cache_dir, conda_default_channels=[local_channel.url])
     spec = api.prepare_specification(then, f"name: hi\nchannels: [{local_channel.url}]\ndependencies: [hello]\n")

@@ -1,13 +1,13 @@
-"""Small steps of the build pipeline that need no channel: log, symlink switch, virtual packages."""
+"""Small steps of the build pipeline that need no channel: log, virtual packages; its purity."""
 
 from __future__ import annotations
 
-import os
+import subprocess
+import sys
 
 import pytest
 
-from conda_store_jupyter.builder.link import remove_environment_link, switch_environment_link
-from conda_store_jupyter.builder.log import BuildLog
+from conda_store_jupyter.builder.log import BuildLog, final_log
 from conda_store_jupyter.builder.solve import foreign_virtual_packages
 
 
@@ -23,15 +23,56 @@ def test_log_writes_file_and_sink_and_times_stages(tmp_path):
     assert [t.name for t in log.timings] == ["solve"] and log.timings[0].seconds >= 0
 
 
-def test_log_failure_is_prepended_and_log_continues(tmp_path):
+def test_log_failure_ends_the_log_and_is_also_on_top(tmp_path):
     seen: list[str] = []
     log = BuildLog(tmp_path / "b.log", sink=seen.append)
     log.write("progress 1")
+    with log.stage("solve"):
+        pass
     log.fail("the solver could not find x")
-    log.write("after")
+    log.write("after")  # dropped: the final status stays the last line
+    log.fail("a second cause")  # ignored: the first one ended the build
     log.close()
-    assert (tmp_path / "b.log").read_text() == "BUILD FAILED: the solver could not find x\n\nprogress 1\nafter\n"
-    assert seen[-2:] == ["BUILD FAILED: the solver could not find x", "after"]
+    lines = (tmp_path / "b.log").read_text().splitlines()
+    final = "BUILD FAILED: the solver could not find x"
+    assert lines[:3] == [final, "", "progress 1"] and lines[4].startswith("== solve: ") and lines[5:] == [final]
+    assert seen == lines[2:]  # the live sink: the same lines in the same order, the summary excepted
+    assert log.failure == "the solver could not find x"
+
+
+def test_log_appends_to_what_the_worker_wrote(tmp_path):
+    (tmp_path / "b.log").write_text("build 7 (key) on host\n")
+    with BuildLog(tmp_path / "b.log", append=True) as log:
+        log.write("progress")
+    assert (tmp_path / "b.log").read_text() == "build 7 (key) on host\nprogress\n"
+
+
+@pytest.mark.parametrize("body, summary, expected", [
+    ("a\nb\n", True, "F\n\na\nb\nF\n"),
+    ("a\nb", False, "a\nb\nF\n"),
+    ("", True, "F\n"),  # nothing to put a summary on top of: said once
+])
+def test_final_log(body, summary, expected):
+    assert final_log(body, "F", summary=summary) == expected
+
+
+def test_the_pipeline_imports_no_database_queue_or_configuration():
+    """``builder`` takes typed settings and returns typed results: importing every module of it
+    (in a fresh interpreter) must not import the ORM, the configuration object or the worker."""
+    import pkgutil
+
+    import conda_store_jupyter.builder as builder
+
+    modules = [f"conda_store_jupyter.builder.{m.name}" for m in pkgutil.iter_modules(builder.__path__)]
+    assert "conda_store_jupyter.builder.pipeline" in modules and len(modules) > 8
+    code = ("import importlib, sys\n"
+            f"for name in {modules!r}: importlib.import_module(name)\n"
+            "bad = sorted(m for m in sys.modules if m.split('.')[:2] in (['conda_store_jupyter', 'orm'],"
+            " ['conda_store_jupyter', 'app'], ['conda_store_jupyter', 'worker'], ['conda_store_jupyter', 'api'],"
+            " ['conda_store_jupyter', 'server']) or m in ('sqlalchemy', 'rq', 'redis'))\n"
+            "assert not bad, bad\n")
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr[-2000:]
 
 
 def test_broken_sink_does_not_break_the_build(tmp_path):
@@ -42,27 +83,6 @@ def test_broken_sink_does_not_break_the_build(tmp_path):
         log.write("a")
         log.write("b")
     assert (tmp_path / "b.log").read_text().splitlines()[-1] == "b"
-
-
-def test_switch_environment_link_is_atomic_and_relative(tmp_path):
-    b1, b2 = tmp_path / "ns" / "build-1", tmp_path / "ns" / "build-2"
-    b1.mkdir(parents=True)
-    b2.mkdir()
-    link = tmp_path / "ns" / "envs" / "demo"
-    switch_environment_link(link, b1)
-    assert os.readlink(link) == os.path.join("..", "build-1") and link.resolve() == b1
-    switch_environment_link(link, b2)
-    assert link.resolve() == b2
-    assert sorted(p.name for p in link.parent.iterdir()) == ["demo"]  # no temp links left
-    assert not remove_environment_link(link, target=b1)  # points elsewhere: kept
-    assert remove_environment_link(link, target=b2) and not link.exists()
-
-
-def test_switch_refuses_to_replace_a_real_directory(tmp_path):
-    link = tmp_path / "envs" / "demo"
-    link.mkdir(parents=True)
-    with pytest.raises(FileExistsError):
-        switch_environment_link(link, tmp_path)
 
 
 @pytest.mark.parametrize(

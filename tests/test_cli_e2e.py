@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import subprocess
 import sys
 import tarfile
@@ -295,3 +296,116 @@ def test_wait_timeout_and_failure(server, build_id):
     failing = server.submit("name: broken\ndependencies:\n  - hello >=999\n")
     err = _one_line_error(server.cli("wait", str(failing), "--timeout", "600", "--interval", "0.5", timeout=660))
     assert "FAILED" in err
+
+
+# --------------------------------------------------------------------------- invalid credentials
+
+
+@pytest.mark.parametrize("command", [("info",), ("list", "environment"), ("run", "team/py", "--", "true"),
+                                     ("logs", "1"), ("wait", "1")])
+def test_invalid_token_is_one_line_error(server, command):
+    """``CONDA_STORE_TOKEN=typo conda-store info`` printed ``authenticated: no`` and exited 0."""
+    err = _one_line_error(server.cli(*command, env=server.env(token="typo")))
+    assert "authentication failed with the credentials from CONDA_STORE_TOKEN: invalid token: " \
+           "this server does not know it" in err, err
+    assert "set CONDA_STORE_TOKEN" not in err
+
+
+def test_revoked_token_says_revoked(server):
+    token = server.cli("token", "--expiration", "1h").stdout.strip()
+    assert httpx.delete(f"{server.url}/api/v1/token/", headers=bearer(token), timeout=30).status_code == 200
+    err = _one_line_error(server.cli("info", env=server.env(token=token)))
+    assert "invalid token: it was revoked on" in err
+
+
+# --------------------------------------------------------------------------- env create / update, logs
+
+
+def test_env_create_update_follow_the_build(server, build_id, tmp_path):
+    spec = tmp_path / "environment.yaml"
+    spec.write_text("name: made\ndependencies:\n  - hello\n")
+    proc = server.cli("env", "create", "-f", str(spec), "-n", "team/made", timeout=600)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    lines = proc.stdout.splitlines()
+    created = int(lines[0].split("build ")[1].split()[0])
+    assert lines[0] == f"team/made: build {created} submitted"
+    assert "-- solve" in lines and "-- install" in lines  # the live log, step by step
+    assert lines[-1] == f"team/made: build {created} COMPLETED"
+    # the environment exists now: create refuses, update builds a new version
+    err = _one_line_error(server.cli("env", "create", "-f", str(spec), "-n", "team/made"))
+    assert "already exists" in err and "conda-store env update" in err
+    spec.write_text("name: made\ndependencies:\n  - hello\n  - libgreet\n")
+    proc = server.cli("env", "update", "-f", str(spec), "-n", "team/made", timeout=600)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert proc.stdout.splitlines()[-1].endswith("COMPLETED")
+    env = httpx.get(f"{server.url}/api/v1/environment/team/made/", headers=bearer(ADMIN), timeout=30).json()["data"]
+    assert env["current_build_id"] > created
+    err = _one_line_error(server.cli("env", "update", "-f", str(spec), "-n", "team/never-made"))
+    assert "does not exist" in err and "conda-store env create" in err
+    # no -n: the file's name in the caller's primary namespace (team)
+    spec.write_text("name: named-by-file\ndependencies:\n  - hello\n")
+    proc = server.cli("env", "create", "-f", str(spec), "--no-follow")
+    assert proc.returncode == 0 and proc.stdout.startswith("team/named-by-file: build "), proc.stderr
+
+
+def test_failed_build_exit_1_with_cause_and_its_log(server, build_id, tmp_path):
+    spec = tmp_path / "environment.yaml"
+    spec.write_text("name: doomed\ndependencies:\n  - hello >=999\n")
+    proc = server.cli("env", "create", "-f", str(spec), "-n", "team/doomed", timeout=600)
+    failed = int(proc.stdout.splitlines()[0].split("build ")[1].split()[0])
+    err = _one_line_error(proc)
+    assert f"build {failed} of team/doomed FAILED: " in err and f"(its log: conda-store logs {failed})" in err
+    # run used to suggest `conda-store wait N --artifact archive`, which can only fail
+    err = _one_line_error(server.cli("run", str(failed)))
+    assert f"build {failed} FAILED" in err and f"conda-store logs {failed}" in err and "wait" not in err
+    err = _one_line_error(server.cli("run", "team/doomed"))
+    assert f"its newest build {failed} FAILED" in err and f"conda-store logs {failed}" in err
+    for args in (("logs", str(failed)), ("logs", "team/doomed"), ("logs", str(failed), "--follow")):
+        log = server.cli(*args)
+        assert log.returncode == 0, log.stderr
+        assert "hello >=999" in log.stdout and "-- solve" in log.stdout, args
+
+
+def test_logs_follow_a_running_build(server, build_id):
+    building = server.submit("name: followed\ndependencies:\n  - python 3.11.*\n  - six\n")
+    proc = server.cli("logs", str(building), "--follow", timeout=600)
+    assert proc.returncode == 0, proc.stderr
+    assert "-- solve" in proc.stdout and "BUILD COMPLETED" in proc.stdout.splitlines()[-1] or \
+        "COMPLETED" in proc.stdout, proc.stdout[-2000:]
+    whole = server.cli("logs", str(building))
+    assert whole.stdout.strip().splitlines() == proc.stdout.strip().splitlines()
+
+
+def test_wait_shows_the_current_step(server, build_id):
+    """On a terminal, ``wait`` shows the step the build is in (from its live log), not just a spinner."""
+    import pty
+    import select
+
+    waited = server.submit("name: stepped\ndependencies:\n  - python 3.11.*\n  - packaging\n")
+    controller, terminal = pty.openpty()
+    proc = subprocess.Popen([str(CONDA_STORE), "wait", str(waited)], stdin=subprocess.DEVNULL,
+                            stdout=subprocess.PIPE, stderr=terminal, env={**server.env(), "TERM": "xterm"})
+    os.close(terminal)
+    screen = b""
+    try:
+        while True:
+            ready, _, _ = select.select([controller], [], [], 600)
+            if not ready:
+                break
+            try:
+                chunk = os.read(controller, 65536)
+            except OSError:  # EIO: the process closed the terminal
+                break
+            if not chunk:
+                break
+            screen += chunk
+        assert proc.wait(60) == 0
+    finally:
+        os.close(controller)
+        if proc.poll() is None:
+            proc.kill()
+    text = screen.decode(errors="replace")
+    steps = set(re.findall(rf"build {waited}: BUILDING, ([a-z][a-z+ -]*[a-z])", text))
+    assert steps and steps <= {"solve", "lockfile", "install", "pip", "lockfile+yaml", "conda-pack",
+                               "store artifacts"}, text[-3000:]
+    assert proc.stdout.read().decode() == f"build {waited} COMPLETED\n"

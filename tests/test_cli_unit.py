@@ -285,3 +285,38 @@ def test_shebang_refuses_words_after_the_uri_without_separator(tmp_path, directi
 def test_shebang_options_and_separator_are_still_fine(tmp_path):
     script = _script(tmp_path, "#!/usr/bin/env conda-store\n#! conda-store run --artifact archive alice/ml -- python -u\n")
     assert shebang_argv([script]) == ["run", "--artifact", "archive", "alice/ml", "--", "python", "-u", script]
+
+
+def test_401_says_which_credentials_were_refused():
+    body = b'{"status":"error","message":"invalid token: this server does not know it"}'
+    refused = str(http_error(401, "GET", "http://x/api/v1/permission/", body, "CONDA_STORE_TOKEN"))
+    assert refused.startswith("authentication failed with the credentials from CONDA_STORE_TOKEN: invalid token")
+    assert "set CONDA_STORE_TOKEN" not in refused
+    anonymous = str(http_error(401, "GET", "http://x/y", b'{"message":"request not authenticated"}'))
+    assert anonymous.startswith("not authenticated: set CONDA_STORE_TOKEN")
+
+
+def test_log_events_parsing():
+    from conda_store_jupyter.cli._follow import LogLine, parse_events, step_of
+
+    ids: list[str] = []
+    stream = ["data: -- solve", "", ": keep-alive", "", "id: 17-0", "data: == solve: 0.1 s", "",
+              "event: end", "data: build finished", "", "data: never read", ""]
+    assert list(parse_events(iter(stream), ids.append)) == [
+        LogLine("-- solve"), LogLine(None), LogLine("== solve: 0.1 s")]
+    assert ids == ["17-0"]
+    assert step_of("-- install") == "install" and step_of("== install: 1 s") is None and step_of("-- ") is None
+
+
+def test_env_target_names(tmp_path):
+    from conda_store_jupyter.cli._build_commands import _target
+
+    f = tmp_path / "environment.yaml"
+    assert _target(None, "ml", f) == (None, "ml")
+    assert _target("alice/web", "ml", f) == ("alice", "web")
+    assert _target("web", "ml", f) == (None, "web")
+    for bad in ("/web", "alice/", "a/b/c"):
+        with pytest.raises(CLIError, match="invalid --name"):
+            _target(bad, "ml", f)
+    with pytest.raises(CLIError, match="has no 'name:'"):
+        _target(None, None, f)

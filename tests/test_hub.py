@@ -27,6 +27,7 @@ from pathlib import Path
 import httpx
 import pytest
 
+from conda_store_jupyter.exceptions import ServiceUnavailableError
 from conda_store_jupyter.testing.channel import cache_root
 from conda_store_jupyter.testing.config import local_channel_traits, write_config
 
@@ -183,26 +184,31 @@ def test_cli_zero_setup_with_hub_token(hub):
     assert "primary namespace: alice" in proc.stdout
 
 
-def test_token_without_service_access_is_anonymous(hub):
+def test_token_without_service_access_is_refused(hub):
+    """A valid hub token made for something else is not a credential here: 401 saying why."""
     token = hub.token_for("alice", ["read:users:name!user=alice"])
-    perms = hub.api("GET", "permission/", token).json()["data"]
-    assert perms["authenticated"] is False
-    resp = hub.api("POST", "specification/", token, json={"namespace": "alice", "specification": SPEC})
-    assert resp.status_code == 401, resp.text
-    assert resp.json()["status"] == "error"
-    assert "authenticated: no" in hub.cli("info", token=token).stdout
+    for resp in (hub.api("GET", "permission/", token),
+                 hub.api("POST", "specification/", token, json={"namespace": "alice", "specification": SPEC})):
+        assert resp.status_code == 401, resp.text
+        assert resp.json()["status"] == "error"
+        assert f"lacks the {ACCESS} scope" in resp.json()["message"]
+    proc = hub.cli("info", token=token)
+    assert proc.returncode == 1 and proc.stdout == "", (proc.stdout, proc.stderr)
+    assert proc.stderr.count("\n") == 1 and f"lacks the {ACCESS} scope" in proc.stderr
 
 
 def test_bogus_and_revoked_tokens(hub):
-    assert hub.api("GET", "permission/", "not-a-hub-token-at-all").json()["data"]["authenticated"] is False
+    resp = hub.api("GET", "permission/", "not-a-hub-token-at-all")
+    assert resp.status_code == 401 and "JupyterHub does not accept it" in resp.json()["message"], resp.text
     # revoked on the hub before its first use here (after a use it stays cached up to cache_ttl)
     token = hub.token_for("alice", [ACCESS], note="revoke-me")
     [model] = [t for t in hub.admin("GET", "/users/alice/tokens").json()["api_tokens"] if t["note"] == "revoke-me"]
     assert hub.admin("DELETE", f"/users/alice/tokens/{model['id']}").status_code == 204
     resp = hub.api("POST", "specification/", token, json={"namespace": "alice", "specification": SPEC})
-    assert resp.status_code == 401, resp.text
+    assert resp.status_code == 401 and "JupyterHub does not accept it" in resp.json()["message"], resp.text
     # a cst_-shaped token is ours: rejected locally, never sent to the hub
-    assert hub.api("GET", "permission/", "cst_AAAAAAAA" + "x" * 43).json()["data"]["authenticated"] is False
+    resp = hub.api("GET", "permission/", "cst_AAAAAAAA" + "x" * 43)
+    assert resp.status_code == 401 and "this server does not know it" in resp.json()["message"], resp.text
 
 
 def test_user_writes_only_in_own_namespace(hub):
@@ -250,8 +256,8 @@ def test_hub_groups_map_to_role_bindings(hub):
 
 def test_service_tokens_are_not_users(hub):
     """Another hub service's token (even an admin one) is not a conda-store user."""
-    perms = hub.api("GET", "permission/", HUB_ADMIN_TOKEN).json()["data"]
-    assert perms["authenticated"] is False
+    resp = hub.api("GET", "permission/", HUB_ADMIN_TOKEN)
+    assert resp.status_code == 401 and "not of a user" in resp.json()["message"], resp.text
 
 
 # --------------------------------------------------------------------------- without a hub
@@ -280,21 +286,25 @@ def test_hub_unreachable_means_anonymous_and_is_not_cached():
     auth.close()
 
 
-def test_access_scope_and_admin_bindings():
-    from conda_store_jupyter.auth.hub import HubAuthentication, has_access_scope
-    from conda_store_jupyter.auth.rbac import Identity
+def test_access_scope_and_admin_bindings(tmp_path):
+    from conda_store_jupyter.auth.hub import HubAuthentication, HubUser, has_access_scope
     from conda_store_jupyter.exceptions import ValidationError
 
     assert has_access_scope({"access:services"}, SERVICE)
     assert has_access_scope({f"access:services!service={SERVICE}", "self"}, SERVICE)
     assert not has_access_scope({"access:services!service=other", "read:users:name!user=alice"}, SERVICE)
-    user = Identity(username="boss", primary_namespace="boss", role_bindings={"boss/*": {"admin"}}, authenticated=True)
-    assert HubAuthentication()._with_admin_bindings(user).admin
-    viewer = HubAuthentication(admin_role_bindings={"*/*": ["viewer"]})._with_admin_bindings(user)
-    assert not viewer.admin and viewer.role_bindings == {"boss/*": {"admin"}, "*/*": {"viewer"}}
-    assert HubAuthentication(admin_role_bindings={})._with_admin_bindings(user) == user
+    boss = HubUser(name="boss", admin=True)
+    store, backend = _backend(tmp_path, api_url="http://127.0.0.1:1/hub/api")
+    assert backend.hub is not None
+    assert backend._hub_identity(boss).admin
+    backend.hub.admin_role_bindings = {"*/*": ["viewer"]}
+    viewer = backend._hub_identity(boss)
+    assert not viewer.admin and viewer.role_bindings == {"boss/*": {"admin"}, "default/*": {"viewer"}, "*/*": {"viewer"}}
+    backend.hub.admin_role_bindings = {}
+    assert backend._hub_identity(boss).role_bindings == backend._hub_identity(HubUser(name="boss")).role_bindings
     with pytest.raises(ValidationError):
         HubAuthentication(admin_role_bindings={"*/*": ["owner"]})
+    store.dispose()
 
 
 # --------------------------------------------------------------------------- stand-in hubs
@@ -416,16 +426,20 @@ def test_unresponsive_hub_does_not_block_the_event_loop(tmp_path):
             await asyncio.sleep(0.01)  # an unrelated coroutine gets the loop at once...
             alice = await backend.authenticate_request_async(cookie=None, authorization=f"Bearer {ours}")
             unrelated = time.monotonic() - started  # ...and so does a request with our own token
-            return unrelated, alice, await asyncio.gather(*junk)
+            return unrelated, alice, await asyncio.gather(*junk, return_exceptions=True)
 
         unrelated, alice, identities = asyncio.run(scenario())
         assert unrelated < 0.3, f"the event loop was blocked for {unrelated:.2f}s"
         assert alice.username == "alice"
-        assert all(identity.anonymous for identity in identities)
-        # The breaker is open: the next unknown token is anonymous without a connection to the hub.
+        # A hub that cannot answer is the service's problem (503), not the token's (401).
+        assert all(isinstance(e, ServiceUnavailableError) and "could not check the token" in str(e)
+                   for e in identities), identities
+        # The breaker is open: the next unknown token gets 503 without a connection to the hub.
         started = time.monotonic()
-        assert asyncio.run(backend.authenticate_request_async(cookie=None, authorization="token junk-4")).anonymous
-        assert backend.authenticate_request(cookie=None, authorization="token junk-5").anonymous
+        with pytest.raises(ServiceUnavailableError, match="cannot check tokens right now"):
+            asyncio.run(backend.authenticate_request_async(cookie=None, authorization="token junk-4"))
+        with pytest.raises(ServiceUnavailableError, match="cannot check tokens right now"):
+            backend.authenticate_request(cookie=None, authorization="token junk-5")
         assert time.monotonic() - started < 0.2
         assert len(silent.connections) == 3
         store.dispose()
@@ -532,4 +546,4 @@ def test_http_requests_stay_fast_while_hub_hangs(tmp_path, redis_url):
                 assert httpx.get(server.api(""), timeout=30).status_code == 200
                 assert time.monotonic() - started < 0.5
                 for future in junk:
-                    assert future.result().json()["data"]["authenticated"] is False
+                    assert future.result().status_code == 503, future.result().text

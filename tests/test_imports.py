@@ -11,19 +11,12 @@ from __future__ import annotations
 import ast
 from pathlib import Path
 
-import pytest
 
 import conda_store_jupyter
 
 PACKAGE = Path(conda_store_jupyter.__file__).parent
 NAME = "conda_store_jupyter"
 
-KNOWN_CYCLES = {
-    frozenset({"conda_store_jupyter.auth.backend", "conda_store_jupyter.auth.hub"}),
-    frozenset({"conda_store_jupyter.server.app", "conda_store_jupyter.server.standalone"}),
-    frozenset({"conda_store_jupyter.builder.base_image", "conda_store_jupyter.builder.image"}),
-}
-"""Cycles of issue 8 section 9 being untied in other parts of the code; remove each when it is gone."""
 
 
 def module_name(path: Path, package: Path) -> str:
@@ -107,7 +100,4 @@ def test_the_checker_sees_a_cycle(tmp_path):
 
 def test_no_import_cycles():
     cycles = import_cycles()
-    new = cycles - KNOWN_CYCLES
-    assert not new, "import cycles: " + "; ".join(" <-> ".join(sorted(c)) for c in new)
-    if cycles:
-        pytest.xfail("known cycles not untied yet: " + "; ".join(" <-> ".join(sorted(c)) for c in cycles))
+    assert not cycles, "import cycles: " + "; ".join(" <-> ".join(sorted(c)) for c in cycles)

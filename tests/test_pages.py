@@ -73,7 +73,7 @@ def test_pasted_token_becomes_a_revocable_cookie_session(server):
     with httpx.Client(base_url=server.url) as browser:
         browser.get("")  # the shell sets the xsrf cookie, as in a browser
         bad = browser.post("login/token/", json={"token": "cst_not-a-token"})
-        assert bad.status_code == 401 and "not valid" in bad.json()["message"]
+        assert bad.status_code == 401 and "this server does not know it" in bad.json()["message"]
         assert browser.post("login/token/", json={}).status_code == 400
         r = browser.post("login/token/", json={"token": token})
         assert r.status_code == 200 and r.json()["data"]["username"] == "alice"
@@ -85,7 +85,28 @@ def test_pasted_token_becomes_a_revocable_cookie_session(server):
         assert browser.get("api/v1/permission/").json()["data"]["authenticated"] is False
     # Logging out revoked the session only; the pasted token still works.
     assert httpx.get(server.api("permission/"), headers=bearer(token)).json()["data"]["username"] == "alice"
-    assert httpx.get(server.api("permission/"), headers=bearer(session)).json()["data"]["authenticated"] is False
+    revoked = httpx.get(server.api("permission/"), headers=bearer(session))
+    assert revoked.status_code == 401 and "revoked on" in revoked.json()["message"]
+
+
+def test_dead_session_still_gets_the_page_and_can_log_in_again(server):
+    """An expired session cookie must not lock the browser out: the shell is served (the cookie
+    cleared, so the page shows its login), while the API says why the session is dead."""
+    token = user_token(server, "alice")
+    with httpx.Client(base_url=server.url) as browser:
+        browser.get("")
+        assert browser.post("login/token/", json={"token": token}).status_code == 200
+        dead = browser.cookies.get("conda-store-auth")
+        assert browser.post("logout/").status_code == 200  # revokes the session token
+        browser.cookies.set("conda-store-auth", dead)  # as a stale browser tab would still send it
+        api = browser.get("api/v1/permission/")
+        assert api.status_code == 401 and "revoked on" in api.json()["message"]
+        browser.cookies.set("conda-store-auth", dead)
+        page = browser.get("")
+        assert page.status_code == 200 and 'id="conda-store-root"' in page.text
+        assert 'conda-store-auth=""' in page.headers["set-cookie"]
+        browser.cookies.set("conda-store-auth", dead)
+        assert browser.post("login/token/", json={"token": token}).status_code == 200
 
 
 def test_validate_points_at_line_and_column(server):

@@ -11,12 +11,13 @@ from conda_store_jupyter import orm
 from conda_store_jupyter.app import CondaStore
 from conda_store_jupyter.auth.tokens import (
     IssuedToken,
+    check_token,
     issue_token,
     list_tokens,
     revoke_token,
     verify_token,
 )
-from conda_store_jupyter.exceptions import InvalidNameError, NotFoundError, ValidationError
+from conda_store_jupyter.exceptions import AuthenticationError, InvalidNameError, NotFoundError, ValidationError
 
 TOKEN_RE = re.compile(r"^cst_[A-Za-z0-9_-]{8}[A-Za-z0-9_-]{43}$")
 
@@ -148,3 +149,20 @@ def test_bad_input_is_a_clear_validation_error(store, kw, error, message):
         with pytest.raises(error, match=message):
             _issue(db, **kw)
         assert list_tokens(db, include_inactive=True) == []
+
+
+def test_check_token_says_why_a_token_is_refused(store):
+    with store.session() as db:
+        revoked, expired, live = _issue(db), _issue(db), _issue(db)
+        revoke_token(db, revoked.id)
+        db.get(orm.Token, expired.id).expires_at = orm.utcnow() - dt.timedelta(seconds=1)
+    with store.session() as db:
+        assert check_token(db, live.token).id == live.id
+        with pytest.raises(AuthenticationError, match=r"^invalid token: it was revoked on \d{4}-\d\d-\d\d .* UTC$"):
+            check_token(db, revoked.token)
+        with pytest.raises(AuthenticationError, match=r"^invalid token: it expired on \d{4}-\d\d-\d\d .* UTC$"):
+            check_token(db, expired.token)
+        for unknown in (live.token[:-1] + ("A" if live.token[-1] != "A" else "B"), "cst_short", "typo",
+                        "cst_" + "A" * 8 + "\udcff" * 43):
+            with pytest.raises(AuthenticationError, match="this server does not know it"):
+                check_token(db, unknown)

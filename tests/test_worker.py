@@ -19,7 +19,7 @@ import pytest
 
 from conda_store_jupyter import orm
 from conda_store_jupyter.exceptions import ConflictError
-from conda_store_jupyter.schema import BuildArtifactType, BuildStatus
+from conda_store_jupyter.schema import ArtifactStatus, BuildArtifactType, BuildStatus
 from conda_store_jupyter.worker.logs import read_log, stored_or_live_log
 from conda_store_jupyter.worker.queue import ARTIFACT_QUEUE, BUILD_QUEUE, heartbeat_key
 from conda_store_jupyter.worker.reconcile import reconcile
@@ -83,6 +83,7 @@ def test_image_job_is_queued_when_docker_manifest_is_configured(service_factory)
     jobs = BuildQueue(store).rq_queue(ARTIFACT_QUEUE).jobs
     assert [(j.func_name, j.args[0]) for j in jobs] == [("conda_store_jupyter.worker.images.build_image_artifact",
                                                          build_id)]
+    assert build_row(store, build_id).image_status is ArtifactStatus.PENDING
 
 
 def test_failed_build_records_reason_and_log(service_factory):
@@ -136,7 +137,9 @@ def test_cancel_running_build_kills_its_process_group(service_factory, hanging_i
     assert (status, info) == (BuildStatus.CANCELED, "canceled by user")
     wait_for(lambda: hanging_index.open == 0, 10, "uv (in the build's process group) to be killed")
     text = stored_or_live_log(store, build_id)
-    assert text.startswith("BUILD CANCELED: canceled by user") and "-- pip" in text
+    # Everything the build wrote, then the final status: once, as the last line.
+    assert text.endswith("\nBUILD CANCELED: canceled by user\n") and text.count("BUILD CANCELED") == 1
+    assert "-- pip" in text
     assert not build_row(store, build_id).prefix_path(store.store_path).exists()
     with pytest.raises(ConflictError):
         BuildQueue(store).cancel_build(build_id)
@@ -210,7 +213,7 @@ def test_worker_process_killed_alone_stops_its_build(service_factory, hanging_in
 def test_reconcile_requeues_lost_jobs_once_and_retries_silent_builds(service_factory):
     from rq.job import Job
 
-    from conda_store_jupyter.worker.queue import BUILD_QUEUE, build_job_id, transition
+    from conda_store_jupyter.worker.queue import BUILD_QUEUE, build_job_id
 
     env = service_factory()
     store = env.store
@@ -218,8 +221,10 @@ def test_reconcile_requeues_lost_jobs_once_and_retries_silent_builds(service_fac
     assert BuildQueue(store).enqueue_build(lost) == build_job_id(lost, 1)
     store.redis.flushdb()  # Redis restarted without persistence: the job is gone
     stale = make_build(store, QUICK2)
+    from conda_store_jupyter.worker import lifecycle
+
     BuildQueue(store).enqueue_build(stale)  # its job exists; a worker "took" it, then went silent
-    assert transition(store, stale, (BuildStatus.QUEUED,), status=BuildStatus.BUILDING)
+    assert lifecycle.claim(store, stale)
     store.redis.set(heartbeat_key(stale), "1000.0")  # last sign of life long ago
     alive = make_build(store, QUICK)
     BuildQueue(store).enqueue_build(alive)  # queued, job present: left alone
@@ -246,7 +251,7 @@ def test_reconcile_requeues_lost_jobs_once_and_retries_silent_builds(service_fac
     env1 = service_factory(build_max_attempts=1)
     once = make_build(env1.store, QUICK)
     BuildQueue(env1.store).enqueue_build(once)
-    assert transition(env1.store, once, (BuildStatus.QUEUED,), status=BuildStatus.BUILDING)
+    assert lifecycle.claim(env1.store, once)
     env1.store.redis.set(heartbeat_key(once), "1000.0")
     assert reconcile(env1.store, stale_after=30) == [once]
     status, info = status_of(env1.store, once)

@@ -15,6 +15,7 @@ from pathlib import Path
 
 import pytest
 
+from conda_store_jupyter import orm
 from conda_store_jupyter.app import CondaStore
 from conda_store_jupyter.builder.records import current_platform
 from conda_store_jupyter.schema import BuildStatus
@@ -273,14 +274,18 @@ def test_embedded_redis_persists_with_an_append_only_file(standalone):
 def test_a_replaced_attempt_never_records_the_outcome(service_factory):
     """The child of an attempt the reconciler replaced (presumed dead, yet still running) finishes
     its pipeline but must not end the build the newer attempt is running now."""
-    from conda_store_jupyter.worker.queue import JOB_ID_ENV, transition
+    from conda_store_jupyter.worker import lifecycle
+    from conda_store_jupyter.worker.queue import JOB_ID_ENV
 
     env = service_factory()
     store = env.store
     build_id = make_build(store, QUICK)
     BuildQueue(store).enqueue_build(build_id)
-    assert transition(store, build_id, (BuildStatus.QUEUED,), status=BuildStatus.BUILDING,
-                      job_id=build_job_id(build_id, 2))  # attempt 2 is running somewhere
+    assert lifecycle.claim(store, build_id, job_id=build_job_id(build_id))
+    assert lifecycle.requeue(store, build_id, BuildStatus.BUILDING, build_job_id(build_id), build_job_id(build_id, 2),
+                             "test") and lifecycle.claim(store, build_id, job_id=build_job_id(build_id, 2))
+    with store.session() as db:  # attempt 2 is running somewhere
+        db.get(orm.Build, build_id).status_info = None
     child = subprocess.run(
         [sys.executable, "-m", "conda_store_jupyter.worker.tasks", "run-build", str(build_id), "--config",
          str(env.config)], env={**os.environ, JOB_ID_ENV: build_job_id(build_id, 1)},

@@ -12,7 +12,6 @@ import os
 import signal
 import time
 from pathlib import Path
-from types import SimpleNamespace
 
 import pytest
 from rq.job import Job
@@ -21,7 +20,8 @@ from sqlalchemy import select
 from conda_store_jupyter import api, orm
 from conda_store_jupyter.schema import BuildArtifactType, BuildStatus, parse_specification
 from conda_store_jupyter.worker.logs import read_log, stored_or_live_log
-from conda_store_jupyter.worker.queue import cancel_key, end_build, heartbeat_key, image_job_id, transition
+from conda_store_jupyter.worker import lifecycle
+from conda_store_jupyter.worker.queue import cancel_key, heartbeat_key, image_job_id
 from conda_store_jupyter.worker.reconcile import reconcile
 from conda_store_jupyter.worker.tasks import HEARTBEAT_INTERVAL
 
@@ -175,8 +175,7 @@ def test_build_ended_elsewhere_is_stopped(service_factory, hanging_index):
     wait_for(lambda: hanging_index.open > 0, 60, "uv to connect to the pip index")
     prefix = build_row(store, build_id).prefix_path(store.store_path)
     # What a reconciler does when it lost sight of the heartbeat (e.g. a Redis failover).
-    assert end_build(store, build_id, (BuildStatus.BUILDING,), BuildStatus.FAILED, "reconciled",
-                     "BUILD FAILED: reconciled\n")
+    assert lifecycle.end(store, build_id, (BuildStatus.BUILDING,), BuildStatus.FAILED, "reconciled")
     wait_for(lambda: hanging_index.open == 0, 30, "uv (in the build's process group) to be killed")
     wait_for(lambda: not store.redis.exists(heartbeat_key(build_id)), 30, "the supervisor to end")
     assert status_of(store, build_id) == (BuildStatus.FAILED, "reconciled")
@@ -184,31 +183,56 @@ def test_build_ended_elsewhere_is_stopped(service_factory, hanging_index):
     assert not prefix.exists()
 
 
-def test_late_success_keeps_the_final_log_and_removes_its_prefix(service_factory, tmp_path):
-    from conda_store_jupyter.builder.records import BuildPaths
+@pytest.mark.parametrize("checked_before_the_end", [False, True])
+def test_late_success_keeps_the_final_log_and_removes_its_prefix(service_factory, tmp_path, monkeypatch,
+                                                                  checked_before_the_end):
+    """The build child completes after the reconciler ended its build: nothing of the child's is
+    recorded, its prefix and uploads are removed, and the reconciler's log stays. With
+    ``checked_before_the_end`` the child still saw BUILDING (it had uploaded its log already) and
+    loses only at the compare-and-set."""
     from conda_store_jupyter.storage.base import artifact_key
-    from conda_store_jupyter.worker import tasks
 
     store = service_factory().store
     build_id = make_build(store, QUICK)
-    assert transition(store, build_id, (BuildStatus.QUEUED,), status=BuildStatus.BUILDING)
-    assert end_build(store, build_id, (BuildStatus.BUILDING,), BuildStatus.FAILED, "reconciled",
-                     "BUILD FAILED: reconciled\n")
+    assert lifecycle.claim(store, build_id)
     build = build_row(store, build_id)
+    if checked_before_the_end:
+        monkeypatch.setattr(lifecycle, "_state",
+                            lambda store, build_id, job_id=None: (BuildStatus.BUILDING, build.build_key))
+    assert lifecycle.end(store, build_id, (BuildStatus.BUILDING,), BuildStatus.FAILED, "reconciled")
     prefix = build.prefix_path(store.store_path)
     (prefix / "conda-meta").mkdir(parents=True)
     (tmp_path / "build.log").write_text("the late build's own log\n")
     lock_key = artifact_key(BuildArtifactType.LOCKFILE, build.build_key)
     store.storage.put_bytes(lock_key, b"lock", content_type="text/yaml")
-    paths = BuildPaths(prefix=prefix, lockfile=tmp_path / "l.yml", yaml=tmp_path / "e.yaml",
-                       archive=tmp_path / "a.tar.gz", log=tmp_path / "build.log")
-    outputs = SimpleNamespace(prefix=prefix, size_bytes=1, packages=())
+    result = lifecycle.BuildResult(prefix=prefix, size_bytes=1, log=tmp_path / "build.log",
+                                   artifacts={BuildArtifactType.LOCKFILE: lock_key})
 
-    assert tasks._record_success(store, build_id, build.build_key, outputs, paths,
-                                 {BuildArtifactType.LOCKFILE: lock_key}) == BuildStatus.FAILED
+    assert lifecycle.complete(store, build_id, result) is False
     assert stored_or_live_log(store, build_id) == "BUILD FAILED: reconciled\n"
     assert not prefix.exists() and not store.storage.exists(lock_key)
+    assert not store.storage.exists(artifact_key(BuildArtifactType.LOGS, build.build_key))
     assert status_of(store, build_id) == (BuildStatus.FAILED, "reconciled")
+    assert lifecycle.fail(store, build_id, "late", log_file=tmp_path / "build.log") is False
+    assert [a.artifact_type for a in build_row(store, build_id).artifacts] == [BuildArtifactType.LOGS]
+
+
+def test_two_enders_record_one_log_and_the_loser_leaves_nothing(service_factory, monkeypatch):
+    """Two reconcilers (or a cancel and a reconciler) both decide to end one build: both upload,
+    one wins the compare-and-set, the loser removes its upload; one LOGS row, one log file."""
+    store = service_factory().store
+    build_id = make_build(store, QUICK)
+    assert lifecycle.claim(store, build_id)
+    key = build_row(store, build_id).build_key
+    monkeypatch.setattr(lifecycle, "_state", lambda store, build_id, job_id=None: (BuildStatus.BUILDING, key))
+    assert lifecycle.end(store, build_id, (BuildStatus.BUILDING,), BuildStatus.FAILED, "first")
+    assert not lifecycle.end(store, build_id, (BuildStatus.BUILDING,), BuildStatus.CANCELED, "second")
+    assert status_of(store, build_id) == (BuildStatus.FAILED, "first")
+    assert stored_or_live_log(store, build_id) == "BUILD FAILED: first\n"
+    (row,) = build_row(store, build_id).artifacts
+    assert row.artifact_type == BuildArtifactType.LOGS
+    logs = Path(store.storage.storage_directory) / "logs"
+    assert [f"logs/{p.name}" for p in logs.iterdir()] == [row.key]  # the loser's upload is gone
 
 
 def test_heartbeat_age_uses_the_redis_clock(service_factory, monkeypatch):
@@ -218,8 +242,7 @@ def test_heartbeat_age_uses_the_redis_clock(service_factory, monkeypatch):
     store = service_factory().store
     build_id = make_build(store, QUICK)
     BuildQueue(store).enqueue_build(build_id)
-    assert transition(store, build_id, (BuildStatus.QUEUED,), status=BuildStatus.BUILDING,
-                      started_on=orm.utcnow())
+    assert lifecycle.claim(store, build_id)
     tasks.beat(store, build_id)  # the worker host, clock right
     real = time.time
     monkeypatch.setattr(time, "time", lambda: real() + 3600)
@@ -233,7 +256,7 @@ def test_crashed_child_stderr_tail_is_redacted(service_factory):
 
     store = service_factory().store
     build_id = make_build(store, QUICK)
-    assert transition(store, build_id, (BuildStatus.QUEUED,), status=BuildStatus.BUILDING)
+    assert lifecycle.claim(store, build_id)
     wd = tasks.work_dir(store, build_id)
     wd.mkdir(parents=True)
     (wd / "child.stderr").write_text(
@@ -253,7 +276,7 @@ def test_follower_finishes_when_the_end_marker_is_missing(service_factory):
 
     store = service_factory().store
     build_id = make_build(store, QUICK)
-    assert transition(store, build_id, (BuildStatus.QUEUED,), status=BuildStatus.BUILDING)
+    assert lifecycle.claim(store, build_id)
     # A line written long ago (explicit old entry id): the stream has been silent well past the grace.
     store.redis.xadd(log_stream_key(build_id), {b"l": b"-- solve"}, id="1000-0")
     lines, last, finished = read_log(store, build_id)
@@ -261,7 +284,8 @@ def test_follower_finishes_when_the_end_marker_is_missing(service_factory):
     assert read_log(store, build_id, last)[2] is False  # silent, but still BUILDING in the database
 
     # Ended by a process that lost Redis before writing the end marker.
-    assert transition(store, build_id, (BuildStatus.BUILDING,), status=BuildStatus.FAILED, ended_on=orm.utcnow())
+    with store.session() as db:  # no lifecycle.end: that would write the end marker
+        db.get(orm.Build, build_id).status = BuildStatus.FAILED
     wait_for(lambda: read_log(store, build_id, last) == ([], last, True), 10,
              "the follower to see the build finished")
 

@@ -13,8 +13,8 @@ import sys
 from rq.job import Job
 
 from conda_store_jupyter import orm
-from conda_store_jupyter.builder.link import switch_environment_link
-from conda_store_jupyter.schema import BuildArtifactType, BuildStatus
+from conda_store_jupyter.schema import ArtifactStatus, BuildArtifactType, BuildStatus
+from conda_store_jupyter.worker.links import switch_environment_link
 from conda_store_jupyter.worker.logs import log_finished, log_stream_key, publish_line
 from conda_store_jupyter.worker.queue import BUILD_QUEUE, cancel_key, image_job_id
 from conda_store_jupyter.worker.runner import BuildWorker
@@ -111,6 +111,7 @@ def test_repair_finishes_a_lost_tail_and_gets_the_image_built(service_factory):
 
     # The image job itself lost (Redis restarted): queued again, but only after its grace.
     Job.fetch(image_job_id(build_id), connection=store.redis).delete()
+    assert build_row(store, build_id).image_status is ArtifactStatus.PENDING  # queued, then lost
     assert not repair(store, RepairPolicy(tail_grace=0, image_grace=3600, purge_grace=0))
     assert repair(store, NOW) == RepairReport(images_queued=[build_id])
     assert not repair(store, NOW)  # claimed, and the job exists
@@ -123,6 +124,7 @@ def test_repair_finishes_a_lost_tail_and_gets_the_image_built(service_factory):
 
     wait_for(image, BUILD_DEADLINE, "the DOCKER_MANIFEST artifact")
     assert status_of(store, build_id) == (BuildStatus.COMPLETED, None)
+    assert build_row(store, build_id).image_status is ArtifactStatus.READY
     store.redis.flushdb()  # no job record, no claims: only the database says "done" now
     assert not repair(store, NOW)
 

@@ -121,15 +121,6 @@ def delete_build(db: Session, build: orm.Build) -> None:
     db.flush()
 
 
-def mark_build_failed(db: Session, build_id: int, reason: str) -> None:
-    build = db.get(orm.Build, build_id)
-    if build is not None and not build.status.finished:
-        build.status = BuildStatus.FAILED
-        build.status_info = reason
-        build.ended_on = orm.utcnow()
-
-
-
 # -- submitting builds (commit, then enqueue) ----------------------------------------------------
 
 

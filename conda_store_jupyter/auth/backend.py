@@ -23,8 +23,6 @@ Two kinds of issued token (``orm.Token.scoped``):
 from __future__ import annotations
 
 import asyncio
-import base64
-import binascii
 import datetime as dt
 import hashlib
 import hmac
@@ -40,6 +38,8 @@ from ..exceptions import AuthenticationError, PermissionDeniedError, ValidationE
 from ..naming import DYNAMIC_NAMESPACE, namespace_for_username, validate_name  # noqa: F401 - re-exported
 from . import tokens as _tokens
 from .authenticators import Authenticator, DummyAuthenticator, NoLoginAuthenticator  # noqa: F401 - config paths
+from .credentials import Credential, presented
+from .hub import HubAuthentication, HubIdentity, HubUser
 from .rbac import (
     Identity,
     Permission,
@@ -157,7 +157,7 @@ class AuthenticationBackend(LoggingConfigurable):
         super().__init__(**kwargs)
         self.store = store
         self._authenticator: Authenticator | None = None
-        self._hub = None  # HubAuthentication, created on first use (see ``hub``)
+        self._hub: HubAuthentication | None = None  # created on first use (see ``hub``)
 
     # -- config validation (fail at start-up, not on the first request) ------------------------
     @validate("predefined_tokens")
@@ -227,72 +227,113 @@ class AuthenticationBackend(LoggingConfigurable):
 
     # -- authentication ------------------------------------------------------------------------
     def authenticate_request(self, *, cookie: str | None, authorization: str | None) -> Identity:
-        """The identity behind a request's credentials; anonymous if none is valid. Never raises.
+        """The identity behind a request's credentials.
 
-        Tried in order: the session cookie, then ``Authorization: Bearer <t>``, ``token <t>``
-        (JupyterHub's form) or ``Basic base64(<anything>:<t>)`` (``docker login``), then a
-        JupyterHub token. A bad, expired or revoked credential counts as no credential: handlers
-        answer 401/403 as appropriate. May wait for the hub: on the event loop use
-        :meth:`authenticate_request_async`.
+        No credential at all: anonymous (``unauthenticated_role_bindings``). A credential that
+        is presented and not valid is never silently anonymous: :class:`AuthenticationError`
+        (401) says what is wrong with it (unknown, revoked or expired token, malformed header,
+        rejected by JupyterHub); a hub that cannot be asked is :class:`ServiceUnavailableError`.
+
+        Accepted: the session cookie, ``Authorization: Bearer <t>``, ``token <t>`` (JupyterHub's
+        form) or ``Basic base64(<anything>:<t>)`` (``docker login``); a header token that is not
+        ours may be a JupyterHub token. With both a cookie and a header, a valid cookie wins and
+        an invalid one leaves the decision to the header. May wait for the hub: on the event
+        loop use :meth:`authenticate_request_async`.
         """
-        identity = self._own_identity(cookie, authorization)
-        if identity is None:
-            hub_token = self._hub_token(authorization)
-            identity = self.hub.identity_for_token(hub_token, self) if hub_token else None
-        return identity or self.anonymous_identity()
+        error: AuthenticationError | None = None
+        for credential in presented(cookie, authorization):
+            try:
+                if isinstance(credential, AuthenticationError):
+                    raise credential
+                identity = self._own_identity(credential)
+                if identity is None:
+                    identity = self._hub_identity(self._hub_checker().check(credential.token))
+                return identity
+            except AuthenticationError as exc:
+                error = error or exc
+        if error is not None:
+            raise error
+        return self.anonymous_identity()
 
     async def authenticate_request_async(self, *, cookie: str | None, authorization: str | None) -> Identity:
         """:meth:`authenticate_request` for request handlers: our own tokens are looked up on the
         executor (a database read, and a ``last_used`` write that may wait for SQLite's lock),
         only a JupyterHub token awaits the hub, so a slow database or an unresponsive hub delays
         just the requests that need them, never the whole server."""
-        identity = await asyncio.get_running_loop().run_in_executor(None, self._own_identity, cookie, authorization)
-        if identity is None:
-            hub_token = self._hub_token(authorization)
-            identity = await self.hub.identity_for_token_async(hub_token, self) if hub_token else None
-        return identity or self.anonymous_identity()
+        loop = asyncio.get_running_loop()
+        error: AuthenticationError | None = None
+        for credential in presented(cookie, authorization):
+            try:
+                if isinstance(credential, AuthenticationError):
+                    raise credential
+                identity = await loop.run_in_executor(None, self._own_identity, credential)
+                if identity is None:
+                    identity = self._hub_identity(await self._hub_checker().check_async(credential.token))
+                return identity
+            except AuthenticationError as exc:
+                error = error or exc
+        if error is not None:
+            raise error
+        return self.anonymous_identity()
 
-    def _own_identity(self, cookie: str | None, authorization: str | None) -> Identity | None:
-        for token in (cookie, self._token_from_header(authorization)):
-            if token:
-                identity = self.identity_for_token(token)
-                if identity is not None:
-                    return identity
-        return None
+    def _own_identity(self, credential: Credential) -> Identity | None:
+        """A predefined or issued token's identity; None if it may be a JupyterHub token.
 
-    def _hub_token(self, authorization: str | None) -> str | None:
-        """The header's credential if hub auth is on and it may be a hub token (see :mod:`.hub`)."""
+        Raises AuthenticationError for anything else: a ``cst_`` token that is unknown, revoked
+        or expired, or any other string when it cannot be a hub token.
+        """
+        try:
+            identity = self._check_own_token(credential.token)
+            if identity is None and not credential.may_be_hub_token:
+                raise AuthenticationError(_tokens.UNKNOWN_TOKEN)
+        except AuthenticationError as exc:
+            if credential.source == "cookie":
+                raise AuthenticationError(f"{exc} (the {self.cookie_name} session cookie: log in again)") from None
+            raise
+        return identity
+
+    def _hub_checker(self) -> HubAuthentication:
+        """The hub checker for a token that is not ours, or AuthenticationError if hub auth is off."""
         if self.hub is None:
-            return None
-        from .hub import hub_token_from_header
-
-        return hub_token_from_header(authorization)
+            raise AuthenticationError(_tokens.UNKNOWN_TOKEN)
+        return self.hub
 
     @property
-    def hub(self):
+    def hub(self) -> HubAuthentication | None:
         """The JupyterHub token checker (:mod:`.hub`), or None when hub auth is off."""
         if self._hub is None:
-            from .hub import HubAuthentication
-
             self._hub = HubAuthentication(parent=self)
         return self._hub if self._hub.active else None
 
-    @staticmethod
-    def _token_from_header(header: str | None) -> str | None:
-        if not header or not isinstance(header, str):
-            return None
-        scheme, _, value = header.strip().partition(" ")
-        scheme, value = scheme.lower(), value.strip()
-        if scheme in ("bearer", "token"):
-            return value or None
-        if scheme == "basic":
-            try:
-                decoded = base64.b64decode(value, validate=True).decode("utf-8")
-            except (binascii.Error, ValueError):
-                return None
-            _user, sep, password = decoded.partition(":")
-            return password if sep and password else None
-        return None
+    def _hub_identity(self, user: HubUser) -> HubIdentity:
+        """A hub user's identity, as a login would make it (``identity_for_user``), plus the
+        hub admin bindings. Expires after ``default_token_lifetime``: tokens issued from it
+        cannot live longer (see :class:`~.hub.HubIdentity`)."""
+        assert self._hub is not None
+        try:
+            own = self.identity_for_user(user.name)
+            identity = self.identity_for_user(user.name, groups=user.groups)
+        except ValidationError as exc:  # a hub name that cannot be a namespace
+            self.log.warning("JupyterHub user %r cannot use conda-store: %s", user.name[:64], exc)
+            raise PermissionDeniedError(f"JupyterHub user {user.name[:64]!r} cannot use conda-store: {exc}") from None
+        bindings = {glob: set(roles) for glob, roles in identity.role_bindings.items()}
+        admin = identity.admin
+        if user.admin:
+            extra = normalize_bindings(self._hub.admin_role_bindings)
+            for glob, roles in extra.items():
+                bindings.setdefault(glob, set()).update(roles)
+            # ``admin`` (shown to clients, implies */* admin) only when that is what was configured.
+            admin = admin or "admin" in extra.get("*/*", ())
+        lifetime = dt.timedelta(seconds=self.default_token_lifetime or 24 * 3600)
+        return HubIdentity(
+            username=identity.username,
+            primary_namespace=identity.primary_namespace,
+            role_bindings=bindings,
+            authenticated=True,
+            admin=admin,
+            expiration=_tokens.utcnow() + lifetime,
+            persistent_role_bindings=own.role_bindings,
+        )
 
     def _predefined(self, token: str) -> dict | None:
         """Constant-time lookup: compare digests against every entry, whatever matches."""
@@ -314,8 +355,19 @@ class AuthenticationBackend(LoggingConfigurable):
 
     def identity_for_token(self, token: str) -> Identity | None:
         """The identity of a predefined or issued token; None if it is not a live token."""
-        if not isinstance(token, str) or len(token) > 4096:
+        try:
+            return self._check_own_token(token)
+        except AuthenticationError:
             return None
+
+    def _check_own_token(self, token: str) -> Identity | None:
+        """A predefined or issued (``cst_``) token's identity; None if it is neither.
+
+        AuthenticationError for a ``cst_`` token that is unknown, revoked or expired (the
+        message says which), or for a string no token of any kind can be.
+        """
+        if not isinstance(token, str) or len(token) > 4096:
+            raise AuthenticationError("invalid token: longer than any token")
         spec = self._predefined(token)
         if spec is not None:
             username = spec["username"]
@@ -329,12 +381,10 @@ class AuthenticationBackend(LoggingConfigurable):
                 token_id=None,
                 scoped=False,
             )
-        if _tokens.split_token(token) is None:
+        if not token.startswith(_tokens.TOKEN_PREFIX):
             return None
         with self.store.session() as db:
-            row = _tokens.verify_token(db, token)
-            if row is None:
-                return None
+            row = _tokens.check_token(db, token)
             return TokenIdentity(
                 username=row.username,
                 primary_namespace=row.primary_namespace,

@@ -2,9 +2,9 @@
 
 Inside a single-user server the hub exports ``JUPYTERHUB_API_TOKEN``; the ``conda-store`` CLI
 sends it as ``Authorization: token <t>`` to ``/services/conda-store/``. This module checks such
-a token with the hub and turns its owner into an :class:`~.rbac.Identity`, exactly as a
-password login would (:meth:`AuthenticationBackend.identity_for_user`): primary namespace = the
-user's name, hub groups → ``group_role_bindings``, hub admins → ``admin_role_bindings``.
+a token with the hub; ``AuthenticationBackend`` turns its owner into an identity exactly as a
+password login would (``identity_for_user``): primary namespace = the user's name, hub groups →
+``group_role_bindings``, hub admins → ``admin_role_bindings`` (configured here).
 
 How a token is checked (what ``jupyterhub.services.auth.HubAuth.user_for_token`` does):
 ``GET {api_url}/user`` *authenticated with the token itself*. The hub answers with the owner's
@@ -19,9 +19,9 @@ a 5-minute timeout), and it raises tornado ``HTTPError`` on hub trouble. We make
 with httpx, a short ``timeout`` and our own cache; and we need no jupyterhub installed (an
 external service may talk to a hub elsewhere).
 
-Not blocking the server: request handlers await :meth:`HubAuthentication.identity_for_token_async`
+Not blocking the server: request handlers await :meth:`HubAuthentication.check_async`
 (``AuthenticationBackend.authenticate_request_async``), so a slow hub holds only the requests
-that carry hub tokens, never the event loop. The synchronous :meth:`~HubAuthentication.user_model`
+that carry hub tokens, never the event loop. The synchronous :meth:`~HubAuthentication.check`
 remains for callers already on a worker thread (the registry runs authentication in an executor).
 
 What a hub lookup costs, and why it is bounded:
@@ -31,9 +31,16 @@ What a hub lookup costs, and why it is bounded:
   the answers of real users. The price: a token revoked on the hub keeps working here for up to
   ``cache_ttl`` seconds, as with HubAuth's ``cache_max_age``.
 - Each lookup waits at most ``timeout`` seconds in total.
-- A circuit breaker: after a hub *error* (unreachable, timeout, 5xx) uncached hub tokens are
-  anonymous for ``failure_backoff`` seconds without asking the hub, so an unresponsive hub costs
-  one ``timeout`` per ``failure_backoff``, not one per request. Our own tokens keep working.
+- A circuit breaker: after a hub *error* (unreachable, timeout, 5xx) uncached hub tokens get
+  503 for ``failure_backoff`` seconds without asking the hub, so an unresponsive hub costs one
+  ``timeout`` per ``failure_backoff``, not one per request. Our own tokens keep working.
+
+What a caller sees: a token the hub rejects (or one without the access scope) is an invalid
+credential, :class:`AuthenticationError` (401) saying which; a hub that cannot answer is
+:class:`ServiceUnavailableError` (503): the token may well be fine, so the client should retry,
+not ask its user for another token. This module only says *who* the hub vouches for
+(:class:`HubUser`); ``AuthenticationBackend`` turns that into an identity, so this module never
+imports the backend.
 
 Hub identities expire (``Identity.expiration`` = now + ``AuthenticationBackend.default_token_lifetime``;
 JupyterHub's ``/user`` answer does not tell a token's own expiry), so a token minted from one
@@ -49,20 +56,29 @@ import hashlib
 import os
 import threading
 import time
-from dataclasses import dataclass, field, replace
-from typing import TYPE_CHECKING, Any, Mapping
+from dataclasses import dataclass, field
+from typing import Any, Mapping
 
 from traitlets import Bool, Dict, Float, Integer, Unicode, default, validate
 from traitlets.config import LoggingConfigurable
 
-from ..exceptions import ValidationError
+from ..exceptions import AuthenticationError, ServiceUnavailableError, ValidationError
 from . import tokens as _tokens
 from .rbac import Identity, RoleBindings, normalize_bindings
 
-if TYPE_CHECKING:
-    from .backend import AuthenticationBackend
+__all__ = ["HubAuthentication", "HubIdentity", "HubUser", "has_access_scope", "running_as_hub_service"]
 
-__all__ = ["HubAuthentication", "HubIdentity", "has_access_scope", "hub_token_from_header", "running_as_hub_service"]
+REJECTED_BY_HUB = "invalid token: JupyterHub does not accept it (unknown, expired or revoked)"
+"""Why a token the hub answers 401/403/404 for is refused."""
+
+
+@dataclass(frozen=True)
+class HubUser:
+    """What the hub vouches for about a token's owner; ``AuthenticationBackend`` makes the identity."""
+
+    name: str
+    admin: bool = False
+    groups: tuple[str, ...] = ()
 
 
 @dataclass
@@ -76,21 +92,6 @@ class HubIdentity(Identity):
     """
 
     persistent_role_bindings: RoleBindings = field(default_factory=dict)
-
-
-def hub_token_from_header(header: str | None) -> str | None:
-    """A ``token``/``Bearer`` credential that is not one of ours: maybe a JupyterHub token.
-
-    Only the header (hub tokens never come as our cookie or as docker-login passwords), and
-    never a ``cst_`` token: a bad one of ours must not be sent to the hub.
-    """
-    if not header or not isinstance(header, str):
-        return None
-    scheme, _, value = header.strip().partition(" ")
-    value = value.strip()
-    if scheme.lower() not in ("bearer", "token") or not value or value.startswith(_tokens.TOKEN_PREFIX):
-        return None
-    return value
 
 
 def running_as_hub_service(environ: Mapping[str, str] | None = None) -> bool:
@@ -191,13 +192,13 @@ class HubAuthentication(LoggingConfigurable):
     timeout = Float(
         5.0,
         help="""Seconds a cache miss waits for the hub, in total. Only the request carrying the
-        token waits; on timeout the token counts as no credential (401).""",
+        token waits; on timeout the request gets 503 (the hub could not be asked).""",
     ).tag(config=True)
 
     failure_backoff = Float(
         30.0,
         help="""After a hub error (unreachable, timeout, 5xx), seconds during which tokens not
-        already cached are anonymous without asking the hub: an unresponsive hub then costs one
+        already cached get 503 without asking the hub: an unresponsive hub then costs one
         ``timeout`` per this many seconds instead of one per request. 0 asks every time.""",
     ).tag(config=True)
 
@@ -239,41 +240,49 @@ class HubAuthentication(LoggingConfigurable):
     def required_access_scope(self) -> str:
         return f"access:services!service={self.service_name}"
 
-    def user_model(self, token: str) -> dict | None:
-        """The hub's user model for ``token`` if it may use this service, else None. Never raises.
+    def check(self, token: str) -> HubUser:
+        """Who the hub says owns ``token``, if it may use this service.
 
-        Blocks for up to ``timeout`` on a cache miss: for worker threads only. On the event
-        loop use :meth:`user_model_async`.
+        Raises :class:`AuthenticationError` for a token the hub rejects or that lacks the access
+        scope, :class:`ServiceUnavailableError` when the hub cannot answer. Blocks for up to
+        ``timeout`` on a cache miss: for worker threads only; on the event loop use
+        :meth:`check_async`.
         """
         key = self._key_to_ask(token)
         if key is None:
-            return self._cached(token)
+            return self._known(token)
         try:
             model = self._ask_hub(token)
         except Exception as exc:  # noqa: BLE001 - a hub problem must never become a 500 here
-            self._hub_failed(exc)
-            return None
+            raise self._hub_failed(exc) from None
         return self._settle(key, model)
 
-    async def user_model_async(self, token: str) -> dict | None:
-        """:meth:`user_model` without blocking the event loop: only this coroutine waits."""
+    async def check_async(self, token: str) -> HubUser:
+        """:meth:`check` without blocking the event loop: only this coroutine waits."""
         key = self._key_to_ask(token)
         if key is None:
-            return self._cached(token)
+            return self._known(token)
         try:
             model = await asyncio.wait_for(self._ask_hub_async(token), self.timeout)
         except Exception as exc:  # noqa: BLE001 - incl. TimeoutError; never a 500
-            self._hub_failed(exc)
-            return None
+            raise self._hub_failed(exc) from None
         return self._settle(key, model)
 
-    def identity_for_token(self, token: str, backend: "AuthenticationBackend") -> Identity | None:
-        """The identity of a hub user's token, or None (not a hub token / no access / hub down)."""
-        return self._identity(self.user_model(token), backend)
+    def user_model(self, token: str) -> dict | None:
+        """The hub's (accepted) user model for ``token``, or None whatever the reason. Never raises."""
+        try:
+            self.check(token)
+        except (AuthenticationError, ServiceUnavailableError):
+            return None
+        return self._cached(token)
 
-    async def identity_for_token_async(self, token: str, backend: "AuthenticationBackend") -> Identity | None:
-        """:meth:`identity_for_token` for the event loop (see :meth:`user_model_async`)."""
-        return self._identity(await self.user_model_async(token), backend)
+    async def user_model_async(self, token: str) -> dict | None:
+        """:meth:`user_model` on the event loop."""
+        try:
+            await self.check_async(token)
+        except (AuthenticationError, ServiceUnavailableError):
+            return None
+        return self._cached(token)
 
     def close(self) -> None:
         """Close the synchronous client; the async one is dropped (see :meth:`aclose`)."""
@@ -302,6 +311,25 @@ class HubAuthentication(LoggingConfigurable):
             hit = self._cache.get(self._digest(token))
         return hit[1] if hit is not None and hit[0] > time.monotonic() else None
 
+    def _known(self, token: str) -> HubUser:
+        """The answer when the hub is not to be asked (see :meth:`_key_to_ask`), as :meth:`check`."""
+        if not self.active:
+            raise AuthenticationError("invalid token: JupyterHub tokens are not accepted by this server")
+        if not token or len(token) > 4096:
+            raise AuthenticationError(REJECTED_BY_HUB)
+        key, now = self._digest(token), time.monotonic()
+        with self._lock:
+            hit = self._cache.get(key)
+            rejected = self._rejected.get(key)
+            down_for = self._down_until - now
+        if hit is not None and hit[0] > now:
+            return _user_of(hit[1])
+        if rejected is not None and rejected[0] > now:
+            raise AuthenticationError(rejected[1])
+        raise ServiceUnavailableError(
+            f"JupyterHub at {self.api_url} cannot check tokens right now (it failed a moment ago); "
+            f"retry in {max(1, round(down_for))} s")
+
     def _key_to_ask(self, token: str) -> str | None:
         """The cache key if the hub must be asked about ``token``; None if the answer is known
         (cached either way), the token cannot be one, or the circuit breaker is open."""
@@ -313,33 +341,38 @@ class HubAuthentication(LoggingConfigurable):
             if hit is not None and hit[0] > now:
                 return None
             rejected = self._rejected.get(key)
-            if rejected is not None and rejected > now:
+            if rejected is not None and rejected[0] > now:
                 return None
             if now < self._down_until:
                 return None
         return key
 
-    def _hub_failed(self, exc: BaseException) -> None:
-        """Open the circuit breaker; log once per opening, not once per request."""
+    def _hub_failed(self, exc: BaseException) -> ServiceUnavailableError:
+        """Open the circuit breaker (log once per opening) and return the error for the caller."""
         now = time.monotonic()
+        detail = f"{type(exc).__name__}: {str(exc)[:200] or 'timeout'}"
         with self._lock:
             was_down = now < self._down_until
             self._down_until = max(self._down_until, now + self.failure_backoff)
         if not was_down:
             self.log.warning(
-                "JupyterHub token check failed (%s: %s); hub tokens not already checked are "
-                "anonymous for the next %g s", type(exc).__name__, str(exc)[:200] or "timeout", self.failure_backoff)
+                "JupyterHub token check failed (%s); hub tokens not already checked get 503 for the "
+                "next %g s", detail, self.failure_backoff)
+        return ServiceUnavailableError(f"JupyterHub at {self.api_url} could not check the token ({detail}); "
+                                       "retry later")
 
-    def _settle(self, key: str, model: dict | None) -> dict | None:
+    def _settle(self, key: str, model: dict | None) -> HubUser:
         """Filter the hub's answer (:meth:`_accept`) and remember it in the matching cache."""
-        model = self._accept(model)
+        reason = self._refusal(model)
         now = time.monotonic()
-        if model is not None:
+        if reason is None:
+            assert model is not None
             if self.cache_ttl > 0:
                 self._remember(self._cache, self.cache_size, key, (now + self.cache_ttl, model))
-        elif self.negative_cache_ttl > 0:
-            self._remember(self._rejected, self.negative_cache_size, key, now + self.negative_cache_ttl)
-        return model
+            return _user_of(model)
+        if self.negative_cache_ttl > 0:
+            self._remember(self._rejected, self.negative_cache_size, key, (now + self.negative_cache_ttl, reason))
+        raise AuthenticationError(reason)
 
     def _remember(self, cache: dict, size: int, key: str, entry: Any) -> None:
         if size < 1:
@@ -348,7 +381,7 @@ class HubAuthentication(LoggingConfigurable):
             cache.pop(key, None)  # re-insert at the end: the newest
             if len(cache) >= size:
                 now = time.monotonic()
-                for stale in [k for k, v in cache.items() if (v[0] if isinstance(v, tuple) else v) <= now]:
+                for stale in [k for k, v in cache.items() if v[0] <= now]:
                     del cache[stale]
                 while len(cache) >= size:
                     del cache[next(iter(cache))]  # dicts keep insertion order: oldest first
@@ -393,54 +426,26 @@ class HubAuthentication(LoggingConfigurable):
         url, headers = self._request_args(token)
         return self._model_of(await self._async_client.get(url, headers=headers))
 
-    def _identity(self, model: dict | None, backend: "AuthenticationBackend") -> HubIdentity | None:
-        """Model → identity, as a login would (``identity_for_user``), plus hub admin bindings.
+    def _refusal(self, model: dict | None) -> str | None:
+        """Why the hub's answer does not let the token in (None: accepted).
 
-        Expires after ``default_token_lifetime``: tokens issued from it cannot live longer.
+        Users only (not other services), holding this service's access scope.
         """
         if model is None:
-            return None
-        name = model["name"]
-        try:
-            own = backend.identity_for_user(name)
-            identity = backend.identity_for_user(name, groups=model.get("groups") or ())
-        except ValidationError as exc:  # a hub name that cannot be a namespace
-            self.log.warning("JupyterHub user %r cannot use conda-store: %s", name[:64], exc)
-            return None
-        if model.get("admin"):
-            identity = self._with_admin_bindings(identity)
-        lifetime = dt.timedelta(seconds=backend.default_token_lifetime or 24 * 3600)
-        return HubIdentity(
-            username=identity.username,
-            primary_namespace=identity.primary_namespace,
-            role_bindings=identity.role_bindings,
-            authenticated=True,
-            admin=identity.admin,
-            expiration=_tokens.utcnow() + lifetime,
-            persistent_role_bindings=own.role_bindings,
-        )
-
-    def _accept(self, model: dict | None) -> dict | None:
-        """Users only (not other services), holding this service's access scope."""
-        if model is None:
-            return None
+            return REJECTED_BY_HUB
         name = model.get("name")
         if model.get("kind", "user") != "user" or not isinstance(name, str) or not name:
             self.log.info("JupyterHub token of a %s, not a user: not accepted", model.get("kind"))
-            return None
+            return f"invalid token: it is a JupyterHub token of a {model.get('kind')}, not of a user"
         scopes = set(model.get("scopes") or ())
         if not has_access_scope(scopes, self.service_name):
             self.log.info("JupyterHub token of %r lacks %s: not accepted", name[:64], self.required_access_scope)
-            return None
-        return model
+            return (f"invalid token: this JupyterHub token lacks the {self.required_access_scope} scope "
+                    "(give it that scope, e.g. through c.Spawner.server_token_scopes)")
+        return None
 
-    def _with_admin_bindings(self, identity: Identity) -> Identity:
-        extra = normalize_bindings(self.admin_role_bindings)
-        if not extra:
-            return identity
-        bindings = {glob: set(roles) for glob, roles in identity.role_bindings.items()}
-        for glob, roles in extra.items():
-            bindings.setdefault(glob, set()).update(roles)
-        # ``admin`` (shown to clients, implies */* admin) only when that is what was configured.
-        admin = identity.admin or "admin" in extra.get("*/*", ())
-        return replace(identity, role_bindings=bindings, admin=admin)
+
+def _user_of(model: dict) -> HubUser:
+    groups = model.get("groups") or ()
+    return HubUser(name=model["name"], admin=bool(model.get("admin")),
+                   groups=tuple(g for g in groups if isinstance(g, str)))

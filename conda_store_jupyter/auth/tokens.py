@@ -32,7 +32,7 @@ from typing import Iterable, Mapping, Optional
 from sqlalchemy import select
 
 from .. import orm
-from ..exceptions import NotFoundError, ValidationError
+from ..exceptions import AuthenticationError, NotFoundError, ValidationError
 from ..naming import validate_name
 from .rbac import RoleBindings, normalize_bindings
 
@@ -50,6 +50,10 @@ _MAX_TOKEN_LENGTH = 256
 
 _HASH_ALGORITHM = "sha512"
 _SALT_BYTES = 16
+
+UNKNOWN_TOKEN = ("invalid token: this server does not know it (mistyped or truncated, issued by another "
+                 "server, or its database was reset)")
+"""Why a presented token that matches no row (or no token format) is refused."""
 
 LAST_USED_RESOLUTION = dt.timedelta(minutes=1)
 """``last_used`` is written at most this often per token, so reads do not turn into writes."""
@@ -109,7 +113,8 @@ def _matches(token: str, stored: str) -> bool:
 
 def split_token(token: object) -> tuple[str, str] | None:
     """``(lookup prefix, secret)`` of a plausible token string, else None (never raises)."""
-    if not isinstance(token, str) or len(token) > _MAX_TOKEN_LENGTH or not token.startswith(TOKEN_PREFIX):
+    if (not isinstance(token, str) or len(token) > _MAX_TOKEN_LENGTH or not token.startswith(TOKEN_PREFIX)
+            or not token.isascii()):  # ours are ASCII; anything else could not even be hashed
         return None
     body = token[len(TOKEN_PREFIX):]
     if len(body) <= LOOKUP_PREFIX_LENGTH:
@@ -168,29 +173,46 @@ def issue_token(
     )
 
 
-def verify_token(db, token: str) -> orm.Token | None:
-    """The live token row for plaintext ``token``; None if unknown, revoked, expired or malformed.
+def _when(value: dt.datetime) -> str:
+    return f"{value:%Y-%m-%d %H:%M:%S} UTC"
 
-    Never raises for bad input: authentication treats any bad credential as anonymous.
+
+def check_token(db, token: str) -> orm.Token:
+    """The live token row for plaintext ``token``, else :class:`AuthenticationError` saying why.
+
+    The message tells the holder of the token what is wrong with it: unknown (mistyped, from
+    another server, or its database was reset), revoked (when) or expired (when). It reveals
+    nothing to anyone else: only someone who has the whole token can learn its state.
     """
     parts = split_token(token)
     if parts is None:
-        return None
+        raise AuthenticationError(UNKNOWN_TOKEN)
     prefix, _secret = parts
     now = utcnow()
-    candidates = db.scalars(
-        select(orm.Token).where(orm.Token.prefix == prefix, orm.Token.revoked_on.is_(None))
-    ).all()
+    # Revoked rows too, so a revoked token is reported as revoked, not as unknown.
+    candidates = db.scalars(select(orm.Token).where(orm.Token.prefix == prefix)).all()
     found = None
     for row in candidates:  # check all candidates so timing does not depend on which one matched
         if _matches(token, row.hashed) and found is None:
             found = row
-    if found is None or (found.expires_at is not None and found.expires_at <= now):
-        return None
+    if found is None:
+        raise AuthenticationError(UNKNOWN_TOKEN)
+    if found.revoked_on is not None:
+        raise AuthenticationError(f"invalid token: it was revoked on {_when(found.revoked_on)}")
+    if found.expires_at is not None and found.expires_at <= now:
+        raise AuthenticationError(f"invalid token: it expired on {_when(found.expires_at)}")
     if found.last_used is None or now - found.last_used >= LAST_USED_RESOLUTION:
         found.last_used = now
         db.flush()
     return found
+
+
+def verify_token(db, token: str) -> orm.Token | None:
+    """:func:`check_token`, but None instead of the reason (unknown, revoked, expired, malformed)."""
+    try:
+        return check_token(db, token)
+    except AuthenticationError:
+        return None
 
 
 def revoke_token(db, token_id: int) -> None:

@@ -2,14 +2,15 @@
 
 ``solve`` (py-rattler) → ``lockfile`` (conda-lock models) → ``install`` (py-rattler + uv for
 ``pip:``) → ``export`` (pinned YAML) → ``pack`` (conda-pack); ``pipeline`` orchestrates one build,
-``link`` switches an environment to a build, ``log`` is the build log. Run standalone with
-``python -m conda_store_jupyter.builder SPEC.yaml --channel URL --output DIR``.
+``log`` is the build log. It takes typed settings and returns typed results; the worker turns
+its configuration into settings and records the results (``conda_store_jupyter.worker``).
+Run standalone with ``python -m conda_store_jupyter.builder SPEC.yaml --channel URL --output DIR``.
 """
 
 from __future__ import annotations
 
 from .log import BuildLog
-from .pipeline import run_pipeline, run_pipeline_async, settings_from_store
+from .pipeline import run_pipeline, run_pipeline_async
 from .records import (
     BuildOutputs,
     BuildPaths,
@@ -31,5 +32,4 @@ __all__ = [
     "SolveResult",
     "run_pipeline",
     "run_pipeline_async",
-    "settings_from_store",
 ]

@@ -3,10 +3,12 @@
 Each step lives in its own module and passes typed records (``records.py``) to the next. This
 module adds what a build needs around the steps: a deadline, stage timings in the log, turning
 any failure into the right :class:`~conda_store_jupyter.exceptions.BuildError` with a
-one-paragraph reason at the top of the log, and removing whatever was half-built.
+one-paragraph reason ending the log (and on top of it), and removing whatever was half-built.
 
-It knows nothing about the database or the queue (``build/record.py`` and the worker do), so
-the same function runs a build from ``python -m conda_store_jupyter.builder`` without a server.
+It takes only typed settings and paths and returns typed results: it imports neither the
+database, the queue nor the configuration object (the worker turns its configuration into
+:class:`BuildSettings` and records the results), so the same function runs a build from
+``python -m conda_store_jupyter.builder`` without a server.
 """
 
 from __future__ import annotations
@@ -20,7 +22,7 @@ import shutil
 import time
 import traceback
 from pathlib import Path
-from typing import TYPE_CHECKING, Iterator
+from typing import Iterator
 
 from ..exceptions import (
     ArtifactError,
@@ -40,35 +42,8 @@ from .pip import install_pip
 from .records import BuildOutputs, BuildPaths, BuildSettings, PipPackage
 from .solve import solve_specification
 
-if TYPE_CHECKING:
-    from ..app import CondaStore
 
-
-# -- settings -----------------------------------------------------------------------------------
-def settings_from_store(store: "CondaStore", spec: Specification) -> BuildSettings:
-    """The build settings for ``spec`` under a ``CondaStore`` configuration.
-
-    Channels are the specification's own or the store's defaults, each expanded to a URL by
-    ``store.channel_url``. ``conda_included_packages`` and ``conda_required_packages`` travel in
-    the settings and are applied by :func:`run_pipeline` (see :func:`effective_specification`).
-    """
-    channels = spec.channels or list(store.conda_default_channels)
-    known = {a.value for a in BuildArtifactType}
-    return BuildSettings(
-        channels=tuple(store.channel_url(c) for c in channels),
-        platforms=tuple(store.conda_solve_platforms),
-        package_cache_directory=Path(store.package_cache_directory).expanduser().resolve(),
-        pip_index_url=store.pip_index_url,
-        pip_find_links=tuple(store.pip_find_links),
-        artifacts=frozenset(BuildArtifactType(a) for a in store.build_artifacts if a in known),
-        conda_pack_compress_level=int(store.conda_pack_compress_level),
-        timeout=store.build_time_limit,
-        included_packages=tuple(store.conda_included_packages),
-        required_packages=tuple(store.conda_required_packages),
-        allowed_channels=tuple(store.channel_url(c) for c in store.allowed_channels),
-    )
-
-
+# -- settings -------------------------------------------------------------------------------------
 def effective_specification(spec: Specification, settings: BuildSettings) -> Specification:
     """``spec`` plus the store's included packages; SolveError if the store's policy refuses it.
 
@@ -265,7 +240,7 @@ async def run_pipeline_async(
     spec: Specification, settings: BuildSettings, output: BuildPaths, log: BuildLog
 ) -> BuildOutputs:
     """Run one build (see module docstring). Raises a BuildError subclass on any failure,
-    after writing the reason at the top of the log and removing the half-built prefix."""
+    after ending the log with the reason (``BuildLog.fail``) and removing the half-built prefix."""
     build = _Build(spec, settings, output, log)
     try:
         async with asyncio.timeout(settings.timeout) as deadline:

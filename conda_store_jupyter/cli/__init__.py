@@ -12,7 +12,7 @@ import sys
 
 __all__ = ["main"]
 
-COMMANDS = frozenset({"info", "token", "list", "download", "wait", "solve", "run"})
+COMMANDS = frozenset({"info", "token", "list", "download", "wait", "solve", "run", "env", "logs"})
 
 
 def _fail(message: str, code: int) -> int:

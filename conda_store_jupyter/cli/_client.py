@@ -8,7 +8,7 @@ server's own ``message``; connection problems name the URL. The client knows the
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -18,6 +18,7 @@ import httpx
 
 from ._config import Config
 from ._errors import CLIError, connection_error, http_error
+from ._follow import LogLine, follow
 from ._uri import BuildURI
 
 __all__ = ["Client", "CLIError", "ARTIFACT_PATHS", "ARTIFACT_TYPES"]
@@ -25,8 +26,10 @@ __all__ = ["Client", "CLIError", "ARTIFACT_PATHS", "ARTIFACT_TYPES"]
 ARTIFACT_PATHS = {"lockfile": "lockfile", "yaml": "yaml", "archive": "archive", "logs": "logs"}
 """CLI artifact name → path segment under ``/api/v1/build/{id}/``."""
 
-ARTIFACT_TYPES = {"lockfile": "LOCKFILE", "yaml": "YAML", "archive": "CONDA_PACK", "logs": "LOGS"}
-"""CLI artifact name → the ``artifact_type`` that appears in a build's ``build_artifacts``."""
+ARTIFACT_TYPES = {"lockfile": "LOCKFILE", "yaml": "YAML", "archive": "CONDA_PACK", "logs": "LOGS",
+                  "image": "DOCKER_MANIFEST"}
+"""CLI artifact name → the ``artifact_type`` that appears in a build's ``build_artifacts``
+(``image``: only ``wait`` knows it; images are pulled from the registry, not downloaded)."""
 
 FINAL_STATES = ("COMPLETED", "FAILED", "CANCELED")
 
@@ -119,7 +122,7 @@ class Client:
         if resp.status_code in (301, 302, 303, 307, 308):
             raise CLIError(f"too many redirects from the server at {self.config.url} ({method} {path})")
         if resp.status_code >= 300:
-            raise http_error(resp.status_code, method, str(resp.request.url), resp.content)
+            raise http_error(resp.status_code, method, str(resp.request.url), resp.content, self.config.credentials)
         try:
             return resp.json()
         except ValueError:
@@ -165,6 +168,30 @@ class Client:
     def environment(self, namespace: str, name: str) -> dict[str, Any]:
         return self.data("GET", f"/api/v1/environment/{_q(namespace)}/{_q(name)}/")
 
+    def find_environment(self, namespace: str, name: str) -> dict[str, Any] | None:
+        """The environment, or None if it (or its namespace) does not exist; other errors raise."""
+        self._login()
+        path = f"/api/v1/environment/{_q(namespace)}/{_q(name)}/"
+        resp = self._send("GET", path)
+        if resp.status_code == 404:
+            return None
+        if resp.status_code >= 300:
+            raise http_error(resp.status_code, "GET", str(resp.request.url), resp.content, self.config.credentials)
+        return resp.json().get("data")
+
+    def submit(self, specification: str, *, namespace: str, environment_name: str | None = None) -> int:
+        """Submit an environment.yaml (``POST /api/v1/specification/``); the new build's id."""
+        body: dict[str, Any] = {"namespace": namespace, "specification": specification}
+        if environment_name:
+            body["environment_name"] = environment_name
+        return int(self.data("POST", "/api/v1/specification/", json=body)["build_id"])
+
+    def follow_log(self, build_id: int, read_timeout: float | None = None) -> Iterator[LogLine]:
+        """The build's log lines from the start, live, until it ends (see :mod:`._follow`)."""
+        self._login()
+        kwargs = {} if read_timeout is None else {"read_timeout": read_timeout}
+        return follow(self._http, self.config.url, build_id, self.config.credentials, **kwargs)
+
     def build(self, build_id: int) -> dict[str, Any]:
         return self.data("GET", f"/api/v1/build/{int(build_id)}/")
 
@@ -201,7 +228,11 @@ class Client:
             if newest and latest is not None:
                 return int(latest["id"])
             if env.get("current_build_id") is None:
-                state = f" (build {latest['id']} is {latest.get('status')}; try 'conda-store wait {uri}')" if latest else ""
+                state = ""
+                if latest and latest.get("status") in ("FAILED", "CANCELED"):
+                    state = f" (its newest build {latest['id']} {latest['status']}: see 'conda-store logs {latest['id']}')"
+                elif latest:
+                    state = f" (build {latest['id']} is {latest.get('status')}; try 'conda-store wait {uri}')"
                 raise CLIError(f"environment {uri} has no completed build yet{state}")
             return int(env["current_build_id"])
         build = self.build(uri.build_id)
@@ -244,7 +275,8 @@ class Client:
                         continue
                     if resp.status_code >= 300:
                         resp.read()
-                        raise http_error(resp.status_code, "GET", url, resp.content)
+                        raise http_error(resp.status_code, "GET", url, resp.content,
+                                         self.config.credentials if same_origin else None)
                     total = int(resp.headers["content-length"]) if "content-length" in resp.headers else None
                     digest = hashlib.sha256()
                     size = 0

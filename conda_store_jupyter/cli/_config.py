@@ -54,6 +54,11 @@ class Config:
         return {}
 
     @property
+    def credentials(self) -> str | None:
+        """Where the credential sent comes from (for error messages); None when anonymous."""
+        return None if self.auth == "none" else self.auth_source
+
+    @property
     def cache_key(self) -> str:
         """A stable, filesystem-safe key for this server (build ids are per server)."""
         import hashlib

@@ -37,11 +37,18 @@ def server_message(body: bytes | str) -> str | None:
     return None
 
 
-def http_error(status: int, method: str, url: str, body: bytes | str = b"") -> CLIError:
-    """Turn an HTTP error response into a CLIError whose message says what to do next."""
+def http_error(status: int, method: str, url: str, body: bytes | str = b"", credentials: str | None = None) -> CLIError:
+    """Turn an HTTP error response into a CLIError whose message says what to do next.
+
+    ``credentials`` names where the credential sent came from (``CONDA_STORE_TOKEN``...), None
+    if none was sent: a 401 then either asks for one, or says what is wrong with the one sent.
+    """
     reason = server_message(body)
     where = f"{method} {url}"
-    if status == 401:
+    if status == 401 and credentials:
+        # The server says what is wrong with it (unknown, expired, revoked...): say which one it was.
+        hint = f"authentication failed with the credentials from {credentials}"
+    elif status == 401:
         hint = "not authenticated: set CONDA_STORE_TOKEN (or --auth basic with CONDA_STORE_USERNAME/PASSWORD)"
     elif status == 403:
         hint = "permission denied"

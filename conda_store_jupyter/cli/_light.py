@@ -48,7 +48,7 @@ def get_json(config: Config, path: str) -> Any:
         conn.close()
     if resp.status >= 300:
         # A redirect here means a login page (e.g. a hub service without API auth): an error.
-        raise http_error(resp.status, "GET", url, body)
+        raise http_error(resp.status, "GET", url, body, config.credentials)
     try:
         return json.loads(body)
     except ValueError:
@@ -103,6 +103,8 @@ def resolve_light(config: Config, uri: BuildURI) -> tuple[int, Identity] | None:
     assert uri.namespace and uri.environment
     env = _environment(config, uri.namespace, uri.environment)
     if uri.build_id is None:
+        if env.get("current_build_id") is None:
+            return None  # no build to run: the full client explains why (failed? still building?)
         build_id = _current_build_id(env, uri.namespace, uri.environment)
         current = env.get("current_build")
         build = current if isinstance(current, dict) and current.get("id") == build_id else _build(config, build_id)

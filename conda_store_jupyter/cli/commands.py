@@ -16,8 +16,10 @@ from typing import TYPE_CHECKING, Any
 import click
 
 from .. import __version__
-from ._config import AUTH_CHOICES, Config, resolve_config
+from ._build_commands import env, logs
+from ._config import AUTH_CHOICES
 from ._errors import CLIError
+from ._state import CONTEXT, State, output_option, pass_state
 from ._uri import parse_uri
 
 if TYPE_CHECKING:
@@ -26,29 +28,6 @@ if TYPE_CHECKING:
 ARTIFACTS = ("lockfile", "yaml", "archive", "logs")
 STATUSES = ("QUEUED", "BUILDING", "COMPLETED", "FAILED", "CANCELED")
 ARTIFACT_TYPES = ("DIRECTORY", "LOCKFILE", "LOGS", "YAML", "CONDA_PACK", "DOCKER_MANIFEST", "DOCKER_BLOB")
-CONTEXT = {"help_option_names": ["-h", "--help"], "max_content_width": 100}
-
-
-class State:
-    """Options of the top-level group, resolved lazily so ``--help`` works without a server."""
-
-    def __init__(self, url: str | None, auth: str | None, no_verify_ssl: bool) -> None:
-        self._args = (url, auth, no_verify_ssl)
-        self._config: Config | None = None
-
-    @property
-    def config(self) -> Config:
-        if self._config is None:
-            self._config = resolve_config(*self._args)
-        return self._config
-
-    def client(self, timeout: float = 60.0) -> "Client":
-        from ._client import Client
-
-        return Client(self.config, timeout=timeout)
-
-
-pass_state = click.make_pass_decorator(State)
 
 
 @click.group(context_settings=CONTEXT)
@@ -145,9 +124,6 @@ def token(state: State, namespace: str | None, role_bindings: tuple[str, ...], e
 @cli.group("list", context_settings=CONTEXT)
 def list_() -> None:
     """List namespaces, environments or builds (all pages)."""
-
-
-output_option = click.option("--output", type=click.Choice(("table", "json")), default="table", show_default=True)
 
 
 @list_.command("namespace", context_settings=CONTEXT)
@@ -254,8 +230,8 @@ def download(state: State, uri: str, artifact: str, output_filename: Path | None
 
 @cli.command(context_settings=CONTEXT)
 @click.argument("uri")
-@click.option("--artifact", type=click.Choice(("build", *ARTIFACTS)), default="build", show_default=True,
-              help="Also wait until this artifact exists.")
+@click.option("--artifact", type=click.Choice(("build", *ARTIFACTS, "image")), default="build", show_default=True,
+              help="Also wait until this artifact exists (image: the build's container image).")
 @click.option("--timeout", type=click.FloatRange(min=0), default=600, show_default=True, help="Seconds before giving up.")
 @click.option("--interval", type=click.FloatRange(min=0.05), default=2, show_default=True, help="Seconds between polls.")
 @pass_state
@@ -266,28 +242,54 @@ def wait(state: State, uri: str, artifact: str, timeout: float, interval: float)
     submitted specification started), not necessarily its current one.
     """
     from . import _ui
+    from ._build_commands import failure
     from ._client import ARTIFACT_TYPES as TYPES
+    from ._follow import READ_TIMEOUT, NoLiveLog, step_of
 
     ref = parse_uri(uri)
     deadline = time.monotonic() + timeout
+
+    def timed_out(status: str | None, waiting_for: str = "") -> CLIError:
+        return CLIError(f"timed out after {timeout:g}s waiting for build {build_id} (last status {status}{waiting_for})",
+                        exit_code=124)
+
     with state.client() as client:
         build_id = client.resolve(ref, newest=True)
         with _ui.status_progress(f"build {build_id}: waiting") as set_status:
+            build = client.build(build_id)
+            if build.get("status") in ("QUEUED", "BUILDING"):
+                # Follow the live log, showing the step the build is in (its last "-- <step>" line).
+                set_status(f"build {build_id}: {build.get('status')}")
+                remaining = max(1.0, deadline - time.monotonic())
+                try:
+                    for line in client.follow_log(build_id, read_timeout=min(READ_TIMEOUT, remaining)):
+                        step = step_of(line.text) if line.text else None
+                        if step:
+                            set_status(f"build {build_id}: BUILDING, {step}")
+                        if time.monotonic() > deadline:
+                            raise timed_out(client.build(build_id).get("status"))
+                except NoLiveLog:
+                    pass  # a server without the live log (upstream conda-store): poll the status below
             while True:
                 build = client.build(build_id)
                 status = build.get("status")
                 have = {a.get("artifact_type") for a in build.get("build_artifacts") or []}
                 if status in ("FAILED", "CANCELED"):
-                    why = f": {build['status_info']}" if build.get("status_info") else ""
-                    raise CLIError(f"build {build_id} {status}{why} (logs: conda-store download {build_id} --artifact logs)")
+                    raise failure(build_id, build)
                 if status == "COMPLETED" and (artifact == "build" or TYPES[artifact] in have):
                     break
                 waiting_for = "" if status != "COMPLETED" else f", waiting for its {artifact}"
                 set_status(f"build {build_id}: {status}{waiting_for}")
                 if time.monotonic() + interval > deadline:
-                    raise CLIError(f"timed out after {timeout:g}s waiting for build {build_id} (last status {status}{waiting_for})", exit_code=124)
+                    raise timed_out(status, waiting_for)
                 time.sleep(interval)
     click.echo(f"build {build_id} COMPLETED" + ("" if artifact == "build" else f" ({artifact} available)"))
+
+
+# --------------------------------------------------------------------------- env / logs
+
+cli.add_command(env)
+cli.add_command(logs)
 
 
 # --------------------------------------------------------------------------- solve
@@ -386,8 +388,13 @@ def _install(state: State, ref: Any, build_id: int | None) -> Path:
         cached = _run.find_cached(cfg.cache_key, build_id, identity=identity)
         if cached is not None:
             return cached
+        if build.get("status") in ("FAILED", "CANCELED"):
+            from ._build_commands import failure
+
+            raise failure(build_id, build)
         if build.get("status") != "COMPLETED":
-            raise CLIError(f"build {build_id} is {build.get('status')}, not COMPLETED (try 'conda-store wait {build_id} --artifact archive')")
+            raise CLIError(f"build {build_id} is {build.get('status')}, not COMPLETED yet "
+                           f"(wait for it: conda-store wait {build_id} --artifact archive)")
         _wait_for_archive(client, build_id, build)
         directory = _run.build_dir(cfg.cache_key, build_id)
         with _run.build_lock(directory):

@@ -19,7 +19,7 @@ from __future__ import annotations
 import asyncio
 import json
 import os
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 from urllib.parse import unquote
 
 import httpx
@@ -29,10 +29,19 @@ from jupyter_server.utils import url_path_join
 from tornado import web
 from tornado.iostream import StreamClosedError
 
-from .config import registry_host
+from .config import ServiceTarget, registry_host
 
-if TYPE_CHECKING:
-    from .app import CondaStoreExtension
+
+class _Extension(Protocol):
+    """What the handlers need of ``CondaStoreExtension`` (named here so handlers don't import app)."""
+
+    target: ServiceTarget
+    client: httpx.AsyncClient
+    connect_timeout: float
+    request_timeout: float
+
+    @property
+    def service_public_url(self) -> str | None: ...
 
 REQUEST_HEADERS = ("Content-Type", "Accept", "Last-Event-ID")
 RESPONSE_HEADERS = ("Content-Type", "Content-Disposition", "Cache-Control", "Content-Length", "Location",
@@ -62,7 +71,7 @@ def _reason(exc: BaseException) -> str:
 
 class _Handler(ExtensionHandlerMixin, APIHandler):
     @property
-    def extension(self) -> CondaStoreExtension:
+    def extension(self) -> _Extension:
         return self.extensionapp  # type: ignore[return-value]
 
     def fail(self, status: int, message: str) -> None:
@@ -215,7 +224,11 @@ class ConfigHandler(_Handler):
         if answer.status_code == 200 and isinstance(doc, dict) and isinstance(doc.get("data"), dict):
             return {"reachable": True, "user": doc["data"]}
         message = doc.get("message") if isinstance(doc, dict) else None
-        return {"message": f"conda-store service answered {answer.status_code}: "
+        # An enveloped error (e.g. 401: the configured token is unknown, expired or revoked) comes
+        # from the service itself: it is reachable, and the message says what to fix.
+        enveloped = isinstance(doc, dict) and doc.get("status") == "error"
+        return {"reachable": enveloped,
+                "message": f"conda-store service answered {answer.status_code}: "
                            f"{message or answer.text[:200] or answer.reason_phrase}"}
 
 

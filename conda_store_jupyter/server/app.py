@@ -47,6 +47,7 @@ from . import (
     tokens,
     validation,
 )
+from . import standalone as _standalone
 from .base import NotFoundHandler, routes
 from .httpserver import HEADER_READ_LIMIT, PlainHTTPServer
 from .registry import Registry, registry_handlers
@@ -54,16 +55,6 @@ from .registry import Registry, registry_handlers
 HANDLER_MODULES = (permissions, namespaces, environments, validation, specifications, logs, builds, tokens,
                    packages, metrics, pages, login, hub_login)  # pages before login: GET /login/ is the page
 
-DEMO_SPECIFICATION = """\
-name: python-demo
-description: A sample environment built by conda-store-server --demo
-dependencies:
-  - python
-  - six
-  - hello
-  - pip:
-    - {pip_package}
-"""
 
 
 def registry_host_of(url: str) -> str:
@@ -157,12 +148,20 @@ class CondaStoreServer(Application):
         False,
         help="""Run everything on this machine: a private redis-server and worker processes, SQLite
         and local storage unless configured otherwise, and a local channel if the default channel
-        cannot be reached. Prints an admin token generated for this run.""",
+        cannot be reached. The admin token is kept in ``<store>/admin-token`` (mode 0600) and stays
+        the same across restarts; its plaintext is printed when it is minted.""",
     ).tag(config=True)
 
     demo = Bool(
         False,
-        help="With --standalone: also create and build ``demo/python-demo`` and print how to download it.",
+        help="""With --standalone: also create ``demo/python-demo`` and print how to use it. Built
+        only when no build of its specification exists yet, not on every start.""",
+    ).tag(config=True)
+
+    new_admin_token = Bool(
+        False,
+        help="""With --standalone: revoke the admin token in ``<store>/admin-token`` and mint a
+        new one (printed once, and written to that file).""",
     ).tag(config=True)
 
     workers = Integer(2, help="Worker processes started by --standalone.").tag(config=True)
@@ -209,6 +208,7 @@ class CondaStoreServer(Application):
     flags = {
         "standalone": ({"CondaStoreServer": {"standalone": True}}, standalone.help),
         "demo": ({"CondaStoreServer": {"standalone": True, "demo": True}}, demo.help),
+        "new-admin-token": ({"CondaStoreServer": {"standalone": True, "new_admin_token": True}}, new_admin_token.help),
         "debug": ({"Application": {"log_level": 10}}, "Log at DEBUG level."),
     }
     classes = [CondaStore, AuthenticationBackend, HubAuthentication, Registry]
@@ -242,7 +242,7 @@ class CondaStoreServer(Application):
     auth: AuthenticationBackend
     registry: Registry
     bound_port: int | None = None
-    admin_token: str | None = None
+    admin_token: _standalone.AdminToken | None = None
 
     @property
     def base_url(self) -> str:
@@ -308,10 +308,11 @@ class CondaStoreServer(Application):
     def start(self) -> None:
         with ExitStack() as stack:
             if self.standalone:
-                from .standalone import prepare_standalone
-
-                prepare_standalone(self, stack)
+                _standalone.prepare_standalone(self.store, config_file=self.config_file, workers=self.workers,
+                                               stack=stack)
             self.store.engine  # noqa: B018 - apply migrations before the first request
+            if self.standalone:
+                self.admin_token = _standalone.admin_token(self.store, renew=self.new_admin_token)
             asyncio.run(self._serve())
 
     async def _serve(self) -> None:
@@ -321,11 +322,15 @@ class CondaStoreServer(Application):
         for sig in (signal.SIGINT, signal.SIGTERM):
             loop.add_signal_handler(sig, stop.set)
         print(f"conda-store-server listening on {self.public_url}", flush=True)
-        if self.standalone:
-            from .standalone import announce
-
-            await announce(self)
+        demo = None
+        if self.admin_token is not None:
+            url = self.public_url.rstrip("/")
+            _standalone.announce(self.admin_token, url)
+            if self.demo:
+                demo = loop.create_task(_standalone.follow_demo(self.store, self.admin_token, url))
         await stop.wait()
+        if demo is not None:
+            demo.cancel()
         self.log.info("shutting down")
         server.stop()
         await asyncio.wait_for(server.close_all_connections(), timeout=5)

@@ -7,8 +7,9 @@
   logged 500 with a generic message (never a traceback to the client).
 - **Credentials** (``Authorization: Bearer|token``, Basic with the token as password, or the
   ``conda-store-auth`` cookie) are turned into an ``Identity`` by the ``AuthenticationBackend``
-  before the method runs. Bad credentials mean anonymous, not an error: endpoints then answer
-  401 where authentication is required.
+  before the method runs. No credential means anonymous (endpoints answer 401 where
+  authentication is required); a presented credential that is not valid is a 401 on every
+  route, saying what is wrong with it (a dead session cookie is also cleared).
 - **XSRF** applies to cookie-authenticated writes only (like JupyterHub's ``APIHandler``): a
   cross-site page can make the browser send the cookie, but it cannot set a header or read our
   xsrf cookie. Token-authenticated clients never need it.
@@ -112,19 +113,43 @@ class BaseHandler(web.RequestHandler):
             return
         super().check_xsrf_cookie()
 
+    invalid_credentials_ok: bool = False
+    """Handlers that work without a valid credential whatever the request carries (login, logout)
+    set this: an invalid one makes them anonymous instead of a 401."""
+
     async def prepare(self) -> None:
         if len(self.request.body) > self.server.max_body_size:
             raise web.HTTPError(413, f"request body is larger than {self.server.max_body_size} bytes")
-        self.identity = await self._authenticate_async()
+        try:
+            self.identity = await self._authenticate_async()
+        except AuthenticationError:
+            self._rejected = True
+            if self._invalid_cookie:
+                # A dead session: stop the browser sending it, then answer 401 (or go on anonymous).
+                self.clear_cookie(self.auth.cookie_name, path=self.server.base_url)
+            if not self.invalid_credentials_ok:
+                raise
+            self.identity = self.auth.anonymous_identity()
         self.check_xsrf_cookie()
 
+    _invalid_cookie = False  # the request's only credential was a session cookie that is not valid
+    _rejected = False  # the request presented a credential that is not valid
+
     async def _authenticate_async(self) -> Identity:
-        """One credential per request: the Authorization header wins over the cookie."""
+        """One credential per request: the Authorization header wins over the cookie.
+
+        No credential: anonymous. A presented one that is not valid: AuthenticationError (401),
+        never anonymous, so a mistyped or revoked token is reported as such.
+        """
         authorization = self.request.headers.get("Authorization")
-        if authorization:
+        if authorization and authorization.strip():
             return await self.auth.authenticate_request_async(cookie=None, authorization=authorization)
         cookie = self.get_cookie(self.auth.cookie_name)
-        identity = await run_sync(self.auth.authenticate_request, cookie=cookie, authorization=None)
+        try:
+            identity = await run_sync(self.auth.authenticate_request, cookie=cookie, authorization=None)
+        except AuthenticationError:
+            self._invalid_cookie = True
+            raise
         self.cookie_authenticated = bool(cookie) and identity.authenticated
         return identity
 
@@ -273,7 +298,9 @@ class BaseHandler(web.RequestHandler):
         self.set_status(status_code)
         self.set_header("Content-Type", "application/json; charset=UTF-8")
         if status_code == 401:
-            self.set_header("WWW-Authenticate", 'Bearer realm="conda-store"')
+            # RFC 6750: a presented credential that is not valid is ``error="invalid_token"``.
+            challenge = 'Bearer realm="conda-store"'
+            self.set_header("WWW-Authenticate", challenge + (', error="invalid_token"' if self._rejected else ""))
         self.finish(json.dumps({"status": "error", "data": None, "message": message}))
 
     def log_exception(self, typ, value, tb) -> None:

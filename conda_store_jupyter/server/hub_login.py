@@ -52,6 +52,8 @@ def _next_url(handler: BaseHandler, value: str | None) -> str:
 
 
 class HubLoginHandler(BaseHandler):
+    invalid_credentials_ok = True  # logging in again is the way out of an expired session
+
     def get(self) -> None:
         if not hub_oauth_configured(self.auth):
             raise ValidationError("JupyterHub login is not available: this server is not running as a hub service")
@@ -67,6 +69,8 @@ class HubLoginHandler(BaseHandler):
 
 
 class HubCallbackHandler(BaseHandler):
+    invalid_credentials_ok = True  # the end of a new login, whatever the old session's state
+
     async def get(self) -> None:
         if not hub_oauth_configured(self.auth):
             raise ValidationError("JupyterHub login is not available: this server is not running as a hub service")

@@ -15,6 +15,8 @@ from .base import BaseHandler, run_sync
 
 
 class LoginHandler(BaseHandler):
+    invalid_credentials_ok = True  # logging in again is the way out of an expired session
+
     def check_xsrf_cookie(self) -> None:
         """Logging in creates the session; there is no cookie session to protect yet."""
 
@@ -53,6 +55,8 @@ async def start_browser_session(handler: BaseHandler, identity, note: str = "bro
 
 
 class LogoutHandler(BaseHandler):
+    invalid_credentials_ok = True  # an expired session can always be ended (its cookie is cleared)
+
     def check_xsrf_cookie(self) -> None:
         """Ending a session is harmless even if a third party triggers it."""
 

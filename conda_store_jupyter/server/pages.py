@@ -91,6 +91,8 @@ def _security_headers(handler: web.RequestHandler) -> None:
 class PageHandler(BaseHandler):
     """The HTML shell of every page; the bundle's router picks the view from the path."""
 
+    invalid_credentials_ok = True  # a dead session still gets the page (its cookie is cleared): it shows the login
+
     def set_default_headers(self) -> None:
         super().set_default_headers()
         self.set_header("Content-Type", "text/html; charset=UTF-8")
@@ -140,6 +142,8 @@ class LoginPageHandler(LoginHandler, PageHandler):
 
 class TokenLoginHandler(BaseHandler):
     """``POST /login/token/`` with ``{"token": "..."}``: a browser session for a pasted token."""
+
+    invalid_credentials_ok = True  # logging in again is the way out of an expired session
 
     def check_xsrf_cookie(self) -> None:
         """Like the password login: there is no cookie session to protect yet."""

@@ -33,6 +33,7 @@ from ..exceptions import (
     InvalidNameError,
     NotFoundError,
     PermissionDeniedError,
+    ServiceUnavailableError,
     ValidationError,
 )
 from ..naming import validate_name
@@ -132,7 +133,14 @@ class RegistryHandler(web.RequestHandler):
 
     def authenticated(self):
         """The caller's identity; 401 (with the Basic challenge ``docker login`` answers) if anonymous."""
-        identity = self.auth.authenticate_request(cookie=None, authorization=self.request.headers.get("Authorization"))
+        try:
+            identity = self.auth.authenticate_request(cookie=None, authorization=self.request.headers.get("Authorization"))
+        except AuthenticationError as exc:  # a credential was presented and is not valid: say why
+            raise RegistryError(401, "UNAUTHORIZED", str(exc)) from None
+        except PermissionDeniedError as exc:  # e.g. a hub user whose name cannot be a namespace
+            raise RegistryError(403, "DENIED", str(exc)) from None
+        except ServiceUnavailableError as exc:
+            raise RegistryError(503, "UNAVAILABLE", str(exc)) from None
         if identity.anonymous:
             raise RegistryError(401, "UNAUTHORIZED", "authentication required: use a conda-store token "
                                 "as the password (docker login -u <anything> -p <token>)")
@@ -300,7 +308,7 @@ class ManifestHandler(RegistryHandler):
         solved would otherwise leave an environment whose only build failed in the shared
         namespace. Solving takes milliseconds once the channel's repodata is cached.
         """
-        from ..builder.pipeline import settings_from_store
+        from ..worker.settings import settings_from_store
         from ..builder.solve import solve_specification
         from ..exceptions import SolveError
 

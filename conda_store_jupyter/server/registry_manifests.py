@@ -21,9 +21,8 @@ from .. import orm
 from ..builder._oci import sha256_digest
 from ..exceptions import InvalidNameError, NotFoundError
 from ..naming import parse_build_key, validate_tag
-from ..schema import BuildArtifactType, BuildStatus
+from ..schema import ArtifactStatus, BuildArtifactType, BuildStatus
 from ..storage.base import blob_key
-from ..worker.images import IMAGE_FAILED_PREFIX
 
 MANIFEST_V2 = "application/vnd.docker.distribution.manifest.v2+json"
 OCI_MANIFEST = "application/vnd.oci.image.manifest.v1+json"
@@ -101,8 +100,8 @@ def image_failure(build: orm.Build) -> str | None:
     """Why a finished build has (and will get) no image; None while one may still come."""
     if build.status in (BuildStatus.FAILED, BuildStatus.CANCELED):
         return f"build {build.id} {build.status.value}: {build.status_info or 'no reason recorded'}"
-    if build.status is BuildStatus.COMPLETED and (build.status_info or "").startswith(IMAGE_FAILED_PREFIX):
-        return f"build {build.id} has no image: {build.status_info[len(IMAGE_FAILED_PREFIX):]}"
+    if build.status is BuildStatus.COMPLETED and build.image_status is ArtifactStatus.FAILED:
+        return f"build {build.id} has no image: {build.status_info or 'no reason recorded'}"
     return None
 
 

@@ -1,8 +1,8 @@
 """ORM rows → the JSON shapes of upstream conda-store's v1 API (one function per object).
 
 Shapes follow upstream field for field so its UI and client work unchanged; a few fields are
-added (``deleted_on``, and ``build_key``/``environment`` in the detail, on builds; ``build``/``subdir`` on
-build packages), never removed.
+added (``deleted_on`` and ``image_status``, and ``build_key``/``environment`` in the detail, on
+builds; ``build``/``subdir`` on build packages), never removed.
 Timestamps are naive-UTC ISO strings without ``Z``, as upstream emits them.
 """
 
@@ -61,6 +61,7 @@ def build(b: orm.Build, *, full: bool = False) -> dict[str, Any]:
         "packages": None,
         "status": b.status.value,
         "status_info": b.status_info,
+        "image_status": b.image_status.value if b.image_status is not None else None,
         "size": b.size or 0,
         "scheduled_on": timestamp(b.scheduled_on),
         "started_on": timestamp(b.started_on),

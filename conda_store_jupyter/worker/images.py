@@ -2,9 +2,10 @@
 
 Runs after the build job (enqueued on the artifacts queue), so a slow image never delays the
 environment itself: the build is COMPLETED and usable before its image exists, and an image
-failure never turns it FAILED. Instead the reason goes to the end of the build's log and into
-``build.status_info`` (prefixed with :data:`IMAGE_FAILED_PREFIX`), which is how the registry tells a
-puller "this build will not get an image" at once instead of waiting out its timeout.
+failure never turns it FAILED. The image's own state is ``build.image_status`` (PENDING once the
+job is queued, then READY or FAILED, see :mod:`.lifecycle`); a failure's reason goes to the end of
+the build's log and into ``build.status_info``, which is how the registry tells a puller "this
+build will not get an image" at once instead of waiting out its timeout.
 
 The job is idempotent: a build that already has a DOCKER_MANIFEST is left alone, and blobs are
 content-addressed and written once (see :mod:`conda_store_jupyter.builder.image`), so re-running it
@@ -22,6 +23,7 @@ from .. import orm
 from ..exceptions import ArtifactError, CondaStoreError
 from ..schema import BuildArtifactType, BuildStatus
 from ..storage.base import artifact_key, blob_key
+from . import lifecycle
 
 if TYPE_CHECKING:
     from ..app import CondaStore
@@ -29,9 +31,6 @@ if TYPE_CHECKING:
     from ..builder.image_config import BaseImage
 
 log = logging.getLogger(__name__)
-
-IMAGE_FAILED_PREFIX = "image not built: "
-"""Start of ``Build.status_info`` of a COMPLETED build whose image job failed (read by the registry)."""
 
 SCRATCH = "scratch"
 """``default_docker_base_image`` meaning "no base" (Docker's name for the empty image)."""
@@ -82,16 +81,17 @@ def image_for_build(store: "CondaStore", build_id: int) -> str | None:
             log.warning("image of build %s failed: %s", build_id, reason)
         else:  # a bug or an environment problem: the traceback is for operators, not build readers
             log.error("image of build %s failed: %s", build_id, reason, exc_info=True)
-        lines += [f"IMAGE FAILED: {reason}", f"== docker image: {time.perf_counter() - start:.3f} s"]
+        # The image's outcome is the log's last line, as a build's final status is.
+        lines += [f"== docker image: {time.perf_counter() - start:.3f} s", f"IMAGE FAILED: {reason}"]
         _append_log(store, build_key, build_id, lines)
-        _record_failure(store, build_id, reason)
+        lifecycle.image_failed(store, build_id, reason)
         return None
 
     lines += _describe(image)
     lines.append(f"== docker image: {time.perf_counter() - start:.3f} s")
-    recorded = _record(store, build_id, image.digest)
-    if not recorded:
-        lines.append("the build was deleted while its image was built; the image was not recorded")
+    recorded = lifecycle.image_ready(store, build_id, blob_key(image.digest))
+    lines.append(f"IMAGE READY: {image.digest}" if recorded else
+                 "IMAGE NOT RECORDED: the build was deleted while its image was built")
     _append_log(store, build_key, build_id, lines)
     return image.digest if recorded else None
 
@@ -156,45 +156,30 @@ def _describe(image: "ImageManifest") -> list[str]:
     return lines
 
 
-def _record(store: "CondaStore", build_id: int, digest: str) -> bool:
-    """Add the DOCKER_MANIFEST row unless the build vanished or another job recorded one first."""
-    with store.session() as db:
-        build = db.get(orm.Build, build_id)
-        if build is None or build.deleted_on is not None:
-            return False
-        if build.artifact(BuildArtifactType.DOCKER_MANIFEST) is None:
-            db.add(orm.BuildArtifact(build_id=build_id, artifact_type=BuildArtifactType.DOCKER_MANIFEST,
-                                     key=blob_key(digest)))
-        if build.status_info and build.status_info.startswith(IMAGE_FAILED_PREFIX):
-            build.status_info = None  # a retry succeeded
-    return True
-
-
-def _record_failure(store: "CondaStore", build_id: int, reason: str) -> None:
-    from .queue import transition
-
-    transition(store, build_id, (BuildStatus.COMPLETED,), status_info=IMAGE_FAILED_PREFIX + reason)
-
-
 def _append_log(store: "CondaStore", build_key: str, build_id: int, lines: list[str]) -> None:
     """Append to the stored LOGS artifact (the build job wrote it when the build ended).
 
     Read-modify-write is safe here: the build job has finished with the log, and at most one
-    image job runs per build. A missing log (older build, storage wiped) is started afresh.
+    image job runs per build. A missing log (older build, storage wiped) is started afresh. The
+    upload happens outside any database transaction; a missing row is then added (or, if another
+    writer added one meanwhile, left as it is).
     """
     from ..exceptions import NotFoundError
+    from .record import record_artifacts
 
     storage = store.storage
     with store.session() as db:
         build = db.get(orm.Build, build_id)
         key = build.log_key() if build is not None else artifact_key(BuildArtifactType.LOGS, build_key)
-        try:
-            text = storage.get_bytes(key).decode("utf-8", "replace")
-        except (NotFoundError, FileNotFoundError):
-            text = ""
-        if text and not text.endswith("\n"):
-            text += "\n"
-        text += "".join(f"{line}\n" for line in lines)
-        storage.put_bytes(key, text.encode("utf-8"), content_type="text/plain; charset=utf-8")
-        if build is not None and build.artifact(BuildArtifactType.LOGS) is None:
-            db.add(orm.BuildArtifact(build_id=build_id, artifact_type=BuildArtifactType.LOGS, key=key))
+        has_row = build is not None and build.artifact(BuildArtifactType.LOGS) is not None
+    try:
+        text = storage.get_bytes(key).decode("utf-8", "replace")
+    except (NotFoundError, FileNotFoundError):
+        text = ""
+    if text and not text.endswith("\n"):
+        text += "\n"
+    text += "".join(f"{line}\n" for line in lines)
+    storage.put_bytes(key, text.encode("utf-8"), content_type=lifecycle.LOG_CONTENT_TYPE)
+    if build is not None and not has_row:
+        with store.session() as db:
+            record_artifacts(db, build_id, {BuildArtifactType.LOGS: key})

@@ -20,6 +20,7 @@ from typing import TYPE_CHECKING
 
 from ..exceptions import NotFoundError
 from ..schema import BuildArtifactType, BuildStatus
+from .links import environment_link, remove_environment_link, sync_environment_link
 
 if TYPE_CHECKING:
     from ..app import CondaStore
@@ -35,10 +36,8 @@ def purge_build(store: "CondaStore", build_id: int) -> None:
     blobs (``docker/blobs/...``) may be shared with other builds and are left for a separate GC.
     """
     from .. import orm
-    from ..builder.link import remove_environment_link
     from ..exceptions import ConflictError
     from .queue import BuildQueue
-    from .tasks import environment_link
 
     with store.session() as db:
         build = db.get(orm.Build, int(build_id))
@@ -77,7 +76,6 @@ def _purge_environment(store: "CondaStore", environment_id: int) -> None:
     from sqlalchemy import select
 
     from .. import orm
-    from .tasks import sync_environment_link
 
     with store.session() as db:
         if db.get(orm.Environment, int(environment_id)) is None:
@@ -137,6 +135,6 @@ def delete_namespace(namespace_id: int, config_path: str | None = None) -> None:
 
 def update_environment_link(environment_id: int, config_path: str | None = None) -> None:
     """RQ job: re-point the environment link at its current build (after a rollback)."""
-    from .tasks import load_store, sync_environment_link
+    from .tasks import load_store
 
     sync_environment_link(load_store(config_path), environment_id)

@@ -2,9 +2,9 @@
 
 The database is the source of truth for build state; Redis only carries *work* (RQ jobs), *signals*
 (a cancel flag per build), *liveness* (a heartbeat per running build) and live logs. Every state
-change is a compare-and-set on ``build.status`` (``UPDATE ... WHERE status = <expected>``), so a
-cancel racing a worker that picks the job up, or the reconciler racing a worker that finishes,
-always ends in exactly one final state.
+change goes through :mod:`.lifecycle` (a compare-and-set on ``build.status``), so a cancel racing
+a worker that picks the job up, or the reconciler racing a worker that finishes, always ends in
+exactly one final state.
 
 Jobs name their functions by dotted path (``conda_store_jupyter.worker.tasks.build_environment``)
 and carry the config file path, so a worker on another host imports nothing from the server.
@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from ..exceptions import ConflictError, NotFoundError, ServiceUnavailableError
-from ..schema import BuildArtifactType, BuildStatus
+from ..schema import BuildStatus
 
 if TYPE_CHECKING:
     from rq import Queue
@@ -133,34 +133,6 @@ def config_path_of(store: "CondaStore") -> str | None:
     return os.path.abspath(path) if path else None
 
 
-def compare_and_set(db, build_id: int, expected: tuple[BuildStatus, ...], *, expected_job_id: str | None = None,
-                    **values: Any) -> bool:
-    """In the caller's open session: set a build's columns if its status is one of ``expected``
-    (and, if ``expected_job_id`` is given, its current attempt is that job).
-
-    True if this call changed it. Every state change goes through here, so two writers (a cancel
-    and a finishing build, the reconciler and a worker) always end in exactly one final state; the
-    caller writes whatever belongs with the new state (log, artifacts) in the same transaction.
-    """
-    from sqlalchemy import update
-
-    from .. import orm
-
-    where = [orm.Build.id == int(build_id), orm.Build.status.in_(list(expected))]
-    if expected_job_id is not None:
-        where.append(orm.Build.job_id == expected_job_id)
-    result = db.execute(
-        update(orm.Build).where(*where).values(**values).execution_options(synchronize_session=False)
-    )
-    return result.rowcount == 1
-
-
-def transition(store: "CondaStore", build_id: int, expected: tuple[BuildStatus, ...], **values: Any) -> bool:
-    """:func:`compare_and_set` in a transaction of its own."""
-    with store.session() as db:
-        return compare_and_set(db, build_id, expected, **values)
-
-
 class BuildQueue:
     """Enqueue, cancel and clean up builds of ``store``: ``BuildQueue(store).enqueue_build(id)``.
 
@@ -219,10 +191,9 @@ class BuildQueue:
             self.enqueue_build_job(build_id, job_id)
             return job_id
         except QueueUnavailableError as err:
-            from ..orm import utcnow
+            from .lifecycle import end
 
-            transition(self.store, build_id, (BuildStatus.QUEUED,), status=BuildStatus.FAILED,
-                       status_info=str(err), ended_on=utcnow())
+            end(self.store, build_id, (BuildStatus.QUEUED,), BuildStatus.FAILED, str(err), live=False)
             raise
 
     def enqueue_build_job(self, build_id: int, job_id: str) -> bool:
@@ -230,11 +201,6 @@ class BuildQueue:
         already exists (atomically: RQ's unique enqueue). True if this call enqueued it."""
         return self._enqueue(BUILD_QUEUE, "build_environment", int(build_id), job_id=job_id,
                              timeout=rq_job_timeout(self.store), unique=True) is not None
-
-    def enqueue_image(self, build_id: int) -> str:
-        """Queue the Docker image job of a COMPLETED build (``worker.images.build_image_artifact``)."""
-        return self._enqueue(ARTIFACT_QUEUE, "build_image_artifact", int(build_id), module=IMAGES_MODULE,
-                             timeout=rq_job_timeout(self.store))
 
     def enqueue_image_once(self, build_id: int) -> str | None:
         """Queue the image job of a COMPLETED build unless it was already queued; returns its id or None.
@@ -254,17 +220,15 @@ class BuildQueue:
         records CANCELED (with ``reason`` in the log). Finished builds: ConflictError.
         """
         from .. import orm
+        from .lifecycle import end
 
         with self.store.session() as db:
             build = db.get(orm.Build, int(build_id))
             if build is None:
                 raise NotFoundError(f"build {build_id} does not exist")
             status, job_id = build.status, build.job_id
-        header = f"BUILD CANCELED: {reason}"
-        if status == BuildStatus.QUEUED and end_build(
-            self.store, build_id, (BuildStatus.QUEUED,), BuildStatus.CANCELED, reason,
-            text=f"{header}\n", announce=header,
-        ):
+        if status == BuildStatus.QUEUED and end(self.store, build_id, (BuildStatus.QUEUED,), BuildStatus.CANCELED,
+                                                reason):
             self._cancel_rq_job(job_id)
             return
         with self.store.session() as db:  # lost the race with a worker, or it was not QUEUED
@@ -307,36 +271,3 @@ class BuildQueue:
         self._enqueue(MAINTENANCE_QUEUE, "update_environment_link", int(environment_id),
                       timeout=MAINTENANCE_JOB_TIMEOUT, module=PURGE_MODULE)
 
-
-def end_build(store: "CondaStore", build_id: int, expected: tuple[BuildStatus, ...], status: BuildStatus,
-              reason: str, text: str, announce: str | None = None, expected_job_id: str | None = None) -> bool:
-    """End a build that has no pipeline log of its own to record (canceled while queued, stopped by
-    its supervisor, reconciled after its worker died), in one transaction.
-
-    Compare-and-set ``expected`` -> ``status`` (``status_info = reason``), store ``text`` as the LOGS
-    artifact and its row, commit: nobody ever sees the final state without the final log, and if
-    the build moved on meanwhile (False is returned) nothing is written. ``announce`` then goes to
-    the live stream, which is marked finished.
-    """
-
-    from .. import orm
-    from ..orm import utcnow
-    from ..storage.base import artifact_key
-    from .logs import finish_log, publish_line
-
-    with store.session() as db:
-        if not compare_and_set(db, build_id, expected, expected_job_id=expected_job_id, status=status,
-                               status_info=reason, ended_on=utcnow()):
-            return False
-        build = db.get(orm.Build, int(build_id))
-        key = artifact_key(BuildArtifactType.LOGS, build.build_key)
-        store.storage.put_bytes(key, text.encode("utf-8"), content_type="text/plain; charset=utf-8")
-        if build.artifact(BuildArtifactType.LOGS) is None:
-            db.add(orm.BuildArtifact(build_id=build.id, artifact_type=BuildArtifactType.LOGS, key=key))
-    try:
-        if announce:
-            publish_line(store, build_id, announce)
-        finish_log(store, build_id, status)
-    except Exception:  # noqa: BLE001 - the stored log is the record; the stream is a convenience
-        pass
-    return True

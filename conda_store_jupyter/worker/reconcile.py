@@ -11,8 +11,9 @@ finds such builds and repairs them, every change a compare-and-set so any number
   however many reconcilers (and the original ``enqueue_build``) try;
 * a build *interrupted* from outside (its job failed or was stopped, its worker went silent, it
   was claimed by a worker that died) is queued again as its next attempt (:func:`interrupt`),
-  until ``CondaStore.build_max_attempts``; only then is it FAILED, with the reason at the top
-  and bottom of its log. A BUILDING build with a pending cancel is CANCELED instead.
+  until ``CondaStore.build_max_attempts``; only then is it FAILED (:func:`.lifecycle.end`: its
+  log keeps what reached the live stream, then the reason). A BUILDING build with a pending
+  cancel is CANCELED instead.
 
 How a BUILDING build is judged: the supervising process refreshes a heartbeat key every
 ``tasks.HEARTBEAT_INTERVAL`` (2 s), stamped with the Redis server's clock. A job RQ reports as
@@ -36,14 +37,13 @@ from datetime import datetime
 from typing import TYPE_CHECKING
 
 from ..schema import BuildStatus
+from . import lifecycle
 from .queue import (
     BUILD_QUEUE,
     BuildQueue,
     QueueUnavailableError,
     build_job_id,
     cancel_key,
-    compare_and_set,
-    end_build,
     heartbeat_key,
     job_attempt,
     work_dir,
@@ -195,10 +195,8 @@ def interrupt(store: "CondaStore", build_id: int, expected: BuildStatus, job_id:
             reason = f"{reason} (started {attempt} times, CondaStore.build_max_attempts = {most})"
         return _end(store, build_id, expected, BuildStatus.FAILED, reason, job_id=job_id)
     next_id = build_job_id(build_id, attempt + 1)
-    with store.session() as db:
-        if not compare_and_set(db, build_id, (expected,), expected_job_id=job_id, status=BuildStatus.QUEUED,
-                               job_id=next_id, status_info=f"queued again: {reason}"):
-            return False
+    if not lifecycle.requeue(store, build_id, expected, job_id, next_id, reason):
+        return False
     _clear(store, build_id)
     with contextlib.suppress(Exception):  # the live log is a convenience
         publish_line(store, build_id, f"BUILD INTERRUPTED: {reason}; queued again (attempt {attempt + 1} of {most})")
@@ -211,20 +209,11 @@ def interrupt(store: "CondaStore", build_id: int, expected: BuildStatus, job_id:
 
 def _enqueue_current(store: "CondaStore", row: _Row) -> bool:
     """Enqueue the job the database names for a QUEUED build (exactly once: unique job ids)."""
-    from sqlalchemy import update
-
-    from .. import orm
-
     job_id = row.job_id
     if job_id is None:  # a build row created without a job (an older server, a crash in between)
         job_id = build_job_id(row.id)
-        with store.session() as db:
-            result = db.execute(
-                update(orm.Build)
-                .where(orm.Build.id == row.id, orm.Build.status == BuildStatus.QUEUED, orm.Build.job_id.is_(None))
-                .values(job_id=job_id).execution_options(synchronize_session=False))
-            if result.rowcount != 1:
-                return False
+        if not lifecycle.assign_job(store, row.id, job_id):
+            return False
     return BuildQueue(store).enqueue_build_job(row.id, job_id)
 
 
@@ -297,13 +286,12 @@ def _end(store: "CondaStore", build_id: int, expected: BuildStatus, status: Buil
          job_id: str | None = None) -> bool:
     from .logs import live_lines
 
-    header = f"BUILD {status.value}: {reason}"
     try:
         lines = live_lines(store, build_id)
     except Exception:  # noqa: BLE001 - Redis trouble: record the state with what we have
         lines = []
-    text = f"{header}\n\n" + "".join(f"{line}\n" for line in lines) + f"{header}\n"
-    if not end_build(store, build_id, (expected,), status, reason, text, announce=header, expected_job_id=job_id):
+    body = "".join(f"{line}\n" for line in lines)
+    if not lifecycle.end(store, build_id, (expected,), status, reason, body=body, job_id=job_id):
         return False  # the build moved on meanwhile: its own process recorded the outcome
     _clear(store, build_id)
     return True

@@ -33,6 +33,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from ..schema import BuildArtifactType, BuildStatus
+from . import lifecycle
 from .logs import LIVE_LOG_TTL
 from .tasks import TAIL_GRACE
 
@@ -137,7 +138,7 @@ def _fix_links(store: "CondaStore", policy: RepairPolicy) -> list[int]:
     from .. import orm
     from ..naming import build_key
     from ..orm import build_prefix_path
-    from .tasks import environment_link, sync_environment_link
+    from .links import environment_link, sync_environment_link
 
     Env, Build, Ns, Spec = orm.Environment, orm.Build, orm.Namespace, orm.Specification
     with store.session() as db:
@@ -220,7 +221,8 @@ def _finish_tails(store: "CondaStore", policy: RepairPolicy) -> list[int]:
 
 # -- 3. images ----------------------------------------------------------------------------------
 def _queue_images(store: "CondaStore", policy: RepairPolicy) -> list[int]:
-    """Queue the image job of COMPLETED builds that have neither an image nor a recorded failure.
+    """Queue the image job of COMPLETED builds that have neither an image nor a failed one
+    (``image_status`` None, or PENDING with its job lost).
 
     ``enqueue_image_once`` skips builds whose job record still exists (queued, running, or ended
     within RQ's ``RESULT_TTL``); the claim keeps concurrent passes from both queueing it.
@@ -229,7 +231,7 @@ def _queue_images(store: "CondaStore", policy: RepairPolicy) -> list[int]:
     from sqlalchemy import exists, or_, select
 
     from .. import orm
-    from .images import IMAGE_FAILED_PREFIX
+    from ..schema import ArtifactStatus
     from .queue import BuildQueue, image_job_id
 
     has_image = exists().where(orm.BuildArtifact.build_id == orm.Build.id,
@@ -239,7 +241,7 @@ def _queue_images(store: "CondaStore", policy: RepairPolicy) -> list[int]:
             select(orm.Build.id)
             .where(orm.Build.status == BuildStatus.COMPLETED, orm.Build.deleted_on.is_(None),
                    orm.Build.ended_on.is_not(None), orm.Build.ended_on < _ago(policy.image_grace), ~has_image,
-                   or_(orm.Build.status_info.is_(None), ~orm.Build.status_info.startswith(IMAGE_FAILED_PREFIX)))
+                   or_(orm.Build.image_status.is_(None), orm.Build.image_status != ArtifactStatus.FAILED))
             .order_by(orm.Build.id.desc()).limit(SCAN_LIMIT)
         ))
     queued: list[int] = []
@@ -251,6 +253,7 @@ def _queue_images(store: "CondaStore", policy: RepairPolicy) -> list[int]:
                 not _claim(store, "image", build_id, max(policy.image_grace, REPAIR_INTERVAL)):
             continue
         try:
+            lifecycle.image_queued(store, build_id)
             if BuildQueue(store).enqueue_image_once(build_id) is not None:
                 queued.append(build_id)
         except Exception:  # noqa: BLE001 - Redis trouble: the next pass after the claim expires retries

@@ -7,6 +7,10 @@ Process layout of a running build (why each level exists)::
         └── build child         `python -m conda_store_jupyter.worker.tasks run-build <id>`
             └── uv, ...         in the child's own session / process group
 
+The supervisor writes the build's first log line before starting the child (which takes a while:
+a fresh interpreter), and the child appends to that file, so a build stopped at any moment keeps
+a log of everything it wrote. Every state change goes through :mod:`.lifecycle`.
+
 The pipeline runs in a fresh interpreter in its **own process group** (``start_new_session``), so
 the supervisor can stop *everything* the build started — uv, conda-pack threads, anything — with one
 ``killpg`` while itself staying alive to record the outcome. That is what makes cancel ("canceled
@@ -51,8 +55,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from ..exceptions import BuildError, CondaStoreError, NotFoundError
+from ..exceptions import CondaStoreError, NotFoundError
 from ..schema import BuildArtifactType, BuildStatus
+from . import lifecycle
+from .links import sync_environment_link
 from .queue import (
     CANCELED_BY_USER,
     CONFIG_ENV,
@@ -61,16 +67,13 @@ from .queue import (
     REDIS_URL_ENV,
     BuildQueue,
     cancel_key,
-    compare_and_set,
-    end_build,
     heartbeat_key,
-    transition,
     work_dir,
 )
 
 if TYPE_CHECKING:
     from ..app import CondaStore
-    from ..builder.records import BuildOutputs, BuildPaths
+    from ..builder.records import BuildOutputs
 
 log = logging.getLogger(__name__)
 
@@ -120,11 +123,9 @@ def job_config_path(config_path: str | None) -> str | None:
     return os.environ.get(CONFIG_ENV) or config_path
 
 
-def environment_link(store: "CondaStore", namespace: str, environment: str) -> Path:
-    """``<store>/<namespace>/envs/<environment>`` (names re-validated: paths never come from raw strings)."""
-    from ..naming import validate_name
-
-    return store.store_path / validate_name(namespace, "namespace") / "envs" / validate_name(environment, "environment")
+def log_file(store: "CondaStore", build_id: int) -> Path:
+    """The build's log file: started by its supervisor, continued by the build child."""
+    return work_dir(store, build_id) / "build.log"
 
 
 # -- the RQ job: supervisor ---------------------------------------------------------------------
@@ -144,22 +145,20 @@ def build_environment(build_id: int, config_path: str | None = None) -> None:
     """RQ job: claim build ``build_id`` (QUEUED -> BUILDING), run it in a supervised child process."""
     from rq import get_current_job
 
-    from ..orm import utcnow
-
     store = load_store(config_path)
     job = get_current_job()
     beat(store, build_id)  # before the claim, so the reconciler never sees BUILDING without a heartbeat
-    values: dict[str, object] = {"status": BuildStatus.BUILDING, "started_on": utcnow()}
     # Only the build's current attempt may claim it: a job of an attempt the reconciler has
     # replaced (Redis kept it, or a worker took it twice) must not run the build again.
     expected_job_id = job.id if job is not None else None
-    if not transition(store, build_id, (BuildStatus.QUEUED,), expected_job_id=expected_job_id, **values):
+    if not lifecycle.claim(store, build_id, job_id=expected_job_id):
         log.info("build %s is no longer QUEUED as job %s (canceled or handled elsewhere); skipping",
                  build_id, expected_job_id)
         if _is_current_attempt(store, build_id, expected_job_id):
             store.redis.delete(heartbeat_key(build_id))
         return
     try:
+        start_log(store, build_id)
         outcome = supervise(store, build_id, config_path, job_id=expected_job_id)
         _after_child(store, build_id, outcome, job_id=expected_job_id)
     finally:
@@ -182,6 +181,24 @@ def _is_current_attempt(store: "CondaStore", build_id: int, job_id: str | None) 
             return build is not None and build.job_id == job_id
     except Exception:  # noqa: BLE001 - database down: leave the keys (they expire) and files
         return False
+
+
+def start_log(store: "CondaStore", build_id: int) -> None:
+    """The build's first log line, written by its supervisor before the build process starts (which
+    takes a while: a fresh interpreter), so a build stopped at any moment has a log of its own."""
+    from .. import orm
+    from .logs import publish_line
+
+    with store.session() as db:
+        build_key = db.get(orm.Build, int(build_id)).build_key
+    line = f"build {int(build_id)} ({build_key}) on {socket.gethostname()}, worker pid {os.getpid()}"
+    path = log_file(store, build_id)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(f"{line}\n", encoding="utf-8")
+    try:
+        publish_line(store, build_id, line)
+    except Exception as exc:  # noqa: BLE001 - the file is the record; the stream is a convenience
+        log.warning("build %s: could not publish to its live log: %s", build_id, exc)
 
 
 def beat(store: "CondaStore", build_id: int) -> None:
@@ -335,7 +352,7 @@ def _after_child(store: "CondaStore", build_id: int, outcome: ChildExit, job_id:
             interrupt(store, build_id, BuildStatus.BUILDING, job_id, outcome.interrupted)
         return
     if outcome.stopped is not None:
-        end_abnormally(store, build_id, outcome.stopped, outcome.reason or "stopped")
+        end_abnormally(store, build_id, outcome.stopped, outcome.reason or "stopped", job_id=job_id)
     elif outcome.returncode != 0:
         rc = outcome.returncode
         how = f"was killed by signal {-rc}" if rc is not None and rc < 0 else f"exited with code {rc}"
@@ -344,7 +361,7 @@ def _after_child(store: "CondaStore", build_id: int, outcome: ChildExit, job_id:
         if err.exists():  # tracebacks may quote index URLs with credentials
             tail = redact_text(err.read_text(errors="replace")[-STDERR_TAIL:]).strip()
         reason = f"the build process {how}" + (f": {tail.splitlines()[-1]}" if tail else "")
-        end_abnormally(store, build_id, BuildStatus.FAILED, reason, extra=tail)
+        end_abnormally(store, build_id, BuildStatus.FAILED, reason, extra=tail, job_id=job_id)
     # The child is dead: nothing of this build writes any more, so both steps below are safe.
     status = build_status(store, build_id)
     if status == BuildStatus.COMPLETED:
@@ -380,18 +397,21 @@ def finish_completed(store: "CondaStore", build_id: int) -> None:
             finish_log(store, build_id, BuildStatus.COMPLETED)
     # Image hook: the image job (worker/images.py) runs on the artifacts queue, after COMPLETED,
     # so a slow image never delays the environment and a failed one never fails the build.
+    # PENDING before the job exists: an image job lost on the way is then found by repair.
     if BuildArtifactType.DOCKER_MANIFEST.value in store.build_artifacts:
         try:
+            lifecycle.image_queued(store, build_id)
             BuildQueue(store).enqueue_image_once(build_id)
         except Exception as exc:  # noqa: BLE001 - the build is done; the image can be re-queued
             log.warning("build %s: could not queue its image job: %s", build_id, exc)
 
 
-def end_abnormally(store: "CondaStore", build_id: int, status: BuildStatus, reason: str, extra: str = "") -> bool:
-    """BUILDING -> ``status`` with ``reason``; remove the half-built prefix; store the log.
+def end_abnormally(store: "CondaStore", build_id: int, status: BuildStatus, reason: str, extra: str = "",
+                   job_id: str | None = None) -> bool:
+    """BUILDING -> ``status`` with ``reason`` (the build child is dead); remove its half-built prefix.
 
-    The log is the child's log file (same host), else what reached the live stream, with the reason
-    first (like ``BuildLog.fail``) and last (for readers following the stream).
+    Its log keeps everything the build wrote (its log file, same host; else what reached the live
+    stream), then ``extra`` (e.g. the crashed process's stderr), then the final status line.
     """
     from .. import orm
     from .logs import live_lines
@@ -404,12 +424,11 @@ def end_abnormally(store: "CondaStore", build_id: int, status: BuildStatus, reas
     # The child is dead by now, so nobody else writes the prefix; remove it before the final state
     # is visible, so a CANCELED/FAILED build never shows a half-built environment.
     shutil.rmtree(prefix, ignore_errors=True)
-    header = f"BUILD {status.value}: {reason}"
-    logfile = work_dir(store, build_id) / "build.log"
-    body = logfile.read_text(errors="replace") if logfile.exists() else "".join(
+    path = log_file(store, build_id)
+    body = path.read_text(errors="replace") if path.exists() else "".join(
         f"{line}\n" for line in live_lines(store, build_id))
-    text = f"{header}\n\n{body}" + (f"{extra}\n" if extra else "") + f"{header}\n"
-    return end_build(store, build_id, (BuildStatus.BUILDING,), status, reason, text, announce=header)
+    return lifecycle.end(store, build_id, (BuildStatus.BUILDING,), status, reason, body=body,
+                         tail=[extra] if extra else (), job_id=job_id)
 
 
 # -- the build child ----------------------------------------------------------------------------
@@ -439,9 +458,10 @@ def run_build(store: "CondaStore", build_id: int) -> BuildStatus:
     """Run the pipeline for a BUILDING build and record COMPLETED or FAILED (in the build child)."""
     from .. import orm
     from ..builder.log import BuildLog
-    from ..builder.pipeline import run_pipeline, settings_from_store
+    from ..builder.pipeline import run_pipeline
     from ..builder.records import BuildPaths
     from .logs import publish_line
+    from .settings import settings_from_store
 
     with store.session() as db:
         build = db.get(orm.Build, int(build_id))
@@ -452,30 +472,39 @@ def run_build(store: "CondaStore", build_id: int) -> BuildStatus:
         prefix = build.prefix_path(store.store_path)
     wd = work_dir(store, build_id)
     paths = BuildPaths(prefix=prefix, lockfile=wd / "conda-lock.yml", yaml=wd / "environment.yaml",
-                       archive=wd / "environment.tar.gz", log=wd / "build.log")
+                       archive=wd / "environment.tar.gz", log=log_file(store, build_id))
     prefix.parent.mkdir(parents=True, exist_ok=True)
 
     def sink(line: str) -> None:
         publish_line(store, build_id, line)
 
-    with BuildLog(paths.log, sink=sink) as blog:
-        blog.write(f"build {build_id} ({build_key}) on {socket.gethostname()} pid {os.getpid()}")
+    attempt = os.environ.get(JOB_ID_ENV)  # the supervisor's job: only that attempt may record an outcome
+    # append: the supervisor wrote the first line (start_log)
+    with BuildLog(paths.log, sink=sink, append=True) as blog:
+        blog.write(f"build process pid {os.getpid()}")
         try:
             spec = load_specification(spec_data)
             outputs = run_pipeline(spec, settings_from_store(store, spec), paths, blog)
             with blog.stage("store artifacts"):
                 keys = _store_artifacts(store, build_key, outputs)
         except CondaStoreError as err:  # BuildError from the pipeline, storage errors, bad spec
-            if not isinstance(err, BuildError) or blog.failure is None:
+            if blog.failure is None:  # the pipeline ends its log itself; the rest is ended here
                 blog.fail(" ".join(str(err).split()))
             blog.close()
-            _record_failure(store, build_id, build_key, paths, blog.failure or str(err))
+            lifecycle.fail(store, build_id, blog.failure or str(err), log_file=paths.log, lockfile=paths.lockfile,
+                           job_id=attempt)
             return BuildStatus.FAILED
         blog.write(f"BUILD COMPLETED in {sum(t.seconds for t in blog.timings):.1f} s")
-    return _record_success(store, build_id, build_key, outputs, paths, keys)
+    result = lifecycle.BuildResult(prefix=outputs.prefix, size_bytes=outputs.size_bytes, log=paths.log,
+                                   artifacts=keys, packages=outputs.packages)
+    if not lifecycle.complete(store, build_id, result, job_id=attempt):
+        return BuildStatus.FAILED  # canceled or reconciled meanwhile: the other side owns the final state
+    finish_completed(store, build_id)
+    return BuildStatus.COMPLETED
 
 
 def _store_artifacts(store: "CondaStore", build_key: str, outputs: "BuildOutputs") -> dict[BuildArtifactType, str]:
+    """Upload the build's file artifacts (before any database transaction: see ``lifecycle``)."""
     from ..exceptions import ArtifactError
     from ..storage.base import artifact_key
 
@@ -492,117 +521,6 @@ def _store_artifacts(store: "CondaStore", build_key: str, outputs: "BuildOutputs
             raise ArtifactError(f"storing the {kind.value} artifact failed: {type(exc).__name__}: {exc}") from exc
         keys[kind] = key
     return keys
-
-
-def _put_log(store: "CondaStore", build_key: str, path: Path) -> str:
-    from ..storage.base import artifact_key
-
-    key = artifact_key(BuildArtifactType.LOGS, build_key)
-    store.storage.put_file(key, path, content_type="text/plain; charset=utf-8")
-    return key
-
-
-def _record_failure(store: "CondaStore", build_id: int, build_key: str, paths: "BuildPaths", reason: str) -> None:
-    """FAILED with the reason, the log and (if the solve got that far) the lockfile, atomically."""
-
-    from .. import orm
-    from ..orm import utcnow
-    from ..storage.base import artifact_key
-    from .logs import finish_log
-
-    with store.session() as db:
-        if not compare_and_set(db, build_id, (BuildStatus.BUILDING,), expected_job_id=os.environ.get(JOB_ID_ENV),
-                               status=BuildStatus.FAILED,
-                               status_info=reason, ended_on=utcnow()):
-            return  # canceled or reconciled meanwhile
-        rows = {BuildArtifactType.LOGS: _put_log(store, build_key, paths.log)}
-        if paths.lockfile.exists():
-            rows[BuildArtifactType.LOCKFILE] = artifact_key(BuildArtifactType.LOCKFILE, build_key)
-            store.storage.put_file(rows[BuildArtifactType.LOCKFILE], paths.lockfile, content_type="text/yaml")
-        for kind, key in rows.items():
-            db.add(orm.BuildArtifact(build_id=int(build_id), artifact_type=kind, key=key))
-    with contextlib.suppress(Exception):
-        finish_log(store, build_id, BuildStatus.FAILED)
-
-
-def _record_success(store: "CondaStore", build_id: int, build_key: str, outputs: "BuildOutputs",
-                    paths: "BuildPaths", keys: dict[BuildArtifactType, str]) -> BuildStatus:
-    """One transaction: BUILDING -> COMPLETED, packages, artifact rows, size, current build.
-
-    The LOGS artifact is stored only after winning the compare-and-set: a build that was canceled
-    or reconciled meanwhile must not overwrite the log its final state was recorded with. The
-    loser removes what only it would have used: its prefix and the artifacts it stored.
-    """
-    from sqlalchemy import or_, update
-
-    from .. import orm
-    from ..builder.record import record_packages
-    from ..orm import utcnow
-
-    with store.session() as db:
-        claimed = compare_and_set(db, build_id, (BuildStatus.BUILDING,), expected_job_id=os.environ.get(JOB_ID_ENV),
-                                  status=BuildStatus.COMPLETED,
-                                  ended_on=utcnow(), status_info=None, size=outputs.size_bytes)
-        if claimed:  # same transaction: COMPLETED is never visible without its log and packages
-            keys = {**keys, BuildArtifactType.LOGS: _put_log(store, build_key, paths.log),
-                    BuildArtifactType.DIRECTORY: str(outputs.prefix)}
-            build = db.get(orm.Build, int(build_id))
-            record_packages(db, build, outputs.packages)
-            for kind, key in keys.items():
-                db.add(orm.BuildArtifact(build_id=build.id, artifact_type=kind, key=key))
-            # Newer builds win: a slow old build finishing late must not replace a newer current build.
-            db.execute(
-                update(orm.Environment)
-                .where(orm.Environment.id == build.environment_id, orm.Environment.deleted_on.is_(None),
-                       or_(orm.Environment.current_build_id.is_(None),
-                           orm.Environment.current_build_id < build.id))
-                .values(current_build_id=build.id)
-                .execution_options(synchronize_session=False)
-            )
-    if not claimed:  # canceled or reconciled meanwhile: the other side owns the final state
-        if not _is_current_attempt(store, build_id, os.environ.get(JOB_ID_ENV)):
-            # A newer attempt of this build runs now, into the same prefix and artifact keys.
-            log.warning("build %s ended elsewhere (a newer attempt runs it); leaving its files", build_id)
-            return BuildStatus.FAILED
-        log.warning("build %s ended elsewhere before it could complete; discarding its results", build_id)
-        shutil.rmtree(outputs.prefix, ignore_errors=True)
-        for key in keys.values():
-            with contextlib.suppress(Exception):  # a key that is not ours (ValueError) is never touched
-                store.storage.delete(key)
-        return BuildStatus.FAILED
-    finish_completed(store, build_id)
-    return BuildStatus.COMPLETED
-
-
-def sync_environment_link(store: "CondaStore", environment_id: int) -> Path | None:
-    """Point ``<store>/<ns>/envs/<name>`` at the environment's current build (or remove it).
-
-    Reads the current build and switches the link under an exclusive file lock, so two builds of
-    one environment finishing together cannot leave the link at the older one.
-    """
-    import fcntl
-
-    from .. import orm
-    from ..builder.link import remove_environment_link, switch_environment_link
-
-    with store.session() as db:
-        env = db.get(orm.Environment, int(environment_id))
-        if env is None:
-            raise NotFoundError(f"environment {environment_id} does not exist")
-        link = environment_link(store, env.namespace.name, env.name)
-    link.parent.mkdir(parents=True, exist_ok=True)
-    with open(link.parent / f".{link.name}.lock", "w") as lock:
-        fcntl.flock(lock, fcntl.LOCK_EX)
-        with store.session() as db:
-            env = db.get(orm.Environment, int(environment_id))
-            current = env.current_build
-            usable = (env.deleted_on is None and current is not None and current.status == BuildStatus.COMPLETED
-                      and current.deleted_on is None)
-            target = current.prefix_path(store.store_path) if usable else None
-        if target is not None and target.is_dir():
-            return switch_environment_link(link, target)
-        remove_environment_link(link)
-        return None
 
 
 # -- python -m conda_store_jupyter.worker.tasks run-build <id> ----------------------------------

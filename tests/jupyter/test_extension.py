@@ -214,7 +214,9 @@ async def test_bad_token_gets_the_services_401(jp_fetch, service):
     assert r.code == direct.status_code == 401
     assert body(r) == direct.json() and body(r)["message"]
     config = body(await fetch(jp_fetch, "config"))["data"]
-    assert config["reachable"] and config["user"]["authenticated"] is False
+    # A token that is presented and not valid is refused (401 saying why), never anonymous.
+    assert config["reachable"] and config["user"] is None
+    assert config["message"] == f"conda-store service answered 401: {direct.json()['message']}"
 
 
 @pytest.mark.parametrize("extension_traits", ["down"], indirect=True)

@@ -6,9 +6,10 @@
 import { StrictMode, useEffect, useMemo, useState } from 'react';
 import { createRoot } from 'react-dom/client';
 import { CondaStoreClient, PageTransport } from '../api';
-import { App, parseRoute, routePath } from '../views';
+import { App, parseRoute, routePath, routeTitle } from '../views';
 import type { LoginMode, Navigator, Route } from '../views';
 import '../../style/page.css';
+import '../../style/components.css';
 
 interface PageConfig {
   prefix: string;
@@ -52,23 +53,9 @@ function Page({ config }: { config: PageConfig }) {
     return () => window.removeEventListener('popstate', onPop);
   }, [config.prefix]);
   useEffect(() => {
-    document.title = `${titleOf(route)} · conda-store`;
+    document.title = `${routeTitle(route)} · conda-store`;
   }, [route]);
   return <App client={client} nav={nav} route={route} loginMode={config.loginMode} registryHost={config.registryHost} />;
-}
-
-function titleOf(route: Route): string {
-  switch (route.kind) {
-    case 'home': return 'Environments';
-    case 'environment': return `${route.namespace}/${route.name}`;
-    case 'edit': return `Edit ${route.namespace}/${route.name}`;
-    case 'build': return `Build #${route.id}`;
-    case 'create': return 'New environment';
-    case 'namespaces': return 'Namespaces';
-    case 'user': return 'User';
-    case 'login': return 'Log in';
-    case 'notfound': return 'Not found';
-  }
 }
 
 const root = document.getElementById('conda-store-root');

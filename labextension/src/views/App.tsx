@@ -20,6 +20,8 @@ export interface AppProps {
   route: Route;
   loginMode: LoginMode;
   registryHost: string;
+  /** Show the navigation bar (the page does; JupyterLab has its own: sidebar panel and palette). */
+  header?: boolean;
 }
 
 export function App(props: AppProps) {
@@ -46,7 +48,7 @@ export function App(props: AppProps) {
   const needsLogin = !value.session.authenticated && route.kind !== 'login';
   return (
     <UIContext.Provider value={value}>
-      <Header />
+      {props.header === false ? null : <Header />}
       <main className="cs-main" id="cs-main">
         {needsLogin ? <LoginView next={routePath(route)} /> : <RouteView route={route} />}
       </main>

@@ -36,6 +36,17 @@ export function LoginView(props: { next?: string }) {
       </section>
     );
   }
+  if (loginMode === 'host') {
+    return (
+      <section className="cs-narrow">
+        <h1>Not logged in</h1>
+        <div className="cs-alert cs-alert-danger" role="alert">
+          The conda-store service did not accept this server's credential. Ask your administrator to
+          check the service's URL and token configured for this server.
+        </div>
+      </section>
+    );
+  }
   if (loginMode === 'hub') {
     return (
       <section className="cs-narrow">

@@ -8,8 +8,11 @@ export interface Navigator {
   go(route: Route, options?: { replace?: boolean }): void;
 }
 
-/** How a user logs in on this host. */
-export type LoginMode = 'password' | 'token' | 'hub';
+/**
+ * How a user logs in on this host. `host`: the host itself holds the credential (JupyterLab's
+ * server extension), so there is nothing to log in to here, only a problem to report.
+ */
+export type LoginMode = 'password' | 'token' | 'hub' | 'host';
 
 export interface UIContextValue {
   client: CondaStoreClient;

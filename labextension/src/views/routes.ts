@@ -64,3 +64,18 @@ export function parseRoute(path: string, search = ''): Route {
   if (first === 'user' && parts.length === 1) return { kind: 'user' };
   return { kind: 'notfound', path };
 }
+
+/** A short title for a route (browser tab on the page, main-area tab in JupyterLab). */
+export function routeTitle(route: Route): string {
+  switch (route.kind) {
+    case 'home': return 'Environments';
+    case 'environment': return `${route.namespace}/${route.name}`;
+    case 'edit': return `Edit ${route.namespace}/${route.name}`;
+    case 'build': return `Build #${route.id}`;
+    case 'create': return 'New environment';
+    case 'namespaces': return 'Namespaces';
+    case 'user': return 'User';
+    case 'login': return 'Log in';
+    case 'notfound': return 'Not found';
+  }
+}

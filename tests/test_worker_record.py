@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from conda_store_jupyter import orm
 from conda_store_jupyter.app import CondaStore
-from conda_store_jupyter.builder.record import record_packages
+from conda_store_jupyter.worker.record import record_packages
 from conda_store_jupyter.builder.records import InstalledPackage
 
 
