@@ -9,12 +9,15 @@ the service it left running in the background, is stopped afterwards.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import secrets
 import subprocess
 import sys
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Iterator
 
 import httpx
 import pytest
@@ -43,39 +46,72 @@ def test_workspace_opens_the_panel():
     assert left["current"] == PANEL_ID and PANEL_ID in left["widgets"] and not left["collapsed"]
 
 
-def test_binder_start(tmp_path, local_channel, package_cache_dir):
+@dataclass
+class BinderLab:
+    url: str  # JupyterLab, no trailing slash
+    token: str  # Lab's own token (not the service's)
+    proc: subprocess.Popen
+    log: Path  # binder/start's and Lab's output
+    service_log: Path
+
+
+@contextlib.contextmanager
+def binder_lab(tmp: Path, channel, package_cache: Path, *lab_args: str) -> Iterator[BinderLab]:
+    """``binder/start jupyter lab …`` on free ports with private Jupyter/store directories; stops
+    Lab and the service binder/start left in the background (one process group) on exit."""
     lab_port, service_port = free_port(), free_port()
-    lab_token = secrets.token_hex(16)
-    home = tmp_path / "home"
+    token = secrets.token_hex(16)
+    home = tmp / "home"
     home.mkdir()
     env = cli_env(
-        tmp_path / "xdg",
+        tmp / "xdg",
         HOME=str(home),
         PATH=f"{BIN}{os.pathsep}{os.environ['PATH']}",  # binder/start runs `python` and `jupyter`
-        JUPYTER_CONFIG_DIR=str(tmp_path / "jupyter-config"),
-        JUPYTER_RUNTIME_DIR=str(tmp_path / "jupyter-runtime"),
-        JUPYTERLAB_WORKSPACES_DIR=str(tmp_path / "workspaces"),
-        CONDA_STORE_BINDER_DIR=str(tmp_path / "binder"),
+        JUPYTER_CONFIG_DIR=str(tmp / "jupyter-config"),
+        JUPYTER_RUNTIME_DIR=str(tmp / "jupyter-runtime"),
+        JUPYTERLAB_SETTINGS_DIR=str(tmp / "lab-settings"),
+        JUPYTERLAB_WORKSPACES_DIR=str(tmp / "workspaces"),
+        CONDA_STORE_BINDER_DIR=str(tmp / "binder"),
         CONDA_STORE_BINDER_PORT=str(service_port),
-        CONDA_STORE_BINDER_CHANNEL=str(local_channel.path),  # already built for the suite
-        CONDA_STORE_BINDER_PKGS=str(package_cache_dir),
+        CONDA_STORE_BINDER_CHANNEL=str(channel.path),  # already built for the suite
+        CONDA_STORE_BINDER_PKGS=str(package_cache),
     )
-    log = tmp_path / "start.log"
+    log = tmp / "start.log"
     with open(log, "wb") as out:
         proc = subprocess.Popen(
             [str(START), "jupyter", "lab", "--no-browser", "--ip=127.0.0.1", f"--port={lab_port}",
-             "--ServerApp.port_retries=0", f"--IdentityProvider.token={lab_token}",
-             f"--ServerApp.root_dir={tmp_path}", *(["--allow-root"] if os.geteuid() == 0 else [])],
-            stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, env=env, cwd=tmp_path,
+             "--ServerApp.port_retries=0", f"--IdentityProvider.token={token}", f"--ServerApp.root_dir={tmp}",
+             *(["--allow-root"] if os.geteuid() == 0 else []), *lab_args],
+            stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, env=env, cwd=tmp,
             start_new_session=True,  # its own process group: the background service is in it too
         )
-    lab = f"http://127.0.0.1:{lab_port}"
-    client = httpx.Client(base_url=lab, headers={"Authorization": f"token {lab_token}"}, timeout=30)
+    lab = BinderLab(url=f"http://127.0.0.1:{lab_port}", token=token, proc=proc, log=log,
+                    service_log=tmp / "binder" / "server.log")
     try:
+        wait_for(lambda: httpx.get(f"{lab.url}/api/status", params={"token": token}, timeout=2).status_code == 200,
+                 180, "JupyterLab to answer", 0.3, proc=proc, log=log, ignore=httpx.HTTPError)
+        yield lab
+    finally:
+        stop_group(proc.pid)  # Lab, and the service binder/start left running in the background
+        proc.wait(10)
+
+
+def wait_demo_completed(client: httpx.Client, lab: BinderLab) -> dict:
+    """The demo build (submitted by --demo), once it has ended; fails if it did not complete."""
+    def ended():
+        builds = client.get("/conda-store/api/v1/build/").json()["data"]
+        return next((b for b in builds if b["status"] in ("COMPLETED", "FAILED")), None)
+
+    build = wait_for(ended, BUILD_TIMEOUT, "the demo build to end", 0.5, proc=lab.proc, log=lab.service_log)
+    assert build["status"] == "COMPLETED", build
+    return build
+
+
+def test_binder_start(tmp_path, local_channel, package_cache_dir):
+    with binder_lab(tmp_path, local_channel, package_cache_dir) as lab, \
+            httpx.Client(base_url=lab.url, headers={"Authorization": f"token {lab.token}"}, timeout=30) as client:
         # -- Lab answers, with the workspace that opens the panel
-        page = wait_for(lambda: client.get("/lab").status_code == 200, 180, "JupyterLab to answer", 0.3,
-                        proc=proc, log=log, ignore=httpx.HTTPError)
-        assert page
+        assert client.get("/lab").status_code == 200
         workspace = client.get("/lab/api/workspaces/default").json()
         assert workspace["data"]["layout-restorer:data"]["left"]["current"] == PANEL_ID
 
@@ -86,19 +122,9 @@ def test_binder_start(tmp_path, local_channel, package_cache_dir):
         r = client.get("/conda-store/api/v1/environment/")
         assert r.status_code == 200, r.text
 
-        # -- the demo environment (submitted by --demo) is built on the local channel
-        def demo_build():
-            builds = client.get("/conda-store/api/v1/build/").json()["data"]
-            return next((b for b in builds if b["status"] in ("COMPLETED", "FAILED")), None)
-
-        build = wait_for(demo_build, BUILD_TIMEOUT, "the demo build to end", 0.5, proc=proc,
-                         log=tmp_path / "binder" / "server.log")
-        assert build["status"] == "COMPLETED", build
-        env_ = client.get("/conda-store/api/v1/environment/demo/python-demo/").json()["data"]
-        assert env_["current_build_id"] == build["id"]
+        # -- the demo environment is built on the local channel
+        build = wait_demo_completed(client, lab)
+        env = client.get("/conda-store/api/v1/environment/demo/python-demo/").json()["data"]
+        assert env["current_build_id"] == build["id"]
         lockfile = client.get(f"/conda-store/api/v1/build/{build['id']}/lockfile/")
         assert lockfile.status_code == 200 and local_channel.url in lockfile.text, lockfile.text[:2000]
-    finally:
-        client.close()
-        stop_group(proc.pid)  # Lab, and the service binder/start left running in the background
-        proc.wait(10)
