@@ -10,7 +10,7 @@ from conda_store_jupyter.schema import BuildStatus
 from conda_store_jupyter.worker.logs import live_lines, read_log, stored_or_live_log
 from conda_store_jupyter.worker.queue import BuildQueue
 
-from .fixtures_service import QUICK, SLOW, make_build, status_of, wait_for, wait_in_pip_stage, wait_status
+from .fixtures_service import QUICK, SLOW, build_row, make_build, status_of, wait_for, wait_in_pip_stage, wait_status
 
 def _live(store, build_id: int) -> list[str]:
     wait_for(lambda: read_log(store, build_id)[2], 10, "the live log to be finished")
@@ -94,6 +94,7 @@ def test_failed_build_is_chronological_with_the_cause_on_top_and_last(service_fa
     assert stored.index("-- solve") < next(i for i, line in enumerate(stored) if line.startswith("== solve:"))
     assert stored[-1] == final and stored.count(final) == 2, stored
     assert _live(store, build_id) == stored[2:]
+    assert not build_row(store, build_id).prefix_path(store.store_path).exists()  # half-built prefix removed
 
 
 def test_build_stopped_by_its_timeout_ends_with_the_reason(service_factory, hanging_index):

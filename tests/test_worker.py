@@ -86,19 +86,6 @@ def test_image_job_is_queued_when_docker_manifest_is_configured(service_factory)
     assert build_row(store, build_id).image_status is ArtifactStatus.PENDING
 
 
-def test_failed_build_records_reason_and_log(service_factory):
-    env = service_factory()
-    store = env.store
-    build_id = make_build(store, "name: nope\ndependencies:\n  - no-such-package\n")
-    BuildQueue(store).enqueue_build(build_id)
-    env.start_worker("--burst")
-    status, info = wait_status(store, build_id, BuildStatus.FAILED, BuildStatus.COMPLETED, env=env)
-    assert status == BuildStatus.FAILED and "no-such-package" in info
-    text = stored_or_live_log(store, build_id)
-    assert text.startswith("BUILD FAILED:") and "no-such-package" in text.splitlines()[0]
-    assert not build_row(store, build_id).prefix_path(store.store_path).exists()
-
-
 # -- cancel -------------------------------------------------------------------------------------------
 def test_cancel_queued_build(service_factory):
     env = service_factory()
