@@ -24,7 +24,7 @@ from traitlets.config import Config
 
 from conda_store_jupyter import orm
 from conda_store_jupyter.api.namespaces import create_namespace
-from conda_store_jupyter.auth.tokens import verify_token
+from conda_store_jupyter.auth.tokens import check_token
 from conda_store_jupyter.server.testing import bearer, running_server, user_token
 
 from .processes import wait_for
@@ -140,7 +140,7 @@ def test_a_waiting_database_call_does_not_block_other_requests(tmp_path, redis_u
                 pending = pool.submit(client.post, server.api("namespace/locked/"))
                 authenticating = pool.submit(httpx.get, server.api("permission/"), headers=bearer(user), timeout=60)
                 # Both are inside the server, waiting for the lock (wherever they run).
-                wait_for(lambda: thread_in(create_namespace) and thread_in(verify_token), 30,
+                wait_for(lambda: thread_in(create_namespace) and thread_in(check_token), 30,
                          "the two writes to wait for the lock")
                 assert not pending.done() and not authenticating.done()
                 started = time.monotonic()
