@@ -33,6 +33,10 @@ c.JupyterHub.services = [
     },
 ]
 
+# `docker pull` lines: the hub's proxy does not route /v2/ to the service, so set
+# c.CondaStoreServer.registry_url in the service's config file to an address where docker clients
+# reach the service's registry (its own host:port, or a route for /v2/ in front of it).
+
 c.JupyterHub.load_roles = [
     # JupyterHub's default "user" role is only ["self"]: users may not use any service.
     {"name": "user", "scopes": ["self", f"access:services!service={SERVICE}"]},

@@ -100,3 +100,34 @@ def stop_process(proc: subprocess.Popen, *, timeout: float = 30, group: bool = F
         else:
             proc.kill()
         return proc.wait(10)
+
+
+def process_group(pgid: int) -> list[int]:
+    """Pids of the live processes in process group ``pgid`` (via /proc; zombies excluded)."""
+    pids = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        if fields[0] != "Z" and int(fields[2]) == pgid:
+            pids.append(int(entry.name))
+    return pids
+
+
+def stop_group(pgid: int, *, timeout: float = 30) -> None:
+    """SIGTERM every process of group ``pgid`` (also those whose parent has exited, which
+    :func:`descendants` cannot find), wait up to ``timeout`` s for all of them, then SIGKILL."""
+    for sig in (signal.SIGTERM, signal.SIGKILL):
+        try:
+            os.killpg(pgid, sig)
+        except ProcessLookupError:
+            return
+        deadline = time.monotonic() + (timeout if sig == signal.SIGTERM else 10)
+        while process_group(pgid) and time.monotonic() < deadline:
+            time.sleep(0.1)
+        if not process_group(pgid):
+            return
+    raise AssertionError(f"processes of group {pgid} survived SIGKILL: {process_group(pgid)}")

@@ -8,6 +8,9 @@ bundle, the paste-a-token session, and the validation endpoint the editor calls.
 from __future__ import annotations
 
 import re
+import subprocess
+import sys
+from pathlib import Path
 
 import httpx
 import pytest
@@ -176,3 +179,39 @@ def test_next_url_stays_under_the_prefix(server):
     assert _next_url(h, "?search=py&page=2") == prefix + "?search=py&page=2"
     for evil in ("//evil.example/", "https://evil.example/", "../../hub/admin", "login/", "a\\b", "x\nLocation: y"):
         assert _next_url(h, evil) == prefix, evil
+
+
+@pytest.mark.parametrize("configured, expected", [("", None), ("registry.example.org:5000", "registry.example.org:5000"),
+                                                  ("https://registry.example.org/", "registry.example.org")])
+def test_registry_url_is_the_docker_pull_host(tmp_path, configured, expected):
+    """Under JupyterHub the page's host is the hub's proxy, which serves no /v2/: the configured
+    registry host goes into the page and ``GET /api/v1/`` (where the Lab extension reads it)."""
+    c = Config()
+    c.CondaStore.store_directory = str(tmp_path / "store")
+    c.CondaStoreServer.url_prefix = "/services/conda-store/"
+    c.CondaStoreServer.registry_url = configured
+    with running_server(c) as s:
+        page = httpx.get(s.url)
+        assert _root(page.text)["registry-host"] == (expected or s.url.split("/")[2])
+        assert httpx.get(s.api("")).json()["data"]["registry_host"] == expected
+    c.CondaStoreServer.enable_registry = False  # nothing to pull from: nothing announced
+    with running_server(c) as s:
+        assert httpx.get(s.api("")).json()["data"]["registry_host"] is None
+
+
+@pytest.mark.parametrize("value, problem", [
+    ("ftp://registry.example.org", "the scheme must be http or https, not 'ftp'"),
+    ("registry.example.org/v2/", "it must not have a path"),
+    ("https://user:pw@registry.example.org", "it must not carry credentials"),
+    ("registry.example.org:port", "Port could not be cast to integer"),
+    ("https://", "it names no host"),
+])
+def test_bad_registry_url_is_one_line_at_start(tmp_path, value, problem):
+    config = tmp_path / "conda_store_config.py"
+    config.write_text(f"c.CondaStore.store_directory = {str(tmp_path / 'store')!r}\n"
+                      f"c.CondaStoreServer.registry_url = {value!r}\n")
+    r = subprocess.run([str(Path(sys.executable).parent / "conda-store-server"), f"--config={config}", "--port=0"],
+                       capture_output=True, text=True, timeout=120)
+    assert r.returncode != 0
+    assert r.stdout == "" and r.stderr.count("\n") == 1, r.stderr
+    assert f"CondaStoreServer.registry_url {value!r} is invalid: {problem}" in r.stderr

@@ -16,6 +16,7 @@ Forwarding is a small, strict reverse proxy:
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 from typing import Any, Protocol
@@ -190,13 +191,29 @@ class ConfigHandler(_Handler):
             "user": None,
         }
         if target.url is not None:
+            headers = dict(target.headers)
             try:
-                answer = await ext.client.get(f"{target.url}/api/v1/permission/", headers=dict(target.headers))
+                answer, version = await asyncio.gather(
+                    ext.client.get(f"{target.url}/api/v1/permission/", headers=headers),
+                    ext.client.get(f"{target.url}/api/v1/", headers=headers))
             except httpx.HTTPError as exc:
                 data["message"] = self.connection_problem(exc)[1]
             else:
                 data.update(self._identity(answer))
+                data["registry"] = self._announced_registry(version) or data["registry"]
         self.finish(json.dumps({"status": "ok", "data": data, "message": None}))
+
+    @staticmethod
+    def _announced_registry(answer: httpx.Response) -> str | None:
+        """The service's ``c.CondaStoreServer.registry_url`` host, when it sets one: under
+        JupyterHub the host users reach the service at (the hub's proxy) serves no ``/v2/``."""
+        try:
+            doc = answer.json()
+        except ValueError:
+            return None
+        data = doc.get("data") if isinstance(doc, dict) else None
+        host = data.get("registry_host") if isinstance(data, dict) else None
+        return host if isinstance(host, str) and host else None
 
     @staticmethod
     def _identity(answer: httpx.Response) -> dict[str, Any]:

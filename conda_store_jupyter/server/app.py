@@ -26,7 +26,7 @@ from urllib.parse import urlsplit
 from tornado import web
 from tornado.httpserver import HTTPServer
 from tornado.netutil import bind_sockets
-from traitlets import Bool, Integer, Unicode, default, validate
+from traitlets import Bool, Integer, TraitError, Unicode, default, validate
 from traitlets.config import Application
 
 from ..app import CondaStore
@@ -55,6 +55,28 @@ from .registry import Registry, registry_handlers
 HANDLER_MODULES = (permissions, namespaces, environments, validation, specifications, logs, builds, tokens,
                    packages, metrics, pages, login, hub_login)  # pages before login: GET /login/ is the page
 
+
+
+def registry_host_of(url: str) -> str:
+    """``host[:port]`` of ``registry_url`` (``host[:port]`` or ``http(s)://host[:port][/]``)."""
+    parts = urlsplit(url if "://" in url else f"//{url}")
+    problem = None
+    if "://" in url and parts.scheme not in ("http", "https"):
+        problem = f"the scheme must be http or https, not {parts.scheme!r}"
+    elif not parts.hostname:
+        problem = "it names no host"
+    elif parts.username is not None or parts.password is not None:
+        problem = "it must not carry credentials (users log in with docker login)"
+    elif parts.path.strip("/") or parts.query or parts.fragment:
+        problem = "it must not have a path: registries are served at the host's root (/v2/)"
+    else:
+        try:
+            parts.port  # noqa: B018 - raises ValueError for a port that is not a number
+        except ValueError as exc:
+            problem = str(exc)
+    if problem:
+        raise TraitError(f"CondaStoreServer.registry_url {url!r} is invalid: {problem}")
+    return parts.netloc
 
 
 class CondaStoreServer(Application):
@@ -145,6 +167,30 @@ class CondaStoreServer(Application):
     workers = Integer(2, help="Worker processes started by --standalone.").tag(config=True)
 
     enable_registry = Bool(True, help="Serve the Docker registry API at ``/v2/``.").tag(config=True)
+
+    registry_url = Unicode(
+        "",
+        help="""Where docker clients reach this server's registry, as ``host[:port]`` or an
+        ``http(s)://`` URL without a path (registries always live at the host's root, ``/v2/``).
+        Shown in the page's ``docker pull`` / ``docker login`` lines and announced in
+        ``GET /api/v1/`` (``registry_host``), where the JupyterLab extension picks it up. Empty:
+        the host the page was requested on, right when users reach this server directly. Set it
+        under JupyterHub: there the page is reached through the hub's proxy, which forwards
+        ``/services/<name>/`` but not ``/v2/``, so the hub's host cannot be pulled from; give the
+        address at which this server (or a proxy route to its ``/v2/``) is reachable.""",
+    ).tag(config=True)
+
+    @validate("registry_url")
+    def _check_registry_url(self, proposal) -> str:
+        value = proposal.value.strip()
+        if value:
+            registry_host_of(value)  # raises TraitError with the exact problem
+        return value
+
+    @property
+    def registry_host(self) -> str | None:
+        """``host[:port]`` from ``registry_url``, or None when it is not set."""
+        return registry_host_of(self.registry_url) if self.registry_url else None
 
     cookie_secret_file = Unicode(
         help="""File holding the secret tornado signs cookies with (the xsrf cookie). Created with
@@ -292,7 +338,10 @@ class CondaStoreServer(Application):
 
 def main(argv: list[str] | None = None) -> None:
     app = CondaStoreServer()
-    app.initialize(argv)
+    try:
+        app.initialize(argv)
+    except TraitError as exc:  # a configured value our validators refused: one line, no traceback
+        sys.exit(f"conda-store-server: {exc}")
     try:
         app.start()
     except KeyboardInterrupt:  # pragma: no cover - a second Ctrl-C during shutdown

@@ -113,7 +113,8 @@ class PageHandler(BaseHandler):
         static = f"{prefix}static/"
         styles = "".join(f'<link rel="stylesheet" href="{attr(static + s)}">' for s in bundle.styles)
         scripts = "".join(f'<script defer src="{attr(static + s)}"></script>' for s in bundle.scripts)
-        registry_host = self.request.host if self.server.enable_registry else ""
+        # Under JupyterHub the request's host is the hub's proxy, which does not route /v2/.
+        registry_host = (self.server.registry_host or self.request.host) if self.server.enable_registry else ""
         self.finish(
             "<!doctype html>\n"
             '<html lang="en"><head><meta charset="utf-8">'

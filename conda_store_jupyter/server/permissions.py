@@ -19,7 +19,11 @@ def server_version() -> str:
 
 class VersionHandler(BaseHandler):
     def get(self) -> None:
-        self.ok({"version": server_version()})
+        # registry_host: set only when configured (c.CondaStoreServer.registry_url); otherwise
+        # clients derive it from the address they reach the server at.
+        server = self.server
+        self.ok({"version": server_version(),
+                 "registry_host": server.registry_host if server.enable_registry else None})
 
 
 class PermissionHandler(BaseHandler):

@@ -41,8 +41,11 @@ def service_env(request, service_factory):
 
 @pytest.fixture
 def service(request, service_env):
-    """The service over real HTTP; ``indirect`` param "s3": artifacts in S3 (moto)."""
+    """The service over real HTTP; ``indirect`` param "s3": artifacts in S3 (moto); "registry":
+    ``c.CondaStoreServer.registry_url`` set (the registry host under JupyterHub)."""
     c = Config()
+    if getattr(request, "param", None) == "registry":
+        c.CondaStoreServer.registry_url = "https://registry.example.org:5000"
     if getattr(request, "param", None) == "s3":
         c.CondaStore.storage_class = "conda_store_jupyter.storage.s3.S3Storage"
         c.S3Storage.update(bucket_name=f"cs-{time.monotonic_ns()}", access_key="test", secret_key="test",
@@ -262,6 +265,15 @@ async def test_config_endpoint(jp_fetch, service, alice, jp_base_url):
     }
     assert config["user"]["username"] == "alice"
     assert alice not in r.body.decode()  # the token stays in the server
+
+
+@pytest.mark.parametrize("service", ["registry"], indirect=True)
+async def test_config_names_the_registry_the_service_announces(jp_fetch, service):
+    """Under JupyterHub the service's own URL is the hub's proxy, which serves no /v2/: the
+    service's configured registry host wins over the one derived from its URL."""
+    config = body(await fetch(jp_fetch, "config"))["data"]
+    assert config["reachable"] and config["registry"] == "registry.example.org:5000", config
+    assert config["public_url"] == service.url.rstrip("/")
 
 
 @pytest.mark.parametrize("extension_traits", ["anonymous"], indirect=True)
