@@ -123,7 +123,8 @@ def test_build_stopped_by_its_timeout_ends_with_the_reason(service_factory, hang
     BuildQueue(store).enqueue_build(build_id)
     env.start_worker()
     status, info = wait_status(store, build_id, BuildStatus.FAILED, BuildStatus.COMPLETED, timeout=90, env=env)
-    assert status == BuildStatus.FAILED and "limit" in info, info
+    assert status == BuildStatus.FAILED and "12" in info and "limit" in info, info
+    wait_for(lambda: hanging_index.open == 0, 15, "uv to be stopped")  # the whole process group
     final = f"BUILD FAILED: {info}"
     stored = stored_or_live_log(store, build_id).splitlines()
     assert stored[:2] == [final, ""] and stored[-1] == final and stored.count(final) == 2, stored

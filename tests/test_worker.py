@@ -136,18 +136,6 @@ def test_cancel_running_build_kills_its_process_group(service_factory, hanging_i
     assert wait_status(store, quick, BuildStatus.COMPLETED, BuildStatus.FAILED, env=env)[0] == BuildStatus.COMPLETED
 
 
-def test_build_timeout_fails_the_build(service_factory, hanging_index):
-    env = service_factory(pip_index_url=hanging_index.url, build_timeout=12)
-    store = env.store
-    build_id = make_build(store, SLOW)
-    BuildQueue(store).enqueue_build(build_id)
-    env.start_worker()
-    status, info = wait_status(store, build_id, BuildStatus.FAILED, BuildStatus.COMPLETED, timeout=90, env=env)
-    assert status == BuildStatus.FAILED and "12" in info and ("limit" in info), info
-    wait_for(lambda: hanging_index.open == 0, 15, "uv to be stopped")
-    assert stored_or_live_log(store, build_id).startswith("BUILD FAILED:")
-
-
 # -- workers dying ------------------------------------------------------------------------------------
 def test_worker_killed_mid_build_is_reconciled_and_next_build_succeeds(service_factory, hanging_index):
     # No retries: this build would hang again (test_worker_faults.py covers the retry).
