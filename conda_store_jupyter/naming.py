@@ -9,7 +9,6 @@ that a second line of defence rather than the only one.
 
 from __future__ import annotations
 
-import hashlib
 import re
 import unicodedata
 from datetime import datetime, timezone
@@ -141,6 +140,8 @@ def namespace_for_username(username: str) -> str:
                 f"user name {username[:80]!r} cannot be used as a namespace (normalised to {readable!r}, "
                 f"which is not a valid name: lowercase letters and digits separated by '.', '_' or '-')"
             )
+        import hashlib  # lazily: `conda-store run` imports this module on its fast path
+
         digest = hashlib.sha256(username.encode("utf-8", "surrogatepass")).hexdigest()[:USER_SUFFIX_HEX]
         candidate = f"{readable}{USER_SUFFIX_SEPARATOR}{digest}"
     # Reserved (security): the owner of the on-demand image namespace could plant images that the

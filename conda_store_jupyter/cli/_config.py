@@ -20,29 +20,39 @@ Kept free of heavy imports: the fast ``run`` path resolves its config through th
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass, field
-from typing import Mapping
 from urllib.parse import urlsplit, urlunsplit
 
 from ._errors import CLIError
+from ._record import Record
+
+TYPE_CHECKING = False  # typing itself costs ~5 ms on the cached `run` path; mypy reads the name
+if TYPE_CHECKING:
+    from typing import Mapping
 
 DEFAULT_URL = "http://localhost:8080"
 DEFAULT_SERVICE_NAME = "conda-store"
 AUTH_CHOICES = ("none", "token", "basic")
 
 
-@dataclass(frozen=True)
-class Config:
-    """Resolved connection settings. ``url`` has no trailing slash and includes any url prefix."""
+class Config(Record):
+    """Resolved connection settings. ``url`` has no trailing slash and includes any url prefix.
+
+    ``auth`` is none | token | basic | jupyterhub; ``token`` and ``password`` never appear in repr.
+    """
+
+    __slots__ = ("url", "auth", "token", "username", "password", "verify_ssl", "url_source", "auth_source")
+    _defaults = {"auth": "none", "token": None, "username": None, "password": None, "verify_ssl": True,
+                 "url_source": "default", "auth_source": "anonymous"}
+    _secret = frozenset({"token", "password"})
 
     url: str
-    auth: str = "none"  # none | token | basic | jupyterhub
-    token: str | None = field(default=None, repr=False)
-    username: str | None = None
-    password: str | None = field(default=None, repr=False)
-    verify_ssl: bool = True
-    url_source: str = "default"
-    auth_source: str = "anonymous"
+    auth: str
+    token: str | None
+    username: str | None
+    password: str | None
+    verify_ssl: bool
+    url_source: str
+    auth_source: str
 
     def auth_headers(self) -> dict[str, str]:
         """Headers sent with every API request (basic auth logs in first, see the client)."""
@@ -61,9 +71,14 @@ class Config:
     @property
     def cache_key(self) -> str:
         """A stable, filesystem-safe key for this server (build ids are per server)."""
-        import hashlib
-
-        return hashlib.sha256(self.url.encode()).hexdigest()[:10]
+        try:  # CPython's own sha256: hashlib would load OpenSSL (~3 ms) for one short digest
+            from _sha256 import sha256  # type: ignore[import-not-found]  # CPython <= 3.11
+        except ImportError:
+            try:
+                from _sha2 import sha256  # type: ignore[import-not-found,no-redef]  # CPython >= 3.12
+            except ImportError:
+                from hashlib import sha256  # type: ignore[no-redef]
+        return sha256(self.url.encode()).hexdigest()[:10]
 
 
 def _normalise_url(url: str, what: str) -> str:

@@ -26,9 +26,12 @@ import json
 import os
 import sys
 from pathlib import Path
-from typing import Any, Mapping
 
 from ._errors import CLIError
+
+TYPE_CHECKING = False  # typing itself costs ~5 ms on the cached `run` path; mypy reads the name
+if TYPE_CHECKING:
+    from typing import Any, Mapping
 
 MARKER = ".conda-store-complete"
 
@@ -43,7 +46,7 @@ def build_dir(server_key: str, build_id: int, root: Path | None = None) -> Path:
     return (root or cache_root()) / server_key / str(int(build_id))
 
 
-Identity = dict[str, Any]
+Identity = dict  # str -> JSON value
 
 _REQUIRED = ("build_id", "scheduled_on")
 """Identity fields both sides must have: ids repeat after a reset, scheduling times do not."""
@@ -60,7 +63,7 @@ def build_identity(build: Mapping[str, Any], environment: str | None = None) -> 
         "build_id": int(build["id"]),
         "environment_id": build.get("environment_id"),
         "scheduled_on": build.get("scheduled_on"),
-        "sha256": spec.get("sha256") if isinstance(spec, Mapping) else None,
+        "sha256": spec.get("sha256") if isinstance(spec, dict) else None,
         "environment": environment,
     }
     return {k: v for k, v in fields.items() if v is not None}
@@ -245,6 +248,15 @@ exec "$@"
 """``sh -c`` script: ``$1`` hooks follow, source each in order, then exec the remaining args."""
 
 
+def which(program: str, path: str) -> str | None:
+    """``shutil.which`` for POSIX (shutil imports bz2/lzma/zlib: ~5 ms of a cached run's 60)."""
+    for directory in path.split(os.pathsep):
+        candidate = os.path.join(directory or os.curdir, program)
+        if os.path.isfile(candidate) and os.access(candidate, os.X_OK):
+            return candidate
+    return None
+
+
 def exec_in_env(prefix: Path, command: list[str], name: str | None = None) -> None:
     """Replace this process with ``command`` inside the environment (never returns).
 
@@ -252,8 +264,6 @@ def exec_in_env(prefix: Path, command: list[str], name: str | None = None) -> No
     command's own. Packages with ``etc/conda/activate.d/*.sh`` hooks (e.g. setting
     ``GDAL_DATA``) get them sourced by ``sh``, which then ``exec``s the command.
     """
-    import shutil
-
     env = activated_environ(prefix, name=name)
     argv = list(command) or ["python"]
     hooks = _activation_scripts(prefix)
@@ -263,7 +273,7 @@ def exec_in_env(prefix: Path, command: list[str], name: str | None = None) -> No
         argv = ["/bin/sh", "-c", _HOOK_RUNNER, "conda-store-run", str(len(hooks)), *hooks, *argv]
     program = argv[0]
     if os.sep not in program:
-        found = shutil.which(program, path=env["PATH"])
+        found = which(program, env["PATH"])
         if found is None:
             raise CLIError(f"command {program!r} not found in the environment or on PATH", exit_code=127)
         program = found

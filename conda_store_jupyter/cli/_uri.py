@@ -10,22 +10,23 @@ typo fails here with a precise message instead of as a confusing 404 later.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 from ..exceptions import InvalidNameError
 from ..naming import validate_name
 from ._errors import CLIError
+from ._record import Record
 
 _FORMS = "use <build_id>, <namespace>/<environment> or <namespace>/<environment>:<build_id>"
 
 
-@dataclass(frozen=True)
-class BuildURI:
+class BuildURI(Record):
     """A parsed build URI. ``build_id`` is None for ``ns/env`` (resolved via the server)."""
 
-    build_id: int | None = None
-    namespace: str | None = None
-    environment: str | None = None
+    __slots__ = ("build_id", "namespace", "environment")
+    _defaults = {"build_id": None, "namespace": None, "environment": None}
+
+    build_id: int | None
+    namespace: str | None
+    environment: str | None
 
     @property
     def is_environment(self) -> bool:
