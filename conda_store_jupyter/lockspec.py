@@ -157,12 +157,28 @@ def _validate_model(doc: dict[str, Any]) -> None:
     import pydantic
     from conda_lock.lockfile.v1.models import Lockfile as LockfileV1
 
+    packages = doc.get("package")
+    if not isinstance(packages, list):
+        raise SpecificationError("not a valid conda-lock file: package: must be a list")
+    for i, p in enumerate(packages):  # conda-lock's validators assume these (a KeyError otherwise)
+        if not isinstance(p, dict):
+            raise SpecificationError(f"not a valid conda-lock file: package[{i}]: must be a mapping")
+        for key in ("name", "version", "manager", "platform"):
+            if not isinstance(p.get(key), str) or not p[key]:
+                problem = "Field required" if key not in p else "must be a non-empty string"
+                raise SpecificationError(f"not a valid conda-lock file: package[{i}].{key}: {problem}")
+        if p["manager"] not in ("conda", "pip"):
+            raise SpecificationError(f"not a valid conda-lock file: package[{i}].manager: must be conda or pip, "
+                                     f"not {p['manager'][:40]!r}")
     try:
         LockfileV1.model_validate(doc)
     except pydantic.ValidationError as exc:
         err = exc.errors()[0]
         loc = [p for p in err["loc"] if not (isinstance(p, str) and "[" in p)]  # drop union tags
-        raise SpecificationError(f"not a valid conda-lock file: {_where(loc)}: {err['msg']}") from None
+        msg = str(err["msg"]).removeprefix("Value error, ")
+        raise SpecificationError(f"not a valid conda-lock file: {_where(loc)}: {msg}") from None
+    except (KeyError, TypeError, ValueError, AttributeError) as exc:  # a validator tripping on odd input
+        raise SpecificationError(f"not a valid conda-lock file: {type(exc).__name__}: {exc}") from None
 
 
 def _describe(i: int, p: Mapping[str, Any]) -> str:

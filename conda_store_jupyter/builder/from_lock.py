@@ -7,8 +7,9 @@ timings, failure reasons, cleanup):
    document (a build of a lock records that lock, not a new one).
 2. **fetch**: each conda package of the host platform is looked up in its channel by its exact
    URL (no solve), and the channel's sha256/md5 must equal the lock's: a channel that now serves
-   something else under that name fails the build naming the package and both hashes.
-3. **install**: py-rattler downloads and links those records; it checks each downloaded file
+   something else under that name fails the build naming the package and both hashes. Files of
+   ``file://`` channels are hashed here (py-rattler copies those unchecked).
+3. **install**: py-rattler downloads and links those records; it checks each file it downloads
    against the record's sha256 (which is the lock's, see 2), so a file that does not hash as
    locked fails the build. The prefix's records are then compared with the lock once more.
 4. **pip**: the lock's pip entries, pinned and hash-checked (``pip.install_locked_pip``).
@@ -17,8 +18,12 @@ timings, failure reasons, cleanup):
 
 from __future__ import annotations
 
+import asyncio
+import hashlib
 import os
 import tempfile
+import urllib.parse
+import urllib.request
 from pathlib import Path
 from typing import TYPE_CHECKING, Sequence
 
@@ -109,6 +114,43 @@ async def locked_records(
     return records
 
 
+def _file_hashes(path: Path) -> tuple[str, str]:
+    sha256, md5 = hashlib.sha256(), hashlib.md5()  # noqa: S324 - md5 is what conda records, compared only
+    with open(path, "rb") as fh:
+        while chunk := fh.read(1 << 20):
+            sha256.update(chunk)
+            md5.update(chunk)
+    return sha256.hexdigest(), md5.hexdigest()
+
+
+def check_local_files(files: Sequence[LockedFile], records: Sequence["RepoDataRecord"]) -> int:
+    """Hash the locked files of ``file://`` channels; InstallError naming each that differs.
+
+    py-rattler checks the sha256 of what it downloads over HTTP(S) against the record (the lock's
+    hash, see ``locked_records``) but copies ``file://`` packages unchecked, so those are checked
+    here, before anything is installed. Returns how many files were hashed.
+    """
+    wrong = []
+    hashed = 0
+    for f, record in zip(files, records):
+        url = str(record.url)
+        if not url.startswith("file://"):
+            continue
+        path = Path(urllib.request.url2pathname(urllib.parse.urlparse(url).path))
+        try:
+            sha256, md5 = _file_hashes(path)
+        except OSError as exc:
+            raise InstallError(f"{f.pin}: cannot read {path}: {exc.strerror or exc}") from exc
+        hashed += 1
+        if sha256 != f.sha256:
+            wrong.append(f"{f.pin}: the file's sha256 is {sha256}, the lockfile has {f.sha256}")
+        elif f.md5 and md5 != f.md5:
+            wrong.append(f"{f.pin}: the file's md5 is {md5}, the lockfile has {f.md5}")
+    if wrong:
+        raise InstallError("package file(s) do not match the lockfile: " + "; ".join(wrong))
+    return hashed
+
+
 def check_installed(prefix: Path, files: Sequence[LockedFile]) -> None:
     """The prefix holds exactly the locked conda packages, each with the lock's sha256."""
     from rattler import PrefixRecord
@@ -161,11 +203,19 @@ class LockBuildRun(BuildRun):
             packages = tuple(package_from_record(r) for r in records)
             for p in packages:
                 log.write(f"  {p.name} {p.version} {p.build}  ({p.subdir})  sha256:{p.sha256}")
+            hashed = await asyncio.to_thread(check_local_files, conda, records)
+            log.write(f"  hashes: the channel's records match the lockfile; {hashed} local file(s) hashed, "
+                      f"{len(conda) - hashed} checked by the installer as they download")
 
         with self.stage("install"):
             self._claim_prefix(paths.prefix)
             solution = PlatformSolution(platform=platform, packages=packages, records=records)
-            await install_conda(solution, paths.prefix, settings, [f.name for f in conda])
+            try:
+                await install_conda(solution, paths.prefix, settings, [f.name for f in conda])
+            except InstallError as exc:
+                if "hash mismatch" not in str(exc):
+                    raise
+                raise InstallError(f"a downloaded package file does not match the lockfile's sha256: {exc}") from exc
             check_installed(paths.prefix, conda)
             log.write(f"  {len(conda)} package(s) installed, each file's sha256 as locked")
 
