@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import copy
+import hashlib
 import json
 import subprocess
 import sys
@@ -48,7 +49,8 @@ def _config() -> Config:
 
 @pytest.fixture
 def service(service_factory):
-    env = service_factory(conda_solve_platforms=["linux-64", "osx-arm64"])
+    # no conda-pack: it is the same step as for any build, and the slowest (seconds per build)
+    env = service_factory(conda_solve_platforms=["linux-64", "osx-arm64"], build_artifacts=["LOCKFILE", "YAML"])
     env.start_worker()
     env.start_worker()
     with running_server(_config(), ["--config", str(env.config)]) as server:
@@ -120,7 +122,7 @@ def test_lockfile_round_trip(service, tmp_path):
     pinned = yaml.safe_load(client.get(f"build/{b_id}/yaml/").text)
     assert pinned["name"] == "web-copy"
     assert {d for d in pinned["dependencies"] if isinstance(d, str)} == {f"{n}={v}={b}" for n, v, b, _ in a_conda}
-    assert {"LOCKFILE", "YAML", "CONDA_PACK", "LOGS", "DIRECTORY"} <= {x["artifact_type"] for x in b["build_artifacts"]}
+    assert {"LOCKFILE", "YAML", "LOGS", "DIRECTORY"} <= {x["artifact_type"] for x in b["build_artifacts"]}
     names = {p["name"] for p in client.get(f"build/{b_id}/packages/", params={"size": 100}).json()["data"]}
     assert names == {n for n, *_ in a_conda}
     assert b["specification"]["is_lockfile"] is True and b["specification"]["name"] == "web-copy"
@@ -256,3 +258,36 @@ def test_bad_lockfiles_are_400s(service_factory, lock_text, local_channel):
             assert message in r.json()["message"], (what, r.json()["message"])
         # nothing but the accepted one was registered
         assert [e["name"] for e in client.get("environment/").json()["data"]] == ["fine"]
+
+
+def test_a_file_that_does_not_hash_as_locked_fails_the_build(lock_text, local_channel, tmp_path):
+    """A channel serving another file under the locked name and hashes (its repodata unchanged):
+    the build fails before installing anything, naming the package and both hashes. py-rattler
+    checks what it downloads over HTTP itself, but copies ``file://`` packages unchecked."""
+    from conda_store_jupyter.builder import BuildLog, BuildPaths, BuildSettings
+    from conda_store_jupyter.builder.from_lock import run_lock_pipeline
+    from conda_store_jupyter.exceptions import InstallError
+    from conda_store_jupyter.lockspec import parse_lockfile_specification
+    from conda_store_jupyter.schema import BuildArtifactType
+
+    channel = tmp_path / "channel"
+    for subdir in ("noarch", HOST):
+        (channel / subdir).mkdir(parents=True)
+        for f in (local_channel.path / subdir).iterdir():
+            (channel / subdir / f.name).symlink_to(f)
+    [six] = (channel / "noarch").glob("six-*.conda")
+    six.unlink()
+    six.write_bytes(b"not six")
+    text = lock_text.replace(local_channel.url.rstrip("/"), channel.as_uri())
+    lock = parse_lockfile_specification(text, name="tampered", platform=HOST, allowed_channels=[channel.as_uri()])
+    settings = BuildSettings(channels=(channel.as_uri(),), package_cache_directory=tmp_path / "pkgs", timeout=120,
+                             artifacts=frozenset({BuildArtifactType.LOCKFILE, BuildArtifactType.YAML}))
+    paths = BuildPaths.in_directory(tmp_path / "out")
+    with BuildLog(paths.log) as log, pytest.raises(InstallError) as failed:
+        run_lock_pipeline(lock, settings, paths, log)
+    locked_sha256 = _host(yaml.safe_load(lock_text), "six")["hash"]["sha256"]
+    assert f"the file's sha256 is {hashlib.sha256(b'not six').hexdigest()}, the lockfile has {locked_sha256}" \
+        in str(failed.value)
+    assert str(failed.value).startswith("package file(s) do not match the lockfile: six=")
+    assert not paths.prefix.exists() and not (tmp_path / "pkgs" / six.name.removesuffix(".conda")).exists()
+    assert "-- solve" not in paths.log.read_text()
