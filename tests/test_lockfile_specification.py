@@ -242,13 +242,16 @@ def _bad_cases(text: str, channel: str) -> list[tuple[str, dict, str]]:
 
 
 def test_bad_lockfiles_are_400s(service_factory, lock_text, local_channel):
-    env = service_factory()  # no workers: nothing may be queued
+    env = service_factory(conda_included_packages=["six", "hello"])  # no workers: nothing may be queued
     with running_server(_config(), ["--config", str(env.config)]) as server:
         client = httpx.Client(base_url=server.api(""), headers=bearer(ADMIN), timeout=60)
-        # the fixture's lockfile itself is accepted (so each refusal below is the edit's doing)
+        # the fixture's lockfile itself is accepted (so each refusal below is the edit's doing); what
+        # the store adds to every solve is not added to a lock, and the answer says so
         ok = client.post("specification/", json={"specification": lock_text, "is_lockfile": True,
                                                  "environment_name": "fine"})
         assert ok.status_code == 200, ok.text
+        assert ok.json()["message"] == ("warning: conda_included_packages hello are not added: a lockfile is "
+                                        "installed exactly as locked")
         for what, change, message in _bad_cases(lock_text, local_channel.url):
             body = {"specification": lock_text, "is_lockfile": True, "namespace": "team", "environment_name": "x",
                     **change}
@@ -291,3 +294,17 @@ def test_a_file_that_does_not_hash_as_locked_fails_the_build(lock_text, local_ch
     assert str(failed.value).startswith("package file(s) do not match the lockfile: six=")
     assert not paths.prefix.exists() and not (tmp_path / "pkgs" / six.name.removesuffix(".conda")).exists()
     assert "-- solve" not in paths.log.read_text()
+
+
+def test_required_packages_must_be_locked(lock_text):
+    from conda_store_jupyter.exceptions import SpecificationError
+    from conda_store_jupyter.lockspec import parse_lockfile_specification
+
+    lock = parse_lockfile_specification(lock_text, name="x", platform=HOST, required_packages=["python", "six"])
+    assert {f.name for f in lock.files(HOST)} >= {"python", "six", "toolz"}
+    assert lock.sha256 == parse_lockfile_specification(json.dumps(yaml.safe_load(lock_text)), name="x",
+                                                       platform=HOST).sha256  # YAML or JSON: one identity
+    assert lock.sha256 != parse_lockfile_specification(lock_text, name="y", platform=HOST).sha256
+    with pytest.raises(SpecificationError, match="lacks package.s. required for every environment by this "
+                                                 "conda-store: hello$"):
+        parse_lockfile_specification(lock_text, name="x", platform=HOST, required_packages=["python", "hello"])

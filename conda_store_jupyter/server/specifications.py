@@ -24,11 +24,19 @@ def prepare_lockfile_specification(store, text: str | dict, name: object, descri
     """Validate a lockfile for this store: its platform, channel policy and required packages."""
     from ..builder.records import current_platform
 
-    return parse_lockfile_specification(
-        text, name=name, description=description, platform=current_platform(),
+    platform = current_platform()
+    lock = parse_lockfile_specification(
+        text, name=name, description=description, platform=platform,
         allowed_channels=store.allowed_channels, channel_alias=store.conda_channel_alias,
         required_packages=store.conda_required_packages,
     )
+    # A lock is installed as it is: the packages this store adds to every solve are not added.
+    locked = {f.name for f in lock.files(platform)}
+    left_out = [p for p in store.conda_included_packages if p.split()[0].split("=")[0] not in locked]
+    if left_out:
+        lock.warnings.append(f"conda_included_packages {', '.join(left_out)} are not added: a lockfile is "
+                             "installed exactly as locked")
+    return lock
 
 
 class SpecificationHandler(BaseHandler):
