@@ -26,6 +26,7 @@ import yaml
 from .exceptions import InvalidNameError, SpecificationError
 from .naming import validate_name
 from .schema import DEFAULT_CHANNEL_ALIAS, _NoAliasLoader, channel_allowed, channel_url, invalid_unicode_at
+from .urls import redact_url
 
 LOCKFILE_MAX_BYTES = 8 * 1024 * 1024
 """Largest lockfile accepted (the HTTP body limit, ``CondaStoreServer.max_body_size``, usually
@@ -241,10 +242,13 @@ def parse_lockfile_specification(
     channels = [channel_url(c, channel_alias) for c in lock.channels]
     if allowed_channels is not None:
         allowed = sorted({c.rstrip("/") for c in allowed_channels})
+        # Lockfiles record channels with their credentials redacted (``urls.redact_url``): such a
+        # channel is the allowed one it was redacted from (the build uses that one's URL).
+        shown = sorted({redact_url(channel_url(c, channel_alias)) for c in allowed})
         for i, c in enumerate(lock.channels):
-            if not channel_allowed(c, allowed, channel_alias):
+            if not channel_allowed(c, allowed, channel_alias) and not channel_allowed(c, shown, channel_alias):
                 raise SpecificationError(
-                    f"metadata.channels[{i}]: channel {c!r} is not allowed; allowed: {', '.join(allowed) or 'none'}")
+                    f"metadata.channels[{i}]: channel {c!r} is not allowed; allowed: {', '.join(shown) or 'none'}")
 
     conda_names: set[str] = set()
     for i, p in enumerate(doc["package"]):

@@ -30,6 +30,8 @@ from conda_store_jupyter.server.testing import bearer, running_server
 
 from .fixtures_service import wait_for
 from .processes import cli_env
+from .test_build_secrets import TOKEN as SECRET_TOKEN
+from .test_build_secrets import secret_channel  # noqa: F401 - the fixture: the local channel behind /t/<token>/
 
 HOST = current_platform()
 pytestmark = pytest.mark.skipif(HOST != "linux-64", reason="the local test channel is linux-64")
@@ -308,3 +310,33 @@ def test_required_packages_must_be_locked(lock_text):
     with pytest.raises(SpecificationError, match="lacks package.s. required for every environment by this "
                                                  "conda-store: hello$"):
         parse_lockfile_specification(lock_text, name="x", platform=HOST, required_packages=["python", "hello"])
+
+
+def test_a_lockfile_of_a_channel_with_a_token_reinstalls(secret_channel, package_cache_dir, tmp_path):
+    """Lockfiles record channels without their credentials (``/t/***/``); submitted back to the store
+    that has the channel with its token, the lock is accepted and installs through the real URL."""
+    from conda_store_jupyter.builder import BuildLog, BuildPaths, BuildSettings, run_pipeline
+    from conda_store_jupyter.builder.from_lock import run_lock_pipeline
+    from conda_store_jupyter.lockspec import parse_lockfile_specification
+    from conda_store_jupyter.schema import BuildArtifactType, parse_specification
+
+    artifacts = frozenset({BuildArtifactType.LOCKFILE, BuildArtifactType.YAML})
+    settings = BuildSettings(channels=(secret_channel,), allowed_channels=(secret_channel,), timeout=300,
+                             package_cache_directory=package_cache_dir, artifacts=artifacts)
+    first = BuildPaths.in_directory(tmp_path / "a")
+    with BuildLog(first.log) as log:
+        run_pipeline(parse_specification("name: secret\ndependencies: [hello >=2]"), settings, first, log)
+    text = first.lockfile.read_text()
+    assert SECRET_TOKEN not in text and "/t/***/ch" in text
+
+    lock = parse_lockfile_specification(text, name="secret", platform=HOST, allowed_channels=[secret_channel])
+    assert lock.channels == [secret_channel.replace(SECRET_TOKEN, "***")]
+    again = BuildPaths.in_directory(tmp_path / "b")
+    lock_settings = BuildSettings(channels=tuple(lock.channels), allowed_channels=(secret_channel,), timeout=300,
+                                  package_cache_directory=package_cache_dir, artifacts=artifacts)
+    with BuildLog(again.log) as log:
+        result = run_lock_pipeline(lock, lock_settings, again, log)
+    assert {p.pin for p in result.packages} == {p.pin for p in lock.files(HOST)}
+    out = subprocess.run([again.prefix / "bin" / "hello"], capture_output=True, text=True, check=True).stdout
+    assert out.startswith("hello 2.0")
+    assert SECRET_TOKEN not in again.log.read_text() + again.yaml.read_text() + again.lockfile.read_text()

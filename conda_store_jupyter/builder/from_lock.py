@@ -19,6 +19,7 @@ timings, failure reasons, cleanup):
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import hashlib
 import os
 import tempfile
@@ -250,4 +251,12 @@ class LockBuildRun(BuildRun):
 def run_lock_pipeline(lock: LockSpecification, settings: BuildSettings, output: BuildPaths,
                       log: BuildLog) -> BuildOutputs:
     """Build ``lock`` (synchronously, like ``pipeline.run_pipeline``); BuildError subclasses on failure."""
-    return run_blocking(LockBuildRun(lock, settings, output, log))
+    return run_blocking(LockBuildRun(lock, with_credentials(settings), output, log))
+
+
+def with_credentials(settings: BuildSettings) -> BuildSettings:
+    """``settings`` with each lockfile channel recorded without its credentials (``https://u:***@…``,
+    ``/t/***/``) replaced by the allowed channel it was redacted from, which the build can fetch."""
+    configured = {redact_url(c): c for c in settings.allowed_channels or ()}
+    channels = tuple(configured.get(c, c) for c in settings.channels)
+    return dataclasses.replace(settings, channels=channels) if channels != settings.channels else settings

@@ -285,6 +285,10 @@ def run_blocking(build: BuildRun) -> BuildOutputs:
     try:
         asyncio.get_running_loop()
     except RuntimeError:
+        in_loop = False
+    else:
+        in_loop = True
+    if not in_loop:  # outside the except block: a build error must not chain "no running event loop"
         return asyncio.run(execute(build))
     with concurrent.futures.ThreadPoolExecutor(max_workers=1) as pool:
         return pool.submit(lambda: asyncio.run(execute(build))).result()
