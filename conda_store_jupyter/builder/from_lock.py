@@ -191,6 +191,9 @@ class LockBuildRun(BuildRun):
         files = lock.files(platform)
         conda = [f for f in files if f.manager == "conda"]
         pip = [PipPackage(f.name, f.version, f.url or None, f.sha256) for f in files if f.manager == "pip"]
+        if not conda:  # checked on submission for the server's platform; a worker may run another
+            raise InstallError(f"the lockfile has no conda packages for {platform} (it locks "
+                               f"{', '.join(lock.platforms) or 'no platform'})")
         log.write(f"environment {lock.name}: installing exactly the lockfile's {len(conda)} conda and "
                   f"{len(pip)} pip package(s) for {platform}, without solving")
         log.write(f"channels: {' '.join(redact_url(c) for c in settings.channels)}")
