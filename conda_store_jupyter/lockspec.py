@@ -96,8 +96,14 @@ class LockSpecification:
         return list(self.lockfile.get("metadata", {}).get("platforms") or [])
 
     def files(self, platform: str) -> list[LockedFile]:
-        """The conda packages, then the pip packages, locked for ``platform``."""
-        out = [_locked_file(p) for p in self.lockfile.get("package") or [] if p.get("platform") == platform]
+        """The conda packages, then the pip packages, locked for ``platform`` and installed.
+
+        As ``conda-lock install`` does by default: the main and dev categories, not the optional
+        extras (``optional: true`` in another category).
+        """
+        out = [_locked_file(p) for p in self.lockfile.get("package") or []
+               if p.get("platform") == platform
+               and (not p.get("optional") or p.get("category", "main") in ("main", "dev"))]
         return sorted(out, key=lambda f: f.manager != "conda")
 
 

@@ -307,6 +307,10 @@ def test_required_packages_must_be_locked(lock_text):
     assert lock.sha256 == parse_lockfile_specification(json.dumps(yaml.safe_load(lock_text)), name="x",
                                                        platform=HOST).sha256  # YAML or JSON: one identity
     assert lock.sha256 != parse_lockfile_specification(lock_text, name="y", platform=HOST).sha256
+    # an optional extra is not installed, as conda-lock install leaves extras out by default
+    doc = yaml.safe_load(lock_text)
+    _host(doc, "six").update(category="docs", optional=True)
+    assert "six" not in {f.name for f in parse_lockfile_specification(doc, name="x", platform=HOST).files(HOST)}
     with pytest.raises(SpecificationError, match="lacks package.s. required for every environment by this "
                                                  "conda-store: hello$"):
         parse_lockfile_specification(lock_text, name="x", platform=HOST, required_packages=["python", "hello"])
