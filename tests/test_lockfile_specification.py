@@ -150,9 +150,10 @@ def test_lockfile_round_trip(service, tmp_path):
     assert "six" in bad["status_info"] and "sha256 mismatch" in bad["status_info"], bad["status_info"]
     assert real in bad["status_info"] and real[::-1] in bad["status_info"]
 
-    # The CLI: `conda-store env create -f <lockfile>` recognises the lockfile by its content.
-    lockfile = tmp_path / "conda-lock.yml"
-    lockfile.write_text(text)
+    # The CLI: `conda-store env create -f <lockfile>` recognises the lockfile by its content (here
+    # the JSON form upstream serves, under the name upstream's client downloads it as).
+    lockfile = tmp_path / f"build-{a_id}.lock"
+    lockfile.write_text(json.dumps(doc))
     cli = cli_env(tmp_path / "xdg", CONDA_STORE_URL=server.url.rstrip("/"), CONDA_STORE_TOKEN=ADMIN)
     proc = subprocess.run([str(CONDA_STORE), "env", "create", "-f", str(lockfile), "-n", "cli/from-lock"],
                           capture_output=True, text=True, env=cli, timeout=BUILD_TIMEOUT)
