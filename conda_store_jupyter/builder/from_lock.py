@@ -167,8 +167,8 @@ def check_installed(prefix: Path, files: Sequence[LockedFile]) -> None:
             problems.append(f"{f.pin} is missing")
         elif (str(record.version), str(record.build)) != (f.version, f.build):
             problems.append(f"{f.pin} is installed as {record.version} {record.build}")
-        elif (record.sha256.hex() if record.sha256 else None) != f.sha256:
-            problems.append(f"{f.pin} was installed from a file with sha256 {record.sha256.hex() if record.sha256 else 'none'}")
+        elif (sha256 := record.sha256.hex() if record.sha256 else None) != f.sha256:
+            problems.append(f"{f.pin} was installed from a file with sha256 {sha256 or 'none'}")
     problems += [f"{name} is not in the lockfile" for name in sorted(installed)]
     if problems:
         raise InstallError("the environment does not match the lockfile: " + "; ".join(problems))

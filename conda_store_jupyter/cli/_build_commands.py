@@ -3,8 +3,8 @@
 ``env create -f environment.yaml`` submits the file and follows the build live (its log on
 stdout, as ``conda env create`` prints its progress), ending with exit 0 when the build is
 COMPLETED and 1 with the cause when it FAILED. A conda-lock file (recognised by its content) is
-submitted as a lockfile specification: installed exactly as locked, without solving. ``logs BUILD [--follow]`` prints a build's log,
-or follows it live until the build ends.
+submitted as a lockfile specification: installed exactly as locked, without solving.
+``logs BUILD [--follow]`` prints a build's log, or follows it live until the build ends.
 """
 
 from __future__ import annotations
