@@ -29,6 +29,7 @@ from sqlalchemy import (
     UniqueConstraint,
     create_engine,
     event,
+    false,
 )
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
 
@@ -93,6 +94,9 @@ class Specification(Base):
     spec: Mapped[dict[str, Any]] = mapped_column(JSON)
     sha256: Mapped[str] = mapped_column(String(64), unique=True)
     created_on: Mapped[dt.datetime] = mapped_column(DateTime, default=utcnow)
+    # True: ``spec`` is ``{"name", "description", "lockfile": <conda-lock v1>}`` (lockspec.py), built
+    # by installing exactly the lock; False: a normalised environment.yaml, solved by the build.
+    is_lockfile: Mapped[bool] = mapped_column(Boolean, default=False, server_default=false())
 
 
 class Environment(Base):

@@ -17,6 +17,7 @@ from ..exceptions import (
     NotFoundError,
     ValidationError,
 )
+from ..lockspec import LockSpecification
 from ..schema import BuildArtifactType, BuildStatus, Specification
 from ..worker.queue import BuildQueue
 from ._query import Page, PageResult, has_artifact, paginate, visible_clause
@@ -124,7 +125,7 @@ def delete_build(db: Session, build: orm.Build) -> None:
 # -- submitting builds (commit, then enqueue) ----------------------------------------------------
 
 
-def submit(store: CondaStore, *, namespace: str, specification: Specification,
+def submit(store: CondaStore, *, namespace: str, specification: Specification | LockSpecification,
            description: str | None = None, owner: str | None = None) -> int:
     """Register ``specification`` in ``namespace`` (created if needed), commit, then enqueue.
 

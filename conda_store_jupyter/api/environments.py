@@ -18,6 +18,7 @@ from ..exceptions import (
     SpecificationError,
     ValidationError,
 )
+from ..lockspec import LockSpecification
 from ..schema import BuildArtifactType, BuildStatus, Specification, parse_specification
 from ._query import Page, PageResult, has_artifact, paginate, visible_clause
 
@@ -46,11 +47,14 @@ def prepare_specification(store: CondaStore, text: str | bytes | Mapping[str, An
     return spec
 
 
-def upsert_specification(db: Session, spec: Specification) -> orm.Specification:
+def upsert_specification(db: Session, spec: Specification | LockSpecification) -> orm.Specification:
     sha = spec.sha256
     row = db.scalar(select(orm.Specification).where(orm.Specification.sha256 == sha))
     if row is None:
-        row = orm.Specification(name=spec.name, spec=spec.to_environment_dict(), sha256=sha)
+        if isinstance(spec, LockSpecification):
+            row = orm.Specification(name=spec.name, spec=spec.to_stored_dict(), sha256=sha, is_lockfile=True)
+        else:
+            row = orm.Specification(name=spec.name, spec=spec.to_environment_dict(), sha256=sha)
         db.add(row)
         db.flush()
     return row
@@ -74,7 +78,7 @@ def get_environment(db: Session, namespace: str, name: str) -> orm.Environment:
 
 
 def submit_specification(
-    db: Session, namespace: orm.Namespace, spec: Specification, description: str | None = None
+    db: Session, namespace: orm.Namespace, spec: Specification | LockSpecification, description: str | None = None
 ) -> orm.Build:
     """Create or update ``namespace/spec.name`` and a QUEUED build of ``spec``.
 

@@ -70,13 +70,17 @@ def effective_specification(spec: Specification, settings: BuildSettings) -> Spe
 # -- the pipeline -------------------------------------------------------------------------------
 _STAGE_ERRORS: dict[str, type[BuildError]] = {
     "solve": SolveError,
+    "fetch": InstallError,  # a lockfile build's lookup of the locked files (from_lock.py)
     "install": InstallError,
     "pip": InstallError,
 }
 
 
-class _Build:
-    """State of one running build (what to clean up, which stage we are in)."""
+class BuildRun:
+    """State of one running build (what to clean up, which stage we are in).
+
+    ``run`` is the solve pipeline; ``from_lock.LockBuildRun`` replaces it with "install exactly
+    a lockfile" and keeps the rest (stages, deadline, cleanup)."""
 
     def __init__(self, spec: Specification, settings: BuildSettings, paths: BuildPaths, log: BuildLog) -> None:
         self.spec = spec
@@ -241,7 +245,12 @@ async def run_pipeline_async(
 ) -> BuildOutputs:
     """Run one build (see module docstring). Raises a BuildError subclass on any failure,
     after ending the log with the reason (``BuildLog.fail``) and removing the half-built prefix."""
-    build = _Build(spec, settings, output, log)
+    return await execute(BuildRun(spec, settings, output, log))
+
+
+async def execute(build: BuildRun) -> BuildOutputs:
+    """Run ``build`` under its deadline; on failure end its log with the reason and clean up."""
+    settings, log = build.settings, build.log
     try:
         async with asyncio.timeout(settings.timeout) as deadline:
             return await build.run()
@@ -268,9 +277,18 @@ async def run_pipeline_async(
 
 def run_pipeline(spec: Specification, settings: BuildSettings, output: BuildPaths, log: BuildLog) -> BuildOutputs:
     """Synchronous entry point (worker jobs, CLI). Safe to call from inside an event loop too."""
+    return run_blocking(BuildRun(spec, settings, output, log))
+
+
+def run_blocking(build: BuildRun) -> BuildOutputs:
+    """:func:`execute` ``build`` synchronously, in a fresh event loop (another thread if one runs here)."""
     try:
         asyncio.get_running_loop()
     except RuntimeError:
-        return asyncio.run(run_pipeline_async(spec, settings, output, log))
+        in_loop = False
+    else:
+        in_loop = True
+    if not in_loop:  # outside the except block: a build error must not chain "no running event loop"
+        return asyncio.run(execute(build))
     with concurrent.futures.ThreadPoolExecutor(max_workers=1) as pool:
-        return pool.submit(asyncio.run, run_pipeline_async(spec, settings, output, log)).result()
+        return pool.submit(lambda: asyncio.run(execute(build))).result()

@@ -2,8 +2,9 @@
 
 ``env create -f environment.yaml`` submits the file and follows the build live (its log on
 stdout, as ``conda env create`` prints its progress), ending with exit 0 when the build is
-COMPLETED and 1 with the cause when it FAILED. ``logs BUILD [--follow]`` prints a build's log,
-or follows it live until the build ends.
+COMPLETED and 1 with the cause when it FAILED. A conda-lock file (recognised by its content) is
+submitted as a lockfile specification: installed exactly as locked, without solving.
+``logs BUILD [--follow]`` prints a build's log, or follows it live until the build ends.
 """
 
 from __future__ import annotations
@@ -32,7 +33,7 @@ end marker is written after the final commit, so normally no wait at all)."""
 
 @click.group(context_settings=CONTEXT)
 def env() -> None:
-    """Create or update an environment from an environment.yaml and follow its build."""
+    """Create or update an environment from an environment.yaml (or a conda-lock file) and follow its build."""
 
 
 def _name_option(f):
@@ -42,7 +43,7 @@ def _name_option(f):
 
 def _file_option(f):
     return click.option("-f", "--file", "file", required=True, type=click.Path(dir_okay=False, path_type=Path),
-                        help="The environment.yaml to build.")(f)
+                        help="The environment.yaml to build, or a conda-lock file to install exactly (no solve).")(f)
 
 
 def _follow_option(f):
@@ -70,8 +71,18 @@ def env_update(state: State, file: Path, target: str | None, no_follow: bool) ->
     _submit(state, file, target, create=False, follow=not no_follow)
 
 
-def _read(file: Path) -> tuple[str, str | None]:
-    """The file's text and its ``name:`` (validation is the server's job: it says exactly what is wrong)."""
+def is_lockfile(doc: object) -> bool:
+    """Does the parsed file look like a conda-lock file (``version``, ``metadata``, ``package``)?
+
+    Detected by content, not by file name: lockfiles are called conda-lock.yml, build-3.lock,
+    anything. The server validates it fully.
+    """
+    return isinstance(doc, dict) and {"version", "metadata", "package"} <= set(doc) and "dependencies" not in doc
+
+
+def _read(file: Path) -> tuple[str, str | None, bool]:
+    """The file's text, its ``name:`` and whether it is a lockfile (validation is the server's
+    job: it says exactly what is wrong)."""
     import yaml
 
     try:
@@ -85,12 +96,15 @@ def _read(file: Path) -> tuple[str, str | None]:
     except yaml.YAMLError as exc:
         raise CLIError(f"{file} is not valid YAML: {' '.join(str(exc).split())}") from None
     if not isinstance(doc, dict):
-        raise CLIError(f"{file} is not an environment.yaml (expected a mapping with 'dependencies')")
+        raise CLIError(f"{file} is not an environment.yaml (expected a mapping with 'dependencies') "
+                       "nor a conda-lock file")
+    if is_lockfile(doc):
+        return text, None, True
     name = doc.get("name")
-    return text, name if isinstance(name, str) and name else None
+    return text, name if isinstance(name, str) and name else None, False
 
 
-def _target(target: str | None, file_name: str | None, file: Path) -> tuple[str | None, str]:
+def _target(target: str | None, file_name: str | None, file: Path, lockfile: bool = False) -> tuple[str | None, str]:
     """``(namespace or None for the caller's primary one, environment name)``."""
     namespace, name = None, file_name
     if target:
@@ -98,14 +112,16 @@ def _target(target: str | None, file_name: str | None, file: Path) -> tuple[str 
         namespace, name = (namespace or None, rest) if sep else (None, target)
         if sep and (not namespace or not rest or "/" in namespace):
             raise CLIError(f"invalid --name {target!r}: use NAME or NAMESPACE/NAME")
+    if not name and lockfile:
+        raise CLIError(f"{file} is a lockfile, which does not name its environment; name it with -n [NAMESPACE/]NAME")
     if not name:
         raise CLIError(f"{file} has no 'name:'; name the environment with -n [NAMESPACE/]NAME")
     return namespace, name
 
 
 def _submit(state: State, file: Path, target: str | None, *, create: bool, follow: bool) -> None:
-    text, file_name = _read(file)
-    namespace, name = _target(target, file_name, file)
+    text, file_name, lockfile = _read(file)
+    namespace, name = _target(target, file_name, file, lockfile)
     with state.client() as client:
         if namespace is None:
             namespace = client.permissions().get("primary_namespace") or "default"
@@ -116,8 +132,9 @@ def _submit(state: State, file: Path, target: str | None, *, create: bool, follo
                            f"conda-store env update -f {file} -n {full}")
         if not create and not exists:
             raise CLIError(f"environment {full} does not exist; to create it: conda-store env create -f {file} -n {full}")
-        build_id = client.submit(text, namespace=namespace, environment_name=name)
-        click.echo(f"{full}: build {build_id} submitted")
+        build_id = client.submit(text, namespace=namespace, environment_name=name, is_lockfile=lockfile)
+        click.echo(f"{full}: build {build_id} submitted" + (" (a lockfile: installed as locked, no solve)"
+                                                           if lockfile else ""))
         if not follow:
             return
         build = follow_build(client, build_id)

@@ -179,11 +179,15 @@ class Client:
             raise http_error(resp.status_code, "GET", str(resp.request.url), resp.content, self.config.credentials)
         return resp.json().get("data")
 
-    def submit(self, specification: str, *, namespace: str, environment_name: str | None = None) -> int:
-        """Submit an environment.yaml (``POST /api/v1/specification/``); the new build's id."""
+    def submit(self, specification: str, *, namespace: str, environment_name: str | None = None,
+               is_lockfile: bool = False) -> int:
+        """Submit an environment.yaml, or a conda-lock file with ``is_lockfile``
+        (``POST /api/v1/specification/``); the new build's id."""
         body: dict[str, Any] = {"namespace": namespace, "specification": specification}
         if environment_name:
             body["environment_name"] = environment_name
+        if is_lockfile:
+            body["is_lockfile"] = True
         return int(self.data("POST", "/api/v1/specification/", json=body)["build_id"])
 
     def follow_log(self, build_id: int, read_timeout: float | None = None) -> Iterator[LogLine]:

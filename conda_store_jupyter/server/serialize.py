@@ -45,6 +45,7 @@ def specification(spec: orm.Specification) -> dict[str, Any]:
         "spec": spec.spec,
         "sha256": spec.sha256,
         "created_on": timestamp(spec.created_on),
+        "is_lockfile": bool(spec.is_lockfile),  # spec is {"name", "description", "lockfile"} then
     }
 
 

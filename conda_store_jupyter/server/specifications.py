@@ -7,7 +7,9 @@ from typing import Any
 from .. import api
 from ..auth.rbac import Permission
 from ..exceptions import SpecificationError, ValidationError
+from ..lockspec import LockSpecification, parse_lockfile_specification
 from ..naming import validate_name
+from ..schema import Specification
 from .base import BaseHandler, run_sync
 
 SOLVE_TIMEOUT = 60.0
@@ -18,6 +20,25 @@ def _warnings_message(warnings: list[str]) -> str | None:
     return "; ".join(f"warning: {w}" for w in warnings) or None
 
 
+def prepare_lockfile_specification(store, text: str | dict, name: object, description: str | None) -> LockSpecification:
+    """Validate a lockfile for this store: its platform, channel policy and required packages."""
+    from ..builder.records import current_platform
+
+    platform = current_platform()
+    lock = parse_lockfile_specification(
+        text, name=name, description=description, platform=platform,
+        allowed_channels=store.allowed_channels, channel_alias=store.conda_channel_alias,
+        required_packages=store.conda_required_packages,
+    )
+    # A lock is installed as it is: the packages this store adds to every solve are not added.
+    locked = {f.name for f in lock.files(platform)}
+    left_out = [p for p in store.conda_included_packages if p.split()[0].split("=")[0] not in locked]
+    if left_out:
+        lock.warnings.append(f"conda_included_packages {', '.join(left_out)} are not added: a lockfile is "
+                             "installed exactly as locked")
+    return lock
+
+
 class SpecificationHandler(BaseHandler):
     async def post(self) -> None:
         """Create or update ``namespace/<spec name>`` and queue a build: ``{"build_id": N}``.
@@ -25,17 +46,24 @@ class SpecificationHandler(BaseHandler):
         What the specification asked for but will not get (``prefix:``) is said in ``message``.
         """
         body: dict[str, Any] = self.json_body()
-        if body.get("is_lockfile"):
-            raise ValidationError("lockfile specifications (is_lockfile) are not supported; submit environment.yaml")
+        is_lockfile = body.get("is_lockfile", False)
+        if not isinstance(is_lockfile, bool):
+            raise ValidationError("is_lockfile must be true or false")
         text = body.get("specification")
         if not isinstance(text, (str, dict)) or not text:
-            raise ValidationError("'specification' is required: the environment.yaml text")
-        spec = api.prepare_specification(self.store, text)
-        if body.get("environment_name"):
-            spec = spec.model_copy(update={"name": validate_name(body["environment_name"], "environment_name")})
+            what = "the conda-lock file" if is_lockfile else "the environment.yaml text"
+            raise ValidationError(f"'specification' is required: {what}")
         description = body.get("environment_description")
         if description is not None and not isinstance(description, str):
             raise ValidationError("environment_description must be a string")
+        spec: Specification | LockSpecification
+        if is_lockfile:  # installed exactly as locked, no solve (lockspec.py, builder/from_lock.py)
+            spec = await run_sync(prepare_lockfile_specification, self.store, text,
+                                  body.get("environment_name"), description)
+        else:
+            spec = api.prepare_specification(self.store, text)
+            if body.get("environment_name"):
+                spec = spec.model_copy(update={"name": validate_name(body["environment_name"], "environment_name")})
         namespace = body.get("namespace") or self.identity.primary_namespace
         validate_name(namespace, "namespace")
 

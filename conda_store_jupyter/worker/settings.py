@@ -11,16 +11,17 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from ..builder.records import BuildSettings
+from ..lockspec import LockSpecification
 from ..schema import BuildArtifactType, Specification
 
 if TYPE_CHECKING:
     from ..app import CondaStore
 
 
-def settings_from_store(store: "CondaStore", spec: Specification) -> BuildSettings:
+def settings_from_store(store: "CondaStore", spec: Specification | LockSpecification) -> BuildSettings:
     """The build settings for ``spec`` under a ``CondaStore`` configuration.
 
-    Channels are the specification's own or the store's defaults, each expanded to a URL by
+    Channels are the specification's (a lockfile's: its own) or the store's defaults, each expanded to a URL by
     ``store.channel_url``. ``conda_included_packages`` and ``conda_required_packages`` travel in
     the settings and are applied by the pipeline (``builder.pipeline.effective_specification``).
     """

@@ -473,6 +473,7 @@ def run_build(store: "CondaStore", build_id: int) -> BuildStatus:
         if build is None:
             raise NotFoundError(f"build {build_id} does not exist")
         spec_data = dict(build.specification.spec)
+        is_lockfile = bool(build.specification.is_lockfile)
         build_key = build.build_key
         prefix = build.prefix_path(store.store_path)
     wd = work_dir(store, build_id)
@@ -488,8 +489,15 @@ def run_build(store: "CondaStore", build_id: int) -> BuildStatus:
     with BuildLog(paths.log, sink=sink, append=True) as blog:
         blog.write(f"build process pid {os.getpid()}")
         try:
-            spec = load_specification(spec_data)
-            outputs = run_pipeline(spec, settings_from_store(store, spec), paths, blog)
+            if is_lockfile:  # install exactly the submitted lockfile, no solve
+                from ..builder.from_lock import run_lock_pipeline
+                from ..lockspec import LockSpecification
+
+                lock = LockSpecification.from_stored(spec_data)
+                outputs = run_lock_pipeline(lock, settings_from_store(store, lock), paths, blog)
+            else:
+                spec = load_specification(spec_data)
+                outputs = run_pipeline(spec, settings_from_store(store, spec), paths, blog)
             with blog.stage("store artifacts"):
                 keys = _store_artifacts(store, build_key, outputs)
         except CondaStoreError as err:  # BuildError from the pipeline, storage errors, bad spec
