@@ -1,6 +1,6 @@
 """specification.is_lockfile: specifications submitted as conda-lock files (upstream's column)
 
-Revision ID: 0010_specification_lockfile
+Revision ID: 0008_specification_lockfile
 Revises: 0007_build_image_status
 Create Date: 2026-12-02
 """
@@ -8,7 +8,7 @@ Create Date: 2026-12-02
 import sqlalchemy as sa
 from alembic import op
 
-revision = "0010_specification_lockfile"
+revision = "0008_specification_lockfile"
 down_revision = "0007_build_image_status"
 branch_labels = None
 depends_on = None
