@@ -228,6 +228,19 @@ def revoke_token(db, token_id: int) -> None:
         db.flush()
 
 
+def purge_expired(db, *, note: str, before: dt.datetime) -> int:
+    """Delete user-less tokens with ``note`` that expired before ``before``; how many went.
+
+    For tokens anyone can mint (anonymous ones): their rows must not pile up.
+    """
+    result = db.execute(
+        orm.Token.__table__.delete().where(
+            orm.Token.username.is_(None), orm.Token.issuer_id.is_(None), orm.Token.note == note,
+            orm.Token.expires_at.is_not(None), orm.Token.expires_at < to_naive_utc(before))
+    )
+    return result.rowcount or 0
+
+
 def list_tokens(db, *, username: str | None = None, include_inactive: bool = False) -> list[orm.Token]:
     """Tokens of ``username`` (all users if None), newest first; live ones unless ``include_inactive``."""
     query = select(orm.Token).order_by(orm.Token.id.desc())

@@ -23,8 +23,9 @@ from ._uri import BuildURI
 
 __all__ = ["Client", "CLIError", "ARTIFACT_PATHS", "ARTIFACT_TYPES"]
 
-ARTIFACT_PATHS = {"lockfile": "lockfile", "yaml": "yaml", "archive": "archive", "logs": "logs"}
-"""CLI artifact name → path segment under ``/api/v1/build/{id}/``."""
+ARTIFACT_PATHS = {"lockfile": "lockfile/?format=yaml", "yaml": "yaml/", "archive": "archive/", "logs": "logs/"}
+"""CLI artifact name → path under ``/api/v1/build/{id}/`` (the lockfile in its YAML form: the
+endpoint answers JSON unless asked, for upstream's clients; people read the file we write)."""
 
 ARTIFACT_TYPES = {"lockfile": "LOCKFILE", "yaml": "YAML", "archive": "CONDA_PACK", "logs": "LOGS",
                   "image": "DOCKER_MANIFEST"}
@@ -256,7 +257,7 @@ class Client:
         own credentials, and our token must not leak to the storage host).
         """
         self._login()
-        path = f"/api/v1/build/{int(build_id)}/{ARTIFACT_PATHS[artifact]}/"
+        path = f"/api/v1/build/{int(build_id)}/{ARTIFACT_PATHS[artifact]}"
         url = self.config.url + path
         origin = httpx.URL(self.config.url)
         tmp = dest.with_name(f".{dest.name}.part")

@@ -12,8 +12,8 @@ from ..naming import validate_name
 from ..schema import BuildArtifactType, BuildStatus
 from ..worker.queue import BuildQueue
 from . import serialize
-from .artifacts import send_artifact
 from .base import BaseHandler, run_sync, serialized
+from .lockfiles import send_lockfile
 
 DEPRECATION_SUNSET = "2025-03-17"
 """Upstream deprecated the v1 environment listing (still used by its UI and CLI); we say so too."""
@@ -105,7 +105,7 @@ class EnvironmentLockfileHandler(BaseHandler):
                 raise ValidationError(f"environment {ns}/{name} has no completed build yet")
             return api.get_build(db, env.current_build_id)  # artifacts loaded eagerly
 
-        await send_artifact(self, await self.in_db(work), BuildArtifactType.LOCKFILE)
+        await send_lockfile(self, await self.in_db(work))
 
 
 HANDLERS = [
