@@ -7,7 +7,7 @@ from typing import Any
 
 from .. import api
 from ..auth.rbac import Permission
-from ..exceptions import ValidationError
+from ..exceptions import NotFoundError, ValidationError
 from ..naming import validate_name
 from ..schema import BuildArtifactType, BuildStatus
 from ..worker.queue import BuildQueue
@@ -101,8 +101,10 @@ class EnvironmentLockfileHandler(BaseHandler):
         def work(db):
             self.authorize(db, Permission.ENVIRONMENT_READ, _arn(ns, name))
             env = api.get_environment(db, ns, name)
-            if env.current_build_id is None:
-                raise ValidationError(f"environment {ns}/{name} has no completed build yet")
+            if api.completed_current_build(env) is None:  # a new environment's first build is current
+                state = f" (build {env.current_build_id} is {env.current_build.status.value.lower()})" \
+                    if env.current_build is not None else ""
+                raise NotFoundError(f"environment {ns}/{name} has no completed build yet{state}")
             return api.get_build(db, env.current_build_id)  # artifacts loaded eagerly
 
         await send_lockfile(self, await self.in_db(work))
