@@ -98,7 +98,7 @@ def test_cross_namespace_table(server, users):
     assert [(e["namespace"]["name"], e["name"]) for e in envs] == [("alice", "env")]
     assert [x["id"] for x in call(server, "GET", "build/", alice).json()["data"]] == [builds["alice"]]
     assert call(server, "GET", "environment/", None).json()["count"] == 0
-    assert list(call(server, "GET", "usage/", alice).json()["data"]) == ["alice"]
+    assert list(call(server, "GET", "usage/", alice).json()["data"]) == ["alice", "default"]
     # and the owner may do all of it
     assert call(server, "GET", "environment/bob/env/", bob).status_code == 200
     assert call(server, "PUT", "environment/bob/env/", bob, json={"description": "mine"}).status_code == 200
