@@ -299,3 +299,24 @@ def test_upstream_client_token_without_credentials(upstream_client, server, tmp_
     assert token.startswith("cst_")
     assert get(server, "permission/", token).json()["data"]["entity_roles"] == {}
     assert get(server, "namespace/default/", token).status_code == 403
+
+
+def test_lockfile_json_reads_yaml_as_conda_locks_writer_meant_it():
+    """conda-lock writes YAML 1.2 (ruamel); the JSON must hold what ruamel reads back, not what a
+    YAML 1.1 reader would (``on`` a boolean, ``2024-01-01`` a date, ``0755`` octal)."""
+    import io
+
+    from ruamel.yaml import YAML
+
+    from conda_store_jupyter.server.lockfiles import to_json, to_yaml
+
+    doc = {"strings": ["on", "yes", "No", "2024-01-01", "0755", "1e3", "null", "1:20", "~", ".inf", "0o17", ""],
+           "values": [True, False, None, 0, 755, -3, 1.5, 1e-3, float("inf"), 0o17],
+           "nested": {"version": "1.10", "build": "py_0", "sha256": "0" * 64}}
+    out = io.StringIO()
+    YAML().dump(doc, out)
+    text = out.getvalue().encode()
+    assert json.loads(to_json(text)) == YAML(typ="safe", pure=True).load(text) == doc
+    assert to_json(b'{"version": 1}') == b'{"version": 1}'  # stored as JSON: served as stored
+    assert yaml.safe_load(to_yaml(b'{"a": ["on", "2024-01-01"]}')) == {"a": ["on", "2024-01-01"]}
+    assert to_yaml(text) is None  # stored as YAML: served as stored

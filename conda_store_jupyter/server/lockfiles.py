@@ -16,13 +16,11 @@ so both forms are read through the server even when the storage could redirect.
 
 from __future__ import annotations
 
-import datetime as dt
-import io
 import json
+import re
 from typing import Any
 
-from ruamel.yaml import YAML
-from ruamel.yaml.error import YAMLError
+import yaml
 
 from .. import orm
 from ..exceptions import NotFoundError, ValidationError
@@ -66,35 +64,60 @@ def wants_yaml(format_arg: str | None, accept: str | None) -> bool:
     return _accept_quality(accept, _YAML_TYPES) > _accept_quality(accept, _JSON_TYPES)
 
 
-def _plain(value: Any) -> Any:
-    """JSON's ``default``: YAML timestamps become ISO strings."""
-    if isinstance(value, (dt.date, dt.datetime)):
-        return value.isoformat()
-    raise TypeError(f"cannot represent {type(value).__name__} in JSON")
+class _Core12Loader(yaml.CSafeLoader if hasattr(yaml, "CSafeLoader") else yaml.SafeLoader):  # type: ignore[misc]
+    """libyaml's parser with the YAML 1.2 core schema's implicit types.
+
+    conda-lock writes its file with ruamel (YAML 1.2); PyYAML's default resolvers are YAML 1.1's,
+    which would read an unquoted ``on`` or ``no`` as a boolean and ``2024-01-01`` as a date.
+    ruamel's own (pure Python) loader reads a 300-package lockfile in seconds; this in
+    milliseconds (benchmarks/lockfile_json.py).
+    """
+
+    yaml_implicit_resolvers: dict = {}
+
+
+for _tag, _pattern, _first in [
+    ("tag:yaml.org,2002:bool", r"^(?:true|True|TRUE|false|False|FALSE)$", "tTfF"),
+    ("tag:yaml.org,2002:null", r"^(?:~|null|Null|NULL|)$", ["~", "n", "N", ""]),
+    ("tag:yaml.org,2002:int", r"^(?:[-+]?[0-9]+|0o[0-7]+|0x[0-9a-fA-F]+)$", "-+0123456789"),
+    ("tag:yaml.org,2002:float",
+     r"^(?:[-+]?(?:\.[0-9]+|[0-9]+(?:\.[0-9]*)?)(?:[eE][-+]?[0-9]+)?|[-+]?\.(?:inf|Inf|INF)|\.(?:nan|NaN|NAN))$",
+     "-+0123456789."),
+]:
+    _Core12Loader.add_implicit_resolver(_tag, re.compile(_pattern), list(_first))
+
+
+def _int_core12(loader: yaml.SafeLoader, node: yaml.ScalarNode) -> int:
+    value = loader.construct_scalar(node)
+    if value.startswith("0o"):
+        return int(value[2:], 8)
+    if value.startswith("0x"):
+        return int(value[2:], 16)
+    return int(value, 10)  # YAML 1.2: a leading zero is still decimal
+
+
+_Core12Loader.add_constructor("tag:yaml.org,2002:int", _int_core12)
 
 
 def _load(text: bytes) -> Any:
-    # ruamel reads YAML 1.2, as conda-lock's writer (also ruamel) wrote it: a YAML 1.1 loader
-    # could turn an unquoted string such as ``on`` into a boolean.
-    return YAML(typ="safe", pure=True).load(text)
+    return yaml.load(text, Loader=_Core12Loader)  # noqa: S506 - a safe loader (SafeConstructor)
 
 
 def to_json(stored: bytes) -> bytes:
     """The stored lockfile as JSON (already JSON: unchanged)."""
     if stored.lstrip()[:1] == b"{":
         return stored
-    return json.dumps(_load(stored), default=_plain, indent=2).encode()
+    return json.dumps(_load(stored), indent=2).encode()
 
 
 def to_yaml(stored: bytes) -> bytes | None:
     """A stored JSON lockfile as block YAML; None when it is YAML already (serve it as stored)."""
     if stored.lstrip()[:1] != b"{":
         return None
-    out = io.StringIO()
-    yaml = YAML(typ="safe", pure=True)
-    yaml.default_flow_style = False
-    yaml.dump(json.loads(stored), out)
-    return out.getvalue().encode()
+    dumper = yaml.CSafeDumper if hasattr(yaml, "CSafeDumper") else yaml.SafeDumper
+    # PyYAML quotes every string a YAML 1.1 reader could take for something else: a superset of
+    # what 1.2 readers (conda-lock) need.
+    return yaml.dump(json.loads(stored), Dumper=dumper, default_flow_style=False, sort_keys=False).encode()
 
 
 async def send_lockfile(handler: BaseHandler, build: orm.Build) -> None:
@@ -111,7 +134,7 @@ async def send_lockfile(handler: BaseHandler, build: orm.Build) -> None:
             body, content_type = await run_sync(to_yaml, stored) or stored, "text/yaml; charset=utf-8"
         else:
             body, content_type = await run_sync(to_json, stored), "application/json"
-    except (ValueError, TypeError, YAMLError) as exc:  # not what a build writes: say so, no 500
+    except (ValueError, TypeError, yaml.YAMLError) as exc:  # not what a build writes: say so, no 500
         raise ValidationError(f"build {build.id}'s lockfile cannot be read: {exc}") from None
     handler.set_header("Content-Type", content_type)
     # The same file name either way: conda-lock finds ``conda-lock.yml`` and JSON is YAML.
