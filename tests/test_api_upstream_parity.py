@@ -271,8 +271,8 @@ def test_anonymous_token_carries_only_the_anonymous_bindings(server):
 
 
 def test_anonymous_token_gets_configured_anonymous_bindings(tmp_path, redis_url, local_channel):
-    c = _config(tmp_path, redis_url, local_channel,
-                unauthenticated_role_bindings={"{default_namespace}/*": ["viewer"]}, anonymous_token_lifetime=120)
+    c = _config(tmp_path, redis_url, local_channel, unauthenticated_role_bindings={"{default_namespace}/*": ["viewer"]},
+                anonymous_token_lifetime=120, anonymous_token_limit=2)
     with running_server(c) as server:
         data = post(server, "token/").json()["data"]
         assert data["role_bindings"] == {"default/*": ["viewer"]}
@@ -288,6 +288,11 @@ def test_anonymous_token_gets_configured_anonymous_bindings(tmp_path, redis_url,
         assert post(server, "token/").status_code == 200
         r = get(server, "permission/", data["token"])
         assert r.status_code == 401 and "does not know it" in r.json()["message"]  # its row is gone
+        # and a flood is bounded: at most anonymous_token_limit valid at once
+        assert post(server, "token/").status_code == 200
+        r = post(server, "token/")
+        assert r.status_code == 503 and "anonymous_token_limit" in r.json()["message"]
+        assert post(server, "token/", ADMIN).status_code == 200  # a caller with credentials is not limited
 
 
 def test_upstream_client_token_without_credentials(upstream_client, server, tmp_path):  # noqa: F811

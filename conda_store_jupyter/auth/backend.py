@@ -34,7 +34,7 @@ from traitlets import Dict, Integer, Set, Type, Unicode, validate
 from traitlets.config import LoggingConfigurable
 
 from .. import orm
-from ..exceptions import AuthenticationError, PermissionDeniedError, ValidationError
+from ..exceptions import AuthenticationError, PermissionDeniedError, ServiceUnavailableError, ValidationError
 from ..naming import DYNAMIC_NAMESPACE, namespace_for_username, validate_name  # noqa: F401 - re-exported
 from . import tokens as _tokens
 from .authenticators import Authenticator, DummyAuthenticator, NoLoginAuthenticator  # noqa: F401 - config paths
@@ -161,6 +161,13 @@ class AuthenticationBackend(LoggingConfigurable):
         only ``unauthenticated_role_bindings`` as they are when it is issued: nothing anonymous
         requests could not already do. Short, because anyone can mint one (each is a row; expired
         ones are deleted a day later).""",
+    ).tag(config=True)
+
+    anonymous_token_limit = Integer(
+        10000,
+        help="""Most tokens issued without credentials that may be valid at once; beyond it such
+        requests get a 503 until some expire. Anyone can ask for one, so this bounds the rows a
+        flood of requests can add.""",
     ).tag(config=True)
 
     authenticator_class = Type(
@@ -527,6 +534,10 @@ class AuthenticationBackend(LoggingConfigurable):
         with self.store.session() as db:
             if anonymous:
                 _tokens.purge_expired(db, note=ANONYMOUS_TOKEN_NOTE, before=now - ANONYMOUS_TOKEN_KEEP)
+                if _tokens.count_live(db, note=ANONYMOUS_TOKEN_NOTE) >= self.anonymous_token_limit:
+                    raise ServiceUnavailableError(
+                        f"{self.anonymous_token_limit} tokens issued without credentials are valid now, the "
+                        "most allowed (AuthenticationBackend.anonymous_token_limit); log in, or retry later")
             return _tokens.issue_token(
                 db,
                 username=None if anonymous else identity.username,
