@@ -325,3 +325,22 @@ def test_lockfile_json_reads_yaml_as_conda_locks_writer_meant_it():
     assert to_json(b'{"version": 1}') == b'{"version": 1}'  # stored as JSON: served as stored
     assert yaml.safe_load(to_yaml(b'{"a": ["on", "2024-01-01"]}')) == {"a": ["on", "2024-01-01"]}
     assert to_yaml(text) is None  # stored as YAML: served as stored
+
+
+def test_a_lockfile_that_cannot_be_read_is_a_clear_4xx(server):
+    """A stored lockfile that is neither YAML nor JSON (a damaged store): the problem, not a 500."""
+    from .fixtures_service import completed_build
+
+    build_id = completed_build(server.store, "broken", ["hello"])
+    with server.store.session() as db:
+        build = db.get(orm.Build, build_id)
+        key = f"lockfile/{build.build_key}.yml"
+        db.add(orm.BuildArtifact(build_id=build_id, artifact_type="LOCKFILE", key=key))
+    for stored in (b"package: [unclosed\n", b"{not json"):
+        server.store.storage.put_bytes(key, stored)
+        for params in ({}, {"format": "yaml"}):
+            r = get(server, f"build/{build_id}/lockfile/", ADMIN, params=params)
+            if r.status_code == 200:  # stored YAML is served as stored when YAML is asked for
+                assert params and r.content == stored
+                continue
+            assert r.status_code == 400 and r.json()["message"].startswith(f"build {build_id}'s lockfile cannot be read"), r.text

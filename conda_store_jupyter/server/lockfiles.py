@@ -104,8 +104,9 @@ def _load(text: bytes) -> Any:
 
 
 def to_json(stored: bytes) -> bytes:
-    """The stored lockfile as JSON (already JSON: unchanged)."""
+    """The stored lockfile as JSON (already JSON: unchanged, once checked; a client parses it)."""
     if stored.lstrip()[:1] == b"{":
+        json.loads(stored)  # ValueError if it is not (milliseconds: no reason to skip it)
         return stored
     return json.dumps(_load(stored), indent=2).encode()
 
@@ -122,7 +123,7 @@ def to_yaml(stored: bytes) -> bytes | None:
 
 async def send_lockfile(handler: BaseHandler, build: orm.Build) -> None:
     """Answer with ``build``'s lockfile in the form the request asks for (see module doc)."""
-    yaml = wants_yaml(handler.get_query_argument("format", None), handler.request.headers.get("Accept"))
+    as_yaml = wants_yaml(handler.get_query_argument("format", None), handler.request.headers.get("Accept"))
     handler.set_header("Vary", "Accept")
     key = artifact_storage_key(build, BuildArtifactType.LOCKFILE)
     storage = handler.store.storage
@@ -130,7 +131,7 @@ async def send_lockfile(handler: BaseHandler, build: orm.Build) -> None:
         raise NotFoundError(f"build {build.id} ({build.status.value.lower()}) has no lockfile artifact")
     stored = await run_sync(storage.get_bytes, key)
     try:
-        if yaml:
+        if as_yaml:
             body, content_type = await run_sync(to_yaml, stored) or stored, "text/yaml; charset=utf-8"
         else:
             body, content_type = await run_sync(to_json, stored), "application/json"
