@@ -148,7 +148,8 @@ def test_current_build_is_the_first_build_from_submission(server, tmp_path):
 
     # deleted and submitted again: the new environment points at its new first build
     assert httpx.delete(server.api("environment/team/hi/"), headers=bearer(ADMIN), timeout=30).status_code == 200
-    third_id = post(server, "specification/", ADMIN, json={"namespace": "team", "specification": QUICK}).json()["data"]["build_id"]
+    third = post(server, "specification/", ADMIN, json={"namespace": "team", "specification": QUICK})
+    third_id = third.json()["data"]["build_id"]
     assert get(server, "environment/team/hi/", ADMIN).json()["data"]["current_build_id"] == third_id
 
 
@@ -343,4 +344,5 @@ def test_a_lockfile_that_cannot_be_read_is_a_clear_4xx(server):
             if r.status_code == 200:  # stored YAML is served as stored when YAML is asked for
                 assert params and r.content == stored
                 continue
-            assert r.status_code == 400 and r.json()["message"].startswith(f"build {build_id}'s lockfile cannot be read"), r.text
+            assert r.status_code == 400, r.text
+            assert r.json()["message"].startswith(f"build {build_id}'s lockfile cannot be read"), r.text
