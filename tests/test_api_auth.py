@@ -92,12 +92,13 @@ def test_cross_namespace_table(server, users):
         r = call(server, method, path, None, json=body)
         assert r.status_code == 401, (method, path, r.status_code, r.text)
     # listings are filtered, not refused
-    assert [e["name"] for e in call(server, "GET", "namespace/", alice).json()["data"]] == ["alice"]
+    # (``default`` exists from the start; users are its viewers by default)
+    assert [e["name"] for e in call(server, "GET", "namespace/", alice).json()["data"]] == ["alice", "default"]
     envs = call(server, "GET", "environment/", alice).json()["data"]
     assert [(e["namespace"]["name"], e["name"]) for e in envs] == [("alice", "env")]
     assert [x["id"] for x in call(server, "GET", "build/", alice).json()["data"]] == [builds["alice"]]
     assert call(server, "GET", "environment/", None).json()["count"] == 0
-    assert list(call(server, "GET", "usage/", alice).json()["data"]) == ["alice"]
+    assert list(call(server, "GET", "usage/", alice).json()["data"]) == ["alice", "default"]
     # and the owner may do all of it
     assert call(server, "GET", "environment/bob/env/", bob).status_code == 200
     assert call(server, "PUT", "environment/bob/env/", bob, json={"description": "mine"}).status_code == 200
@@ -320,7 +321,7 @@ def test_two_users_never_share_a_namespace(server):
     assert r.status_code == 200, r.text  # into their own, distinct namespace
     with server.store.session() as db:
         owners = dict(db.execute(select(orm.Namespace.name, orm.Namespace.owner)).all())
-    assert owners == {"bob-x-org": "bob-x-org", mine["primary_namespace"]: "bob@x.org"}
+    assert owners == {"default": None, "bob-x-org": "bob-x-org", mine["primary_namespace"]: "bob@x.org"}
 
     # A token naming someone else's namespace as its user's own (issued before user names were
     # mapped injectively, say) grants nothing there, and says why.

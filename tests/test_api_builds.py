@@ -68,7 +68,9 @@ def test_build_flow(service):
     assert client.get("environment/team/web/").json()["data"]["current_build_id"] == build_id
 
     # artifacts, streamed by the server with proper headers
-    for path, content_type in [("lockfile/", "text/yaml"), ("conda-lock.yml", "text/yaml"), ("yaml/", "text/yaml"),
+    # (the lockfile as upstream serves it, JSON; its YAML form when asked: tests/test_api_upstream_parity.py)
+    for path, content_type in [("lockfile/", "application/json"), ("conda-lock.yml", "application/json"),
+                               ("lockfile/?format=yaml", "text/yaml"), ("yaml/", "text/yaml"),
                                ("archive/", "application/gzip"), ("logs/", "text/plain")]:
         r = client.get(f"build/{build_id}/{path}")
         assert r.status_code == 200, (path, r.text[:300])

@@ -41,9 +41,10 @@ def client(server):
 
 
 def test_namespace_lifecycle(client):
-    # An empty listing reports the page size it stands for, never 0 (clients divide by it) or 1.
-    assert client.get("namespace/").json() == {"status": "ok", "data": [], "message": None,
-                                               "page": 1, "size": 100, "count": 0}
+    # A listing reports the page size it stands for, never 0 (clients divide by it) or 1; the
+    # default namespace exists from the first start.
+    assert client.get("namespace/").json() == {"status": "ok", "data": [{"id": 1, "name": "default"}],
+                                               "message": None, "page": 1, "size": 100, "count": 1}
     assert client.post("namespace/team/").json()["status"] == "ok"
     r = client.post("namespace/team")  # no trailing slash: served, not redirected
     assert r.status_code == 409 and r.json()["status"] == "error"
@@ -63,7 +64,7 @@ def test_namespace_lifecycle(client):
 
     assert client.delete("namespace/team/").status_code == 200
     assert client.get("namespace/team/").status_code == 404
-    assert [n["name"] for n in client.get("namespace/").json()["data"]] == ["ops"]
+    assert [n["name"] for n in client.get("namespace/").json()["data"]] == ["default", "ops"]
 
 
 def test_specification_creates_environment_and_build(client, server):
@@ -75,7 +76,8 @@ def test_specification_creates_environment_and_build(client, server):
     assert build["specification"]["spec"]["dependencies"] == ["python", "six"]
     assert build["specification"]["spec"]["channels"] == [server.store.conda_default_channels[0]]
     env = client.get("environment/team/ml/").json()["data"]
-    assert env["namespace"]["name"] == "team" and env["current_build_id"] is None
+    # a new environment points at its first build from submission on (upstream's schema)
+    assert env["namespace"]["name"] == "team" and env["current_build_id"] == build_id
     # resubmitting always makes a new build (upstream force=True), sharing the specification row
     again = client.post("specification/", json={"namespace": "team", "specification": spec("ml", "python", "six")})
     second = client.get(f"build/{again.json()['data']['build_id']}/").json()["data"]
@@ -103,8 +105,9 @@ def test_environment_listing_filters_paging_sorting(client, server):
     assert names(size=2, page=2, order="desc", sort_by="name") == (["b/three", "b/one"], 5)
     # the upstream client appends "/" to the URL, i.e. to the last query value
     assert names(**{"namespace": "a/"}) == (["a/one", "a/two"], 2)
-    # status/artifact/package filters apply to the *current* build: none is current yet
-    assert names(status="QUEUED") == ([], 0)
+    # status/artifact/package filters apply to the *current* build: each one's first, still queued
+    assert names(status="QUEUED") == (["a/one", "a/two", "b/one", "b/three", "c/x_y"], 5)
+    assert names(status="COMPLETED") == ([], 0)
     with server.store.session() as db:  # make a/one's build current and COMPLETED
         env = db.query(orm.Environment).filter_by(name="one").order_by(orm.Environment.id).first()
         build = env.builds[0]
@@ -121,7 +124,7 @@ def test_set_current_build_rules(client, server):
     b1 = client.post("specification/", json={"namespace": "n", "specification": spec("e")}).json()["data"]["build_id"]
     b2 = client.post("specification/", json={"namespace": "n", "specification": spec("e", "six")}).json()["data"]["build_id"]
     other = client.post("specification/", json={"namespace": "n", "specification": spec("f")}).json()["data"]["build_id"]
-    r = client.put("environment/n/e/", json={"build_id": b1})
+    r = client.put("environment/n/e/", json={"build_id": b2})
     assert r.status_code == 400 and "only a completed build" in r.json()["message"]
     with server.store.session() as db:
         for b in (b1, b2, other):

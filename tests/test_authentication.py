@@ -244,13 +244,15 @@ def test_anonymous_caller_defaults(backend):
     anon = backend.authenticate_request(cookie=None, authorization=None)
     issued = backend.issue_token_for(anon, primary_namespace=None, role_bindings=None, expiration=None)
     assert issued.primary_namespace == "default" and issued.role_bindings == {}
-    assert orm.utcnow() + DAY - dt.timedelta(minutes=1) < issued.expires_at <= orm.utcnow() + DAY
+    # short-lived: AuthenticationBackend.anonymous_token_lifetime (an hour)
+    hour = dt.timedelta(hours=1)
+    assert orm.utcnow() + hour - dt.timedelta(minutes=1) < issued.expires_at <= orm.utcnow() + hour
     with pytest.raises(ValidationError, match="not a subset"):
         backend.issue_token_for(anon, primary_namespace=None, role_bindings={"default/*": ["viewer"]},
                                 expiration=None)
     with pytest.raises(ValidationError, match="later than"):
         backend.issue_token_for(anon, primary_namespace=None, role_bindings=None,
-                                expiration=orm.utcnow() + 2 * DAY)
+                                expiration=orm.utcnow() + 2 * hour)
     # The minted token is authenticated but can do nothing (no mappings, no defaults sneak in).
     with backend.store.session() as db:
         ns = orm.Namespace(name="default", role_mappings=[orm.NamespaceRoleMapping(entity="*/*", role="admin")])

@@ -108,7 +108,7 @@ def test_standalone_flow(standalone, page, browser, screenshots, tmp_path):
     expect(row.get_by_role("link", name=f"build {first_build} of alice/analysis")).to_be_visible()
     expect(row).to_contain_text("COMPLETED")
     expect(row.get_by_role("link", name="lockfile of alice/analysis")).to_have_attribute(
-        "href", f"/api/v1/build/{first_build}/lockfile/")
+        "href", f"/api/v1/build/{first_build}/lockfile/?format=yaml")
     expect(row.get_by_role("link", name="archive of alice/analysis")).to_have_count(0)  # not configured here
     screenshots(page, "home")
 

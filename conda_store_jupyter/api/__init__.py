@@ -25,6 +25,7 @@ from .builds import (
     submit_dynamic_build,
 )
 from .environments import (
+    completed_current_build,
     delete_environment,
     get_environment,
     list_environments,
@@ -50,7 +51,8 @@ from .namespaces import (
 from .packages import list_build_packages, list_channels, list_packages, metrics, usage
 
 __all__ = [
-    "Page", "PageResult", "create_namespace", "delete_build", "delete_environment", "delete_namespace",
+    "Page", "PageResult", "completed_current_build", "create_namespace", "delete_build", "delete_environment",
+    "delete_namespace",
     "delete_namespace_role", "find_namespace", "get_build", "get_environment", "get_namespace",
     "get_namespace_role", "in_transaction", "list_build_packages", "list_builds", "list_channels", "list_environments",
     "list_namespace_roles", "list_namespaces", "list_packages", "metrics",

@@ -91,12 +91,12 @@ def submit_specification(
             orm.Environment.namespace_id == namespace.id, orm.Environment.name == spec.name
         )
     )
+    new = env is None or env.deleted_on is not None
     if env is None:
         env = orm.Environment(namespace=namespace, name=spec.name)
         db.add(env)
-    elif env.deleted_on is not None:  # recreated after a delete: start a fresh history pointer
+    elif env.deleted_on is not None:  # recreated after a delete: a fresh history pointer (below)
         env.deleted_on = None
-        env.current_build_id = None
     if description is not None:
         env.description = description
     elif spec.description and not env.description:
@@ -104,6 +104,25 @@ def submit_specification(
     build = orm.Build(specification=specification, environment=env, status=BuildStatus.QUEUED)
     db.add(build)
     db.flush()
+    if new:
+        # As upstream (whose schema requires an integer): a new environment points at its first
+        # build from submission on. Afterwards only a completed build moves it (the worker, or a
+        # rollback), so whatever runs, links or serves a build checks that it is COMPLETED
+        # (:func:`completed_current_build`).
+        env.current_build_id = build.id
+        db.flush()
+    return build
+
+
+def completed_current_build(env: orm.Environment) -> orm.Build | None:
+    """The environment's current build if it is usable (COMPLETED, not deleted), else None.
+
+    ``current_build_id`` is set from the first submission on, so "current" alone does not mean
+    there is a prefix, a lockfile or an image yet.
+    """
+    build = env.current_build
+    if build is None or build.status != BuildStatus.COMPLETED or build.deleted_on is not None:
+        return None
     return build
 
 

@@ -34,13 +34,14 @@ from traitlets import Dict, Integer, Set, Type, Unicode, validate
 from traitlets.config import LoggingConfigurable
 
 from .. import orm
-from ..exceptions import AuthenticationError, PermissionDeniedError, ValidationError
+from ..exceptions import AuthenticationError, PermissionDeniedError, ServiceUnavailableError, ValidationError
 from ..naming import DYNAMIC_NAMESPACE, namespace_for_username, validate_name  # noqa: F401 - re-exported
 from . import tokens as _tokens
 from .authenticators import Authenticator, DummyAuthenticator, NoLoginAuthenticator  # noqa: F401 - config paths
 from .credentials import Credential, presented
 from .hub import HubAuthentication, HubIdentity, HubUser
 from .rbac import (
+    PERMISSION_ALIASES,
     Identity,
     Permission,
     RoleBindings,
@@ -63,15 +64,24 @@ __all__ = [
 NOT_SUBSET_MESSAGE = "Requested role_bindings are not a subset of the current token's permissions"
 """Upstream's wording for the 400 of ``POST /api/v1/token/`` (clients may match on it)."""
 
-ANONYMOUS_TOKEN_LIFETIME = dt.timedelta(days=1)
-"""Upstream treats an anonymous caller of ``POST /token/`` as holding a token valid for a day."""
+ANONYMOUS_TOKEN_NOTE = "anonymous"
+"""The note of every token issued to a caller without credentials (how they are found to purge)."""
+
+ANONYMOUS_TOKEN_KEEP = dt.timedelta(days=1)
+"""How long an expired anonymous token's row is kept (so it is still reported as expired, not
+unknown), before the next anonymous issue deletes it."""
 
 
 @dataclass
 class TokenIdentity(Identity):
-    """An identity from an issued token. ``scoped`` tokens get no live grants (see module doc)."""
+    """An identity from an issued token. ``scoped`` tokens get no live grants (see module doc).
+
+    ``anonymous_grant``: issued to a caller without credentials; it counts as authenticated (as
+    upstream's does) but opens nothing that needs a login (:meth:`BaseHandler.require_authenticated`).
+    """
 
     scoped: bool = False
+    anonymous_grant: bool = False
 
 
 def _is_scoped(identity: Identity) -> bool:
@@ -144,6 +154,22 @@ class AuthenticationBackend(LoggingConfigurable):
         credential does not expire (a fresh login or a predefined token); also the session length.""",
     ).tag(config=True)
 
+    anonymous_token_lifetime = Integer(
+        3600,
+        help="""Lifetime, in seconds, of a token requested without credentials (``POST
+        /api/v1/token/`` anonymously, e.g. upstream's ``conda-store token``). Such a token carries
+        only ``unauthenticated_role_bindings`` as they are when it is issued: nothing anonymous
+        requests could not already do. Short, because anyone can mint one (each is a row; expired
+        ones are deleted a day later).""",
+    ).tag(config=True)
+
+    anonymous_token_limit = Integer(
+        10000,
+        help="""Most tokens issued without credentials that may be valid at once; beyond it such
+        requests get a 503 until some expire. Anyone can ask for one, so this bounds the rows a
+        flood of requests can add.""",
+    ).tag(config=True)
+
     authenticator_class = Type(
         "conda_store_jupyter.auth.backend.NoLoginAuthenticator",
         klass=Authenticator,
@@ -192,6 +218,12 @@ class AuthenticationBackend(LoggingConfigurable):
             if not isinstance(bindings, Mapping):
                 raise ValidationError(f"group_role_bindings[{group!r}] must be a dict of role bindings")
             _substitute(bindings, primary_namespace="x", default_namespace="x")
+        return proposal.value
+
+    @validate("anonymous_token_lifetime")
+    def _check_anonymous_lifetime(self, proposal) -> int:
+        if proposal.value <= 0:
+            raise ValidationError("anonymous_token_lifetime must be > 0 seconds")
         return proposal.value
 
     @validate("token_max_lifetime", "default_token_lifetime")
@@ -394,6 +426,7 @@ class AuthenticationBackend(LoggingConfigurable):
                 expiration=row.expires_at,
                 token_id=row.id,
                 scoped=bool(row.scoped),
+                anonymous_grant=is_anonymous_grant(row),
             )
 
     def identity_for_user(self, username: str, *, admin: bool = False, groups: Iterable[str] = ()) -> Identity:
@@ -448,7 +481,10 @@ class AuthenticationBackend(LoggingConfigurable):
         now = _tokens.utcnow()
         max_exp = now + dt.timedelta(seconds=self.token_max_lifetime) if self.token_max_lifetime else None
         if identity.anonymous:
-            caller_ns, caller_exp = self.default_namespace, now + ANONYMOUS_TOKEN_LIFETIME
+            # Upstream issues tokens to anonymous callers (its client's ``conda-store token``
+            # depends on it); ours are short-lived and hold the anonymous bindings at most.
+            caller_ns = self.default_namespace
+            caller_exp = now + dt.timedelta(seconds=self.anonymous_token_lifetime)
             inherited: RoleBindings = {}
         else:
             caller_ns, caller_exp = identity.primary_namespace, identity.expiration
@@ -469,7 +505,7 @@ class AuthenticationBackend(LoggingConfigurable):
             bindings = normalize_bindings(role_bindings)
             if not is_subset(bindings, held):
                 raise ValidationError(NOT_SUBSET_MESSAGE)
-        elif scoped and not identity.anonymous:
+        elif scoped:
             bindings = held  # a snapshot of everything the caller may do now, nothing more
         else:
             bindings = inherited
@@ -493,15 +529,23 @@ class AuthenticationBackend(LoggingConfigurable):
             if max_exp is not None:
                 expires_at = min(expires_at, max_exp)
 
+        # What an anonymous grant issues is an anonymous grant too: no way to more than anonymous.
+        anonymous = identity.anonymous or getattr(identity, "anonymous_grant", False)
         with self.store.session() as db:
+            if anonymous:
+                _tokens.purge_expired(db, note=ANONYMOUS_TOKEN_NOTE, before=now - ANONYMOUS_TOKEN_KEEP)
+                if _tokens.count_live(db, note=ANONYMOUS_TOKEN_NOTE) >= self.anonymous_token_limit:
+                    raise ServiceUnavailableError(
+                        f"{self.anonymous_token_limit} tokens issued without credentials are valid now, the "
+                        "most allowed (AuthenticationBackend.anonymous_token_limit); log in, or retry later")
             return _tokens.issue_token(
                 db,
-                username=identity.username,
+                username=None if anonymous else identity.username,
                 primary_namespace=namespace,
                 role_bindings=bindings,
                 expires_at=expires_at,
-                note=note,
-                issuer_id=identity.token_id,
+                note=ANONYMOUS_TOKEN_NOTE if anonymous else note,
+                issuer_id=None if anonymous else identity.token_id,
                 scoped=scoped,
             )
 
@@ -559,6 +603,11 @@ class AuthenticationBackend(LoggingConfigurable):
         raise PermissionDeniedError(f"request not authorized: {permission.value} on {arn!r} is not allowed")
 
 
+def is_anonymous_grant(row: orm.Token) -> bool:
+    """Was token ``row`` issued to a caller without credentials?"""
+    return row.username is None and row.issuer_id is None and row.note == ANONYMOUS_TOKEN_NOTE
+
+
 def _foreign_owner(db, identity: Identity) -> str | None:
     """The owner of ``identity``'s primary namespace if that is another user (else None).
 
@@ -596,6 +645,6 @@ def _reserved_write(held: RoleBindings, permission: Permission, arn: str) -> boo
 
 def _permission(value: Permission | str) -> Permission:
     try:
-        return Permission(value)
+        return PERMISSION_ALIASES.get(value) or Permission(value)
     except ValueError:
         raise ValidationError(f"unknown permission {value!r}") from None

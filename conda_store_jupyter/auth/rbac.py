@@ -37,9 +37,11 @@ class Permission(str, enum.Enum):
     ROLE_MAPPING_UPDATE = "namespace-role-mapping::update"
     ROLE_MAPPING_DELETE = "namespace-role-mapping::delete"
     ENVIRONMENT_READ = "environment::read"
-    ENVIRONMENT_CREATE = "environment::create"
+    # upstream's spelling, single colon included: clients compare these strings
+    ENVIRONMENT_CREATE = "environment:create"
     ENVIRONMENT_UPDATE = "environment::update"
     ENVIRONMENT_DELETE = "environment::delete"
+    ENVIRONMENT_SOLVE = "environment::solve"
     BUILD_CANCEL = "build::cancel"
     BUILD_DELETE = "build::delete"
     SETTING_READ = "setting::read"
@@ -47,12 +49,18 @@ class Permission(str, enum.Enum):
 
 
 P = Permission
-_VIEWER = frozenset({P.NAMESPACE_READ, P.ROLE_MAPPING_READ, P.ENVIRONMENT_READ, P.SETTING_READ})
-_DEVELOPER = _VIEWER | {P.ENVIRONMENT_CREATE, P.ENVIRONMENT_UPDATE, P.BUILD_CANCEL}
+# The same permissions per role as upstream conda-store reports (``GET /api/v1/permission/``),
+# so clients that decide what to offer from those strings see what they expect.
+_VIEWER = frozenset({P.NAMESPACE_READ, P.ROLE_MAPPING_READ, P.ENVIRONMENT_READ})
+_DEVELOPER = _VIEWER | {P.ENVIRONMENT_CREATE, P.ENVIRONMENT_UPDATE, P.ENVIRONMENT_SOLVE, P.BUILD_CANCEL,
+                        P.SETTING_READ}
 _ADMIN = frozenset(Permission)
 
 ROLES: Mapping[str, frozenset[Permission]] = {"viewer": _VIEWER, "developer": _DEVELOPER, "admin": _ADMIN}
 """Role name → permissions. Roles are ordered: each includes the previous one."""
+
+PERMISSION_ALIASES = {"environment::create": P.ENVIRONMENT_CREATE}
+"""Spellings accepted where a permission is named in input (the regular double-colon form)."""
 
 ROLE_ALIASES = {"editor": "developer"}
 """Accepted synonyms (upstream stores ``editor`` as ``developer``)."""

@@ -29,7 +29,7 @@ import secrets
 from dataclasses import dataclass
 from typing import Iterable, Mapping, Optional
 
-from sqlalchemy import select
+from sqlalchemy import func, select
 
 from .. import orm
 from ..exceptions import AuthenticationError, NotFoundError, ValidationError
@@ -226,6 +226,27 @@ def revoke_token(db, token_id: int) -> None:
     if row.revoked_on is None:
         row.revoked_on = utcnow()
         db.flush()
+
+
+def purge_expired(db, *, note: str, before: dt.datetime) -> int:
+    """Delete user-less tokens with ``note`` that expired before ``before``; how many went.
+
+    For tokens anyone can mint (anonymous ones): their rows must not pile up.
+    """
+    result = db.execute(
+        orm.Token.__table__.delete().where(
+            orm.Token.username.is_(None), orm.Token.issuer_id.is_(None), orm.Token.note == note,
+            orm.Token.expires_at.is_not(None), orm.Token.expires_at < to_naive_utc(before))
+    )
+    return result.rowcount or 0
+
+
+def count_live(db, *, note: str) -> int:
+    """How many user-less tokens with ``note`` are still valid (not expired, not revoked)."""
+    now = utcnow()
+    return db.scalar(select(func.count(orm.Token.id)).where(
+        orm.Token.username.is_(None), orm.Token.issuer_id.is_(None), orm.Token.note == note,
+        orm.Token.revoked_on.is_(None), orm.Token.expires_at > now)) or 0
 
 
 def list_tokens(db, *, username: str | None = None, include_inactive: bool = False) -> list[orm.Token]:

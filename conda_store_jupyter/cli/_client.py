@@ -23,8 +23,9 @@ from ._uri import BuildURI
 
 __all__ = ["Client", "CLIError", "ARTIFACT_PATHS", "ARTIFACT_TYPES"]
 
-ARTIFACT_PATHS = {"lockfile": "lockfile", "yaml": "yaml", "archive": "archive", "logs": "logs"}
-"""CLI artifact name → path segment under ``/api/v1/build/{id}/``."""
+ARTIFACT_PATHS = {"lockfile": "lockfile/?format=yaml", "yaml": "yaml/", "archive": "archive/", "logs": "logs/"}
+"""CLI artifact name → path under ``/api/v1/build/{id}/`` (the lockfile in its YAML form: the
+endpoint answers JSON unless asked, for upstream's clients; people read the file we write)."""
 
 ARTIFACT_TYPES = {"lockfile": "LOCKFILE", "yaml": "YAML", "archive": "CONDA_PACK", "logs": "LOGS",
                   "image": "DOCKER_MANIFEST"}
@@ -215,12 +216,27 @@ class Client:
         builds = self.builds(environment_id=environment.get("id"))
         return max(builds, key=lambda b: int(b["id"]), default=None)
 
+    def completed_current_build_id(self, environment: dict[str, Any]) -> int | None:
+        """The environment's current build id if that build is COMPLETED, else None.
+
+        A new environment's current build is its first build from submission on (upstream's
+        schema), so "current" alone does not mean there is something to run or download. Our
+        server embeds the current build; an upstream one costs a request for it.
+        """
+        build_id = environment.get("current_build_id")
+        if build_id is None:
+            return None
+        current = environment.get("current_build")
+        if not (isinstance(current, dict) and current.get("id") == build_id):
+            current = self.build(int(build_id))
+        return int(build_id) if current.get("status") == "COMPLETED" else None
+
     def resolve(self, uri: BuildURI, newest: bool = False) -> int:
         """The build id a URI names; for ``ns/env:id`` check the build belongs to the env.
 
-        ``ns/env`` means the environment's current build, or with ``newest`` its most recent
-        one: a new environment has no current build until its first build completes, and
-        after an update the build worth waiting for is the new one.
+        ``ns/env`` means the environment's current build once it is completed, or with
+        ``newest`` its most recent one: a new environment's current build is its first one,
+        which may still be queued, and after an update the build worth waiting for is the new one.
         """
         if not uri.is_environment:
             assert uri.build_id is not None
@@ -228,17 +244,18 @@ class Client:
         assert uri.namespace and uri.environment
         env = self.environment(uri.namespace, uri.environment)
         if uri.build_id is None:
-            latest = self.latest_build(env) if newest or env.get("current_build_id") is None else None
+            current = self.completed_current_build_id(env)
+            latest = self.latest_build(env) if newest or current is None else None
             if newest and latest is not None:
                 return int(latest["id"])
-            if env.get("current_build_id") is None:
+            if current is None:
                 state = ""
                 if latest and latest.get("status") in ("FAILED", "CANCELED"):
                     state = f" (its newest build {latest['id']} {latest['status']}: see 'conda-store logs {latest['id']}')"
                 elif latest:
                     state = f" (build {latest['id']} is {latest.get('status')}; try 'conda-store wait {uri}')"
                 raise CLIError(f"environment {uri} has no completed build yet{state}")
-            return int(env["current_build_id"])
+            return current
         build = self.build(uri.build_id)
         if build.get("environment_id") != env.get("id"):
             raise CLIError(f"build {uri.build_id} does not belong to environment {uri.namespace}/{uri.environment}")
@@ -260,7 +277,7 @@ class Client:
         own credentials, and our token must not leak to the storage host).
         """
         self._login()
-        path = f"/api/v1/build/{int(build_id)}/{ARTIFACT_PATHS[artifact]}/"
+        path = f"/api/v1/build/{int(build_id)}/{ARTIFACT_PATHS[artifact]}"
         url = self.config.url + path
         origin = httpx.URL(self.config.url)
         tmp = dest.with_name(f".{dest.name}.part")

@@ -177,6 +177,8 @@ def resolve_light(config: Config, uri: BuildURI) -> tuple[int, Identity] | None:
         build_id = _current_build_id(env, uri.namespace, uri.environment)
         current = env.get("current_build")
         build = current if isinstance(current, dict) and current.get("id") == build_id else _build(config, build_id)
+        if build.get("status") != "COMPLETED":
+            return None  # a new environment's first build, not done yet: the full client says so
     else:
         build_id = uri.build_id
         build = _build(config, build_id)

@@ -29,7 +29,10 @@ from tornado.netutil import bind_sockets
 from traitlets import Bool, Integer, TraitError, Unicode, default, validate
 from traitlets.config import Application
 
+from .. import api
 from ..app import CondaStore
+from ..exceptions import ValidationError
+from ..naming import validate_name
 from ..auth.backend import AuthenticationBackend
 from ..auth.hub import HubAuthentication, running_as_hub_service
 from . import (
@@ -254,6 +257,10 @@ class CondaStoreServer(Application):
             self.load_config_file(self.config_file)
             self.parse_command_line(argv)  # the command line wins over the file
         self.store = CondaStore(config=self.config, log=self.log)
+        try:  # created at start (prepare_database): a bad name fails now, in one line
+            validate_name(self.store.default_namespace, "CondaStore.default_namespace")
+        except ValidationError as exc:
+            raise TraitError(str(exc)) from None
         if self.config_file:
             self.store.config_file = os.path.abspath(self.config_file)  # read by worker jobs
         self.auth = AuthenticationBackend(store=self.store, config=self.config)
@@ -290,8 +297,15 @@ class CondaStoreServer(Application):
         level("%d %s %s %.1fms", status, handler.request.method, handler.request.uri,
               1000.0 * handler.request.request_time())
 
+    def prepare_database(self) -> None:
+        """Migrate, and make sure ``CondaStore.default_namespace`` exists (upstream has it from the
+        first start: clients read ``namespace/default/`` before anything was built there)."""
+        api.in_transaction(self.store, lambda db: api.create_namespace(db, self.store.default_namespace,
+                                                                       exist_ok=True))
+
     def listen(self) -> HTTPServer:
         """Bind (port 0 → a free port, remembered in ``bound_port``) and start serving."""
+        self.prepare_database()
         server = PlainHTTPServer(self.make_app(), max_body_size=self.max_buffer_size, xheaders=True,
                                  max_header_size=max(HEADER_READ_LIMIT, 2 * self.max_header_size))
         server.max_header_size = self.max_header_size

@@ -258,6 +258,9 @@ class BaseHandler(web.RequestHandler):
     def require_authenticated(self) -> None:
         if not self.identity.authenticated:
             raise AuthenticationError("request not authenticated")
+        if getattr(self.identity, "anonymous_grant", False):  # minted without credentials
+            raise AuthenticationError("request not authenticated: this token was issued without credentials "
+                                      "and can do only what anonymous requests can; log in or use a user's token")
 
     def bindings(self, db):
         """The caller's effective role bindings (token/user bindings + DB namespace mappings)."""

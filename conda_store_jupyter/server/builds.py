@@ -9,6 +9,7 @@ from ..worker.queue import BuildQueue
 from . import serialize
 from .artifacts import send_artifact
 from .base import BaseHandler, parse_id, run_sync, serialized
+from .lockfiles import send_lockfile
 
 
 def _arn(build) -> str:
@@ -116,7 +117,11 @@ class BuildArtifactHandler(BaseHandler):
             self.authorize(db, Permission.ENVIRONMENT_READ, _arn(build))
             return build
 
-        await send_artifact(self, await self.in_db(work), self.KINDS[what])
+        build, kind = await self.in_db(work), self.KINDS[what]
+        if kind == BuildArtifactType.LOCKFILE:
+            await send_lockfile(self, build)  # JSON, or YAML when asked (see lockfiles.py)
+        else:
+            await send_artifact(self, build, kind)
 
 
 HANDLERS = [

@@ -7,13 +7,13 @@ from typing import Any
 
 from .. import api
 from ..auth.rbac import Permission
-from ..exceptions import ValidationError
+from ..exceptions import NotFoundError, ValidationError
 from ..naming import validate_name
 from ..schema import BuildArtifactType, BuildStatus
 from ..worker.queue import BuildQueue
 from . import serialize
-from .artifacts import send_artifact
 from .base import BaseHandler, run_sync, serialized
+from .lockfiles import send_lockfile
 
 DEPRECATION_SUNSET = "2025-03-17"
 """Upstream deprecated the v1 environment listing (still used by its UI and CLI); we say so too."""
@@ -101,11 +101,13 @@ class EnvironmentLockfileHandler(BaseHandler):
         def work(db):
             self.authorize(db, Permission.ENVIRONMENT_READ, _arn(ns, name))
             env = api.get_environment(db, ns, name)
-            if env.current_build_id is None:
-                raise ValidationError(f"environment {ns}/{name} has no completed build yet")
+            if api.completed_current_build(env) is None:  # a new environment's first build is current
+                state = f" (build {env.current_build_id} is {env.current_build.status.value.lower()})" \
+                    if env.current_build is not None else ""
+                raise NotFoundError(f"environment {ns}/{name} has no completed build yet{state}")
             return api.get_build(db, env.current_build_id)  # artifacts loaded eagerly
 
-        await send_artifact(self, await self.in_db(work), BuildArtifactType.LOCKFILE)
+        await send_lockfile(self, await self.in_db(work))
 
 
 HANDLERS = [

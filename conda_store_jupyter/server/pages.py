@@ -153,8 +153,9 @@ class TokenLoginHandler(BaseHandler):
         if not isinstance(token, str) or not token.strip():
             raise ValidationError("'token' is required: paste an API token")
         identity = await self.auth.authenticate_request_async(cookie=None, authorization=f"Bearer {token.strip()}")
-        if not identity.authenticated:
-            raise AuthenticationError("this token is not valid here (unknown, expired or revoked)")
+        if not identity.authenticated or getattr(identity, "anonymous_grant", False):
+            raise AuthenticationError("this token is not valid here (unknown, expired, revoked, "
+                                      "or issued without credentials)")
         issued = await start_browser_session(self, identity)
         self.ok({"username": identity.username, "primary_namespace": identity.primary_namespace,
                  "expiration": issued})

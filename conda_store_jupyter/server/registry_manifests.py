@@ -18,6 +18,7 @@ from sqlalchemy import select
 from sqlalchemy.orm import selectinload
 
 from .. import orm
+from ..api import completed_current_build
 from ..builder._oci import sha256_digest
 from ..exceptions import InvalidNameError, NotFoundError
 from ..naming import parse_build_key, validate_tag
@@ -141,7 +142,7 @@ def resolve_reference(db, env: orm.Environment, reference: str, *, storage=None,
                 return ResolvedImage(build.id, digest, oci=True, by_digest=True)
         raise RegistryError(404, "MANIFEST_UNKNOWN", f"manifest {reference} is not part of this repository")
     if reference == "latest":
-        build = env.current_build
+        build = completed_current_build(env)  # a new environment's current build may be queued
         if build is None:
             raise RegistryError(404, "MANIFEST_UNKNOWN", "the environment has no completed build yet")
     else:

@@ -80,14 +80,15 @@ class SpecificationHandler(BaseHandler):
     async def get(self) -> None:
         """Solve ``conda`` specs on ``channel`` (repeatable) for the host platform, no build.
 
-        Needs the right to build in one's own namespace (a solve costs CPU and fetches repodata).
+        Needs ``environment::solve`` (developer) in one's own namespace: a solve costs CPU and
+        fetches repodata, so unlike upstream it is not open to everyone.
         Upstream answers ``{"solve": [...]}`` without the envelope; its client reads that key, so
         the enveloped answer carries it at the top level too.
         """
         from ..builder.records import BuildSettings
         from ..builder.solve import solve_specification
 
-        await self.in_db(self.authorize, Permission.ENVIRONMENT_CREATE, f"{self.identity.primary_namespace}/*")
+        await self.in_db(self.authorize, Permission.ENVIRONMENT_SOLVE, f"{self.identity.primary_namespace}/*")
         conda = self.query_list("conda")
         if not conda:
             raise ValidationError("give at least one 'conda' match spec to solve")

@@ -61,9 +61,10 @@ class TokenHandler(BaseHandler):
         """Body ``{primary_namespace?, expiration? (or exp), role_bindings?, note?}``.
 
         The upstream client sends ``exp`` where its server reads ``expiration``; both work here.
-        Omitted fields are inherited from the caller; the result never exceeds the caller.
+        Omitted fields are inherited from the caller; the result never exceeds the caller. A
+        caller without credentials gets a short-lived token with the anonymous bindings (as
+        upstream, whose client asks for one): it can do nothing a request without it could not.
         """
-        self.require_authenticated()
         body = self.json_body(required=False)
         expiration = body.get("expiration", body.get("exp"))
         issued = await run_sync(

@@ -74,7 +74,7 @@ describe('CondaStoreClient', () => {
 
   it('builds download URLs and the hub login URL through the transport', () => {
     const client = new CondaStoreClient(new FakeTransport({}));
-    expect(client.artifactUrl(7, 'lockfile')).toBe('/prefix/api/v1/build/7/lockfile/');
+    expect(client.artifactUrl(7, 'lockfile')).toBe('/prefix/api/v1/build/7/lockfile/?format=yaml');
     expect(client.artifactUrl(7, 'logs')).toBe('/prefix/api/v1/build/7/logs/');
     expect(client.hubLoginUrl('build/7/')).toBe('/prefix/oauth_login/?next=build%2F7%2F');
   });

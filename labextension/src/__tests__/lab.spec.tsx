@@ -214,7 +214,7 @@ describe('EnvironmentsPanel', () => {
     await act(async () => button('Copy docker pull').click());
     expect(copied).toEqual(['conda-store run alice/py -- python', 'docker pull reg:5000/alice/py:abc-10']);
     expect([...group.querySelectorAll('a')].map((a) => [a.textContent, a.getAttribute('href')])).toEqual([
-      ['Lockfile', '/prefix/api/v1/build/10/lockfile/'], ['YAML', '/prefix/api/v1/build/10/yaml/']]);
+      ['Lockfile', '/prefix/api/v1/build/10/lockfile/?format=yaml'], ['YAML', '/prefix/api/v1/build/10/yaml/']]);
     await act(async () => button('Rebuild').click());
     expect(opened[2]).toEqual({ kind: 'build', id: 99 });
 

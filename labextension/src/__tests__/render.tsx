@@ -11,7 +11,7 @@ import { FakeTransport } from './fake';
 
 export const alice: Permissions = {
   authenticated: true, primary_namespace: 'alice', username: 'alice',
-  entity_permissions: { 'alice/*': ['environment::create', 'environment::read'], 'default/*': ['environment::read'] },
+  entity_permissions: { 'alice/*': ['environment:create', 'environment::read'], 'default/*': ['environment::read'] },
   entity_roles: { 'alice/*': ['admin'], 'default/*': ['viewer'] }, expiration: null
 };
 

@@ -33,7 +33,7 @@ describe('Home', () => {
     expect(rows[0].getAttribute('data-environment')).toBe('team/py');
     expect(rows[0].querySelector('[data-status]')?.textContent).toBe('COMPLETED');
     expect([...rows[0].querySelectorAll('td.cs-downloads a')].map((a) => a.getAttribute('href'))).toEqual([
-      '/prefix/api/v1/build/10/lockfile/', '/prefix/api/v1/build/10/yaml/']);
+      '/prefix/api/v1/build/10/lockfile/?format=yaml', '/prefix/api/v1/build/10/yaml/']);
     expect(rows[1].querySelector('td.cs-downloads a')).toBeNull(); // failed: nothing to download
     expect(rows[2].textContent).toContain('no build');
     expect(view.container.textContent).toContain('60 environments');

@@ -191,8 +191,10 @@ export class CondaStoreClient {
     return this.transport.events(`api/v1/build/${id}/logs/stream/`);
   }
 
-  /** Download URLs the browser opens itself (the session cookie authorizes them). */
+  /** Download URLs the browser opens itself (the session cookie authorizes them). The lockfile
+   *  endpoint answers JSON (what upstream's clients parse); people get its YAML form. */
   artifactUrl(id: number, kind: 'lockfile' | 'yaml' | 'archive' | 'logs'): string {
+    if (kind === 'lockfile') return this.transport.url(`api/v1/build/${id}/lockfile/?format=yaml`);
     return this.transport.url(kind === 'logs' ? `api/v1/build/${id}/logs/` : `api/v1/build/${id}/${kind}/`);
   }
 

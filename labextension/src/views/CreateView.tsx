@@ -24,10 +24,11 @@ export interface Validation {
   name: string | null;
 }
 
-/** May the session create environments in namespace `ns`? (its role bindings, globbed) */
+/** May the session create environments in namespace `ns`? (its role bindings, globbed; the
+ *  permission is spelt `environment:create`, one colon, as upstream conda-store reports it) */
 export function mayCreateIn(session: Permissions, ns: string): boolean {
   return Object.entries(session.entity_permissions).some(
-    ([glob, perms]) => perms.includes('environment::create') && globMatches(glob.split('/')[0], ns)
+    ([glob, perms]) => perms.includes('environment:create') && globMatches(glob.split('/')[0], ns)
   );
 }
 
