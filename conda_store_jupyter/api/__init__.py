@@ -10,7 +10,8 @@ Listings filter, count, sort and page in SQL (never in Python loops), and visibi
 predicate derived from the caller's role bindings (:func:`visible_clause`).
 
 Modules: ``namespaces`` (namespaces, role mappings), ``environments`` (specifications,
-environments), ``builds`` (builds, submitting), ``packages`` (packages, channels, usage, metrics),
+environments), ``builds`` (builds, submitting), ``packages`` (packages, channels, usage, metrics), ``settings`` (settings per scope),
+``filesystem`` (environments kept in sync with a directory of files),
 ``_query`` (paging, visibility, shared filters). Import from here; this list is the public surface.
 """
 
@@ -25,6 +26,7 @@ from .builds import (
     submit_dynamic_build,
 )
 from .environments import (
+    apply_settings,
     delete_environment,
     get_environment,
     list_environments,
@@ -48,13 +50,14 @@ from .namespaces import (
     validate_role_bindings,
 )
 from .packages import list_build_packages, list_channels, list_packages, metrics, usage
+from .settings import EffectiveSettings, Scope, effective_settings, scope_of, settings_for, update_settings
 
 __all__ = [
-    "Page", "PageResult", "create_namespace", "delete_build", "delete_environment", "delete_namespace",
-    "delete_namespace_role", "find_namespace", "get_build", "get_environment", "get_namespace",
+    "EffectiveSettings", "Page", "PageResult", "Scope", "apply_settings", "create_namespace", "delete_build", "delete_environment", "delete_namespace",
+    "delete_namespace_role", "effective_settings", "find_namespace", "get_build", "get_environment", "get_namespace",
     "get_namespace_role", "in_transaction", "list_build_packages", "list_builds", "list_channels", "list_environments",
     "list_namespace_roles", "list_namespaces", "list_packages", "metrics",
-    "paginate", "prepare_specification", "rebuild", "set_namespace_role", "submit",
-    "submit_dynamic_build", "submit_specification", "update_environment", "update_namespace", "user_namespace_owner",
+    "paginate", "prepare_specification", "rebuild", "scope_of", "set_namespace_role", "settings_for", "submit",
+    "submit_dynamic_build", "submit_specification", "update_environment", "update_namespace", "update_settings", "user_namespace_owner",
     "upsert_specification", "usage", "validate_role_bindings", "visible_clause",
 ]
