@@ -313,4 +313,4 @@ class KeyValue(Base):
     id: Mapped[int] = mapped_column(primary_key=True)
     prefix: Mapped[str] = mapped_column(String(512), index=True)
     key: Mapped[str] = mapped_column(String(255))
-    value: Mapped[Any] = mapped_column(JSON)
+    value: Mapped[Any] = mapped_column(JSON, nullable=False)

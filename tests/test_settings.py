@@ -100,7 +100,7 @@ def test_inheritance_validation_and_authorization(settings_service, local_channe
     assert team_admin.get("setting/").status_code == 403
 
     # submissions use the environment's effective settings (included packages, allowed channels)
-    r = dev.post("specification/", json={"namespace": "team", "specification": QUICK.replace("hi", "web")})
+    r = admin.post("specification/", json={"namespace": "team", "specification": QUICK.replace("hi", "web")})
     build = admin.get(f"build/{r.json()['data']['build_id']}/").json()["data"]
     assert build["specification"]["spec"]["dependencies"] == ["hello"]  # namespace's "hello" already there
     r = admin.post("specification/", json={"namespace": "other", "specification": QUICK})

@@ -183,14 +183,14 @@ def _artifacts(key: str, value: Any) -> tuple[str, ...]:
 
 
 def _platforms(key: str, value: Any) -> tuple[str, ...]:
-    from rattler import Platform
+    from rattler import Subdir
 
     names = _strings(key, value)
     if not names:
         raise ValidationError(f"setting {key!r} must name at least one platform")
     for name in names:
         try:
-            Platform(name)
+            Subdir(name)
         except Exception:  # noqa: BLE001 - rattler raises its own error type for unknown platforms
             raise ValidationError(f"setting {key!r}: {name!r} is not a conda platform (e.g. linux-64)") from None
     return names

@@ -20,7 +20,7 @@ def upgrade() -> None:
         sa.Column("id", sa.Integer(), primary_key=True),
         sa.Column("prefix", sa.String(512), nullable=False),
         sa.Column("key", sa.String(255), nullable=False),
-        sa.Column("value", sa.JSON(), nullable=True),
+        sa.Column("value", sa.JSON(), nullable=False),
         sa.UniqueConstraint("prefix", "key", name="uq_keyvaluestore_prefix_key"),
     )
     op.create_index("ix_keyvaluestore_prefix", "keyvaluestore", ["prefix"])
