@@ -77,7 +77,7 @@ def test_directory_is_followed(watched, caplog):
     assert [b["id"] for b in builds_of(api, "web")] == [build["id"]]
     assert environment(api, "broken") is None and environment(api, "hidden") is None
     messages = [r.getMessage() for r in caplog.records if r.name == "conda_store_jupyter.api.filesystem"]
-    assert any("broken.yml is not a valid environment file" in m and "line 2" in m for m in messages), messages
+    assert any("broken.yml is not a valid environment file" in m and "invalid YAML at line 3" in m for m in messages), messages
     assert any("clash.yaml skipped: environment 'web' is already defined by" in m for m in messages), messages
 
     # change: a new build of the changed specification; the environment moves to it when it completes

@@ -137,13 +137,14 @@ class FilesystemSync:
                 report.invalid[str(path)] = parsed
                 log.error("filesystem: %s is not a valid environment file, skipped: %s", path, parsed)
 
-    def _wanted(self, report: SyncReport) -> dict[str, tuple[Path, Specification]]:
+    def _wanted(self, report: SyncReport, records: dict[str, Record]) -> dict[str, tuple[Path, Specification]]:
         """Environment name -> (file, specification). A second file naming the same environment
-        is skipped and logged (once while it lasts); the first path in sort order wins, so the
-        choice is stable."""
+        is skipped and logged (once while it lasts): the file that defines it already keeps it,
+        else the first path in sort order wins, so the choice is stable."""
         wanted: dict[str, tuple[Path, Specification]] = {}
         duplicates: set[Path] = set()
-        for path in sorted(self._parsed):
+        owners = {Path(r.path) for r in records.values()}
+        for path in sorted(self._parsed, key=lambda p: (p not in owners, p)):
             spec = self._parsed[path]
             if isinstance(spec, str):
                 continue
@@ -210,8 +211,8 @@ class FilesystemSync:
         report = SyncReport()
         files, missing_roots = self._scan()
         self._read_changed(files, report)
-        wanted = self._wanted(report)
         records, live = self._records()
+        wanted = self._wanted(report, records)
         namespace = self.store.filesystem_namespace
         for name, (path, spec) in wanted.items():
             record = records.get(name)
