@@ -111,3 +111,34 @@ def test_directory_is_followed(watched, caplog):
     # exactly once across the two servers: each change above was submitted by one of them only
     every = api.get("build/", params={"namespace": "filesystem"}).json()["data"]
     assert len(every) == 4, every
+
+
+def test_a_vanished_directory_deletes_nothing(service_factory, tmp_path):
+    """An unmounted share looks like a directory whose files are all gone: nothing is deleted then;
+    a file made invalid keeps its environment's last build; a file renaming its environment moves it."""
+    import shutil
+
+    from conda_store_jupyter.api.filesystem import FilesystemSync
+
+    directory = tmp_path / "share"
+    directory.mkdir()
+    env = service_factory(watch_paths=[str(directory)])
+    sync = FilesystemSync(env.store)
+    (directory / "a.yaml").write_text("name: a\ndependencies: [hello]\n")
+    (directory / "b.yaml").write_text("name: b\ndependencies: [hello]\n")
+    assert sorted(sync.sync().built) == ["a", "b"]
+    assert not sync.sync()  # nothing changed: nothing done
+
+    moved = tmp_path / "elsewhere"
+    shutil.move(directory, moved)
+    report = sync.sync()
+    assert not report.deleted and not report.built
+    shutil.move(moved, directory)
+    assert not sync.sync()  # back, unchanged (same specifications): nothing rebuilt
+
+    (directory / "a.yaml").write_text("name: a\ndependencies: [hello\n")
+    report = sync.sync()
+    assert list(report.invalid) == [str(directory / "a.yaml")] and not report.deleted
+    (directory / "b.yaml").write_text("name: c\ndependencies: [hello]\n")
+    report = sync.sync()
+    assert list(report.built) == ["c"] and report.deleted == ["b"]
