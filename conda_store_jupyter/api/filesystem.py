@@ -30,15 +30,17 @@ import logging
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Callable
 
 from sqlalchemy import select
 
 from .. import orm
 from ..app import CondaStore
 from ..exceptions import CondaStoreError, NotFoundError
-from ..schema import Specification
+from ..schema import Specification, parse_specification
 from .builds import submit
 from .environments import delete_environment, get_environment, prepare_specification
+from .settings import EffectiveSettings, namespace_settings
 
 log = logging.getLogger(__name__)
 
@@ -115,12 +117,14 @@ class FilesystemSync:
                     files[path] = (st.st_mtime_ns, st.st_ctime_ns, st.st_size, st.st_ino)
         return files, missing
 
-    def _parse(self, path: Path) -> Specification | str:
+    def _parse(self, path: Path, settings: Callable[[str], EffectiveSettings]) -> Specification | str:
+        """The file's specification under its environment's settings, or the problem with it."""
         try:
             data = path.read_bytes()
             if len(data) > MAX_FILE_BYTES:
                 return f"file is larger than {MAX_FILE_BYTES // 1024} KB"
-            return prepare_specification(self.store, data, namespace=self.store.filesystem_namespace)
+            name = parse_specification(data).name  # whose settings apply
+            return prepare_specification(self.store, data, settings(name))
         except (OSError, CondaStoreError) as exc:
             return str(exc)
 
@@ -128,11 +132,14 @@ class FilesystemSync:
         for path in set(self._signatures) - set(files):
             self._signatures.pop(path, None)
             self._parsed.pop(path, None)
-        for path, signature in files.items():
-            if self._signatures.get(path) == signature:
-                continue
-            self._signatures[path] = signature
-            parsed = self._parsed[path] = self._parse(path)
+        changed = [path for path, signature in files.items() if self._signatures.get(path) != signature]
+        if not changed:
+            return
+        with self.store.session() as db:  # every environment's settings, in one query
+            settings = namespace_settings(db, self.store, self.store.filesystem_namespace)
+        for path in changed:
+            self._signatures[path] = files[path]
+            parsed = self._parsed[path] = self._parse(path, settings)
             if isinstance(parsed, str):
                 report.invalid[str(path)] = parsed
                 log.error("filesystem: %s is not a valid environment file, skipped: %s", path, parsed)

@@ -271,23 +271,44 @@ def _overrides(db: Session, scopes: list[Scope]) -> dict[str, dict[str, Any]]:
 
 
 def effective_settings(db: Session, store: CondaStore, scope: Scope = Scope()) -> EffectiveSettings:
-    """The settings in force for ``scope``: configuration, then each level's overrides in turn.
+    """The settings in force for ``scope``: configuration, then each level's overrides in turn."""
+    chain = scope.chain()
+    return _merged(configured_settings(store), chain, _overrides(db, chain))
+
+
+def _merged(base: EffectiveSettings, chain: list[Scope], stored: dict[str, dict[str, Any]]) -> EffectiveSettings:
+    """``base`` with each level's overrides applied in ``chain`` order.
 
     A stored override that no longer validates (a key this version dropped, a value an older one
     accepted) is ignored rather than breaking every build.
     """
-    values = configured_settings(store)
-    chain = scope.chain()
-    stored = _overrides(db, chain)
     changes: dict[str, Any] = {}
     for level in chain:
-        for key, value in stored[level.prefix].items():
+        for key, value in stored.get(level.prefix, {}).items():
             if key in SCOPED:
                 try:
                     changes[key] = SCOPED[key](key, value)
                 except ValidationError:
                     continue
-    return dataclasses.replace(values, **changes) if changes else values
+    return dataclasses.replace(base, **changes) if changes else base
+
+
+def namespace_settings(db: Session, store: CondaStore, namespace: str) -> Callable[[str], EffectiveSettings]:
+    """``environment name -> effective settings`` for every environment of ``namespace``, from one
+    query (the filesystem watcher validates many files of one namespace at once)."""
+    base = configured_settings(store)
+    rows = db.execute(select(orm.KeyValue.prefix, orm.KeyValue.key, orm.KeyValue.value).where(
+        (orm.KeyValue.prefix == SETTING_PREFIX) | (orm.KeyValue.prefix == f"{SETTING_PREFIX}/{namespace}")
+        | orm.KeyValue.prefix.startswith(f"{SETTING_PREFIX}/{namespace}/", autoescape=True))).all()
+    stored: dict[str, dict[str, Any]] = {}
+    for prefix, key, value in rows:
+        stored.setdefault(prefix, {})[key] = value
+
+    def lookup(environment: str) -> EffectiveSettings:
+        chain = Scope(namespace, environment).chain()
+        return _merged(base, chain, stored)
+
+    return lookup
 
 
 def settings_for(store: CondaStore, namespace: str | None, environment: str | None = None) -> EffectiveSettings:
