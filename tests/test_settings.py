@@ -77,6 +77,7 @@ def test_inheritance_validation_and_authorization(settings_service, local_channe
         ("setting/team/", {"build_artifacts": ["TARBALL"]}, "unknown artifact type(s) ['TARBALL']"),
         ("setting/team/", {"conda_required_packages": ["py thon >="]}, "conda_required_packages[0]"),
         ("setting/team/", {"conda_solve_platforms": ["amiga-68k"]}, "'amiga-68k' is not a conda platform"),
+        ("setting/team/", {"conda_solve_platforms": ["zos-z"]}, "must include"),
         ("setting/", {"conda_command": "conda"}, "'conda_command' cannot be changed through the API"),
         ("setting/team/", [1, 2], "must be a JSON object"),
         ("setting/Bad Name/", {}, "namespace"),
