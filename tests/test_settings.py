@@ -148,3 +148,22 @@ def test_builds_honour_namespace_settings(settings_service, local_channel):
     kinds = {a["artifact_type"] for a in results[late]["build_artifacts"]}
     assert "LOCKFILE" in kinds and "CONDA_PACK" not in kinds, kinds
     assert admin.get(f"build/{late}/archive/").status_code in (400, 404)
+
+
+def test_repair_does_not_build_images_a_namespace_switched_off(service_factory):
+    """The repair pass (lost image jobs) honours the build's settings too, not only the configuration."""
+    from conda_store_jupyter import api
+    from conda_store_jupyter.worker.repair import RepairPolicy, repair
+
+    from .fixtures_service import completed_build
+
+    env = service_factory(build_artifacts=["LOCKFILE", "YAML", "DOCKER_MANIFEST"])
+    store = env.store
+    build_id = completed_build(store, "hi", ["hello"])  # namespace "team", no image yet
+    now = RepairPolicy(tail_grace=0, image_grace=0, purge_grace=0)
+    with store.session() as db:
+        api.update_settings(db, store, api.Scope("team"), {"build_artifacts": ["LOCKFILE", "YAML"]})
+    assert repair(store, now).images_queued == []
+    with store.session() as db:
+        api.update_settings(db, store, api.Scope("team"), {"build_artifacts": None})
+    assert repair(store, now).images_queued == [build_id]
