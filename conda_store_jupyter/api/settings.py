@@ -31,7 +31,8 @@ from sqlalchemy import delete, select
 from sqlalchemy.orm import Session
 
 from .. import orm
-from ..app import CondaStore, host_platform
+from ..app import CondaStore
+from ..builder.records import current_platform
 from ..exceptions import ValidationError
 from ..naming import validate_name
 from ..schema import BuildArtifactType, _check_match_spec, _check_pip, channel_url
@@ -193,7 +194,7 @@ def _platforms(key: str, value: Any) -> tuple[str, ...]:
             Subdir(name)
         except Exception:  # noqa: BLE001 - rattler raises its own error type for unknown platforms
             raise ValidationError(f"setting {key!r}: {name!r} is not a conda platform (e.g. linux-64)") from None
-    here = host_platform()
+    here = current_platform()
     if here not in names:  # builds install for the host; the other platforms are solved only
         raise ValidationError(f"setting {key!r} must include {here!r}, the platform builds install for")
     return names
