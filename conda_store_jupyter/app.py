@@ -154,8 +154,16 @@ class CondaStore(LoggingConfigurable):
         hidden ones skipped) that the server keeps built in ``filesystem_namespace``: a new or
         changed file builds its environment, a removed file deletes it. Upstream calls this
         ``CondaStoreWorker.watch_paths``. Read by ``conda-store-server`` (one server at a time,
-        elected through Redis), so the directories must be readable where the server runs.""",
+        elected through Redis), so the directories must be readable where the server runs.
+        Upstream's ``c.CondaStoreWorker.watch_paths`` is read when this is not set.""",
     ).tag(config=True)
+
+    @default("watch_paths")
+    def _default_watch_paths(self) -> list[str]:
+        # Upstream sets this on its worker class; an upstream config file carries over as is.
+        if "CondaStoreWorker" in self.config and "watch_paths" in self.config.CondaStoreWorker:
+            return list(self.config.CondaStoreWorker.watch_paths)
+        return []
 
     filesystem_namespace = Unicode(
         "filesystem",

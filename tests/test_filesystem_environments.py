@@ -142,3 +142,15 @@ def test_a_vanished_directory_deletes_nothing(service_factory, tmp_path):
     (directory / "b.yaml").write_text("name: c\ndependencies: [hello]\n")
     report = sync.sync()
     assert list(report.built) == ["c"] and report.deleted == ["b"]
+
+
+def test_upstream_config_name_carries_over(tmp_path):
+    """An upstream config file sets ``c.CondaStoreWorker.watch_paths``; ours reads it too."""
+    from conda_store_jupyter.app import CondaStore
+
+    config = tmp_path / "conda_store_config.py"
+    config.write_text('c.CondaStoreWorker.watch_paths = ["/srv/envs"]\n')
+    assert CondaStore.from_config_file(config).watch_paths == ["/srv/envs"]
+    config.write_text('c.CondaStoreWorker.watch_paths = ["/srv/envs"]\nc.CondaStore.watch_paths = ["/x"]\n')
+    assert CondaStore.from_config_file(config).watch_paths == ["/x"]
+    assert CondaStore().watch_paths == []
