@@ -115,7 +115,8 @@ def test_directory_is_followed(watched, caplog):
 
 def test_a_vanished_directory_deletes_nothing(service_factory, tmp_path):
     """An unmounted share looks like a directory whose files are all gone: nothing is deleted then;
-    a file made invalid keeps its environment's last build; a file renaming its environment moves it."""
+    a file made invalid keeps its environment's last build; a file renaming its environment moves
+    it; a settings change rebuilds the environments whose specification it changes."""
     import shutil
 
     from conda_store_jupyter.api.filesystem import FilesystemSync
@@ -142,6 +143,14 @@ def test_a_vanished_directory_deletes_nothing(service_factory, tmp_path):
     (directory / "b.yaml").write_text("name: c\ndependencies: [hello]\n")
     report = sync.sync()
     assert list(report.built) == ["c"] and report.deleted == ["b"]
+
+    # the namespace's settings decide what a file means: a change rebuilds what it changes
+    from conda_store_jupyter import api
+
+    with env.store.session() as db:
+        api.update_settings(db, env.store, api.Scope("filesystem"), {"conda_included_packages": ["libgreet"]})
+    assert list(sync.sync().built) == ["c"]
+    assert not sync.sync()
 
 
 def test_upstream_config_name_carries_over(tmp_path):

@@ -16,7 +16,10 @@ environment, named by its ``name:``:
   logged with the exact problem, once per version of the file, and the others carry on; the
   environment last built from it stays as it was;
 * an environment of the namespace deleted through the API while its file is still there is
-  built again: the files are the source of truth.
+  built again: the files are the source of truth;
+* the settings of the namespace (``PUT /api/v1/setting/filesystem/...``) apply as for any
+  submission: when they change, every file is read again, and the environments whose
+  specification they change are rebuilt.
 
 :class:`FilesystemSync` keeps, per file, its stat signature (mtime, ctime, size, inode) and what it
 parsed to, so one :meth:`FilesystemSync.sync` costs a directory listing and a ``stat`` per file
@@ -30,7 +33,6 @@ import logging
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable
 
 from sqlalchemy import select
 
@@ -40,7 +42,7 @@ from ..exceptions import CondaStoreError, NotFoundError
 from ..schema import Specification, parse_specification
 from .builds import submit
 from .environments import delete_environment, get_environment, prepare_specification
-from .settings import EffectiveSettings, namespace_settings
+from .settings import NamespaceSettings, namespace_settings
 
 log = logging.getLogger(__name__)
 
@@ -84,11 +86,13 @@ class FilesystemSync:
         self._parsed: dict[Path, Specification | str] = {}  # a spec, or the problem with the file
         self._missing_roots: set[str] = set()  # logged once while missing
         self._duplicates: set[Path] = set()  # files skipped for naming another file's environment
+        self._settings: str | None = None  # fingerprint of the settings the files were read under
 
     def forget(self) -> None:
         """Drop what was read (another process syncs now; its files may change meanwhile)."""
         self._signatures.clear()
         self._parsed.clear()
+        self._settings = None
 
     # -- the directory -----------------------------------------------------------------------------
     def _scan(self) -> tuple[dict[Path, Signature], list[Path]]:
@@ -117,14 +121,14 @@ class FilesystemSync:
                     files[path] = (st.st_mtime_ns, st.st_ctime_ns, st.st_size, st.st_ino)
         return files, missing
 
-    def _parse(self, path: Path, settings: Callable[[str], EffectiveSettings]) -> Specification | str:
+    def _parse(self, path: Path, settings: NamespaceSettings) -> Specification | str:
         """The file's specification under its environment's settings, or the problem with it."""
         try:
             data = path.read_bytes()
             if len(data) > MAX_FILE_BYTES:
                 return f"file is larger than {MAX_FILE_BYTES // 1024} KB"
             name = parse_specification(data).name  # whose settings apply
-            return prepare_specification(self.store, data, settings(name))
+            return prepare_specification(self.store, data, settings.for_environment(name))
         except (OSError, CondaStoreError) as exc:
             return str(exc)
 
@@ -132,11 +136,14 @@ class FilesystemSync:
         for path in set(self._signatures) - set(files):
             self._signatures.pop(path, None)
             self._parsed.pop(path, None)
-        changed = [path for path, signature in files.items() if self._signatures.get(path) != signature]
-        if not changed:
-            return
         with self.store.session() as db:  # every environment's settings, in one query
             settings = namespace_settings(db, self.store, self.store.filesystem_namespace)
+        if settings.fingerprint != self._settings:
+            # The settings decide what a file means (channels, included packages): read them all
+            # again, and rebuild those whose specification changed, as for an edited file.
+            self._settings = settings.fingerprint
+            self._signatures.clear()
+        changed = [path for path, signature in files.items() if self._signatures.get(path) != signature]
         for path in changed:
             self._signatures[path] = files[path]
             parsed = self._parsed[path] = self._parse(path, settings)

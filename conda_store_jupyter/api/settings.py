@@ -297,22 +297,36 @@ def _merged(base: EffectiveSettings, chain: list[Scope], stored: dict[str, dict[
     return dataclasses.replace(base, **changes) if changes else base
 
 
-def namespace_settings(db: Session, store: CondaStore, namespace: str) -> Callable[[str], EffectiveSettings]:
-    """``environment name -> effective settings`` for every environment of ``namespace``, from one
-    query (the filesystem watcher validates many files of one namespace at once)."""
-    base = configured_settings(store)
+@dataclass(frozen=True)
+class NamespaceSettings:
+    """The effective settings of every environment of one namespace, from one query."""
+
+    base: EffectiveSettings
+    namespace: str
+    stored: dict[str, dict[str, Any]]
+
+    def for_environment(self, environment: str) -> EffectiveSettings:
+        return _merged(self.base, Scope(self.namespace, environment).chain(), self.stored)
+
+    @property
+    def fingerprint(self) -> str:
+        """Changes whenever an override that applies in this namespace does."""
+        import hashlib
+        import json
+
+        return hashlib.sha256(json.dumps(self.stored, sort_keys=True, default=str).encode()).hexdigest()
+
+
+def namespace_settings(db: Session, store: CondaStore, namespace: str) -> NamespaceSettings:
+    """Every override that applies in ``namespace`` (global, the namespace's, its environments'),
+    read at once: the filesystem watcher validates many files of one namespace per pass."""
     rows = db.execute(select(orm.KeyValue.prefix, orm.KeyValue.key, orm.KeyValue.value).where(
         (orm.KeyValue.prefix == SETTING_PREFIX) | (orm.KeyValue.prefix == f"{SETTING_PREFIX}/{namespace}")
         | orm.KeyValue.prefix.startswith(f"{SETTING_PREFIX}/{namespace}/", autoescape=True))).all()
     stored: dict[str, dict[str, Any]] = {}
     for prefix, key, value in rows:
         stored.setdefault(prefix, {})[key] = value
-
-    def lookup(environment: str) -> EffectiveSettings:
-        chain = Scope(namespace, environment).chain()
-        return _merged(base, chain, stored)
-
-    return lookup
+    return NamespaceSettings(configured_settings(store), namespace, stored)
 
 
 def settings_for(store: CondaStore, namespace: str | None, environment: str | None = None) -> EffectiveSettings:
