@@ -101,9 +101,14 @@ def test_inheritance_validation_and_authorization(settings_service, local_channe
     assert team_admin.get("setting/").status_code == 403
 
     # submissions use the environment's effective settings (included packages, allowed channels)
+    assert admin.put("setting/team/", json={"pypi_included_packages": ["toolz"]}).status_code == 200
     r = admin.post("specification/", json={"namespace": "team", "specification": QUICK.replace("hi", "web")})
     build = admin.get(f"build/{r.json()['data']['build_id']}/").json()["data"]
-    assert build["specification"]["spec"]["dependencies"] == ["hello"]  # namespace's "hello" already there
+    # the namespace's "hello" is already there; its pip package is added
+    assert build["specification"]["spec"]["dependencies"] == ["hello", {"pip": ["toolz"]}]
+    assert admin.put("setting/team/web/", json={"pypi_required_packages": ["six"]}).status_code == 200
+    r = admin.post("specification/", json={"namespace": "team", "specification": QUICK.replace("hi", "web")})
+    assert r.status_code == 400 and r.json()["message"] == "dependencies.pip: required pip package(s) missing: six"
     r = admin.post("specification/", json={"namespace": "other", "specification": QUICK})
     build = admin.get(f"build/{r.json()['data']['build_id']}/").json()["data"]
     assert build["specification"]["spec"]["dependencies"] == ["hello", "libgreet"]  # the global one

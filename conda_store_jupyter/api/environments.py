@@ -76,6 +76,7 @@ def apply_settings(spec: Specification, settings: EffectiveSettings) -> Specific
     extra = [p for p in settings.pypi_included_packages if _pip_name(p) not in pip_names]
     if extra:
         spec = spec.model_copy(update={"pip": [*spec.pip, *extra]})
+        pip_names |= {_pip_name(p) for p in extra}
     missing = sorted(_pip_name(p) for p in settings.pypi_required_packages if _pip_name(p) not in pip_names)
     if missing:
         raise SpecificationError(f"dependencies.pip: required pip package(s) missing: {', '.join(missing)}")
