@@ -13,6 +13,12 @@ c.CondaStore.redis_url = "redis://redis.internal:6379/0"
 c.CondaStore.conda_default_channels = ["conda-forge"]
 c.CondaStore.conda_allowed_channels = ["conda-forge", "bioconda"]
 c.CondaStore.build_timeout = 3600
+# Global defaults of the settings admins may override per namespace/environment (PUT /api/v1/setting/...):
+# c.CondaStore.conda_included_packages = ["ipykernel"]
+# c.CondaStore.build_artifacts = ["LOCKFILE", "YAML", "CONDA_PACK", "DOCKER_MANIFEST"]
+# Environments kept in step with a directory of environment.yaml files (a git checkout), read by the server:
+# c.CondaStore.watch_paths = ["/srv/environments"]
+# c.CondaStore.filesystem_namespace = "filesystem"
 # Artifacts on S3 instead of local disk (downloads then redirect to short presigned URLs):
 # c.CondaStore.storage_class = "conda_store_jupyter.storage.s3.S3Storage"
 

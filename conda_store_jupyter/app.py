@@ -16,7 +16,7 @@ import re
 from pathlib import Path
 from typing import Iterator
 
-from traitlets import Bool, Integer, List, Type, Unicode, default, validate
+from traitlets import Bool, Float, Integer, List, Type, Unicode, default, validate
 from traitlets.config import Application, LoggingConfigurable
 
 from . import schema
@@ -119,6 +119,69 @@ class CondaStore(LoggingConfigurable):
         [],
         help="Package names every specification must list; a specification without them is rejected.",
     ).tag(config=True)
+
+    conda_default_packages = List(
+        Unicode(),
+        [],
+        help="""Match specs given to a specification that lists no conda dependencies at all.
+        Like the other package and channel settings, this is the global default: it can be
+        overridden per namespace or environment with ``PUT /api/v1/setting/...``.""",
+    ).tag(config=True)
+
+    pypi_default_packages = List(
+        Unicode(),
+        [],
+        help="PEP 508 requirements given to a specification whose ``pip:`` section is empty or absent.",
+    ).tag(config=True)
+
+    pypi_included_packages = List(
+        Unicode(),
+        [],
+        help="PEP 508 requirements added to every ``pip:`` section that does not already name that package.",
+    ).tag(config=True)
+
+    pypi_required_packages = List(
+        Unicode(),
+        [],
+        help="Package names every ``pip:`` section must list; a specification without them is rejected.",
+    ).tag(config=True)
+
+    # -- environments from files ----------------------------------------------------------------
+    watch_paths = List(
+        Unicode(),
+        [],
+        help="""Directories of environment files (``*.yaml``/``*.yml``, subdirectories included,
+        hidden ones skipped) that the server keeps built in ``filesystem_namespace``: a new or
+        changed file builds its environment, a removed file deletes it. Upstream calls this
+        ``CondaStoreWorker.watch_paths``. Read by ``conda-store-server`` (one server at a time,
+        elected through Redis), so the directories must be readable where the server runs.
+        Upstream's ``c.CondaStoreWorker.watch_paths`` is read when this is not set.""",
+    ).tag(config=True)
+
+    @default("watch_paths")
+    def _default_watch_paths(self) -> list[str]:
+        # Upstream sets this on its worker class; an upstream config file carries over as is.
+        if "CondaStoreWorker" in self.config and "watch_paths" in self.config.CondaStoreWorker:
+            return list(self.config.CondaStoreWorker.watch_paths)
+        return []
+
+    filesystem_namespace = Unicode(
+        "filesystem",
+        help="Namespace of the environments built from ``watch_paths``.",
+    ).tag(config=True)
+
+    watch_interval = Float(
+        1.0,
+        help="""Seconds between two scans of ``watch_paths``. A scan lists the directories and
+        stats each file (cheap, and works on network filesystems); only files whose mtime or size
+        changed are read again.""",
+    ).tag(config=True)
+
+    @validate("watch_interval")
+    def _check_watch_interval(self, proposal):
+        if proposal.value <= 0:
+            raise ValueError(f"watch_interval must be > 0 seconds, not {proposal.value}")
+        return proposal.value
 
     # -- builds ---------------------------------------------------------------------------------
     build_timeout = Integer(

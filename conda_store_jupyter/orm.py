@@ -301,3 +301,20 @@ class Token(Base):
     # True: a down-scoped token; role_bindings are all it may do. False: a session-like token that
     # also gets its user's live grants (admin_users, namespace role mappings) at use time.
     scoped: Mapped[bool] = mapped_column(Boolean, default=False)
+
+
+class KeyValue(Base):
+    """A JSON value under ``(prefix, key)``: upstream's ``keyvaluestore``.
+
+    Holds the settings overrides (prefixes ``setting``, ``setting/<ns>``, ``setting/<ns>/<env>``;
+    see ``api.settings``) and what the filesystem watcher last built from each file (prefix
+    ``filesystem``; see ``api.filesystem``).
+    """
+
+    __tablename__ = "keyvaluestore"
+    __table_args__ = (UniqueConstraint("prefix", "key", name="uq_keyvaluestore_prefix_key"),)
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    prefix: Mapped[str] = mapped_column(String(512), index=True)
+    key: Mapped[str] = mapped_column(String(255))
+    value: Mapped[Any] = mapped_column(JSON, nullable=False)

@@ -162,6 +162,6 @@ def _log_warnings(store: CondaStore, build_id: int, warnings: Sequence[str]) -> 
 def submit_dynamic_build(store: CondaStore, *, namespace: str, specification: Mapping[str, Any],
                          requested_by: str | None = None) -> int:
     """An on-demand image build (registry): validate the generated spec and submit it."""
-    spec = prepare_specification(store, specification)
+    spec = prepare_specification(store, specification, namespace=namespace)
     return submit(store, namespace=namespace, specification=spec,
                   description=f"on-demand image requested by {requested_by or 'anonymous'}")

@@ -19,32 +19,76 @@ from ..exceptions import (
     ValidationError,
 )
 from ..lockspec import LockSpecification
+from ..naming import validate_name
 from ..schema import BuildArtifactType, BuildStatus, Specification, parse_specification
 from ._query import Page, PageResult, has_artifact, paginate, visible_clause
+from .settings import EffectiveSettings, settings_for
 
 # -- specifications and environments -------------------------------------------------------------
 
 
-def prepare_specification(store: CondaStore, text: str | bytes | Mapping[str, Any]) -> Specification:
-    """Validate user text and apply the store's policy (default/included/required packages).
+def prepare_specification(
+    store: CondaStore,
+    text: str | bytes | Mapping[str, Any],
+    settings: EffectiveSettings | None = None,
+    *,
+    namespace: str | None = None,
+    name: str | None = None,
+) -> Specification:
+    """Validate user text and apply the settings' policy (channels, default/included/required packages).
 
-    The sha256 identity is computed on the result, so two users submitting the same file under
-    the same policy share one specification row.
+    ``settings`` are the effective settings of the target environment (``api.settings``); when
+    not given they are read here for ``namespace`` and the environment's name (a database
+    read: event-loop callers pass them, read in a transaction of theirs). ``name`` renames the
+    environment (upstream's ``environment_name``). The sha256 identity is computed on the
+    result, so two users submitting the same file under the same policy share one row.
     """
     from ..schema import specification_from_dict
 
-    policy = {"allowed_channels": store.allowed_channels, "channel_alias": store.conda_channel_alias}
-    if isinstance(text, Mapping):
-        spec = specification_from_dict(dict(text), **policy)
-    else:
-        spec = parse_specification(text, **policy)
+    def parse(policy: dict[str, Any]) -> Specification:
+        if isinstance(text, Mapping):
+            return specification_from_dict(dict(text), **policy)
+        return parse_specification(text, **policy)
+
+    if settings is None:
+        env_name = name or parse({}).name  # the name decides which environment's settings apply
+        settings = settings_for(store, namespace, env_name)
+    spec = parse({"allowed_channels": settings.allowed_channels, "channel_alias": settings.conda_channel_alias})
+    if name:
+        spec = spec.model_copy(update={"name": validate_name(name, "environment_name")})
+    return apply_settings(spec, settings)
+
+
+def apply_settings(spec: Specification, settings: EffectiveSettings) -> Specification:
+    """``spec`` with the settings' defaults and included packages; 400 if a required one is missing."""
+    update: dict[str, Any] = {}
     if not spec.channels:
-        spec = spec.model_copy(update={"channels": list(store.conda_default_channels)})
-    spec = spec.with_packages(store.conda_included_packages)
-    missing = sorted(set(store.conda_required_packages) - spec.conda_names)
+        update["channels"] = list(settings.conda_default_channels)
+    if not spec.dependencies and not spec.pip and settings.conda_default_packages:
+        update["dependencies"] = list(settings.conda_default_packages)
+    if not spec.pip and settings.pypi_default_packages:
+        update["pip"] = list(settings.pypi_default_packages)
+    spec = spec.model_copy(update=update) if update else spec
+    spec = spec.with_packages(settings.conda_included_packages)
+    missing = sorted(set(settings.conda_required_packages) - spec.conda_names)
     if missing:
         raise SpecificationError(f"dependencies: required package(s) missing: {', '.join(missing)}")
+    pip_names = {_pip_name(p) for p in spec.pip}
+    extra = [p for p in settings.pypi_included_packages if _pip_name(p) not in pip_names]
+    if extra:
+        spec = spec.model_copy(update={"pip": [*spec.pip, *extra]})
+        pip_names |= {_pip_name(p) for p in extra}
+    missing = sorted(_pip_name(p) for p in settings.pypi_required_packages if _pip_name(p) not in pip_names)
+    if missing:
+        raise SpecificationError(f"dependencies.pip: required pip package(s) missing: {', '.join(missing)}")
     return spec
+
+
+def _pip_name(requirement: str) -> str:
+    from packaging.requirements import Requirement
+    from packaging.utils import canonicalize_name
+
+    return canonicalize_name(Requirement(requirement).name)
 
 
 def upsert_specification(db: Session, spec: Specification | LockSpecification) -> orm.Specification:

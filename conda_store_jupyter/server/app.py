@@ -46,17 +46,19 @@ from . import (
     packages,
     pages,
     permissions,
+    settings,
     specifications,
     tokens,
     validation,
 )
+from . import filesystem_watch
 from . import standalone as _standalone
 from .base import NotFoundHandler, routes
 from .httpserver import HEADER_READ_LIMIT, PlainHTTPServer
 from .registry import Registry, registry_handlers
 
 HANDLER_MODULES = (permissions, namespaces, environments, validation, specifications, logs, builds, tokens,
-                   packages, metrics, pages, login, hub_login)  # pages before login: GET /login/ is the page
+                   packages, settings, metrics, pages, login, hub_login)  # pages before login: GET /login/ is the page
 
 
 
@@ -245,6 +247,7 @@ class CondaStoreServer(Application):
     auth: AuthenticationBackend
     registry: Registry
     bound_port: int | None = None
+    watch_task: asyncio.Task | None = None
     admin_token: _standalone.AdminToken | None = None
 
     @property
@@ -312,6 +315,8 @@ class CondaStoreServer(Application):
         sockets = bind_sockets(self.port, self.address)
         server.add_sockets(sockets)
         self.bound_port = sockets[0].getsockname()[1]
+        # Environments from files (CondaStore.watch_paths): one server at a time, see filesystem_watch.
+        self.watch_task = filesystem_watch.start_watching(self.store)
         return server
 
     @property
@@ -343,8 +348,9 @@ class CondaStoreServer(Application):
             if self.demo:
                 demo = loop.create_task(_standalone.follow_demo(self.store, self.admin_token, url))
         await stop.wait()
-        if demo is not None:
-            demo.cancel()
+        for task in (demo, self.watch_task):
+            if task is not None:
+                task.cancel()
         self.log.info("shutting down")
         server.stop()
         await asyncio.wait_for(server.close_all_connections(), timeout=5)

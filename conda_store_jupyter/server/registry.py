@@ -324,7 +324,8 @@ class ManifestHandler(RegistryHandler):
         from .. import api
 
         try:
-            return api.prepare_specification(self.store, self._dynamic_spec(env_name, specs))
+            return api.prepare_specification(self.store, self._dynamic_spec(env_name, specs),
+                                             namespace=self.registry.dynamic_namespace)
         except CondaStoreError as exc:
             raise RegistryError(400, "NAME_INVALID", f"cannot build this image: {exc}") from None
 

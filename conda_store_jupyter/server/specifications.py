@@ -66,6 +66,9 @@ class SpecificationHandler(BaseHandler):
                 spec = spec.model_copy(update={"name": validate_name(body["environment_name"], "environment_name")})
         namespace = body.get("namespace") or self.identity.primary_namespace
         validate_name(namespace, "namespace")
+        # The target environment's settings (channels, packages) apply: read them off the loop.
+        spec = await run_sync(api.prepare_specification, self.store, text, namespace=namespace,
+                              name=body.get("environment_name") or None)
 
         def authorize(db) -> None:
             if api.find_namespace(db, namespace) is None:
@@ -93,7 +96,9 @@ class SpecificationHandler(BaseHandler):
         if not conda:
             raise ValidationError("give at least one 'conda' match spec to solve")
         channels = self.query_list("channel") + self.query_list("channels")  # the client sends 'channels'
-        spec = api.prepare_specification(self.store, {"name": "solve", "channels": channels, "dependencies": conda})
+        spec = await run_sync(api.prepare_specification, self.store,
+                              {"name": "solve", "channels": channels, "dependencies": conda},
+                              namespace=self.identity.primary_namespace)
         if self.query_list("pip"):
             raise SpecificationError("remote solves cover conda packages only; 'pip' is not supported")
         settings = BuildSettings(

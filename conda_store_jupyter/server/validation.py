@@ -17,7 +17,8 @@ import yaml
 
 from .. import api
 from ..exceptions import ValidationError
-from .base import BaseHandler
+from ..naming import validate_name
+from .base import BaseHandler, run_sync
 
 _AT_LINE = re.compile(r" at line (\d+), column (\d+)")
 _FIELD = re.compile(r"^([A-Za-z_][\w-]*(?:\[\d+\]|\.[A-Za-z_][\w-]*)*): ")
@@ -53,15 +54,18 @@ def locate(text: str, message: str) -> tuple[int, int] | tuple[None, None]:
 
 
 class SpecificationValidateHandler(BaseHandler):
-    def post(self) -> None:
-        """Body ``{"specification": "<environment.yaml text>"}`` →
+    async def post(self) -> None:
+        """Body ``{"specification": "<environment.yaml text>", "namespace"?: str}`` →
         ``{valid, message, line, column, name}`` (``name`` from the file when it is valid)."""
         self.require_authenticated()
-        text: Any = self.json_body().get("specification")
+        body = self.json_body()
+        text: Any = body.get("specification")
         if not isinstance(text, str):
             raise ValidationError("'specification' is required: the environment.yaml text")
+        namespace = validate_name(body.get("namespace") or self.identity.primary_namespace, "namespace")
         try:
-            spec = api.prepare_specification(self.store, text)
+            # As on submission: the settings of the environment the file would create apply.
+            spec = await run_sync(api.prepare_specification, self.store, text, namespace=namespace)
         except ValidationError as exc:  # SpecificationError and bad names alike
             line, column = locate(text, str(exc))
             self.ok({"valid": False, "message": str(exc), "line": line, "column": column, "name": None})

@@ -233,6 +233,7 @@ def _queue_images(store: "CondaStore", policy: RepairPolicy) -> list[int]:
     from .. import orm
     from ..schema import ArtifactStatus
     from .queue import BuildQueue, image_job_id
+    from .settings import build_settings_for
 
     has_image = exists().where(orm.BuildArtifact.build_id == orm.Build.id,
                                orm.BuildArtifact.artifact_type == BuildArtifactType.DOCKER_MANIFEST)
@@ -248,6 +249,8 @@ def _queue_images(store: "CondaStore", policy: RepairPolicy) -> list[int]:
     for build_id in ids:
         if len(queued) >= policy.batch:
             break
+        if BuildArtifactType.DOCKER_MANIFEST.value not in build_settings_for(store, build_id).build_artifacts:
+            continue  # images switched off for its namespace or environment (PUT /api/v1/setting/...)
         # Job record first: a queued/running/recent job is no reason to take (and hold) the claim.
         if Job.exists(image_job_id(build_id), connection=store.redis) or \
                 not _claim(store, "image", build_id, max(policy.image_grace, REPAIR_INTERVAL)):

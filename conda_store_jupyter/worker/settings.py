@@ -15,28 +15,48 @@ from ..lockspec import LockSpecification
 from ..schema import BuildArtifactType, Specification
 
 if TYPE_CHECKING:
+    from ..api.settings import EffectiveSettings
     from ..app import CondaStore
 
 
-def settings_from_store(store: "CondaStore", spec: Specification | LockSpecification) -> BuildSettings:
+def settings_from_store(store: "CondaStore", spec: Specification | LockSpecification,
+                        settings: "EffectiveSettings | None" = None) -> BuildSettings:
     """The build settings for ``spec`` under a ``CondaStore`` configuration.
 
-    Channels are the specification's (a lockfile's: its own) or the store's defaults, each expanded to a URL by
-    ``store.channel_url``. ``conda_included_packages`` and ``conda_required_packages`` travel in
-    the settings and are applied by the pipeline (``builder.pipeline.effective_specification``).
+    ``settings`` are the effective settings of the build's environment (``api.settings``: the
+    configuration overridden globally, per namespace and per environment; see
+    :func:`build_settings_for`); without them, the configuration's own values. Channels are the
+    specification's own (a lockfile's: its own) or the default channels, each expanded to a URL
+    under the channel alias. The included and required packages travel in the settings and are
+    applied by the pipeline (``builder.pipeline.effective_specification``), the allowed channels
+    checked there: the same values the submission was checked against, read again when the build runs.
     """
-    channels = spec.channels or list(store.conda_default_channels)
+    from ..api.settings import configured_settings
+
+    settings = settings or configured_settings(store)
+    channels = spec.channels or list(settings.conda_default_channels)
     known = {a.value for a in BuildArtifactType}
     return BuildSettings(
-        channels=tuple(store.channel_url(c) for c in channels),
-        platforms=tuple(store.conda_solve_platforms),
+        channels=tuple(settings.channel_url(c) for c in channels),
+        platforms=tuple(settings.conda_solve_platforms),
         package_cache_directory=Path(store.package_cache_directory).expanduser().resolve(),
         pip_index_url=store.pip_index_url,
         pip_find_links=tuple(store.pip_find_links),
-        artifacts=frozenset(BuildArtifactType(a) for a in store.build_artifacts if a in known),
+        artifacts=frozenset(BuildArtifactType(a) for a in settings.build_artifacts if a in known),
         conda_pack_compress_level=int(store.conda_pack_compress_level),
         timeout=store.build_time_limit,
-        included_packages=tuple(store.conda_included_packages),
-        required_packages=tuple(store.conda_required_packages),
-        allowed_channels=tuple(store.channel_url(c) for c in store.allowed_channels),
+        included_packages=tuple(settings.conda_included_packages),
+        required_packages=tuple(settings.conda_required_packages),
+        allowed_channels=tuple(settings.channel_url(c) for c in settings.allowed_channels),
     )
+
+
+def build_settings_for(store: "CondaStore", build_id: int) -> "EffectiveSettings":
+    """The effective settings of a build's environment, read now (a rebuild sees today's)."""
+    from .. import orm
+    from ..api.settings import Scope, effective_settings
+
+    with store.session() as db:
+        build = db.get(orm.Build, int(build_id))
+        env = build.environment
+        return effective_settings(db, store, Scope(env.namespace.name, env.name))

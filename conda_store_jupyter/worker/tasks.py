@@ -391,6 +391,7 @@ def finish_completed(store: "CondaStore", build_id: int) -> None:
     """
     from .. import orm
     from .logs import finish_log, log_finished
+    from .settings import build_settings_for
 
     with store.session() as db:
         environment_id = db.get(orm.Build, int(build_id)).environment_id
@@ -403,7 +404,7 @@ def finish_completed(store: "CondaStore", build_id: int) -> None:
     # Image hook: the image job (worker/images.py) runs on the artifacts queue, after COMPLETED,
     # so a slow image never delays the environment and a failed one never fails the build.
     # PENDING before the job exists: an image job lost on the way is then found by repair.
-    if BuildArtifactType.DOCKER_MANIFEST.value in store.build_artifacts:
+    if BuildArtifactType.DOCKER_MANIFEST.value in build_settings_for(store, build_id).build_artifacts:
         try:
             lifecycle.image_queued(store, build_id)
             BuildQueue(store).enqueue_image_once(build_id)
@@ -466,7 +467,7 @@ def run_build(store: "CondaStore", build_id: int) -> BuildStatus:
     from ..builder.pipeline import run_pipeline
     from ..builder.records import BuildPaths
     from .logs import publish_line
-    from .settings import settings_from_store
+    from .settings import build_settings_for, settings_from_store
 
     with store.session() as db:
         build = db.get(orm.Build, int(build_id))
@@ -489,15 +490,16 @@ def run_build(store: "CondaStore", build_id: int) -> BuildStatus:
     with BuildLog(paths.log, sink=sink, append=True) as blog:
         blog.write(f"build process pid {os.getpid()}")
         try:
+            effective = build_settings_for(store, build_id)
             if is_lockfile:  # install exactly the submitted lockfile, no solve
                 from ..builder.from_lock import run_lock_pipeline
                 from ..lockspec import LockSpecification
 
                 lock = LockSpecification.from_stored(spec_data)
-                outputs = run_lock_pipeline(lock, settings_from_store(store, lock), paths, blog)
+                outputs = run_lock_pipeline(lock, settings_from_store(store, lock, effective), paths, blog)
             else:
                 spec = load_specification(spec_data)
-                outputs = run_pipeline(spec, settings_from_store(store, spec), paths, blog)
+                outputs = run_pipeline(spec, settings_from_store(store, spec, effective), paths, blog)
             with blog.stage("store artifacts"):
                 keys = _store_artifacts(store, build_key, outputs)
         except CondaStoreError as err:  # BuildError from the pipeline, storage errors, bad spec
