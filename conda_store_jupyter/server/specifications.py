@@ -56,19 +56,16 @@ class SpecificationHandler(BaseHandler):
         description = body.get("environment_description")
         if description is not None and not isinstance(description, str):
             raise ValidationError("environment_description must be a string")
+        namespace = body.get("namespace") or self.identity.primary_namespace
+        validate_name(namespace, "namespace")
         spec: Specification | LockSpecification
         if is_lockfile:  # installed exactly as locked, no solve (lockspec.py, builder/from_lock.py)
             spec = await run_sync(prepare_lockfile_specification, self.store, text,
                                   body.get("environment_name"), description)
         else:
-            spec = api.prepare_specification(self.store, text)
-            if body.get("environment_name"):
-                spec = spec.model_copy(update={"name": validate_name(body["environment_name"], "environment_name")})
-        namespace = body.get("namespace") or self.identity.primary_namespace
-        validate_name(namespace, "namespace")
-        # The target environment's settings (channels, packages) apply: read them off the loop.
-        spec = await run_sync(api.prepare_specification, self.store, text, namespace=namespace,
-                              name=body.get("environment_name") or None)
+            # The target environment's settings (channels, packages) apply: read them off the loop.
+            spec = await run_sync(api.prepare_specification, self.store, text, namespace=namespace,
+                                  name=body.get("environment_name") or None)
 
         def authorize(db) -> None:
             if api.find_namespace(db, namespace) is None:
