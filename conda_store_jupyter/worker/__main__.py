@@ -7,7 +7,8 @@ before taking jobs (a clear one-line error, no traceback, if either is unreachab
 the queues in priority order: deletions, builds, artifacts. Run as many as you like, on any host
 that shares the store directory and reaches the same Redis, database and storage.
 
-The worker is one thread that forks a work horse per job (``runner.BuildWorker``); it survives
+The worker is one thread that forks a work horse per job (``runner.BuildWorker``), which forks the
+build child from it (``zygote.py``: the worker has imported what a build needs once); it survives
 Redis restarts (it waits for Redis to come back and carries on) and stops on SIGTERM: the first
 asks for a warm shutdown (after the current job), a second one at least a second later stops
 the current job, whose build is queued again.
@@ -86,6 +87,14 @@ def main(argv: list[str] | None = None) -> int:
     # Fork safety (see runner.py): configure the mappers once, before any fork, and let a forked
     # work horse never reuse this process's pooled DB connections (the reconciler's).
     configure_mappers()
+    # The zygote (see zygote.py): import once what every build needs, so the work horses and
+    # build children forked from this process start with it loaded.
+    from .zygote import modules_for, preload
+
+    try:
+        log.info("preloaded the build modules in %.2f s", preload(modules_for(store)))
+    except RuntimeError as exc:
+        return fail(str(exc))
     os.register_at_fork(after_in_child=lambda: store._engine is not None and store._engine.dispose(close=False))
     queues = [Queue(name, connection=store.redis) for name in WORKER_QUEUES]
     run = 0
