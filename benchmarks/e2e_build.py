@@ -70,6 +70,7 @@ class Service:
                   "conda_solve_platforms": ["linux-64"]}
         if artifacts is not None:
             traits["build_artifacts"] = artifacts
+        self.expect_image = artifacts is None or "DOCKER_MANIFEST" in artifacts
         self.config = write_config(root / "conda_store_config.py", traits, AuthenticationBackend={
             "predefined_tokens": {TOKEN: {"primary_namespace": "bench", "role_bindings": {"*/*": ["admin"]},
                                           "username": "bench"}}})
@@ -125,17 +126,17 @@ class Service:
         """perf_counter offset (from t0) at which no artifact of the build is pending any more."""
         deadline = time.monotonic() + ARTIFACT_DEADLINE
         while time.monotonic() < deadline:
-            if not pending_artifacts(self.build(build_id)):
+            if not pending_artifacts(self.build(build_id), self.expect_image):
                 return time.perf_counter() - t0
             time.sleep(max(poll, 0.02))
         raise RuntimeError(f"build {build_id}: artifacts still pending after {ARTIFACT_DEADLINE:.0f} s: "
-                           f"{pending_artifacts(self.build(build_id))}")
+                           f"{pending_artifacts(self.build(build_id), self.expect_image)}")
 
     def logs(self, build_id: int) -> str:
         return self.client.get(f"/api/v1/build/{build_id}/logs/").text
 
 
-def pending_artifacts(data: dict) -> list[str]:
+def pending_artifacts(data: dict, expect_image: bool) -> list[str]:
     """Artifacts of a COMPLETED build not ready yet: from an ``artifacts`` list with states (when the
     API has one), else the image's ``image_status``. A failed artifact is not pending."""
     pending: list[str] = []
@@ -146,7 +147,8 @@ def pending_artifacts(data: dict) -> list[str]:
                 state = str(item.get("state") or item.get("status") or "").upper()
                 if state in ("PENDING", "QUEUED", "BUILDING", "RUNNING"):
                     pending.append(str(item.get("artifact_type") or item.get("type") or item.get("name")))
-    if data.get("image_status") in ("PENDING",):
+    # None until the build's tail has queued the image job (just after COMPLETED is visible).
+    if expect_image and data.get("image_status") in (None, "PENDING"):
         pending.append("image")
     return pending
 
@@ -204,8 +206,8 @@ def main() -> int:
               f"{args.artifacts or 'default'}, client poll {args.poll * 1000:.0f} ms, n={args.repeat}")
         for run in runs:
             stages = stage_timings(service.logs(run["id"]))
-            print(f"  build {run['id']}: observed {ms(run['observed'])}  committed {ms(run['committed'])}  "
-                  f"started after {ms(run['queued'])}  artifacts +{ms(run['artifacts_after'])}  "
+            print(f"  build {run['id']}: accepted {ms(run['accepted'])}  started {ms(run['queued'])}  committed "
+                  f"{ms(run['committed'])}  observed {ms(run['observed'])}  artifacts +{ms(run['artifacts_after'])}  "
                   + " ".join(f"{k}={v * 1000:.0f}" for k, v in stages.items()))
         raw = statistics.median(raw_times)
         observed = statistics.median(r["observed"] for r in runs)
