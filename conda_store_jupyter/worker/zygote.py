@@ -199,6 +199,10 @@ def fork_child(target: Callable[[], int], *, output: Path, name: str = CHILD_NAM
             os.dup2(out_fd, 2)
             os.close(null)
             os.close(out_fd)
+            # Python-level streams on the new fds 1 and 2 (the inherited objects may write elsewhere);
+            # a logging handler made from the old sys.stderr still writes to fd 2 in a worker.
+            sys.stdout = open(1, "w", buffering=1, encoding="utf-8", errors="replace", closefd=False)
+            sys.stderr = open(2, "w", buffering=1, encoding="utf-8", errors="replace", closefd=False)
             _set_process_name(name)
             code = int(target() or 0)
         except SystemExit as exc:
