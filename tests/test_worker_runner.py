@@ -82,3 +82,26 @@ def test_fork_child_exit_codes_and_crashes(tmp_path):
 
     child = fork_child(lambda: os.kill(os.getpid(), signal.SIGKILL), output=out)
     assert child.wait(timeout=30) == -signal.SIGKILL
+
+
+def test_warming_the_statement_cache_leaves_nothing_behind(database_url, tmp_path):
+    """The zygote's throwaway build (warmup.py) is rolled back whole: no row, no id used, no file."""
+    from sqlalchemy import func, select
+
+    from conda_store_jupyter import orm
+    from conda_store_jupyter.app import CondaStore
+    from conda_store_jupyter.worker.warmup import warm_statement_cache
+
+    store = CondaStore(store_directory=str(tmp_path / "store"), database_url=database_url)
+    try:
+        before = len(store.engine._compiled_cache)
+        assert warm_statement_cache(store) is not None
+        assert len(store.engine._compiled_cache) >= before + 10  # claim, complete, packages, artifacts...
+        with store.session() as db:
+            for model in (orm.Namespace, orm.Environment, orm.Specification, orm.Build, orm.BuildArtifact,
+                          orm.CondaChannel, orm.CondaPackage, orm.CondaPackageBuild):
+                assert db.scalar(select(func.count()).select_from(model)) == 0, model.__name__
+        assert not list((tmp_path / "store").rglob("*csj-warmup*"))  # no prefix, link or artifact
+        assert make_build(store, QUICK) == 1  # the throwaway rows used no id of a sequence
+    finally:
+        store.dispose()

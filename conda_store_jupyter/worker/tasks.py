@@ -63,7 +63,6 @@ from ..exceptions import CondaStoreError, NotFoundError
 from ..schema import BuildArtifactType, BuildStatus
 from . import lifecycle
 from .links import sync_environment_link
-from .zygote import ForkedChild, detach_store, fork_child
 from .queue import (
     CANCELED_BY_USER,
     CONFIG_ENV,
@@ -75,6 +74,7 @@ from .queue import (
     heartbeat_key,
     work_dir,
 )
+from .zygote import ForkedChild, adopted_store, detach_store, fork_child
 
 if TYPE_CHECKING:
     from ..app import CondaStore
@@ -115,6 +115,9 @@ def load_store(config_path: str | None = None) -> "CondaStore":
     """
     from ..app import CondaStore
 
+    adopted = adopted_store(job_config_path(config_path) or None)
+    if adopted is not None:  # a job forked from conda-store-worker: its store, already loaded (zygote.py)
+        return adopted
     overrides: dict[str, object] = {}
     if os.environ.get(REDIS_URL_ENV):
         overrides["redis_url"] = os.environ[REDIS_URL_ENV]

@@ -232,3 +232,23 @@ def detach_store(store: "CondaStore") -> None:
         store._engine.dispose(close=False)  # the parent's pooled connections stay the parent's
     store._redis = None
     store._storage = None  # an S3 client holds a connection pool of its own
+
+
+# -- the zygote's own store, shared with the jobs forked from it ---------------------------------
+_ZYGOTE: tuple[int, str | None, "CondaStore"] | None = None
+
+
+def adopt(store: "CondaStore", config_path: str | None) -> None:
+    """Make ``store`` (loaded from ``config_path``) the store of every job forked from this process:
+    no config file read, no engine built, no SQL statement compiled again per job. Every fork
+    detaches it from this process's connections (:func:`detach_store`)."""
+    global _ZYGOTE
+    _ZYGOTE = (os.getpid(), config_path, store)
+    os.register_at_fork(after_in_child=lambda: detach_store(store))
+
+
+def adopted_store(config_path: str | None) -> "CondaStore | None":
+    """The zygote's store, in a process forked from it, if it was loaded from ``config_path``."""
+    if _ZYGOTE is None or _ZYGOTE[0] == os.getpid() or _ZYGOTE[1] != config_path:
+        return None
+    return _ZYGOTE[2]
