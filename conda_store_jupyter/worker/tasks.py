@@ -192,8 +192,8 @@ def _is_current_attempt(store: "CondaStore", build_id: int, job_id: str | None) 
 
 
 def start_log(store: "CondaStore", build_id: int) -> None:
-    """The build's first log line, written by its supervisor before the build process starts (which
-    takes a while: a fresh interpreter), so a build stopped at any moment has a log of its own."""
+    """The build's first log line, written by its supervisor before the build process starts, so a
+    build stopped at any moment (before or while it is forked) has a log of its own."""
     from .. import orm
     from .logs import live_lines, publish_line
 
