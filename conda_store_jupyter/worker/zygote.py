@@ -89,7 +89,9 @@ PRELOAD = (
 CHILD_NAME = "csj-build"
 """The build child's process name (``/proc/<pid>/comm``, as ``ps`` and ``top`` show it)."""
 
-_RESET_SIGNALS = ("SIGTERM", "SIGINT", "SIGHUP", "SIGQUIT", "SIGALRM", "SIGUSR1", "SIGUSR2", "SIGCHLD", "SIGPIPE")
+_RESET_SIGNALS = ("SIGTERM", "SIGINT", "SIGHUP", "SIGQUIT", "SIGALRM", "SIGUSR1", "SIGUSR2", "SIGCHLD")
+"""Handlers of the supervisor (and RQ) that must not run in the child. SIGPIPE stays ignored, as
+Python sets it: a closed socket is an exception, not the death of the build."""
 
 
 def modules_for(store: "CondaStore") -> tuple[str, ...]:
