@@ -112,8 +112,8 @@ def preload(modules: tuple[str, ...] = PRELOAD) -> float:
     for name in modules:
         try:
             importlib.import_module(name)
-        except ImportError as exc:  # an optional extra (e.g. S3) not installed: the build imports it if needed
-            log.debug("preload: %s not imported: %s", name, exc)
+        except Exception as exc:  # noqa: BLE001 - e.g. an optional extra not installed: the build
+            log.debug("preload: %s not imported: %s", name, exc)  # imports it (or fails) itself
     threads = [t.name for t in threading.enumerate() if t is not threading.current_thread()]
     if threads:
         raise RuntimeError(f"preloading started thread(s) {threads}: forking build children would not be safe")
