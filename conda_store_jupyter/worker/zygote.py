@@ -115,6 +115,9 @@ def preload(modules: tuple[str, ...] = PRELOAD) -> float:
         except Exception as exc:  # noqa: BLE001 - e.g. an optional extra not installed: the build
             log.debug("preload: %s not imported: %s", name, exc)  # imports it (or fails) itself
     threads = [t.name for t in threading.enumerate() if t is not threading.current_thread()]
+    with contextlib.suppress(OSError):  # native threads too (a Rust runtime), where /proc says so
+        native = len(os.listdir("/proc/self/task")) - 1 - len(threads)
+        threads += [f"{native} native thread(s)"] if native > 0 else []
     if threads:
         raise RuntimeError(f"preloading started thread(s) {threads}: forking build children would not be safe")
     return time.perf_counter() - start
