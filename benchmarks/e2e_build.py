@@ -206,6 +206,7 @@ def main() -> int:
               f"{args.artifacts or 'default'}, client poll {args.poll * 1000:.0f} ms, n={args.repeat}")
         for run in runs:
             stages = stage_timings(service.logs(run["id"]))
+            run["stages"] = sum(stages.values())
             print(f"  build {run['id']}: accepted {ms(run['accepted'])}  started {ms(run['queued'])}  committed "
                   f"{ms(run['committed'])}  observed {ms(run['observed'])}  artifacts +{ms(run['artifacts_after'])}  "
                   + " ".join(f"{k}={v * 1000:.0f}" for k, v in stages.items()))
@@ -218,6 +219,16 @@ def main() -> int:
               f"target <= raw + {TARGET_MS:.0f} ms: {'met' if (observed - raw) * 1000 <= TARGET_MS else 'NOT met'})")
         print(f"service submit -> COMPLETED committed:{ms(committed)}  (difference {ms(committed - raw)})")
         print(f"all artifacts ready after COMPLETED:  {ms(after)}")
+
+        def med(key: str) -> float:
+            return statistics.median(r[key] for r in runs)
+
+        # Where the time goes (medians of each phase, so they need not add up exactly).
+        print(f"phases: submit accepted {ms(med('accepted'))} | queued -> claimed "
+              f"{ms(statistics.median(r['queued'] - r['accepted'] for r in runs))} | logged stages "
+              f"{ms(med('stages'))} | rest of the build (fork, DB, live log) "
+              f"{ms(statistics.median(r['committed'] - r['queued'] - r['stages'] for r in runs))} | "
+              f"commit -> seen by the client {ms(statistics.median(r['observed'] - r['committed'] for r in runs))}")
     finally:
         service.stop()
         if not args.keep:
