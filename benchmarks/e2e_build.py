@@ -156,9 +156,13 @@ def pending_artifacts(data: dict, expect_image: bool) -> list[str]:
 STAGE = re.compile(r"^== (?P<name>[^:]+): (?P<seconds>[0-9.]+) s$")
 
 
-def stage_timings(log: str) -> dict[str, float]:
+def stage_timings(log: str, *, before_completed: bool = False) -> dict[str, float]:
+    """Stage name -> seconds, from the ``== name: 0.004 s`` lines of a build's log (with
+    ``before_completed``: only the stages before ``BUILD COMPLETED``, not the image job's)."""
     out: dict[str, float] = {}
     for line in log.splitlines():
+        if before_completed and line.startswith("BUILD COMPLETED"):
+            break
         m = STAGE.match(line.strip())
         if m:
             out[m["name"]] = out.get(m["name"], 0.0) + float(m["seconds"])
@@ -205,8 +209,9 @@ def main() -> int:
         print(f"spec: python 3.11.* + six, local channel, warm cache, 1 worker, build_artifacts="
               f"{args.artifacts or 'default'}, client poll {args.poll * 1000:.0f} ms, n={args.repeat}")
         for run in runs:
-            stages = stage_timings(service.logs(run["id"]))
-            run["stages"] = sum(stages.values())
+            log = service.logs(run["id"])
+            stages = stage_timings(log)
+            run["stages"] = sum(stage_timings(log, before_completed=True).values())
             print(f"  build {run['id']}: accepted {ms(run['accepted'])}  started {ms(run['queued'])}  committed "
                   f"{ms(run['committed'])}  observed {ms(run['observed'])}  artifacts +{ms(run['artifacts_after'])}  "
                   + " ".join(f"{k}={v * 1000:.0f}" for k, v in stages.items()))
