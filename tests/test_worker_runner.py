@@ -102,6 +102,7 @@ def test_warming_the_statement_cache_leaves_nothing_behind(database_url, tmp_pat
                           orm.CondaChannel, orm.CondaPackage, orm.CondaPackageBuild):
                 assert db.scalar(select(func.count()).select_from(model)) == 0, model.__name__
         assert not list((tmp_path / "store").rglob("*csj-warmup*"))  # no prefix, link or artifact
+        assert not (tmp_path / "store" / ".artifacts").exists()
         assert make_build(store, QUICK) == 1  # the throwaway rows used no id of a sequence
     finally:
         store.dispose()

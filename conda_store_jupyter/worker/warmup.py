@@ -36,6 +36,8 @@ def warm_statement_cache(store: "CondaStore") -> float | None:
     None if it failed (logged; the worker works the same, its builds just compile their SQL)."""
     from sqlalchemy.orm import sessionmaker
 
+    from ..storage.local import LocalStorage
+
     start = time.perf_counter()
     engine = store.engine
     saved = store._session_factory, store._storage
@@ -47,7 +49,9 @@ def warm_statement_cache(store: "CondaStore") -> float | None:
                 # Every session of the store joins this transaction; their commits end savepoints.
                 store._session_factory = sessionmaker(bind=conn, expire_on_commit=False,
                                                       join_transaction_mode="create_savepoint")
-                store._storage = store.storage_class(parent=store, store_directory=str(Path(tmp) / "storage"))
+                # Local files in the temporary directory whatever the store uses (S3 included), and
+                # no configuration applied to them: nothing may reach the real artifacts.
+                store._storage = LocalStorage(storage_directory=str(Path(tmp) / "storage"))
                 _throwaway_build(store, Path(tmp))
             finally:
                 outer.rollback()
