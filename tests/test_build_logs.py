@@ -70,7 +70,7 @@ def test_canceled_build_keeps_its_output_then_one_final_line(service_factory, ha
 
 
 def test_build_canceled_while_its_process_starts_has_a_log_of_its_own(service_factory, hanging_index):
-    """Canceled right after a worker claimed it: the build process (a fresh interpreter) has not
+    """Canceled right after a worker claimed it: the build process (just forked) may not have
     written anything yet, but the log still says which build ran where, then the final line."""
     env = service_factory(pip_index_url=hanging_index.url)
     store = env.store

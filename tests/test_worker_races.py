@@ -24,6 +24,7 @@ from conda_store_jupyter.worker import lifecycle
 from conda_store_jupyter.worker.queue import cancel_key, heartbeat_key, image_job_id
 from conda_store_jupyter.worker.reconcile import reconcile
 from conda_store_jupyter.worker.tasks import HEARTBEAT_INTERVAL
+from conda_store_jupyter.worker.zygote import CHILD_NAME
 
 from .fixtures_service import (BUILD_DEADLINE, QUICK, SLOW, build_row, descendants, make_build, status_of, wait_for,
                                wait_in_pip_stage, wait_status)
@@ -87,14 +88,14 @@ def test_recreated_before_the_delete_job_keeps_its_new_build(service_factory, sc
 
 # -- 2. the child ends after COMPLETED was committed, before its tail -----------------------------
 def _child_pid(env) -> int | None:
-    """Pid of the build child (``... worker.tasks run-build <id>``) under this env's workers."""
+    """Pid of the build child (forked by its supervisor, named ``csj-build``) under this env's workers."""
     for worker in env.workers:
         for pid in descendants(worker.pid):
             try:
-                cmdline = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
+                comm = Path(f"/proc/{pid}/comm").read_text().strip()
             except OSError:
                 continue
-            if b"run-build" in cmdline:
+            if comm == CHILD_NAME:
                 return pid
     return None
 

@@ -9,6 +9,8 @@
 * :mod:`.images`    the image job; :mod:`.purge` deletion jobs; :mod:`.repair` lost follow-up work
 * :mod:`.reconcile` re-enqueues lost jobs, queues interrupted builds again (or fails them)
 * :mod:`.runner`    ``BuildWorker``: the flat RQ worker (no threads; runs the reconciler)
+* :mod:`.zygote`    the warm build runner: the worker preloads, build children are forked from it;
+  :mod:`.warmup` warms its SQL statement cache with a rolled-back throwaway build
 * :mod:`.embedded`  private redis-server + worker processes for ``conda-store-server --standalone``
 * ``python -m conda_store_jupyter.worker`` / ``conda-store-worker``: the worker command
 """

@@ -7,7 +7,8 @@ before taking jobs (a clear one-line error, no traceback, if either is unreachab
 the queues in priority order: deletions, builds, artifacts. Run as many as you like, on any host
 that shares the store directory and reaches the same Redis, database and storage.
 
-The worker is one thread that forks a work horse per job (``runner.BuildWorker``); it survives
+The worker is one thread that forks a work horse per job (``runner.BuildWorker``), which forks the
+build child from it (``zygote.py``: the worker has imported what a build needs once); it survives
 Redis restarts (it waits for Redis to come back and carries on) and stops on SIGTERM: the first
 asks for a warm shutdown (after the current job), a second one at least a second later stops
 the current job, whose build is queued again.
@@ -78,15 +79,31 @@ def main(argv: list[str] | None = None) -> int:
     except Exception as exc:  # noqa: BLE001
         return fail(f"cannot open the database {redact_url(store.database_url)}: {type(exc).__name__}: {exc}")
     os.environ[MIGRATED_ENV] = "1"  # jobs (forked work horses) and build processes skip alembic
+    store.upgrade_database = False  # the same for the jobs that use this store (zygote.adopt)
 
     from sqlalchemy.orm import configure_mappers
 
     from .runner import BuildWorker
 
-    # Fork safety (see runner.py): configure the mappers once, before any fork, and let a forked
-    # work horse never reuse this process's pooled DB connections (the reconciler's).
+    # Fork safety (see runner.py): configure the mappers once, before any fork.
     configure_mappers()
-    os.register_at_fork(after_in_child=lambda: store._engine is not None and store._engine.dispose(close=False))
+    # The zygote (see zygote.py): import once what every build needs, so the work horses and
+    # build children forked from this process start with it loaded.
+    from .zygote import adopt, modules_for, preload
+
+    try:
+        log.info("preloaded the build modules in %.2f s", preload(modules_for(store)))
+    except RuntimeError as exc:
+        return fail(str(exc))
+    # Jobs use this store (no config, engine or compiled statements made again per job); a forked
+    # work horse never reuses this process's pooled DB connections (the reconciler's), Redis
+    # connections or storage client.
+    adopt(store, args.config)
+    from .warmup import warm_statement_cache
+
+    warmed = warm_statement_cache(store)  # so that no build compiles its SQL again (warmup.py)
+    if warmed is not None:
+        log.info("warmed the SQL statement cache in %.2f s", warmed)
     queues = [Queue(name, connection=store.redis) for name in WORKER_QUEUES]
     run = 0
     while True:

@@ -2,21 +2,25 @@
 
 Process layout of a running build (why each level exists)::
 
-    conda-store-worker          RQ worker (one thread, runner.BuildWorker): takes jobs, reconciles
+    conda-store-worker          RQ worker (one thread, runner.BuildWorker): takes jobs, reconciles;
+    │                           the *zygote*: it has imported everything a build needs (zygote.py)
     └── work horse (fork)       RQ's per-job process: runs build_environment() = the *supervisor*
-        └── build child         `python -m conda_store_jupyter.worker.tasks run-build <id>`
+        └── build child (fork)  _child_main(): runs the pipeline, records its outcome (``csj-build``)
             └── uv, ...         in the child's own session / process group
 
-The supervisor writes the build's first log line before starting the child (which takes a while:
-a fresh interpreter), and the child appends to that file, so a build stopped at any moment keeps
-a log of everything it wrote. Every state change goes through :mod:`.lifecycle`.
+The supervisor writes the build's first log line before starting the child, and the child
+appends to that file, so a build stopped at any moment keeps a log of everything it wrote. Every
+state change goes through :mod:`.lifecycle`.
 
-The pipeline runs in a fresh interpreter in its **own process group** (``start_new_session``), so
-the supervisor can stop *everything* the build started — uv, conda-pack threads, anything — with one
+The pipeline runs in a forked child in its **own process group** (its own session), so the
+supervisor can stop *everything* the build started — uv, conda-pack threads, anything — with one
 ``killpg`` while itself staying alive to record the outcome. That is what makes cancel ("canceled
 by user" in the log, state CANCELED) and the per-build timeout (FAILED) reliable: the process that
-writes the final state is never the one being killed. A fresh interpreter (not a fork) also avoids
-inheriting the worker's sockets and the thread state of native libraries.
+writes the final state is never the one being killed. The child is forked, not started afresh,
+so no interpreter start-up or import is on the build's critical path; ``zygote.py`` says what
+makes that fork safe (no threads at fork time, no connection shared with the parent).
+``python -m conda_store_jupyter.worker.tasks run-build <id>`` still runs a build in a process
+of its own (by hand, tests).
 
 The supervisor polls every ``POLL_INTERVAL`` for: the child's exit, the cancel flag, the deadline,
 SIGTERM (its worker's cold shutdown or watchdog) and the death of its own parent (worker
@@ -70,6 +74,7 @@ from .queue import (
     heartbeat_key,
     work_dir,
 )
+from .zygote import ForkedChild, adopted_store, detach_store, fork_child
 
 if TYPE_CHECKING:
     from ..app import CondaStore
@@ -110,6 +115,9 @@ def load_store(config_path: str | None = None) -> "CondaStore":
     """
     from ..app import CondaStore
 
+    adopted = adopted_store(job_config_path(config_path) or None)
+    if adopted is not None:  # a job forked from conda-store-worker: its store, already loaded (zygote.py)
+        return adopted
     overrides: dict[str, object] = {}
     if os.environ.get(REDIS_URL_ENV):
         overrides["redis_url"] = os.environ[REDIS_URL_ENV]
@@ -184,8 +192,8 @@ def _is_current_attempt(store: "CondaStore", build_id: int, job_id: str | None) 
 
 
 def start_log(store: "CondaStore", build_id: int) -> None:
-    """The build's first log line, written by its supervisor before the build process starts (which
-    takes a while: a fresh interpreter), so a build stopped at any moment has a log of its own."""
+    """The build's first log line, written by its supervisor before the build process starts, so a
+    build stopped at any moment (before or while it is forked) has a log of its own."""
     from .. import orm
     from .logs import live_lines, publish_line
 
@@ -233,17 +241,6 @@ def supervise(store: "CondaStore", build_id: int, config_path: str | None, *, jo
     """
     wd = work_dir(store, build_id)
     wd.mkdir(parents=True, exist_ok=True)
-    cmd = [sys.executable, "-m", "conda_store_jupyter.worker.tasks", "run-build", str(int(build_id))]
-    path = job_config_path(config_path)
-    if path:
-        cmd += ["--config", path]
-    env = dict(os.environ, PYTHONUNBUFFERED="1")
-    env[MIGRATED_ENV] = "1"  # this process has opened the database (claimed the build): schema is current
-    if store.redis_url:
-        env[REDIS_URL_ENV] = store.redis_url
-    env.pop(JOB_ID_ENV, None)
-    if job_id is not None:
-        env[JOB_ID_ENV] = job_id
     parent = os.getppid()
     limit = store.build_time_limit
     deadline = time.monotonic() + limit if limit is not None else float("inf")
@@ -256,67 +253,65 @@ def supervise(store: "CondaStore", build_id: int, config_path: str | None, *, jo
 
     previous = signal.signal(signal.SIGTERM, on_sigterm) if threading.current_thread() is threading.main_thread() \
         else None
-    proc: subprocess.Popen | None = None
+    proc: ForkedChild | None = None
     try:
-        with open(wd / "child.stderr", "wb") as err:
-            proc = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=err, stderr=subprocess.STDOUT,
-                                    env=env, start_new_session=True)
-            stopped: BuildStatus | None = None
-            reason: str | None = None
-            interrupted: str | None = None
-            while True:
+        proc = fork_child(lambda: _child_main(store, build_id, job_id), output=wd / "child.stderr")
+        stopped: BuildStatus | None = None
+        reason: str | None = None
+        interrupted: str | None = None
+        while True:
+            try:
+                rc = proc.wait(timeout=POLL_INTERVAL)
+                break
+            except subprocess.TimeoutExpired:
+                pass
+            now = time.monotonic()
+            try:
+                if now >= next_beat:
+                    beat(store, build_id)
+                    next_beat = now + HEARTBEAT_INTERVAL
+                flag = store.redis.get(cancel_key(build_id))
+            except Exception as exc:  # noqa: BLE001 - Redis hiccup: keep building, retry next tick
+                log.warning("build %s: Redis unavailable while supervising: %s", build_id, exc)
+                flag = None
+            status: BuildStatus | None = BuildStatus.BUILDING
+            wants_stop = flag is not None or now >= deadline or terminated.is_set()
+            if committed_at is None and (now >= next_status or wants_stop):
+                # Read when due, and always right before stopping for a cancel or the deadline: a
+                # child that just committed COMPLETED must be let finish, not killed.
+                next_status = now + STATUS_INTERVAL
                 try:
-                    rc = proc.wait(timeout=POLL_INTERVAL)
-                    break
-                except subprocess.TimeoutExpired:
-                    pass
-                now = time.monotonic()
-                try:
-                    if now >= next_beat:
-                        beat(store, build_id)
-                        next_beat = now + HEARTBEAT_INTERVAL
-                    flag = store.redis.get(cancel_key(build_id))
-                except Exception as exc:  # noqa: BLE001 - Redis hiccup: keep building, retry next tick
-                    log.warning("build %s: Redis unavailable while supervising: %s", build_id, exc)
-                    flag = None
-                status: BuildStatus | None = BuildStatus.BUILDING
-                wants_stop = flag is not None or now >= deadline or terminated.is_set()
-                if committed_at is None and (now >= next_status or wants_stop):
-                    # Read when due, and always right before stopping for a cancel or the deadline: a
-                    # child that just committed COMPLETED must be let finish, not killed.
-                    next_status = now + STATUS_INTERVAL
-                    try:
-                        status = build_status(store, build_id, job_id)
-                    except Exception as exc:  # noqa: BLE001 - DB hiccup: keep building, retry later
-                        log.warning("build %s: database unavailable while supervising: %s", build_id, exc)
-                    if status == BuildStatus.COMPLETED:
-                        committed_at = now
-                if os.getppid() != parent:
-                    interrupted = "the worker running it stopped"
-                elif terminated.is_set() and committed_at is None:
-                    interrupted = "its worker was shut down"
-                elif committed_at is not None:
-                    if now - committed_at > TAIL_GRACE or terminated.is_set():
-                        log.warning("build %s: COMPLETED but its process did not exit (%s); stopping it", build_id,
-                                    "worker shutting down" if terminated.is_set() else f"within {TAIL_GRACE} s")
-                        rc = stop_process_group(proc)
-                        break
-                    continue
-                elif status != BuildStatus.BUILDING:
-                    # Ended elsewhere (reconciler, deleted), or queued again as a newer attempt:
-                    # whoever did that owns the state now.
-                    log.warning("build %s is %s; stopping its process", build_id, getattr(status, "value", status))
+                    status = build_status(store, build_id, job_id)
+                except Exception as exc:  # noqa: BLE001 - DB hiccup: keep building, retry later
+                    log.warning("build %s: database unavailable while supervising: %s", build_id, exc)
+                if status == BuildStatus.COMPLETED:
+                    committed_at = now
+            if os.getppid() != parent:
+                interrupted = "the worker running it stopped"
+            elif terminated.is_set() and committed_at is None:
+                interrupted = "its worker was shut down"
+            elif committed_at is not None:
+                if now - committed_at > TAIL_GRACE or terminated.is_set():
+                    log.warning("build %s: COMPLETED but its process did not exit (%s); stopping it", build_id,
+                                "worker shutting down" if terminated.is_set() else f"within {TAIL_GRACE} s")
                     rc = stop_process_group(proc)
                     break
-                elif flag is not None:
-                    stopped, reason = BuildStatus.CANCELED, flag.decode("utf-8", "replace") or CANCELED_BY_USER
-                elif now >= deadline:
-                    stopped = BuildStatus.FAILED
-                    reason = (f"the build took longer than its {store.build_timeout} s limit "
-                              "(CondaStore.build_timeout) and was stopped")
-                if stopped is not None or interrupted is not None:
-                    rc = stop_process_group(proc)
-                    break
+                continue
+            elif status != BuildStatus.BUILDING:
+                # Ended elsewhere (reconciler, deleted), or queued again as a newer attempt:
+                # whoever did that owns the state now.
+                log.warning("build %s is %s; stopping its process", build_id, getattr(status, "value", status))
+                rc = stop_process_group(proc)
+                break
+            elif flag is not None:
+                stopped, reason = BuildStatus.CANCELED, flag.decode("utf-8", "replace") or CANCELED_BY_USER
+            elif now >= deadline:
+                stopped = BuildStatus.FAILED
+                reason = (f"the build took longer than its {store.build_timeout} s limit "
+                          "(CondaStore.build_timeout) and was stopped")
+            if stopped is not None or interrupted is not None:
+                rc = stop_process_group(proc)
+                break
         return ChildExit(returncode=rc, stopped=stopped, reason=reason, interrupted=interrupted)
     finally:
         # Whatever the child left in its group (a stray uv) goes with it, and so does the child
@@ -330,7 +325,7 @@ def supervise(store: "CondaStore", build_id: int, config_path: str | None, *, jo
             signal.signal(signal.SIGTERM, previous)
 
 
-def stop_process_group(proc: subprocess.Popen) -> int | None:
+def stop_process_group(proc: "ForkedChild") -> int | None:
     """SIGTERM the child's whole process group, SIGKILL it after ``TERM_GRACE``; return the exit code."""
     for sig, wait in ((signal.SIGTERM, TERM_GRACE), (signal.SIGKILL, TERM_GRACE)):
         with contextlib.suppress(ProcessLookupError, PermissionError):
@@ -438,6 +433,17 @@ def end_abnormally(store: "CondaStore", build_id: int, status: BuildStatus, reas
 
 
 # -- the build child ----------------------------------------------------------------------------
+def _child_main(store: "CondaStore", build_id: int, job_id: str | None) -> int:
+    """The build child, forked from its supervisor (``zygote.fork_child``): run the build."""
+    _watch_parent()
+    detach_store(store)
+    os.environ.pop(JOB_ID_ENV, None)
+    if job_id is not None:
+        os.environ[JOB_ID_ENV] = job_id  # run_build records the outcome for this attempt only
+    status = run_build(store, build_id)
+    return 0 if status in (BuildStatus.COMPLETED, BuildStatus.FAILED) else 1
+
+
 def _watch_parent() -> None:
     """If the supervisor dies (SIGKILL, RQ timeout), kill this whole process group (uv included)."""
     parent = os.getppid()
