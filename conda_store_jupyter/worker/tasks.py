@@ -31,7 +31,7 @@ own attempt (``JOB_ID_ENV``).
 
 COMPLETED is the point of no return. Once the child committed it, the supervisor no longer stops
 the child for a cancel or the deadline (only after ``TAIL_GRACE``, or if the worker dies): the
-child is only switching the link, ending the live log and queueing the image. The DB status is
+child is only switching the link, ending the live log and queueing the artifact jobs. The DB status is
 the flag, not a separate Redis key, because the commit itself is the moment that matters and a
 second flag could disagree with it. Whatever way the child ended, ``_after_child`` re-does that
 tail idempotently for a COMPLETED build, so a kill in the window between the commit and the tail
@@ -42,6 +42,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import dataclasses
 import logging
 import os
 import shutil
@@ -58,6 +59,7 @@ from typing import TYPE_CHECKING
 from ..exceptions import CondaStoreError, NotFoundError
 from ..schema import BuildArtifactType, BuildStatus
 from . import lifecycle
+from .artifacts import queue_pending_artifacts
 from .links import sync_environment_link
 from .queue import (
     CANCELED_BY_USER,
@@ -65,7 +67,6 @@ from .queue import (
     JOB_ID_ENV,
     MIGRATED_ENV,
     REDIS_URL_ENV,
-    BuildQueue,
     cancel_key,
     heartbeat_key,
     work_dir,
@@ -384,7 +385,7 @@ def _prefix_of(store: "CondaStore", build_id: int) -> Path:
 
 
 def finish_completed(store: "CondaStore", build_id: int) -> None:
-    """The tail of a COMPLETED build, idempotent: link switched, live log ended, image queued.
+    """The tail of a COMPLETED build, idempotent: link switched, live log ended, artifact jobs queued.
 
     The child runs it right after its commit; the supervisor runs it again after the child ended,
     in case the child was killed or crashed between the commit and the end of the tail.
@@ -400,15 +401,14 @@ def finish_completed(store: "CondaStore", build_id: int) -> None:
     with contextlib.suppress(Exception):
         if not log_finished(store, build_id):
             finish_log(store, build_id, BuildStatus.COMPLETED)
-    # Image hook: the image job (worker/images.py) runs on the artifacts queue, after COMPLETED,
-    # so a slow image never delays the environment and a failed one never fails the build.
-    # PENDING before the job exists: an image job lost on the way is then found by repair.
-    if BuildArtifactType.DOCKER_MANIFEST.value in store.build_artifacts:
-        try:
-            lifecycle.image_queued(store, build_id)
-            BuildQueue(store).enqueue_image_once(build_id)
-        except Exception as exc:  # noqa: BLE001 - the build is done; the image can be re-queued
-            log.warning("build %s: could not queue its image job: %s", build_id, exc)
+    # Artifact hook: the archive and image jobs (worker/archives.py, worker/images.py) run on the
+    # artifacts queue after COMPLETED, so they never delay the environment and a failed one never
+    # fails the build. Their rows are PENDING since the COMPLETED commit: a job lost on the way is
+    # found by repair.
+    try:
+        queue_pending_artifacts(store, build_id)
+    except Exception as exc:  # noqa: BLE001 - the build is done; repair queues the jobs again
+        log.warning("build %s: could not queue its artifact jobs: %s", build_id, exc)
 
 
 def end_abnormally(store: "CondaStore", build_id: int, status: BuildStatus, reason: str, extra: str = "",
@@ -489,7 +489,10 @@ def run_build(store: "CondaStore", build_id: int) -> BuildStatus:
         blog.write(f"build process pid {os.getpid()}")
         try:
             spec = load_specification(spec_data)
-            outputs = run_pipeline(spec, settings_from_store(store, spec), paths, blog)
+            settings = settings_from_store(store, spec)
+            # The archive is an artifact job after COMPLETED (worker/archives.py), not a build step.
+            settings = dataclasses.replace(settings, artifacts=settings.artifacts - {BuildArtifactType.CONDA_PACK})
+            outputs = run_pipeline(spec, settings, paths, blog)
             with blog.stage("store artifacts"):
                 keys = _store_artifacts(store, build_key, outputs)
         except CondaStoreError as err:  # BuildError from the pipeline, storage errors, bad spec
@@ -515,8 +518,6 @@ def _store_artifacts(store: "CondaStore", build_key: str, outputs: "BuildOutputs
 
     files = {BuildArtifactType.LOCKFILE: (outputs.lockfile, "text/yaml"),
              BuildArtifactType.YAML: (outputs.yaml, "text/yaml")}
-    if outputs.archive is not None:
-        files[BuildArtifactType.CONDA_PACK] = (outputs.archive, "application/gzip")
     keys = {}
     for kind, (path, content_type) in files.items():
         key = artifact_key(kind, build_key)
