@@ -15,7 +15,6 @@ from __future__ import annotations
 import logging
 import shutil
 import time
-import uuid
 from typing import TYPE_CHECKING
 
 from .. import orm
@@ -31,7 +30,8 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 WORK_DIR_NAME = ".archive-work"
-"""Scratch directory under the store (``<store>/.archive-work/<build id>-<token>/``)."""
+"""Scratch directory under the store (``<store>/.archive-work/<build id>/``): one per build, emptied
+when a job starts, so what a killed job left is removed by the job that replaces it."""
 
 CONTENT_TYPE = "application/gzip"
 
@@ -67,7 +67,8 @@ def pack_for_build(store: "CondaStore", build_id: int) -> str | None:
         key = artifact_key(kind, build.build_key)
 
     start = time.perf_counter()
-    scratch = store.store_path / WORK_DIR_NAME / f"{build_id}-{uuid.uuid4().hex[:8]}"
+    scratch = store.store_path / WORK_DIR_NAME / str(int(build_id))
+    shutil.rmtree(scratch, ignore_errors=True)  # a killed earlier job's partial archive
     with keep_alive(store, build_id, kind):
         try:
             size = _pack_and_upload(store, prefix, scratch, key)

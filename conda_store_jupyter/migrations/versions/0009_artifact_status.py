@@ -38,13 +38,21 @@ def upgrade() -> None:
         .where(build.c.image_status.in_(["PENDING", "FAILED"]), ~has_manifest)
     ))
     op.execute(build.update().where(build.c.image_status == "FAILED").values(status_info=None))
-    with op.batch_alter_table("build") as batch:
-        batch.drop_column("image_status")
+    _drop_image_status()
+
+
+def _drop_image_status() -> None:
+    """Drop the column in place. Not with batch mode on SQLite: it copies ``build`` and drops the
+    original, and with foreign keys on that DROP cascades into every build's artifact rows and
+    nulls every environment's current build. SQLite >= 3.35 drops a column natively."""
+    if op.get_bind().dialect.name == "sqlite":
+        op.execute("ALTER TABLE build DROP COLUMN image_status")
+    else:
+        op.drop_column("build", "image_status")
 
 
 def downgrade() -> None:
-    with op.batch_alter_table("build") as batch:
-        batch.add_column(sa.Column("image_status", sa.String(16), nullable=True))
+    op.add_column("build", sa.Column("image_status", sa.String(16), nullable=True))
     build = sa.table("build", sa.column("id", sa.Integer), sa.column("image_status", sa.String),
                      sa.column("status_info", sa.Text))
     artifact = sa.table("build_artifact", sa.column("build_id", sa.Integer), sa.column("artifact_type", sa.String),
