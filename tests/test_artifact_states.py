@@ -6,9 +6,12 @@ artifact jobs wait where a test can look at them), the HTTP server, conda-pack o
 
 from __future__ import annotations
 
+import contextlib
+import logging
 import os
 import subprocess
 import sys
+from pathlib import Path
 
 import httpx
 import pytest
@@ -22,7 +25,9 @@ from conda_store_jupyter.worker.queue import ARTIFACT_QUEUE, BUILD_QUEUE, BuildQ
 from conda_store_jupyter.worker.repair import RepairPolicy, repair
 
 from .fixtures_service import BUILD_DEADLINE, QUICK, QUICK2, build_row, make_build, status_of, wait_for
-from .processes import kill_tree
+from .processes import cli_env, kill_tree
+
+CONDA_STORE = Path(sys.executable).parent / "conda-store"
 
 ADMIN = "admin-token-for-artifact-tests-01"
 ARTIFACTS = ["LOCKFILE", "YAML", "CONDA_PACK", "DOCKER_MANIFEST"]
@@ -43,13 +48,31 @@ def _states(build: dict) -> dict[str, tuple[str, str | None]]:
     return {a["type"]: (a["status"], a["reason"]) for a in build["artifacts"]}
 
 
-def test_archive_and_image_are_pending_after_completed_then_ready_or_failed(service_factory):
+@contextlib.contextmanager
+def _added(logger: logging.Logger, handler: logging.Handler):
+    logger.addHandler(handler)
+    try:
+        yield
+    finally:
+        logger.removeHandler(handler)
+
+
+def _one_line_error(proc: subprocess.CompletedProcess) -> str:
+    assert proc.returncode == 1, (proc.returncode, proc.stdout, proc.stderr)
+    assert "Traceback" not in proc.stderr and proc.stderr.count("\n") == 1, proc.stderr
+    return proc.stderr
+
+
+def test_archive_and_image_are_pending_after_completed_then_ready_or_failed(service_factory, tmp_path):
     env = service_factory(build_artifacts=ARTIFACTS, default_docker_base_image="scratch")
     store = env.store
     c = Config()
     c.AuthenticationBackend.predefined_tokens = {
         ADMIN: {"primary_namespace": "team", "role_bindings": {"*/*": ["admin"]}, "username": "root"}}
-    with running_server(c, ["--config", str(env.config)]) as server:
+    access: list[str] = []  # the server's access log lines (to see what the CLI was answered)
+    handler = logging.Handler()
+    handler.emit = lambda record: access.append(record.getMessage())
+    with running_server(c, ["--config", str(env.config)]) as server, _added(server.app.log, handler):
         client = httpx.Client(base_url=server.api(""), headers=bearer(ADMIN), timeout=60)
         ok = client.post("specification/", json={"specification": QUICK}).json()["data"]["build_id"]
         bad = client.post("specification/", json={"specification": QUICK2.replace("hi", "bad")}
@@ -80,10 +103,21 @@ def test_archive_and_image_are_pending_after_completed_then_ready_or_failed(serv
         assert pull.status_code == 404 and pull.json()["errors"][0]["code"] == "MANIFEST_UNKNOWN"
         assert "still being built" in pull.json()["errors"][0]["message"]
 
+        # The CLI asked for it now waits (409 -> poll the state) instead of failing or saving JSON.
+        cli = cli_env(tmp_path / "xdg", CONDA_STORE_URL=server.url.rstrip("/"), CONDA_STORE_TOKEN=ADMIN)
+        waiting = subprocess.Popen([str(CONDA_STORE), "download", str(ok), "--artifact", "archive", "-o",
+                                    str(tmp_path / "env.tar.gz")], env=cli, stdout=subprocess.PIPE,
+                                   stderr=subprocess.PIPE, text=True)
+        wait_for(lambda: any(f"409 GET /api/v1/build/{ok}/archive/" in line for line in access), 60,
+                 "the CLI to be told the archive is pending")
+
         # A pack that fails (an unreadable package record in the prefix) fails only the archive.
         bad_prefix = build_row(store, bad).prefix_path(store.store_path)
         (bad_prefix / "conda-meta" / "broken-1.0-0.json").write_text("{not json")
         _work(env, ARTIFACT_QUEUE)
+        out, err = waiting.communicate(timeout=60)
+        assert waiting.returncode == 0 and out.strip() == str(tmp_path / "env.tar.gz"), err
+        assert (tmp_path / "env.tar.gz").read_bytes()[:2] == b"\x1f\x8b"
 
         build = client.get(f"build/{ok}/").json()["data"]
         assert _states(build)["CONDA_PACK"] == ("READY", None) and _states(build)["DOCKER_MANIFEST"] == ("READY", None)
@@ -105,6 +139,11 @@ def test_archive_and_image_are_pending_after_completed_then_ready_or_failed(serv
         assert f"ARCHIVE FAILED: {reason}" in log and "BUILD COMPLETED" in log
         assert "-- docker image" in log and "IMAGE FAILED" in log  # both jobs appended, neither lost
         assert client.get("build/", params={"artifact": "CONDA_PACK"}).json()["count"] == 1  # READY ones only
+        # The CLI: one line with the reason, for download and run alike.
+        for args in (["download", str(bad), "--artifact", "archive"], ["run", "team/bad", "--", "python"]):
+            proc = subprocess.run([str(CONDA_STORE), *args], env=cli, capture_output=True, text=True, timeout=120,
+                                  cwd=tmp_path)
+            assert reason in _one_line_error(proc), (args, proc.stderr)
 
 
 def test_archive_job_of_a_killed_worker_is_queued_again_and_finishes(service_factory):

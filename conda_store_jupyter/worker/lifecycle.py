@@ -354,13 +354,14 @@ def artifact_failed(store: "CondaStore", build_id: int, kind: BuildArtifactType,
 
     A = orm.BuildArtifact
     with store.session() as db:
-        if db.get(orm.Build, int(build_id)) is None:
+        build = db.get(orm.Build, int(build_id))
+        if build is None or build.status is not BuildStatus.COMPLETED:
             return False
         changed = db.execute(
             update(A).where(A.build_id == int(build_id), A.artifact_type == kind, A.status != ArtifactStatus.READY)
             .values(status=ArtifactStatus.FAILED, reason=reason).execution_options(synchronize_session=False)
         ).rowcount == 1
-        if not changed and db.get(orm.Build, int(build_id)).artifact_state(kind) is None:
+        if not changed and build.artifact_state(kind) is None:
             record_artifacts(db, build_id, {kind: ""}, status=ArtifactStatus.FAILED)
             db.execute(update(A).where(A.build_id == int(build_id), A.artifact_type == kind,
                                        A.status == ArtifactStatus.FAILED).values(reason=reason))
