@@ -137,10 +137,11 @@ def append_build_log(store: "CondaStore", build_id: int, lines: list[str]) -> No
         has_row = build.artifact(BuildArtifactType.LOGS) is not None
         if key is None:
             key = artifact_key(BuildArtifactType.LOGS, build.build_key)
-    lock = store.redis.lock(LOG_LOCK_KEY.format(build_id=int(build_id)), timeout=60, blocking_timeout=30)
+    lock = None
     try:
+        lock = store.redis.lock(LOG_LOCK_KEY.format(build_id=int(build_id)), timeout=60, blocking_timeout=30)
         locked = lock.acquire()
-    except Exception:  # noqa: BLE001 - Redis away: append anyway (one job at a time is the usual case)
+    except Exception:  # noqa: BLE001 - no Redis (a store used in-process) or Redis away: append anyway
         locked = False
     try:
         try:
