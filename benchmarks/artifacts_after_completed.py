@@ -7,13 +7,16 @@ starts), the default artifacts (lockfile, YAML, archive, image on the host runti
 test channel and a warm package cache. One warm-up build (fills the package cache and the shared
 image base), then ``--builds`` builds of ``python 3.11.* + six`` one after the other. Each is
 polled in the database (the source of truth) every 10 ms: the moment it is COMPLETED, the moment
-its CONDA_PACK row is READY, the moment its DOCKER_MANIFEST row is READY. Prints the median delays
-after COMPLETED and, for scale, the median submit -> COMPLETED time of the same builds.
+its CONDA_PACK row is READY, the moment its DOCKER_MANIFEST row is READY. Then, side by side in
+the same run, a raw ``conda_pack.pack`` of that same prefix in this process (same compression
+level): the floor any archive job has to pay. Prints the median delays after COMPLETED, the raw
+pack time and the difference (what the job system adds), and the median submit -> COMPLETED.
 """
 
 from __future__ import annotations
 
 import argparse
+import os
 import statistics
 import sys
 import tempfile
@@ -63,7 +66,25 @@ def one_build(env: ServiceEnv, name: str) -> dict[str, float]:
         time.sleep(POLL)
     return {"submit->completed": seen["completed"] - t0, "archive": seen["archive"] - seen["completed"],
             "image": seen["image"] - seen["completed"],
-            "both": max(seen["archive"], seen["image"]) - seen["completed"]}
+            "both": max(seen["archive"], seen["image"]) - seen["completed"], "raw pack": raw_pack(store, build_id)}
+
+
+def raw_pack(store, build_id: int) -> float:
+    """Seconds of a bare ``conda_pack.pack`` of the build's prefix (what the archive job wraps)."""
+    import shutil
+
+    from conda_store_jupyter import orm
+    from conda_store_jupyter.builder.pack import pack_prefix
+
+    with store.session() as db:
+        prefix = db.get(orm.Build, build_id).prefix_path(store.store_path)
+    out = Path(tempfile.mkdtemp(prefix="bench-raw-pack-"))
+    try:
+        t0 = time.perf_counter()
+        pack_prefix(prefix, out / "env.tar.gz", int(store.conda_pack_compress_level))
+        return time.perf_counter() - t0
+    finally:
+        shutil.rmtree(out, ignore_errors=True)
 
 
 def main() -> None:
@@ -100,6 +121,9 @@ def main() -> None:
     print(f"  COMPLETED -> archive READY   {med['archive']:.3f} s")
     print(f"  COMPLETED -> image READY     {med['image']:.3f} s")
     print(f"  COMPLETED -> both READY      {med['both']:.3f} s   (target <= 2 s: {'met' if med['both'] <= 2 else 'NOT met'})")
+    print(f"  raw conda-pack, same prefix  {med['raw pack']:.3f} s   (archive delay - raw pack: "
+          f"{med['archive'] - med['raw pack']:+.3f} s)")
+    print(f"  load average during the run  {os.getloadavg()[0]:.1f} on {os.cpu_count()} cores")
 
 
 if __name__ == "__main__":
