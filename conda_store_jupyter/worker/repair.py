@@ -220,7 +220,7 @@ def _finish_tails(store: "CondaStore", policy: RepairPolicy) -> list[int]:
             continue
         try:
             if status == BuildStatus.COMPLETED:
-                finish_completed(store, build_id)  # link, then end marker, then image: the tail's order
+                finish_completed(store, build_id)  # artifact jobs, link, then end marker: the tail's order
             else:
                 finish_log(store, build_id, status)
             done.append(build_id)

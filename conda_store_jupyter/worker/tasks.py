@@ -385,7 +385,7 @@ def _prefix_of(store: "CondaStore", build_id: int) -> Path:
 
 
 def finish_completed(store: "CondaStore", build_id: int) -> None:
-    """The tail of a COMPLETED build, idempotent: link switched, live log ended, artifact jobs queued.
+    """The tail of a COMPLETED build, idempotent: artifact jobs queued, link switched, live log ended.
 
     The child runs it right after its commit; the supervisor runs it again after the child ended,
     in case the child was killed or crashed between the commit and the end of the tail.
@@ -395,20 +395,21 @@ def finish_completed(store: "CondaStore", build_id: int) -> None:
 
     with store.session() as db:
         environment_id = db.get(orm.Build, int(build_id)).environment_id
+    # Artifact jobs first: they need neither the link nor the log's end, and every moment spent
+    # before queueing them is one the archive comes later. The archive and image jobs
+    # (worker/archives.py, worker/images.py) run on the artifacts queue after COMPLETED, so they
+    # never delay the environment and a failed one never fails the build. Their rows are PENDING
+    # since the COMPLETED commit: a job lost on the way is found by repair.
+    try:
+        queue_pending_artifacts(store, build_id)
+    except Exception as exc:  # noqa: BLE001 - the build is done; repair queues the jobs again
+        log.warning("build %s: could not queue its artifact jobs: %s", build_id, exc)
     # Link first, then end the live log: whoever follows the log until "finished" (conda-store
     # wait) finds the environment link already switched.
     sync_environment_link(store, environment_id)
     with contextlib.suppress(Exception):
         if not log_finished(store, build_id):
             finish_log(store, build_id, BuildStatus.COMPLETED)
-    # Artifact hook: the archive and image jobs (worker/archives.py, worker/images.py) run on the
-    # artifacts queue after COMPLETED, so they never delay the environment and a failed one never
-    # fails the build. Their rows are PENDING since the COMPLETED commit: a job lost on the way is
-    # found by repair.
-    try:
-        queue_pending_artifacts(store, build_id)
-    except Exception as exc:  # noqa: BLE001 - the build is done; repair queues the jobs again
-        log.warning("build %s: could not queue its artifact jobs: %s", build_id, exc)
 
 
 def end_abnormally(store: "CondaStore", build_id: int, status: BuildStatus, reason: str, extra: str = "",
