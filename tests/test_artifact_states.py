@@ -185,31 +185,53 @@ def test_archive_job_of_a_killed_worker_is_queued_again_and_finishes(service_fac
     assert not repair(store, NO_GRACE_FOR_DEAD_JOBS)
 
 
-@pytest.mark.parametrize("image_status", ["PENDING", "FAILED", "READY"])
-def test_migration_moves_image_status_onto_the_manifest_row(tmp_path, image_status):
+def test_migration_moves_image_status_onto_the_manifest_row_and_back(database_url):
     """0007 -> 0009: ``build.image_status`` (and a failed image's reason in ``status_info``) becomes
-    the DOCKER_MANIFEST row's state; existing rows are READY."""
+    the DOCKER_MANIFEST row's state, existing rows are READY, nothing else changes (on SQLite the
+    column is dropped in place: a table copy would cascade into build_artifact); and back."""
     import sqlalchemy as sa
 
-    engine = orm.create_engine_for(f"sqlite:///{tmp_path / 'db.sqlite'}")
+    engine = orm.create_engine_for(database_url)
     orm.upgrade(engine, "0007_build_image_status")
+    builds = {1: ("PENDING", None), 2: ("FAILED", "no room"), 3: ("READY", None), 4: (None, None)}
     with engine.begin() as conn:
         conn.execute(sa.text("INSERT INTO namespace (id, name) VALUES (1, 'team')"))
         conn.execute(sa.text("INSERT INTO specification (id, name, spec, sha256, created_on) "
                              "VALUES (1, 'e', '{}', 'ab', '2026-01-01')"))
         conn.execute(sa.text("INSERT INTO environment (id, namespace_id, name) VALUES (1, 1, 'e')"))
-        conn.execute(sa.text("INSERT INTO build (id, specification_id, environment_id, status, status_info, size, "
-                             "scheduled_on, image_status) VALUES (1, 1, 1, 'COMPLETED', :info, 0, '2026-01-01', :s)"),
-                     {"info": "no room" if image_status == "FAILED" else None, "s": image_status})
-        conn.execute(sa.text("INSERT INTO build_artifact (build_id, artifact_type, key) VALUES (1, 'LOGS', 'logs/x')"))
-        if image_status == "READY":
-            conn.execute(sa.text("INSERT INTO build_artifact (build_id, artifact_type, key) "
-                                 "VALUES (1, 'DOCKER_MANIFEST', 'docker/blobs/sha256/" + "0" * 64 + "')"))
+        for build_id, (image, info) in builds.items():
+            conn.execute(sa.text("INSERT INTO build (id, specification_id, environment_id, status, status_info, "
+                                 "size, scheduled_on, image_status) VALUES (:id, 1, 1, 'COMPLETED', :info, 0, "
+                                 "'2026-01-01', :s)"), {"id": build_id, "info": info, "s": image})
+            conn.execute(sa.text("INSERT INTO build_artifact (build_id, artifact_type, key) VALUES (:id, 'LOGS', 'l')"),
+                         {"id": build_id})
+        conn.execute(sa.text("INSERT INTO build_artifact (build_id, artifact_type, key) "
+                             "VALUES (3, 'DOCKER_MANIFEST', 'docker/blobs/sha256/" + "0" * 64 + "')"))
+        conn.execute(sa.text("UPDATE environment SET current_build_id = 4"))
+
+    def rows():
+        with engine.begin() as conn:
+            return sorted(tuple(r) for r in conn.execute(sa.text(
+                "SELECT build_id, artifact_type, status, reason FROM build_artifact")).all())
+
     orm.upgrade(engine)
+    assert rows() == [(1, "DOCKER_MANIFEST", "PENDING", None), (1, "LOGS", "READY", None),
+                      (2, "DOCKER_MANIFEST", "FAILED", "no room"), (2, "LOGS", "READY", None),
+                      (3, "DOCKER_MANIFEST", "READY", None), (3, "LOGS", "READY", None), (4, "LOGS", "READY", None)]
     with engine.begin() as conn:
-        rows = dict(conn.execute(sa.text("SELECT artifact_type, status || ':' || coalesce(reason, '') "
-                                         "FROM build_artifact")).all())
-        info = conn.execute(sa.text("SELECT status_info FROM build")).scalar()
-    assert rows == {"LOGS": "READY:", "DOCKER_MANIFEST": f"{image_status}:{'no room' if image_status == 'FAILED' else ''}"}
-    assert info is None
+        assert conn.execute(sa.text("SELECT count(*) FROM build WHERE status_info IS NOT NULL")).scalar() == 0
+        assert conn.execute(sa.text("SELECT current_build_id FROM environment")).scalar() == 4
+
+    from alembic import command
+
+    with engine.begin() as conn:
+        cfg = orm.alembic_config(engine)
+        cfg.attributes["connection"] = conn
+        command.downgrade(cfg, "0007_build_image_status")
+    with engine.begin() as conn:
+        back = dict((r[0], (r[1], r[2])) for r in conn.execute(sa.text(
+            "SELECT id, image_status, status_info FROM build")).all())
+    assert back == builds
+    with engine.begin() as conn:  # the PENDING/FAILED image rows go: before 0009 a row meant "it exists"
+        assert conn.execute(sa.text("SELECT count(*) FROM build_artifact")).scalar() == 5
     engine.dispose()
