@@ -140,7 +140,8 @@ def test_archive_and_image_are_pending_after_completed_then_ready_or_failed(serv
         assert "-- docker image" in log and "IMAGE FAILED" in log  # both jobs appended, neither lost
         assert client.get("build/", params={"artifact": "CONDA_PACK"}).json()["count"] == 1  # READY ones only
         # The CLI: one line with the reason, for download and run alike.
-        for args in (["download", str(bad), "--artifact", "archive"], ["run", "team/bad", "--", "python"]):
+        for args in (["download", str(bad), "--artifact", "archive"], ["run", "team/bad", "--", "python"],
+                     ["wait", str(bad), "--artifact", "archive", "--timeout", "60"]):
             proc = subprocess.run([str(CONDA_STORE), *args], env=cli, capture_output=True, text=True, timeout=120,
                                   cwd=tmp_path)
             assert reason in _one_line_error(proc), (args, proc.stderr)
