@@ -50,6 +50,29 @@ class ConflictError(CondaStoreError):
     status_code = 409
 
 
+class ArtifactPendingError(ConflictError):
+    """An artifact made after COMPLETED (archive, image) is still being made: try again later.
+
+    409, never an empty or partial file, with ``Retry-After`` and the artifact's state in ``data``
+    so a client can wait (``conda-store download``/``run``, the kernel provisioner, the UI)."""
+
+    def __init__(self, message: str, *, artifact: str, retry_after: int = 1) -> None:
+        super().__init__(message)
+        self.headers = {"Retry-After": str(int(retry_after))}
+        self.data = {"artifact": {"type": artifact, "status": "PENDING", "reason": None}}
+
+
+class ArtifactFailedError(CondaStoreError):
+    """An artifact made after COMPLETED failed and will not come (410 Gone, the reason in ``data``);
+    the build itself stays COMPLETED and usable."""
+
+    status_code = 410
+
+    def __init__(self, message: str, *, artifact: str, reason: str | None) -> None:
+        super().__init__(message)
+        self.data = {"artifact": {"type": artifact, "status": "FAILED", "reason": reason}}
+
+
 class AuthenticationError(CondaStoreError):
     status_code = 401
 

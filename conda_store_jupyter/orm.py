@@ -144,11 +144,6 @@ class Build(Base):
     ended_on: Mapped[Optional[dt.datetime]] = mapped_column(DateTime)
     deleted_on: Mapped[Optional[dt.datetime]] = mapped_column(DateTime)
     job_id: Mapped[Optional[str]] = mapped_column(String(64))
-    # State of the image produced after COMPLETED (None: not asked for); set by worker.lifecycle.
-    image_status: Mapped[Optional[ArtifactStatus]] = mapped_column(
-        Enum(ArtifactStatus, name="artifact_status", native_enum=False, length=16)
-    )
-
     specification: Mapped[Specification] = relationship()
     environment: Mapped[Environment] = relationship(back_populates="builds", foreign_keys=[environment_id])
     artifacts: Mapped[list["BuildArtifact"]] = relationship(back_populates="build", cascade="all, delete-orphan")
@@ -162,7 +157,20 @@ class Build(Base):
         return build_prefix_path(store_path, self.environment.namespace_id, self.build_key)
 
     def artifact(self, kind: BuildArtifactType) -> Optional["BuildArtifact"]:
+        """The READY artifact ``kind`` (a row that may be downloaded), or None."""
+        row = self.artifact_state(kind)
+        return row if row is not None and row.status is ArtifactStatus.READY else None
+
+    def artifact_state(self, kind: BuildArtifactType) -> Optional["BuildArtifact"]:
+        """The row of artifact ``kind`` whatever its state (PENDING, READY, FAILED), or None."""
         return next((a for a in self.artifacts if a.artifact_type == kind), None)
+
+    @property
+    def image_status(self) -> Optional[ArtifactStatus]:
+        """State of the image (the DOCKER_MANIFEST row); None when none was asked for. Kept for
+        the API's ``image_status`` field, from before every artifact had its own state."""
+        row = self.artifact_state(BuildArtifactType.DOCKER_MANIFEST)
+        return row.status if row is not None else None
 
     def log_key(self) -> str:
         """Storage key of the build's log: the recorded one, else where the worker writes it."""
@@ -180,6 +188,15 @@ class BuildArtifact(Base):
         Enum(BuildArtifactType, name="build_artifact_type", native_enum=False, length=32)
     )
     key: Mapped[str] = mapped_column(String(1024))
+    """Storage key (DIRECTORY: the prefix path); empty while the artifact is not READY."""
+    # Made-after-COMPLETED artifacts (POST_BUILD_ARTIFACTS) have a row from the COMPLETED commit on:
+    # PENDING until their job records READY or FAILED (see worker.lifecycle). Everything else is
+    # READY when written. ``reason`` says why a FAILED one will not come.
+    status: Mapped[ArtifactStatus] = mapped_column(
+        Enum(ArtifactStatus, name="artifact_status", native_enum=False, length=16),
+        default=ArtifactStatus.READY, server_default=ArtifactStatus.READY.value,
+    )
+    reason: Mapped[Optional[str]] = mapped_column(Text)
 
     build: Mapped[Build] = relationship(back_populates="artifacts")
 

@@ -41,9 +41,11 @@ class BuildStatus(str, enum.Enum):
 
 
 class ArtifactStatus(str, enum.Enum):
-    """State of an artifact made after the build COMPLETED (the image): ``Build.image_status``.
+    """State of one artifact of a build: ``BuildArtifact.status``.
 
-    None (no value) means none was asked for; PENDING from the moment its job is queued.
+    Artifacts written by the build itself (lockfile, YAML, log) are READY when their row appears.
+    Those made after COMPLETED by artifact jobs (conda-pack archive, image: ``POST_BUILD_ARTIFACTS``)
+    are PENDING from the build's COMPLETED commit on, then READY or FAILED (with a reason).
     """
 
     PENDING = "PENDING"
@@ -61,6 +63,11 @@ class BuildArtifactType(str, enum.Enum):
     DOCKER_BLOB = "DOCKER_BLOB"
     CONSTRUCTOR_INSTALLER = "CONSTRUCTOR_INSTALLER"
     CONTAINER_REGISTRY = "CONTAINER_REGISTRY"
+
+
+POST_BUILD_ARTIFACTS: tuple[BuildArtifactType, ...] = (BuildArtifactType.CONDA_PACK, BuildArtifactType.DOCKER_MANIFEST)
+"""Artifacts produced by jobs on the artifacts queue *after* a build is COMPLETED (and usable), in
+the order they are queued: a build never waits for them, and each has its own state."""
 
 
 class Specification(pydantic.BaseModel):

@@ -63,6 +63,10 @@ def test_build_flow(service):
     build_id = client.post("specification/", json={"specification": SPEC}).json()["data"]["build_id"]
     first = wait_build(client, build_id, env)
     assert first["image_status"] is None  # this store builds no images
+    # The archive is made after COMPLETED, with its own state: wait for it to be READY.
+    first = wait_for(lambda: (b := client.get(f"build/{build_id}/").json()["data"])
+                     and {"type": "CONDA_PACK", "status": "READY", "reason": None} in b["artifacts"] and b,
+                     BUILD_TIMEOUT, "the conda-pack archive", interval=0.2)
     kinds = {a["artifact_type"] for a in first["build_artifacts"]}
     assert {"LOCKFILE", "YAML", "CONDA_PACK", "LOGS", "DIRECTORY"} <= kinds
     assert client.get("environment/team/web/").json()["data"]["current_build_id"] == build_id

@@ -26,6 +26,7 @@ import pytest
 
 from conda_store_jupyter import orm
 from conda_store_jupyter.app import CondaStore
+from conda_store_jupyter.schema import BuildArtifactType
 from conda_store_jupyter.builder import base_image as bi
 from conda_store_jupyter.builder.base_image import ImageReference, parse_challenge, parse_reference, resolve_base_image
 from conda_store_jupyter.builder.image import build_image, image_architecture, write_oci_layout
@@ -348,8 +349,9 @@ def _failed_image_reason(tmp_path: Path, package_cache_dir: Path, **traits: obje
 
             with pytest.raises(RegistryError) as err:  # a pull of that environment says why
                 resolve_reference(db, build.environment, "latest")
-            assert build.status_info in err.value.message
-            return build.status_info
+            reason = build.artifact_state(BuildArtifactType.DOCKER_MANIFEST).reason
+            assert reason in err.value.message
+            return reason
     finally:
         store.dispose()
 

@@ -92,7 +92,8 @@ def test_image_job_failure_leaves_build_completed_with_reason(store) -> None:
         build = db.get(orm.Build, build_id)
         assert build.status is BuildStatus.COMPLETED
         assert build.artifact(BuildArtifactType.DOCKER_MANIFEST) is None
-        assert build.image_status is ArtifactStatus.FAILED and "prefix" in build.status_info
+        assert build.image_status is ArtifactStatus.FAILED and build.status_info is None  # the build is fine
+        assert "prefix" in build.artifact_state(BuildArtifactType.DOCKER_MANIFEST).reason
     assert "IMAGE FAILED: the build prefix" in _log(store, build_id)
     # A pull of it says why at once (no waiting for an image that will not come).
     from conda_store_jupyter.server.registry import RegistryError, resolve_reference
@@ -124,7 +125,7 @@ def test_image_job_internal_error_keeps_the_traceback_out_of_the_build_log(store
     assert failed == ("IMAGE FAILED: internal error: RuntimeError: disk said no at /srv/secret/path "
                       "(details in the worker log)")
     with store.session() as db:
-        info = db.get(orm.Build, build_id).status_info
+        info = db.get(orm.Build, build_id).artifact_state(BuildArtifactType.DOCKER_MANIFEST).reason
     assert info == "internal error: RuntimeError: disk said no at /srv/secret/path (details in the worker log)"
     (record,) = [r for r in caplog.records if r.name == images.__name__ and r.levelno == logging.ERROR]
     assert record.exc_info is not None and f"build {build_id}" in record.getMessage()
@@ -175,7 +176,8 @@ class Service:
             with self.store.session() as db:
                 build = db.get(orm.Build, build_id)
                 assert build.status not in (BuildStatus.FAILED, BuildStatus.CANCELED), build.status_info
-                assert build.image_status is not ArtifactStatus.FAILED, build.status_info
+                assert build.image_status is not ArtifactStatus.FAILED, \
+                    build.artifact_state(BuildArtifactType.DOCKER_MANIFEST).reason
                 artifact = build.artifact(BuildArtifactType.DOCKER_MANIFEST)
                 return "sha256:" + artifact.key.rsplit("/", 1)[1] if artifact else None
 

@@ -78,6 +78,8 @@ def test_upstream_client_token_auth(upstream_client, service, tmp_path):
     assert "COMPLETED" in run(upstream_client, cenv, "list", "build", "--status", "COMPLETED", "--output", "json",
                               cwd=tmp_path)
     run(upstream_client, cenv, "wait", str(build_id), "--artifact", "lockfile", "--interval", "1", cwd=tmp_path)
+    # The archive is made after COMPLETED: upstream's wait sees it once it is in build_artifacts.
+    run(upstream_client, cenv, "wait", str(build_id), "--artifact", "archive", "--interval", "1", cwd=tmp_path)
     for artifact, name in [("lockfile", f"build-{build_id}.lock"), ("yaml", f"build-{build_id}.yaml"),
                            ("archive", f"build-{build_id}.tar.gz")]:
         out = run(upstream_client, cenv, "download", f"filesystem/flask-env:{build_id}", "--artifact", artifact,

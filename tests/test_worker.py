@@ -41,6 +41,11 @@ def test_build_completes_with_artifacts_link_and_logs(service_factory):
 
     build = build_row(store, build_id)
     assert build.started_on and build.ended_on and build.size > 0
+    # The archive is an artifact job after COMPLETED: announced (PENDING) at the commit, then READY.
+    assert build.artifact_state(BuildArtifactType.CONDA_PACK).status in (ArtifactStatus.PENDING,
+                                                                         ArtifactStatus.READY)
+    build = wait_for(lambda: (b := build_row(store, build_id)).artifact(BuildArtifactType.CONDA_PACK) and b,
+                     BUILD_DEADLINE, "the conda-pack archive (an artifact job after COMPLETED)")
     kinds = {a.artifact_type: a.key for a in build.artifacts}
     assert set(kinds) == {BuildArtifactType.LOCKFILE, BuildArtifactType.YAML, BuildArtifactType.CONDA_PACK,
                           BuildArtifactType.LOGS, BuildArtifactType.DIRECTORY}

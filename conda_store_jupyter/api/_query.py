@@ -12,7 +12,7 @@ from sqlalchemy.sql import ColumnElement, Select
 from .. import orm
 from ..auth.rbac import RoleBindings
 from ..exceptions import ValidationError
-from ..schema import BuildArtifactType
+from ..schema import ArtifactStatus, BuildArtifactType
 
 # -- paging -------------------------------------------------------------------------------------
 
@@ -105,5 +105,6 @@ def visible_clause(
 
 def has_artifact(build_id_col: ColumnElement, artifact: BuildArtifactType) -> ColumnElement:
     return exists(
-        select(1).where(orm.BuildArtifact.build_id == build_id_col, orm.BuildArtifact.artifact_type == artifact)
+        select(1).where(orm.BuildArtifact.build_id == build_id_col, orm.BuildArtifact.artifact_type == artifact,
+                        orm.BuildArtifact.status == ArtifactStatus.READY)
     )

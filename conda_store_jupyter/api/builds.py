@@ -69,7 +69,9 @@ def list_builds(
         select(orm.Build)
         .join(orm.Build.environment)
         .join(orm.Environment.namespace)
-        .options(contains_eager(orm.Build.environment).contains_eager(orm.Environment.namespace))
+        .options(contains_eager(orm.Build.environment).contains_eager(orm.Environment.namespace),
+                 # each listed build shows its artifacts' states: one query per page, not one per build
+                 selectinload(orm.Build.artifacts))
         .where(visible_clause(bindings, orm.Namespace.name, orm.Environment.name))
     )
     if status is not None:

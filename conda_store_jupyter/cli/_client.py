@@ -17,7 +17,7 @@ from urllib.parse import quote
 import httpx
 
 from ._config import Config
-from ._errors import CLIError, connection_error, http_error
+from ._errors import CLIError, connection_error, http_error, pending_artifact
 from ._follow import LogLine, follow
 from ._uri import BuildURI
 
@@ -296,6 +296,10 @@ class Client:
                         continue
                     if resp.status_code >= 300:
                         resp.read()
+                        pending = pending_artifact(resp.status_code, resp.content, resp.headers.get("retry-after")) \
+                            if same_origin else None
+                        if pending is not None:
+                            raise pending
                         raise http_error(resp.status_code, "GET", url, resp.content,
                                          self.config.credentials if same_origin else None)
                     total = int(resp.headers["content-length"]) if "content-length" in resp.headers else None

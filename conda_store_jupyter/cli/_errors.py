@@ -18,6 +18,32 @@ class CLIError(Exception):
         self.exit_code = exit_code
 
 
+class ArtifactPending(CLIError):
+    """The server answered 409: the artifact is still being made after its build COMPLETED."""
+
+    def __init__(self, message: str, retry_after: float = 1.0) -> None:
+        super().__init__(message)
+        self.retry_after = retry_after
+
+
+def pending_artifact(status: int, body: bytes | str, retry_after: str | None) -> ArtifactPending | None:
+    """The :class:`ArtifactPending` a 409 answer means (``data.artifact.status`` PENDING), else None."""
+    if status != 409:
+        return None
+    try:
+        doc = json.loads(body)
+        artifact = doc["data"]["artifact"]
+    except (ValueError, TypeError, KeyError):
+        return None
+    if not isinstance(artifact, dict) or artifact.get("status") != "PENDING":
+        return None
+    try:
+        wait = min(30.0, max(0.2, float(retry_after or 1)))
+    except ValueError:
+        wait = 1.0
+    return ArtifactPending(server_message(body) or "the artifact is still being made", wait)
+
+
 def server_message(body: bytes | str) -> str | None:
     """Extract the server's own explanation from an error body (envelope or FastAPI style)."""
     try:
@@ -54,6 +80,8 @@ def http_error(status: int, method: str, url: str, body: bytes | str = b"", cred
         hint = "permission denied"
     elif status == 404:
         hint = "not found"
+    elif status == 410:
+        hint = "not available"
     elif status in (400, 409, 422):
         hint = "refused by the server"
     elif status >= 500:

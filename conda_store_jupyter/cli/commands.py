@@ -223,8 +223,7 @@ def download(state: State, uri: str, artifact: str, output_filename: Path | None
         dest = (output_filename or Path(_DEFAULT_NAMES[artifact].format(id=build_id))).absolute()
         if not dest.parent.is_dir():
             raise CLIError(f"cannot write {dest}: directory {dest.parent} does not exist")
-        with _ui.download_progress(f"build {build_id} {artifact}") as progress:
-            client.download(build_id, artifact, dest, progress)
+        download_when_ready(client, build_id, artifact, dest, f"build {build_id} {artifact}")
     click.echo(str(dest))
 
 
@@ -278,6 +277,9 @@ def wait(state: State, uri: str, artifact: str, timeout: float, interval: float)
                     raise failure(build_id, build)
                 if status == "COMPLETED" and (artifact == "build" or TYPES[artifact] in have):
                     break
+                state = artifact_state(build, TYPES[artifact]) if artifact != "build" else None
+                if status == "COMPLETED" and state is not None and state[0] == "FAILED":
+                    raise artifact_failure(build_id, artifact, state[1])
                 waiting_for = "" if status != "COMPLETED" else f", waiting for its {artifact}"
                 set_status(f"build {build_id}: {status}{waiting_for}")
                 if time.monotonic() + interval > deadline:
@@ -403,8 +405,7 @@ def _install(state: State, ref: Any, build_id: int | None) -> Path:
                 return cached
             archive = directory / f".download-{time.time_ns()}.tar.gz"
             try:
-                with _ui.download_progress(f"build {build_id} environment") as progress:
-                    result = client.download(build_id, "archive", archive, progress)
+                result = download_when_ready(client, build_id, "archive", archive, f"build {build_id} environment")
                 with _ui.status_progress(f"unpacking build {build_id} into {directory}"):
                     return _run.install_archive(archive, result.sha256, build_id, directory, identity)
             finally:
@@ -412,22 +413,71 @@ def _install(state: State, ref: Any, build_id: int | None) -> Path:
 
 
 ARCHIVE_WAIT = 600.0
-"""Seconds ``run`` waits for the conda-pack archive of a COMPLETED build (packed after it)."""
+"""Seconds ``run`` and ``download`` wait for an artifact made after the build COMPLETED (the
+conda-pack archive: about a second normally, longer behind a busy artifacts queue)."""
+
+
+def artifact_state(build: dict[str, Any], artifact_type: str) -> tuple[str, str | None] | None:
+    """(status, reason) of an artifact from the build's ``artifacts`` (PENDING, READY, FAILED);
+    for a server without that field, READY if it is among ``build_artifacts``; None if unknown."""
+    for a in build.get("artifacts") or []:
+        if a.get("type") == artifact_type:
+            return str(a.get("status")), a.get("reason")
+    if any(a.get("artifact_type") == artifact_type for a in build.get("build_artifacts") or []):
+        return "READY", None
+    return None
+
+
+def artifact_failure(build_id: int, artifact: str, reason: str | None) -> CLIError:
+    return CLIError(f"the {artifact} of build {build_id} failed: {reason or 'no reason recorded'} "
+                    "(the environment itself is fine; the server's build log has the details)")
+
+
+def download_when_ready(client: "Client", build_id: int, artifact: str, dest: Path, label: str) -> Any:
+    """Download ``artifact``; while the server answers "pending" (409), wait with its state shown,
+    until it is READY (then download), FAILED (one line, exit 1) or ``ARCHIVE_WAIT`` passed (124)."""
+    from . import _ui
+    from ._client import ARTIFACT_TYPES
+    from ._errors import ArtifactPending
+
+    deadline = time.monotonic() + ARCHIVE_WAIT
+    while True:
+        try:
+            with _ui.download_progress(label) as progress:
+                return client.download(build_id, artifact, dest, progress)
+        except ArtifactPending as pending:
+            wait = pending.retry_after
+        with _ui.status_progress(f"build {build_id}: its {artifact} is PENDING (made after the build completed)") \
+                as set_status:
+            while True:
+                if time.monotonic() + wait > deadline:
+                    raise CLIError(f"the {artifact} of build {build_id} is still PENDING after {ARCHIVE_WAIT:g}s; "
+                                   "is a conda-store-worker running?", exit_code=124)
+                time.sleep(wait)
+                state = artifact_state(client.build(build_id), ARTIFACT_TYPES[artifact])
+                if state is None or state[0] == "READY":
+                    break  # download it (a server that does not say: just try again)
+                if state[0] == "FAILED":
+                    raise artifact_failure(build_id, artifact, state[1])
+                set_status(f"build {build_id}: its {artifact} is {state[0]}")
 
 
 def _wait_for_archive(client: "Client", build_id: int, build: dict[str, Any]) -> None:
-    """The archive is an artifact job that runs after the build completes: wait for it briefly."""
+    """The archive is an artifact job that runs after the build completes: wait for it (its state
+    shown), fail at once with its reason if it failed."""
     from . import _ui
 
-    def has_archive(b: dict[str, Any]) -> bool:
-        return any(a.get("artifact_type") == "CONDA_PACK" for a in b.get("build_artifacts") or [])
-
-    if has_archive(build) or build.get("build_artifacts") is None:
+    state = artifact_state(build, "CONDA_PACK")
+    if state is None or state[0] == "READY":
         return  # present, or a server that does not list artifacts: just try the download
     deadline = time.monotonic() + ARCHIVE_WAIT
-    with _ui.status_progress(f"build {build_id}: waiting for its environment archive"):
-        while not has_archive(build):
+    with _ui.status_progress(f"build {build_id}: its archive is {state[0]}") as set_status:
+        while state is not None and state[0] != "READY":
+            if state[0] == "FAILED":
+                raise artifact_failure(build_id, "archive", state[1])
             if time.monotonic() > deadline:
-                raise CLIError(f"build {build_id} has no conda-pack archive after {ARCHIVE_WAIT:g}s; is archive building enabled on the server?", exit_code=124)
-            time.sleep(1.0)
-            build = client.build(build_id)
+                raise CLIError(f"the archive of build {build_id} is still {state[0]} after {ARCHIVE_WAIT:g}s; "
+                               "is a conda-store-worker running?", exit_code=124)
+            set_status(f"build {build_id}: its archive is {state[0]}")
+            time.sleep(0.25)
+            state = artifact_state(client.build(build_id), "CONDA_PACK")

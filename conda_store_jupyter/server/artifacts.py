@@ -14,14 +14,19 @@ from __future__ import annotations
 from typing import TypeVar
 
 from .. import orm
-from ..exceptions import NotFoundError
-from ..schema import BuildArtifactType
+from ..exceptions import ArtifactFailedError, ArtifactPendingError, NotFoundError
+from ..schema import POST_BUILD_ARTIFACTS, ArtifactStatus, BuildArtifactType, BuildStatus
 from .base import BaseHandler, run_sync
 
 T = TypeVar("T")
 
 PRESIGNED_URL_SECONDS = 60
 """Lifetime of a presigned artifact URL: long enough to start the download, no more."""
+
+RETRY_AFTER = 1
+"""``Retry-After`` (s) of a pending artifact: an archive takes about a second after COMPLETED."""
+
+_NAMES = {BuildArtifactType.CONDA_PACK: "conda-pack archive", BuildArtifactType.DOCKER_MANIFEST: "image"}
 
 _TYPES = {
     BuildArtifactType.LOCKFILE: ("text/yaml; charset=utf-8", "conda-lock.yml"),
@@ -39,8 +44,25 @@ def artifact_storage_key(build: orm.Build, kind: BuildArtifactType) -> str | Non
     return row.key if row is not None else None
 
 
+def check_made_after_completed(build: orm.Build, kind: BuildArtifactType, configured: list[str]) -> None:
+    """An artifact made after COMPLETED that is not there: 409 + Retry-After while it is PENDING
+    (also between the commit and its row on an older build), 410 with the reason once FAILED."""
+    if kind not in POST_BUILD_ARTIFACTS or build.status is not BuildStatus.COMPLETED or build.deleted_on:
+        return
+    row = build.artifact_state(kind)
+    what = _NAMES.get(kind, kind.value.lower())
+    if row is not None and row.status is ArtifactStatus.FAILED:
+        raise ArtifactFailedError(f"the {what} of build {build.id} failed: {row.reason or 'no reason recorded'}",
+                                  artifact=kind.value, reason=row.reason)
+    if (row is not None and row.status is ArtifactStatus.PENDING) or (row is None and kind.value in configured):
+        raise ArtifactPendingError(f"the {what} of build {build.id} is still being made; retry in {RETRY_AFTER} s",
+                                   artifact=kind.value, retry_after=RETRY_AFTER)
+
+
 async def send_artifact(handler: BaseHandler, build: orm.Build, kind: BuildArtifactType) -> None:
-    """Stream (or redirect to) artifact ``kind`` of ``build``; 404 if it does not exist (yet)."""
+    """Stream (or redirect to) artifact ``kind`` of ``build``; 409 while it is being made (after
+    COMPLETED), 410 if that failed, 404 if it does not exist."""
+    check_made_after_completed(build, kind, list(handler.store.build_artifacts))
     key = artifact_storage_key(build, kind)
     storage = handler.store.storage
     if key is None or not await run_sync(storage.exists, key):

@@ -287,8 +287,12 @@ class BaseHandler(web.RequestHandler):
 
     def write_error(self, status_code: int, **kwargs: Any) -> None:
         exc = kwargs.get("exc_info", (None, None, None))[1]
+        data = None
         if isinstance(exc, CondaStoreError) and exc.status_code != 500:
             status_code, message = exc.status_code, str(exc)  # incl. 503 "queue unavailable"
+            data = getattr(exc, "data", None)  # e.g. the state of a pending artifact
+            for name, value in getattr(exc, "headers", {}).items():  # e.g. Retry-After
+                self.set_header(name, value)
         elif isinstance(exc, web.HTTPError):
             message = exc.log_message % exc.args if exc.log_message and exc.args else exc.log_message
             message = message or self._reason or httputil.responses.get(status_code, "error")
@@ -304,7 +308,7 @@ class BaseHandler(web.RequestHandler):
             # RFC 6750: a presented credential that is not valid is ``error="invalid_token"``.
             challenge = 'Bearer realm="conda-store"'
             self.set_header("WWW-Authenticate", challenge + (', error="invalid_token"' if self._rejected else ""))
-        self.finish(json.dumps({"status": "error", "data": None, "message": message}))
+        self.finish(json.dumps({"status": "error", "data": data, "message": message}))
 
     def log_exception(self, typ, value, tb) -> None:
         # Answers to bad requests are not server failures, and the access log already has their

@@ -28,7 +28,7 @@ def _listed(env) -> dict[str, Any]:
     page shows and links (loaded eagerly by ``api.list_environments``)."""
     out = serialize.environment(env, current_build=env.current_build)
     if env.current_build is not None:
-        out["current_build"]["build_artifacts"] = [serialize.artifact(a) for a in env.current_build.artifacts]
+        out["current_build"]["build_artifacts"] = serialize.ready_artifacts(env.current_build)
     return out
 
 

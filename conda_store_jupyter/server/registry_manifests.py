@@ -101,8 +101,9 @@ def image_failure(build: orm.Build) -> str | None:
     """Why a finished build has (and will get) no image; None while one may still come."""
     if build.status in (BuildStatus.FAILED, BuildStatus.CANCELED):
         return f"build {build.id} {build.status.value}: {build.status_info or 'no reason recorded'}"
-    if build.status is BuildStatus.COMPLETED and build.image_status is ArtifactStatus.FAILED:
-        return f"build {build.id} has no image: {build.status_info or 'no reason recorded'}"
+    row = build.artifact_state(BuildArtifactType.DOCKER_MANIFEST)
+    if build.status is BuildStatus.COMPLETED and row is not None and row.status is ArtifactStatus.FAILED:
+        return f"build {build.id} has no image: {row.reason or 'no reason recorded'}"
     return None
 
 

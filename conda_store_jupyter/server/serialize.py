@@ -1,8 +1,9 @@
 """ORM rows → the JSON shapes of upstream conda-store's v1 API (one function per object).
 
 Shapes follow upstream field for field so its UI and client work unchanged; a few fields are
-added (``deleted_on`` and ``image_status``, and ``build_key``/``environment`` in the detail, on
-builds; ``build``/``subdir`` on build packages), never removed.
+added (``deleted_on``, ``image_status`` and ``artifacts`` — each artifact's state — and
+``build_key``/``environment`` in the detail, on builds; ``build``/``subdir`` on build packages),
+never removed. ``build_artifacts`` lists only artifacts that exist (READY), as upstream's does.
 Timestamps are naive-UTC ISO strings without ``Z``, as upstream emits them.
 """
 
@@ -12,6 +13,12 @@ import datetime as dt
 from typing import Any
 
 from .. import orm
+from ..schema import ArtifactStatus, BuildArtifactType
+
+_SHOWN_ARTIFACTS = (BuildArtifactType.LOCKFILE, BuildArtifactType.YAML, BuildArtifactType.LOGS,
+                    BuildArtifactType.CONDA_PACK, BuildArtifactType.DOCKER_MANIFEST)
+"""Artifacts whose state ``artifacts`` shows, in this order (DIRECTORY is a server path, blobs are
+parts of the image)."""
 
 
 def timestamp(value: dt.datetime | None) -> str | None:
@@ -53,6 +60,18 @@ def artifact(a: orm.BuildArtifact) -> dict[str, Any]:
     return {"id": a.id, "artifact_type": a.artifact_type.value, "key": a.key}
 
 
+def ready_artifacts(b: orm.Build) -> list[dict[str, Any]]:
+    """Upstream's ``build_artifacts``: the artifacts that exist (a PENDING/FAILED one has no file)."""
+    return [artifact(a) for a in b.artifacts if a.status is ArtifactStatus.READY]
+
+
+def artifact_states(b: orm.Build) -> list[dict[str, Any]]:
+    """``[{type, status, reason}]``: every artifact the build has or will have, with its state."""
+    rows = {a.artifact_type: a for a in b.artifacts}
+    return [{"type": kind.value, "status": rows[kind].status.value, "reason": rows[kind].reason}
+            for kind in _SHOWN_ARTIFACTS if kind in rows]
+
+
 def build(b: orm.Build, *, full: bool = False) -> dict[str, Any]:
     """Listings leave specification/artifacts null (as upstream); the detail fills them."""
     return {
@@ -68,7 +87,8 @@ def build(b: orm.Build, *, full: bool = False) -> dict[str, Any]:
         "started_on": timestamp(b.started_on),
         "ended_on": timestamp(b.ended_on),
         "deleted_on": timestamp(b.deleted_on),
-        "build_artifacts": [artifact(a) for a in b.artifacts] if full else None,
+        "build_artifacts": ready_artifacts(b) if full else None,
+        "artifacts": artifact_states(b),
         **(_build_detail(b) if full else {}),
     }
 

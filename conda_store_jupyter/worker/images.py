@@ -2,10 +2,10 @@
 
 Runs after the build job (enqueued on the artifacts queue), so a slow image never delays the
 environment itself: the build is COMPLETED and usable before its image exists, and an image
-failure never turns it FAILED. The image's own state is ``build.image_status`` (PENDING once the
-job is queued, then READY or FAILED, see :mod:`.lifecycle`); a failure's reason goes to the end of
-the build's log and into ``build.status_info``, which is how the registry tells a puller "this
-build will not get an image" at once instead of waiting out its timeout.
+failure never turns it FAILED. The image's own state is its DOCKER_MANIFEST row (PENDING from the
+COMPLETED commit, then READY or FAILED, see :mod:`.lifecycle` and :mod:`.artifacts`); a failure's
+reason goes to the end of the build's log and onto that row, which is how the registry tells a
+puller "this build will not get an image" at once instead of waiting out its timeout.
 
 The job is idempotent: a build that already has a DOCKER_MANIFEST is left alone, and blobs are
 content-addressed and written once (see :mod:`conda_store_jupyter.builder.image`), so re-running it
@@ -22,8 +22,9 @@ from typing import TYPE_CHECKING
 from .. import orm
 from ..exceptions import ArtifactError, CondaStoreError
 from ..schema import BuildArtifactType, BuildStatus
-from ..storage.base import artifact_key, blob_key
+from ..storage.base import blob_key
 from . import lifecycle
+from .artifacts import append_build_log, failure_reason, keep_alive
 
 if TYPE_CHECKING:
     from ..app import CondaStore
@@ -69,21 +70,25 @@ def image_for_build(store: "CondaStore", build_id: int) -> str | None:
                      " (deleted)" if build.deleted_on else "")
             return None
         prefix = build.prefix_path(store.store_path)
-        build_key = build.build_key
+    # Alive until the outcome is recorded: repair queues a silent job's artifact again.
+    with keep_alive(store, build_id, BuildArtifactType.DOCKER_MANIFEST):
+        return _make_image(store, build_id, prefix)
 
+
+def _make_image(store: "CondaStore", build_id: int, prefix: Path) -> str | None:
     lines = ["", "-- docker image"]
     start = time.perf_counter()
     try:
         image = _build(store, prefix)
     except Exception as exc:  # noqa: BLE001 - any failure leaves a usable build without an image
-        reason = _failure_reason(exc)
+        reason = failure_reason(exc)
         if isinstance(exc, CondaStoreError):
             log.warning("image of build %s failed: %s", build_id, reason)
         else:  # a bug or an environment problem: the traceback is for operators, not build readers
             log.error("image of build %s failed: %s", build_id, reason, exc_info=True)
         # The image's outcome is the log's last line, as a build's final status is.
         lines += [f"== docker image: {time.perf_counter() - start:.3f} s", f"IMAGE FAILED: {reason}"]
-        _append_log(store, build_key, build_id, lines)
+        append_build_log(store, build_id, lines)
         lifecycle.image_failed(store, build_id, reason)
         return None
 
@@ -92,24 +97,8 @@ def image_for_build(store: "CondaStore", build_id: int) -> str | None:
     recorded = lifecycle.image_ready(store, build_id, blob_key(image.digest))
     lines.append(f"IMAGE READY: {image.digest}" if recorded else
                  "IMAGE NOT RECORDED: the build was deleted while its image was built")
-    _append_log(store, build_key, build_id, lines)
+    append_build_log(store, build_id, lines)
     return image.digest if recorded else None
-
-
-def _failure_reason(exc: Exception) -> str:
-    """One line for the build log and ``status_info``, both readable by every user of the build.
-
-    Unexpected errors name only their type and (redacted, shortened) message: their traceback
-    (paths, code, locals of the worker) goes to the worker's own log.
-    """
-    from ..urls import redact_text
-
-    text = redact_text(" ".join(str(exc).split()))
-    if isinstance(exc, CondaStoreError):
-        return text
-    if len(text) > 300:
-        text = text[:299] + "…"
-    return f"internal error: {type(exc).__name__}{': ' + text if text else ''} (details in the worker log)"
 
 
 def _build(store: "CondaStore", prefix: Path) -> "ImageManifest":
@@ -154,32 +143,3 @@ def _describe(image: "ImageManifest") -> list[str]:
     if timings:
         lines.append(f"  timings: {timings}")
     return lines
-
-
-def _append_log(store: "CondaStore", build_key: str, build_id: int, lines: list[str]) -> None:
-    """Append to the stored LOGS artifact (the build job wrote it when the build ended).
-
-    Read-modify-write is safe here: the build job has finished with the log, and at most one
-    image job runs per build. A missing log (older build, storage wiped) is started afresh. The
-    upload happens outside any database transaction; a missing row is then added (or, if another
-    writer added one meanwhile, left as it is).
-    """
-    from ..exceptions import NotFoundError
-    from .record import record_artifacts
-
-    storage = store.storage
-    with store.session() as db:
-        build = db.get(orm.Build, build_id)
-        key = build.log_key() if build is not None else artifact_key(BuildArtifactType.LOGS, build_key)
-        has_row = build is not None and build.artifact(BuildArtifactType.LOGS) is not None
-    try:
-        text = storage.get_bytes(key).decode("utf-8", "replace")
-    except (NotFoundError, FileNotFoundError):
-        text = ""
-    if text and not text.endswith("\n"):
-        text += "\n"
-    text += "".join(f"{line}\n" for line in lines)
-    storage.put_bytes(key, text.encode("utf-8"), content_type=lifecycle.LOG_CONTENT_TYPE)
-    if build is not None and not has_row:
-        with store.session() as db:
-            record_artifacts(db, build_id, {BuildArtifactType.LOGS: key})

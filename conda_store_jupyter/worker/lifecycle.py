@@ -1,4 +1,4 @@
-"""The one owner of build state: every change of a build's ``status`` and ``image_status``.
+"""The one owner of build state: every change of a build's ``status`` and of its artifacts' states.
 
 ::
 
@@ -9,7 +9,11 @@
     BUILDING  --complete-->      COMPLETED           the build child, pipeline succeeded
     BUILDING  --fail-->          FAILED              the build child, pipeline failed
     BUILDING  --end-->           CANCELED | FAILED   its supervisor (cancel, timeout, crash), reconciler
-    COMPLETED image_status: None --image_queued--> PENDING --image_ready | image_failed--> READY | FAILED
+
+    artifacts made after COMPLETED (schema.POST_BUILD_ARTIFACTS: conda-pack archive, image), one
+    ``build_artifact`` row each, written PENDING in the COMPLETED transaction itself:
+    PENDING --artifact_ready | artifact_failed--> READY | FAILED        (their jobs, worker/artifacts.py)
+    none    --artifact_pending--> PENDING                               (repair, an artifact enabled later)
 
 The API, the worker, the reconciler and repair change state only through these functions. Each
 is a compare-and-set (``UPDATE build ... WHERE status IN (<expected>)``), so two writers (a
@@ -43,7 +47,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Sequence
 
 from ..builder.log import final_log
-from ..schema import ArtifactStatus, BuildArtifactType, BuildStatus
+from ..schema import POST_BUILD_ARTIFACTS, ArtifactStatus, BuildArtifactType, BuildStatus
 from ..storage.base import artifact_key
 
 if TYPE_CHECKING:
@@ -219,6 +223,7 @@ def complete(store: "CondaStore", build_id: int, result: BuildResult, *, job_id:
         return False
     state = _state(store, build_id, job_id)
     uploaded = list(result.artifacts.values())
+    later = post_build_artifacts(store, build_id)
     won = False
     if state is not None and state[0] == BuildStatus.BUILDING:
         log_key = artifact_key(BuildArtifactType.LOGS, state[1])
@@ -233,6 +238,11 @@ def complete(store: "CondaStore", build_id: int, result: BuildResult, *, job_id:
                 record_packages(db, build, result.packages)
                 record_artifacts(db, build_id, {**result.artifacts, BuildArtifactType.LOGS: log_key,
                                                 BuildArtifactType.DIRECTORY: str(result.prefix)}, replace=True)
+                # The post-build artifacts are PENDING from this very commit: nobody ever sees a
+                # COMPLETED build whose archive is neither there nor announced, and a job lost
+                # between here and its enqueue is found by repair (a PENDING row without a job).
+                record_artifacts(db, build_id, {k: "" for k in later},
+                                 status=ArtifactStatus.PENDING)
                 # Newer builds win: a slow old build finishing late must not replace a newer current build.
                 db.execute(
                     update(orm.Environment)
@@ -277,46 +287,106 @@ def fail(store: "CondaStore", build_id: int, reason: str, *, log_file: Path, loc
     return True
 
 
-# -- the image of a COMPLETED build ---------------------------------------------------------------
-def image_queued(store: "CondaStore", build_id: int) -> bool:
-    """image_status None -> PENDING, before its job is queued (a lost job is found by repair)."""
+# -- artifacts made after COMPLETED --------------------------------------------------------------
+def post_build_artifacts(store: "CondaStore", build_id: int | None = None) -> list[BuildArtifactType]:
+    """The artifacts of ``POST_BUILD_ARTIFACTS`` this store is configured to make; for ``build_id``,
+    as its environment's settings say (``PUT /api/v1/setting/<ns>/[<env>/]`` can switch them)."""
+    if build_id is None:
+        wanted = store.build_artifacts
+    else:
+        from .settings import build_settings_for
+
+        wanted = build_settings_for(store, build_id).build_artifacts
+    return [kind for kind in POST_BUILD_ARTIFACTS if kind.value in wanted]
+
+
+def artifact_pending(store: "CondaStore", build_id: int, kind: BuildArtifactType) -> bool:
+    """No row -> PENDING for a live COMPLETED build (an artifact configured after it completed, or
+    a row lost); True if this call added it. An existing row (any state) is left alone."""
+    from sqlalchemy import exists, insert, select
+
     from .. import orm
 
+    A = orm.BuildArtifact
     with store.session() as db:
-        return _compare_and_set(db, build_id, (BuildStatus.COMPLETED,), orm.Build.image_status.is_(None),
-                                image_status=ArtifactStatus.PENDING)
+        done = db.execute(
+            insert(A).from_select(
+                ["build_id", "artifact_type", "key", "status"],
+                select(orm.Build.id, _literal(kind.value), _literal(""), _literal(ArtifactStatus.PENDING.value))
+                .where(orm.Build.id == int(build_id), orm.Build.status == BuildStatus.COMPLETED,
+                       orm.Build.deleted_on.is_(None),
+                       ~exists().where(A.build_id == orm.Build.id, A.artifact_type == kind)))
+        ).rowcount == 1
+    return done
+
+
+def _literal(value: str):
+    from sqlalchemy import String, literal
+
+    return literal(value, String)
+
+
+def artifact_ready(store: "CondaStore", build_id: int, kind: BuildArtifactType, key: str) -> bool:
+    """Artifact ``kind`` -> READY at ``key`` (the first READY one stays), a previous failure's reason
+    cleared. False if the build was deleted or no longer exists: nothing is recorded then (the
+    caller removes what it uploaded, unless the key is a shared content-addressed blob)."""
+    from sqlalchemy import exists, update
+
+    from .. import orm
+    from .record import expire_artifacts, record_artifacts
+
+    A = orm.BuildArtifact
+    with store.session() as db:
+        alive = db.scalar(exists().where(orm.Build.id == int(build_id), orm.Build.deleted_on.is_(None)).select())
+        if not alive:
+            return False
+        # A row exists from the COMPLETED commit on: turn it READY unless another job already did;
+        # a build without one (an older build, a test) gets it inserted.
+        changed = db.execute(
+            update(A).where(A.build_id == int(build_id), A.artifact_type == kind, A.status != ArtifactStatus.READY)
+            .values(key=key, status=ArtifactStatus.READY, reason=None).execution_options(synchronize_session=False)
+        ).rowcount
+        if not changed:
+            record_artifacts(db, build_id, {kind: key})
+        expire_artifacts(db, build_id)
+    return True
+
+
+def artifact_failed(store: "CondaStore", build_id: int, kind: BuildArtifactType, reason: str) -> bool:
+    """Artifact ``kind`` -> FAILED with ``reason`` (the build stays COMPLETED and usable), unless it
+    is READY already. False if nothing changed."""
+    from sqlalchemy import update
+
+    from .. import orm
+    from .record import expire_artifacts, record_artifacts
+
+    A = orm.BuildArtifact
+    with store.session() as db:
+        build = db.get(orm.Build, int(build_id))
+        if build is None or build.status is not BuildStatus.COMPLETED:
+            return False
+        changed = db.execute(
+            update(A).where(A.build_id == int(build_id), A.artifact_type == kind, A.status != ArtifactStatus.READY)
+            .values(status=ArtifactStatus.FAILED, reason=reason).execution_options(synchronize_session=False)
+        ).rowcount == 1
+        if not changed and build.artifact_state(kind) is None:
+            record_artifacts(db, build_id, {kind: ""}, status=ArtifactStatus.FAILED)
+            db.execute(update(A).where(A.build_id == int(build_id), A.artifact_type == kind,
+                                       A.status == ArtifactStatus.FAILED).values(reason=reason))
+            changed = True
+        expire_artifacts(db, build_id)
+    return changed
+
+
+# -- the image: the names the image job and older tests use ---------------------------------------
+def image_queued(store: "CondaStore", build_id: int) -> bool:
+    """The image of a COMPLETED build is PENDING (see :func:`artifact_pending`)."""
+    return artifact_pending(store, build_id, BuildArtifactType.DOCKER_MANIFEST)
 
 
 def image_ready(store: "CondaStore", build_id: int, manifest_key: str) -> bool:
-    """Record the image (DOCKER_MANIFEST row; the first recorded one stays) and image_status READY.
-
-    False if the build was deleted or no longer exists: the image is not recorded then. A
-    previous failure's reason (``status_info``) is cleared: the retry succeeded.
-    """
-    from sqlalchemy import case
-
-    from .. import orm
-    from .record import record_artifacts
-
-    with store.session() as db:
-        # status_info first: SET reads the old image_status (some databases apply SETs in order).
-        ok = _compare_and_set(db, build_id, list(BuildStatus), orm.Build.deleted_on.is_(None),
-                              status_info=case((orm.Build.image_status == ArtifactStatus.FAILED, None),
-                                               else_=orm.Build.status_info),
-                              image_status=ArtifactStatus.READY)
-        if ok:
-            record_artifacts(db, build_id, {BuildArtifactType.DOCKER_MANIFEST: manifest_key})
-    return ok
+    return artifact_ready(store, build_id, BuildArtifactType.DOCKER_MANIFEST, manifest_key)
 
 
 def image_failed(store: "CondaStore", build_id: int, reason: str) -> bool:
-    """image_status -> FAILED with ``reason`` in ``status_info`` (the build stays COMPLETED), unless
-    an image was recorded meanwhile."""
-    from sqlalchemy import or_
-
-    from .. import orm
-
-    with store.session() as db:
-        return _compare_and_set(db, build_id, (BuildStatus.COMPLETED,),
-                                or_(orm.Build.image_status.is_(None), orm.Build.image_status != ArtifactStatus.READY),
-                                image_status=ArtifactStatus.FAILED, status_info=reason)
+    return artifact_failed(store, build_id, BuildArtifactType.DOCKER_MANIFEST, reason)

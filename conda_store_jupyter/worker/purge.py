@@ -58,7 +58,7 @@ def purge_build(store: "CondaStore", build_id: int) -> None:
             kind = BuildArtifactType(artifact.artifact_type)
             if kind.value in kept:
                 continue
-            if kind not in (BuildArtifactType.DIRECTORY,) and not artifact.key.startswith("docker/blobs/"):
+            if artifact.key and kind is not BuildArtifactType.DIRECTORY and not artifact.key.startswith("docker/blobs/"):
                 with contextlib.suppress(ValueError):  # a key that is not ours is never touched
                     store.storage.delete(artifact.key)
             db.delete(artifact)

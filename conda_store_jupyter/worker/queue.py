@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from ..exceptions import ConflictError, NotFoundError, ServiceUnavailableError
-from ..schema import BuildStatus
+from ..schema import BuildArtifactType, BuildStatus
 
 if TYPE_CHECKING:
     from rq import Queue
@@ -29,7 +29,7 @@ BUILD_QUEUE = "conda-store-builds"
 """RQ queue of environment builds (one job per build)."""
 
 ARTIFACT_QUEUE = "conda-store-artifacts"
-"""RQ queue of follow-up artifact jobs (Docker image) enqueued after a build completed."""
+"""RQ queue of follow-up artifact jobs (conda-pack archive, Docker image) enqueued after a build completed."""
 
 MAINTENANCE_QUEUE = "conda-store-deletes"
 """RQ queue of deletions and environment-link updates: short jobs, listened to first."""
@@ -88,6 +88,13 @@ starts: they skip alembic (~0.3 s each) instead of checking the schema again."""
 _TASKS = "conda_store_jupyter.worker.tasks"
 IMAGES_MODULE = "conda_store_jupyter.worker.images"
 PURGE_MODULE = "conda_store_jupyter.worker.purge"
+ARCHIVES_MODULE = "conda_store_jupyter.worker.archives"
+
+ARTIFACT_JOBS: dict[BuildArtifactType, tuple[str, str, str]] = {
+    BuildArtifactType.CONDA_PACK: ("pack", ARCHIVES_MODULE, "build_pack_artifact"),
+    BuildArtifactType.DOCKER_MANIFEST: ("image", IMAGES_MODULE, "build_image_artifact"),
+}
+"""Artifact made after COMPLETED -> (job id prefix, module, function) of its job on ``ARTIFACT_QUEUE``."""
 
 
 class QueueUnavailableError(ServiceUnavailableError):
@@ -102,9 +109,15 @@ def heartbeat_key(build_id: int) -> str:
     return HEARTBEAT_KEY.format(build_id=int(build_id))
 
 
+def artifact_job_id(kind: BuildArtifactType, build_id: int) -> str:
+    """RQ job id of the job making artifact ``kind`` of build ``build_id`` (``pack-7``, ``image-7``):
+    a function of the two only, so every process queueing it names the same job (queued once)."""
+    return f"{ARTIFACT_JOBS[BuildArtifactType(kind)][0]}-{int(build_id)}"
+
+
 def image_job_id(build_id: int) -> str:
     """RQ job id of the image job queued when build ``build_id`` completed."""
-    return f"image-{int(build_id)}"
+    return artifact_job_id(BuildArtifactType.DOCKER_MANIFEST, build_id)
 
 
 def build_job_id(build_id: int, attempt: int = 1) -> str:
@@ -202,15 +215,21 @@ class BuildQueue:
         return self._enqueue(BUILD_QUEUE, "build_environment", int(build_id), job_id=job_id,
                              timeout=rq_job_timeout(self.store), unique=True) is not None
 
-    def enqueue_image_once(self, build_id: int) -> str | None:
-        """Queue the image job of a COMPLETED build unless it was already queued; returns its id or None.
+    def enqueue_artifact_once(self, build_id: int, kind: BuildArtifactType) -> str | None:
+        """Queue the job making artifact ``kind`` of a COMPLETED build unless it was already queued;
+        returns its id or None.
 
-        The job id is derived from the build and the enqueue is RQ's atomic unique one, so the
-        build child, its supervisor (finishing the tail of a child killed after COMPLETED) and
-        repair never queue the image twice.
+        The job id is derived from the build and the artifact and the enqueue is RQ's atomic unique
+        one, so the build child, its supervisor (finishing the tail of a child killed after
+        COMPLETED) and repair never queue it twice.
         """
-        return self._enqueue(ARTIFACT_QUEUE, "build_image_artifact", int(build_id), module=IMAGES_MODULE,
-                             job_id=image_job_id(build_id), timeout=rq_job_timeout(self.store), unique=True)
+        _prefix, module, func = ARTIFACT_JOBS[BuildArtifactType(kind)]
+        return self._enqueue(ARTIFACT_QUEUE, func, int(build_id), module=module,
+                             job_id=artifact_job_id(kind, build_id), timeout=rq_job_timeout(self.store), unique=True)
+
+    def enqueue_image_once(self, build_id: int) -> str | None:
+        """:meth:`enqueue_artifact_once` for the image."""
+        return self.enqueue_artifact_once(build_id, BuildArtifactType.DOCKER_MANIFEST)
 
     def cancel_build(self, build_id: int, reason: str = CANCELED_BY_USER) -> None:
         """Cancel a build.

@@ -22,7 +22,7 @@ from sqlalchemy.orm.util import identity_key
 
 from .. import orm
 from ..builder.records import InstalledPackage
-from ..schema import BuildArtifactType
+from ..schema import ArtifactStatus, BuildArtifactType
 
 T = TypeVar("T")
 
@@ -79,13 +79,14 @@ def record_packages(db: Session, build: orm.Build, packages: Iterable[InstalledP
 
 
 def record_artifacts(db: Session, build_id: int, keys: Mapping[BuildArtifactType, str], *,
-                     replace: bool = False) -> None:
-    """Insert one artifact row per ``keys`` entry; an existing row of that type is kept
-    (``replace=False``: the first writer wins, e.g. two image jobs) or pointed at the new key
-    (``replace=True``: the writer that just won the build's final state owns its log)."""
+                     replace: bool = False, status: ArtifactStatus = ArtifactStatus.READY) -> None:
+    """Insert one artifact row per ``keys`` entry (in state ``status``); an existing row of that type
+    is kept (``replace=False``: the first writer wins, e.g. two image jobs) or pointed at the new key
+    and state (``replace=True``: the writer that just won the build's final state owns its log)."""
     if not keys:
         return
-    rows = [{"build_id": int(build_id), "artifact_type": BuildArtifactType(kind), "key": key}
+    rows = [{"build_id": int(build_id), "artifact_type": BuildArtifactType(kind), "key": key,
+             "status": status, "reason": None}
             for kind, key in keys.items()]
     table = orm.BuildArtifact.__table__
     dialect = db.get_bind().dialect.name
@@ -96,8 +97,9 @@ def record_artifacts(db: Session, build_id: int, keys: Mapping[BuildArtifactType
             from sqlalchemy.dialects.postgresql import insert
         stmt = insert(table).values(rows)
         conflict = [table.c.build_id, table.c.artifact_type]
-        stmt = (stmt.on_conflict_do_update(index_elements=conflict, set_={"key": stmt.excluded.key}) if replace
-                else stmt.on_conflict_do_nothing(index_elements=conflict))
+        stmt = (stmt.on_conflict_do_update(index_elements=conflict, set_={
+                    "key": stmt.excluded.key, "status": stmt.excluded.status, "reason": stmt.excluded.reason})
+                if replace else stmt.on_conflict_do_nothing(index_elements=conflict))
         db.execute(stmt)
     else:  # any other database: one savepoint per row, the unique constraint decides
         for row in rows:
@@ -108,8 +110,12 @@ def record_artifacts(db: Session, build_id: int, keys: Mapping[BuildArtifactType
                 if replace:
                     db.execute(table.update().where(table.c.build_id == row["build_id"],
                                                     table.c.artifact_type == row["artifact_type"])
-                               .values(key=row["key"]))
-    # A loaded Build.artifacts collection must see the rows written behind the ORM's back.
+                               .values(key=row["key"], status=row["status"], reason=None))
+    expire_artifacts(db, build_id)
+
+
+def expire_artifacts(db: Session, build_id: int) -> None:
+    """A loaded Build.artifacts collection must see the rows written behind the ORM's back."""
     build = db.identity_map.get(identity_key(orm.Build, int(build_id)))
     if build is not None:
         db.expire(build, ["artifacts"])

@@ -5,7 +5,10 @@ build reached its final state, which nothing else ever retries:
 
 * the worker died between the child's COMPLETED commit and the end of its tail
   (``tasks.finish_completed``): the environment link still points at an older build, the live log
-  never gets its end marker, the image job was never queued;
+  never gets its end marker, the artifact jobs (archive, image) were never queued;
+* an artifact job was lost: its worker was SIGKILLed mid-pack (RQ still says "started", but its
+  alive key expired), its work horse died (RQ says "failed"), or Redis lost it: the artifact,
+  PENDING in the database, gets its job queued again (a few times at most, then it is FAILED);
 * a link job (rollback) or a delete job was lost after the database change committed (Redis
   restarted without persistence, or the enqueue failed with 503): the link disagrees with
   ``Environment.current_build_id``, or a soft-deleted build keeps its prefix and artifacts.
@@ -51,8 +54,9 @@ TAIL_REPAIR_GRACE = 2 * TAIL_GRACE
 ``TAIL_GRACE`` for its tail, then its supervisor redoes it; only after both is it ours."""
 
 IMAGE_REPAIR_GRACE = 600.0
-"""Seconds after ``ended_on`` before a COMPLETED build without an image gets its image job queued
-again: the normal job may wait behind other images in the artifacts queue."""
+"""Seconds after ``ended_on`` before a COMPLETED build whose artifact (archive, image) has no row or
+no job record at all gets its job queued (again): the normal job may still be on its way. A job RQ
+saw end, or one whose worker died (its alive key expired), is queued again at once."""
 
 PURGE_REPAIR_GRACE = 600.0
 """Seconds after ``deleted_on`` before a soft-deleted build that still has files is purged here:
@@ -95,11 +99,16 @@ class RepairReport:
     """Builds whose live log had no end marker (for COMPLETED ones the whole tail was redone)."""
     images_queued: list[int] = field(default_factory=list)
     """COMPLETED builds whose image job was queued again."""
+    archives_queued: list[int] = field(default_factory=list)
+    """COMPLETED builds whose conda-pack archive job was queued again."""
+    artifacts_failed: list[int] = field(default_factory=list)
+    """Builds with an artifact whose job was lost ``MAX_REQUEUES`` times: now FAILED."""
     purged: list[int] = field(default_factory=list)
     """Soft-deleted builds whose prefix and non-kept artifacts were removed."""
 
     def __bool__(self) -> bool:
-        return bool(self.links_fixed or self.tails_finished or self.images_queued or self.purged)
+        return bool(self.links_fixed or self.tails_finished or self.images_queued or self.archives_queued
+                    or self.artifacts_failed or self.purged)
 
 
 def repair(store: "CondaStore", policy: RepairPolicy = RepairPolicy()) -> RepairReport:
@@ -109,8 +118,9 @@ def repair(store: "CondaStore", policy: RepairPolicy = RepairPolicy()) -> Repair
     if on_store_host:
         report.links_fixed = _fix_links(store, policy)
     report.tails_finished = _finish_tails(store, policy)
-    if BuildArtifactType.DOCKER_MANIFEST.value in store.build_artifacts:
-        report.images_queued = _queue_images(store, policy)
+    queued = _queue_artifacts(store, policy, report)
+    report.images_queued = queued.get(BuildArtifactType.DOCKER_MANIFEST, [])
+    report.archives_queued = queued.get(BuildArtifactType.CONDA_PACK, [])
     if on_store_host:
         report.purged = _purge_deleted(store, policy)
     if report:
@@ -210,7 +220,7 @@ def _finish_tails(store: "CondaStore", policy: RepairPolicy) -> list[int]:
             continue
         try:
             if status == BuildStatus.COMPLETED:
-                finish_completed(store, build_id)  # link, then end marker, then image: the tail's order
+                finish_completed(store, build_id)  # artifact jobs, link, then end marker: the tail's order
             else:
                 finish_log(store, build_id, status)
             done.append(build_id)
@@ -219,49 +229,117 @@ def _finish_tails(store: "CondaStore", policy: RepairPolicy) -> list[int]:
     return done
 
 
-# -- 3. images ----------------------------------------------------------------------------------
-def _queue_images(store: "CondaStore", policy: RepairPolicy) -> list[int]:
-    """Queue the image job of COMPLETED builds that have neither an image nor a failed one
-    (``image_status`` None, or PENDING with its job lost).
+# -- 3. artifacts (archive, image) ---------------------------------------------------------------
+def _queue_artifacts(store: "CondaStore", policy: RepairPolicy, report: RepairReport
+                     ) -> dict[BuildArtifactType, list[int]]:
+    """Queue the job of artifacts that are PENDING without a live job, or have no row at all.
 
-    ``enqueue_image_once`` skips builds whose job record still exists (queued, running, or ended
-    within RQ's ``RESULT_TTL``); the claim keeps concurrent passes from both queueing it.
+    A job record RQ says ended (finished, failed, stopped, canceled), or "started" by a worker
+    that is gone (its alive key expired), means the job is lost: queued again at once. No record
+    at all (Redis lost it, the tail never queued it) or no row (an artifact configured later):
+    only after ``image_grace``. The claim keeps concurrent passes from both queueing it; the
+    requeue count bounds a job that keeps dying (then the artifact is FAILED, never PENDING forever).
     """
-    from rq.job import Job
-    from sqlalchemy import exists, or_, select
+    from sqlalchemy import exists, select
 
     from .. import orm
     from ..schema import ArtifactStatus
-    from .queue import BuildQueue, image_job_id
     from .settings import build_settings_for
 
-    has_image = exists().where(orm.BuildArtifact.build_id == orm.Build.id,
-                               orm.BuildArtifact.artifact_type == BuildArtifactType.DOCKER_MANIFEST)
+    kinds = lifecycle.post_build_artifacts(store)
+    if not kinds:
+        return {}
+    A, B = orm.BuildArtifact, orm.Build
+    live = (B.status == BuildStatus.COMPLETED, B.deleted_on.is_(None))
     with store.session() as db:
-        ids = list(db.scalars(
-            select(orm.Build.id)
-            .where(orm.Build.status == BuildStatus.COMPLETED, orm.Build.deleted_on.is_(None),
-                   orm.Build.ended_on.is_not(None), orm.Build.ended_on < _ago(policy.image_grace), ~has_image,
-                   or_(orm.Build.image_status.is_(None), orm.Build.image_status != ArtifactStatus.FAILED))
-            .order_by(orm.Build.id.desc()).limit(SCAN_LIMIT)
-        ))
-    queued: list[int] = []
-    for build_id in ids:
-        if len(queued) >= policy.batch:
+        pending = db.execute(
+            select(A.build_id, A.artifact_type, B.ended_on).join(B, B.id == A.build_id)
+            .where(A.status == ArtifactStatus.PENDING, A.artifact_type.in_(kinds), *live)
+            .order_by(A.build_id.desc()).limit(SCAN_LIMIT)
+        ).all()
+        missing = [(build_id, kind) for kind in kinds for build_id in db.scalars(
+            select(B.id).where(*live, B.ended_on.is_not(None), B.ended_on < _ago(policy.image_grace),
+                               ~exists().where(A.build_id == B.id, A.artifact_type == kind))
+            .order_by(B.id.desc()).limit(SCAN_LIMIT))]
+    old = _ago(policy.image_grace)
+    queued: dict[BuildArtifactType, list[int]] = {}
+    for build_id, kind in missing:
+        if sum(map(len, queued.values())) >= policy.batch:
             break
-        if BuildArtifactType.DOCKER_MANIFEST.value not in build_settings_for(store, build_id).build_artifacts:
-            continue  # images switched off for its namespace or environment (PUT /api/v1/setting/...)
-        # Job record first: a queued/running/recent job is no reason to take (and hold) the claim.
-        if Job.exists(image_job_id(build_id), connection=store.redis) or \
-                not _claim(store, "image", build_id, max(policy.image_grace, REPAIR_INTERVAL)):
+        if kind.value not in build_settings_for(store, build_id).build_artifacts:
+            continue  # switched off for its namespace or environment (PUT /api/v1/setting/...)
+        if _claim(store, f"artifact-{kind.value.lower()}", build_id, max(policy.image_grace, REPAIR_INTERVAL)):
+            lifecycle.artifact_pending(store, build_id, kind)
+            if _requeue(store, build_id, kind, report):
+                queued.setdefault(kind, []).append(build_id)
+    for build_id, kind, ended_on in pending:
+        if sum(map(len, queued.values())) >= policy.batch:
+            break
+        state = _job_state(store, build_id, kind)
+        if state == "running" or (state == "missing" and ended_on is not None and ended_on >= old):
             continue
-        try:
-            lifecycle.image_queued(store, build_id)
-            if BuildQueue(store).enqueue_image_once(build_id) is not None:
-                queued.append(build_id)
-        except Exception:  # noqa: BLE001 - Redis trouble: the next pass after the claim expires retries
-            log.exception("repair: could not queue the image job of build %s", build_id)
+        if _claim(store, f"artifact-{kind.value.lower()}", build_id, REPAIR_INTERVAL) and \
+                _requeue(store, build_id, kind, report):
+            queued.setdefault(kind, []).append(build_id)
     return queued
+
+
+def _job_state(store: "CondaStore", build_id: int, kind: BuildArtifactType) -> str:
+    """"running" (queued, or started by a live job), "missing" (no record), or "lost"."""
+    import datetime as dt
+
+    from rq.exceptions import NoSuchJobError
+    from rq.job import Job
+
+    from .artifacts import ALIVE_TTL, alive_key
+    from .queue import artifact_job_id
+
+    try:
+        job = Job.fetch(artifact_job_id(kind, build_id), connection=store.redis)
+        status = job.get_status(refresh=False)
+    except NoSuchJobError:
+        return "missing"
+    value = getattr(status, "value", status)
+    if value in ("queued", "deferred", "scheduled"):
+        return "running"
+    if value == "started":
+        if store.redis.exists(alive_key(build_id, kind)):
+            return "running"
+        started = job.started_at
+        if started is not None and started.tzinfo is None:
+            started = started.replace(tzinfo=dt.timezone.utc)
+        # The alive key is written right after the job starts: give it that moment (worker clocks).
+        if started is None or (dt.datetime.now(dt.timezone.utc) - started).total_seconds() < ALIVE_TTL:
+            return "running"
+    return "lost" if value else "missing"
+
+
+def _requeue(store: "CondaStore", build_id: int, kind: BuildArtifactType, report: RepairReport) -> bool:
+    """Queue the artifact's job again (its old record removed first: job ids are unique), or mark
+    the artifact FAILED once it was queued again ``MAX_REQUEUES`` times. True if queued."""
+    from rq.exceptions import NoSuchJobError
+    from rq.job import Job
+
+    from .artifacts import MAX_REQUEUES, requeues_key
+    from .queue import BuildQueue, artifact_job_id
+
+    try:
+        count = int(store.redis.incr(requeues_key(build_id, kind)))
+        store.redis.expire(requeues_key(build_id, kind), 7 * 24 * 3600)
+        if count > MAX_REQUEUES:
+            reason = (f"its job was lost {MAX_REQUEUES} times (the worker running it stopped or died); "
+                      "see the worker logs")
+            if lifecycle.artifact_failed(store, build_id, kind, reason):
+                report.artifacts_failed.append(build_id)
+            return False
+        try:
+            Job.fetch(artifact_job_id(kind, build_id), connection=store.redis).delete()
+        except NoSuchJobError:
+            pass
+        return BuildQueue(store).enqueue_artifact_once(build_id, kind) is not None
+    except Exception:  # noqa: BLE001 - Redis trouble: the next pass after the claim expires retries
+        log.exception("repair: could not queue the %s job of build %s", kind.value, build_id)
+        return False
 
 
 # -- 4. purges ----------------------------------------------------------------------------------

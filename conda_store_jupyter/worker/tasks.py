@@ -35,7 +35,7 @@ own attempt (``JOB_ID_ENV``).
 
 COMPLETED is the point of no return. Once the child committed it, the supervisor no longer stops
 the child for a cancel or the deadline (only after ``TAIL_GRACE``, or if the worker dies): the
-child is only switching the link, ending the live log and queueing the image. The DB status is
+child is only switching the link, ending the live log and queueing the artifact jobs. The DB status is
 the flag, not a separate Redis key, because the commit itself is the moment that matters and a
 second flag could disagree with it. Whatever way the child ended, ``_after_child`` re-does that
 tail idempotently for a COMPLETED build, so a kill in the window between the commit and the tail
@@ -46,6 +46,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import dataclasses
 import logging
 import os
 import shutil
@@ -62,6 +63,7 @@ from typing import TYPE_CHECKING
 from ..exceptions import CondaStoreError, NotFoundError
 from ..schema import BuildArtifactType, BuildStatus
 from . import lifecycle
+from .artifacts import queue_pending_artifacts
 from .links import sync_environment_link
 from .queue import (
     CANCELED_BY_USER,
@@ -69,7 +71,6 @@ from .queue import (
     JOB_ID_ENV,
     MIGRATED_ENV,
     REDIS_URL_ENV,
-    BuildQueue,
     cancel_key,
     heartbeat_key,
     work_dir,
@@ -379,7 +380,7 @@ def _prefix_of(store: "CondaStore", build_id: int) -> Path:
 
 
 def finish_completed(store: "CondaStore", build_id: int) -> None:
-    """The tail of a COMPLETED build, idempotent: link switched, live log ended, image queued.
+    """The tail of a COMPLETED build, idempotent: artifact jobs queued, link switched, live log ended.
 
     The child runs it right after its commit; the supervisor runs it again after the child ended,
     in case the child was killed or crashed between the commit and the end of the tail.
@@ -390,21 +391,21 @@ def finish_completed(store: "CondaStore", build_id: int) -> None:
 
     with store.session() as db:
         environment_id = db.get(orm.Build, int(build_id)).environment_id
+    # Artifact jobs first: they need neither the link nor the log's end, and every moment spent
+    # before queueing them is one the archive comes later. The archive and image jobs
+    # (worker/archives.py, worker/images.py) run on the artifacts queue after COMPLETED, so they
+    # never delay the environment and a failed one never fails the build. Their rows are PENDING
+    # since the COMPLETED commit: a job lost on the way is found by repair.
+    try:
+        queue_pending_artifacts(store, build_id)
+    except Exception as exc:  # noqa: BLE001 - the build is done; repair queues the jobs again
+        log.warning("build %s: could not queue its artifact jobs: %s", build_id, exc)
     # Link first, then end the live log: whoever follows the log until "finished" (conda-store
     # wait) finds the environment link already switched.
     sync_environment_link(store, environment_id)
     with contextlib.suppress(Exception):
         if not log_finished(store, build_id):
             finish_log(store, build_id, BuildStatus.COMPLETED)
-    # Image hook: the image job (worker/images.py) runs on the artifacts queue, after COMPLETED,
-    # so a slow image never delays the environment and a failed one never fails the build.
-    # PENDING before the job exists: an image job lost on the way is then found by repair.
-    if BuildArtifactType.DOCKER_MANIFEST.value in build_settings_for(store, build_id).build_artifacts:
-        try:
-            lifecycle.image_queued(store, build_id)
-            BuildQueue(store).enqueue_image_once(build_id)
-        except Exception as exc:  # noqa: BLE001 - the build is done; the image can be re-queued
-            log.warning("build %s: could not queue its image job: %s", build_id, exc)
 
 
 def end_abnormally(store: "CondaStore", build_id: int, status: BuildStatus, reason: str, extra: str = "",
@@ -497,15 +498,21 @@ def run_build(store: "CondaStore", build_id: int) -> BuildStatus:
         blog.write(f"build process pid {os.getpid()}")
         try:
             effective = build_settings_for(store, build_id)
+
+            def without_archive(settings):
+                # The archive is an artifact job after COMPLETED (worker/archives.py), not a build step.
+                return dataclasses.replace(settings, artifacts=settings.artifacts - {BuildArtifactType.CONDA_PACK})
+
             if is_lockfile:  # install exactly the submitted lockfile, no solve
                 from ..builder.from_lock import run_lock_pipeline
                 from ..lockspec import LockSpecification
 
                 lock = LockSpecification.from_stored(spec_data)
-                outputs = run_lock_pipeline(lock, settings_from_store(store, lock, effective), paths, blog)
+                outputs = run_lock_pipeline(lock, without_archive(settings_from_store(store, lock, effective)),
+                                            paths, blog)
             else:
                 spec = load_specification(spec_data)
-                outputs = run_pipeline(spec, settings_from_store(store, spec, effective), paths, blog)
+                outputs = run_pipeline(spec, without_archive(settings_from_store(store, spec, effective)), paths, blog)
             with blog.stage("store artifacts"):
                 keys = _store_artifacts(store, build_key, outputs)
         except CondaStoreError as err:  # BuildError from the pipeline, storage errors, bad spec
@@ -531,8 +538,6 @@ def _store_artifacts(store: "CondaStore", build_key: str, outputs: "BuildOutputs
 
     files = {BuildArtifactType.LOCKFILE: (outputs.lockfile, "text/yaml"),
              BuildArtifactType.YAML: (outputs.yaml, "text/yaml")}
-    if outputs.archive is not None:
-        files[BuildArtifactType.CONDA_PACK] = (outputs.archive, "application/gzip")
     keys = {}
     for kind, (path, content_type) in files.items():
         key = artifact_key(kind, build_key)

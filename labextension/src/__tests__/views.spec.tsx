@@ -160,3 +160,46 @@ describe('logSummary', () => {
     expect(logSummary(['== docker image: 1.5 s'])).toEqual({ steps: [{ name: 'docker image', seconds: 1.5 }], failure: undefined });
   });
 });
+
+describe('BuildView downloads', () => {
+  it('shows the archive and image as being made after COMPLETED, then as links or failures, updating live', async () => {
+    vi.useFakeTimers({ shouldAdvanceTime: true });
+    const states = [
+      [{ type: 'LOCKFILE', status: 'READY', reason: null }, { type: 'CONDA_PACK', status: 'PENDING', reason: null },
+        { type: 'DOCKER_MANIFEST', status: 'PENDING', reason: null }],
+      [{ type: 'LOCKFILE', status: 'READY', reason: null }, { type: 'CONDA_PACK', status: 'READY', reason: null },
+        { type: 'DOCKER_MANIFEST', status: 'FAILED', reason: 'the base image was not found' }]
+    ];
+    let reads = 0;
+    const build = () => {
+      const artifacts = states[Math.min(reads++, 1)];
+      return ok({
+        id: 7, environment_id: 1, specification: null, status: 'COMPLETED', status_info: null, size: 1,
+        scheduled_on: null, started_on: null, ended_on: null, deleted_on: null, build_key: 'k-7',
+        build_artifacts: artifacts.filter((a) => a.status === 'READY').map((a, i) => ({ id: i, artifact_type: a.type, key: 'k' })),
+        artifacts
+      });
+    };
+    const transport = new FakeTransport({
+      'GET api/v1/build/7/': build,
+      'GET api/v1/build/7/logs/': () => ({ body: 'BUILD COMPLETED in 0.1 s\n' }),
+      'GET api/v1/build/7/packages/': () => ok([], { page: 1, size: 100, count: 0 })
+    });
+    const { BuildView } = await import('../views/BuildView');
+    view = await render(<BuildView id={7} />, transport);
+    await settle();
+    const item = (type: string) => view!.container.querySelector(`[data-artifact-type=${type}]`);
+    expect(item('CONDA_PACK')?.getAttribute('data-artifact-state')).toBe('pending');
+    expect(item('CONDA_PACK')?.querySelector('a')).toBeNull(); // nothing to download yet
+    expect(item('CONDA_PACK')?.textContent).toContain('being made');
+    expect(item('DOCKER_MANIFEST')?.getAttribute('data-artifact-state')).toBe('pending');
+    await act(async () => { vi.advanceTimersByTime(1100); });
+    await settle();
+    expect(item('CONDA_PACK')?.querySelector('a')?.getAttribute('href')).toBe('/prefix/api/v1/build/7/archive/');
+    expect(item('DOCKER_MANIFEST')?.getAttribute('data-artifact-state')).toBe('failed');
+    expect(item('DOCKER_MANIFEST')?.textContent).toContain('the base image was not found');
+    const polls = reads;
+    await act(async () => { vi.advanceTimersByTime(3000); });
+    expect(reads).toBe(polls); // nothing pending any more: no more polling
+  });
+});

@@ -63,6 +63,16 @@ export interface Artifact {
   key: string;
 }
 
+/** State of one artifact: those made after COMPLETED (archive, image) are PENDING first. */
+export type ArtifactStatus = 'PENDING' | 'READY' | 'FAILED';
+
+export interface ArtifactState {
+  type: ArtifactType;
+  status: ArtifactStatus;
+  /** Why a FAILED artifact will not come (the build itself stays COMPLETED and usable). */
+  reason: string | null;
+}
+
 export interface Build {
   id: number;
   environment_id: number;
@@ -75,6 +85,8 @@ export interface Build {
   ended_on: string | null;
   deleted_on: string | null;
   build_artifacts: Artifact[] | null;
+  /** Every artifact the build has or will have, with its state (added by this server; absent upstream). */
+  artifacts?: ArtifactState[];
   /** Names the build's prefix, artifacts and image tag (added by this server; absent upstream). */
   build_key?: string;
   /** The build's environment (detail answers only; added by this server). */

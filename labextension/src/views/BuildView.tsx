@@ -1,13 +1,17 @@
 /** Build: metadata, failure cause, how to use it (docker pull, conda-store run), artifacts, packages, log. */
 import { useEffect, useId, useState } from 'react';
 import { FINISHED_STATUSES } from '../api';
-import type { Build } from '../api';
+import type { ArtifactState, Build } from '../api';
 import { useUI } from './context';
 import { CopyLine, ErrorMessage, Link, Loading, StatusBadge, duration, formatBytes, formatTime, useAction, useAsync } from './common';
 import { LogView } from './LogView';
 
 /** How often an unfinished build's metadata is re-read while its log streams. */
 const STATUS_POLL_MS = 2000;
+
+/** How often a COMPLETED build is re-read while an artifact (archive, image) is still being made:
+ * they take about a second, so the downloads update almost as soon as they exist. */
+const ARTIFACT_POLL_MS = 1000;
 
 export function BuildView(props: { id: number }) {
   const { client, nav } = useUI();
@@ -29,6 +33,14 @@ export function BuildView(props: { id: number }) {
   useEffect(() => {
     if (finished) build.reload();
   }, [finished, build.reload]);
+  // After COMPLETED the archive and the image are made by artifact jobs: follow their states.
+  const artifactsPending = !!build.value && build.value.status === 'COMPLETED' && build.value.deleted_on === null &&
+    (build.value.artifacts ?? []).some((a) => a.status === 'PENDING');
+  useEffect(() => {
+    if (!artifactsPending) return;
+    const timer = setInterval(build.reload, ARTIFACT_POLL_MS);
+    return () => clearInterval(timer);
+  }, [artifactsPending, build.reload]);
 
   const rebuild = useAction(async () => nav.go({ kind: 'build', id: await client.rebuild(props.id) }));
   const cancel = useAction(async () => { await client.cancelBuild(props.id); build.reload(); });
@@ -107,24 +119,57 @@ function UseIt(props: { build: Build; namespace: string; name: string }) {
   );
 }
 
+type Downloadable = 'lockfile' | 'yaml' | 'archive' | 'logs';
+
+const DOWNLOADS: [string, Downloadable | null, string][] = [
+  ['LOCKFILE', 'lockfile', 'Lockfile (conda-lock.yml)'],
+  ['YAML', 'yaml', 'Pinned environment.yaml'],
+  ['CONDA_PACK', 'archive', 'Archive (conda-pack)'],
+  ['LOGS', 'logs', 'Log'],
+  ['DOCKER_MANIFEST', null, 'Container image']
+];
+
+/** Each artifact with its state: a link when READY, "being made" while PENDING (the archive and the
+ * image come after COMPLETED), the reason when FAILED. Servers without ``artifacts`` (upstream)
+ * list only what exists. */
 function Artifacts(props: { build: Build }) {
   const { client } = useUI();
-  const kinds = new Set((props.build.build_artifacts ?? []).map((a) => a.artifact_type));
-  const links: [string, 'lockfile' | 'yaml' | 'archive' | 'logs', string][] = [
-    ['LOCKFILE', 'lockfile', 'Lockfile (conda-lock.yml)'],
-    ['YAML', 'yaml', 'Pinned environment.yaml'],
-    ['CONDA_PACK', 'archive', 'Archive (conda-pack)'],
-    ['LOGS', 'logs', 'Log']
-  ];
-  const present = links.filter(([type]) => kinds.has(type));
+  const states = new Map<string, ArtifactState>((props.build.artifacts ?? []).map((a) => [a.type, a]));
+  for (const a of props.build.build_artifacts ?? []) {
+    if (!states.has(a.artifact_type)) states.set(a.artifact_type, { type: a.artifact_type, status: 'READY', reason: null });
+  }
+  const present = DOWNLOADS.filter(([type]) => states.has(type));
   if (!present.length) return null;
   return (
     <>
       <h2>Downloads</h2>
-      <ul className="cs-artifacts">
-        {present.map(([type, kind, label]) => (
-          <li key={type}><a href={client.artifactUrl(props.build.id, kind)} download data-artifact={kind}>{label}</a></li>
-        ))}
+      <ul className="cs-artifacts" aria-live="polite">
+        {present.map(([type, kind, label]) => {
+          const state = states.get(type)!;
+          if (state.status === 'PENDING') {
+            return (
+              <li key={type} data-artifact-state="pending" data-artifact-type={type}>
+                <span className="cs-muted">{label}</span>{' '}
+                <span className="cs-badge cs-status-building"><span className="cs-spinner cs-spinner-small" aria-hidden="true" /> being made</span>
+              </li>
+            );
+          }
+          if (state.status === 'FAILED') {
+            return (
+              <li key={type} data-artifact-state="failed" data-artifact-type={type}>
+                <span className="cs-muted">{label}</span>{' '}
+                <span className="cs-badge cs-status-failed">failed</span>{' '}
+                <span className="cs-small">{state.reason || 'no reason recorded'}</span>
+              </li>
+            );
+          }
+          return (
+            <li key={type} data-artifact-state="ready" data-artifact-type={type}>
+              {kind ? <a href={client.artifactUrl(props.build.id, kind)} download data-artifact={kind}>{label}</a>
+                : <>{label} <span className="cs-badge cs-status-completed">ready</span></>}
+            </li>
+          );
+        })}
       </ul>
     </>
   );
