@@ -187,7 +187,7 @@ def test_archive_job_of_a_killed_worker_is_queued_again_and_finishes(service_fac
 
 
 def test_migration_moves_image_status_onto_the_manifest_row_and_back(database_url):
-    """0007 -> 0009: ``build.image_status`` (and a failed image's reason in ``status_info``) becomes
+    """0007 -> 0010: ``build.image_status`` (and a failed image's reason in ``status_info``) becomes
     the DOCKER_MANIFEST row's state, existing rows are READY, nothing else changes (on SQLite the
     column is dropped in place: a table copy would cascade into build_artifact); and back."""
     import sqlalchemy as sa
@@ -233,6 +233,6 @@ def test_migration_moves_image_status_onto_the_manifest_row_and_back(database_ur
         back = dict((r[0], (r[1], r[2])) for r in conn.execute(sa.text(
             "SELECT id, image_status, status_info FROM build")).all())
     assert back == builds
-    with engine.begin() as conn:  # the PENDING/FAILED image rows go: before 0009 a row meant "it exists"
+    with engine.begin() as conn:  # the PENDING/FAILED image rows go: before 0010 a row meant "it exists"
         assert conn.execute(sa.text("SELECT count(*) FROM build_artifact")).scalar() == 5
     engine.dispose()

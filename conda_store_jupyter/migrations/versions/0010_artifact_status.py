@@ -5,16 +5,16 @@ then READY or FAILED with a reason. One model for all of them replaces the image
 ``build.image_status`` rows move onto the DOCKER_MANIFEST row (a FAILED image's reason moves out of
 ``build.status_info``, which describes the build again). Existing rows are READY.
 
-Revision ID: 0009_artifact_status
-Revises: 0007_build_image_status
+Revision ID: 0010_artifact_status
+Revises: 0009_settings
 Create Date: 2026-12-02
 """
 
 import sqlalchemy as sa
 from alembic import op
 
-revision = "0009_artifact_status"
-down_revision = "0007_build_image_status"
+revision = "0010_artifact_status"
+down_revision = "0009_settings"
 branch_labels = None
 depends_on = None
 
