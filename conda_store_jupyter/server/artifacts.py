@@ -11,7 +11,7 @@ network round trip, and a slow bucket must delay only the download, not every ot
 
 from __future__ import annotations
 
-from typing import TypeVar
+from typing import Sequence, TypeVar
 
 from .. import orm
 from ..exceptions import ArtifactFailedError, ArtifactPendingError, NotFoundError
@@ -59,10 +59,12 @@ def check_made_after_completed(build: orm.Build, kind: BuildArtifactType, config
                                    artifact=kind.value, retry_after=RETRY_AFTER)
 
 
-async def send_artifact(handler: BaseHandler, build: orm.Build, kind: BuildArtifactType) -> None:
+async def send_artifact(handler: BaseHandler, build: orm.Build, kind: BuildArtifactType,
+                        made: Sequence[str] | None = None) -> None:
     """Stream (or redirect to) artifact ``kind`` of ``build``; 409 while it is being made (after
-    COMPLETED), 410 if that failed, 404 if it does not exist."""
-    check_made_after_completed(build, kind, list(handler.store.build_artifacts))
+    COMPLETED), 410 if that failed, 404 if it does not exist. ``made``: the artifacts the build's
+    environment makes (its settings); default the configuration's."""
+    check_made_after_completed(build, kind, list(handler.store.build_artifacts if made is None else made))
     key = artifact_storage_key(build, kind)
     storage = handler.store.storage
     if key is None or not await run_sync(storage.exists, key):

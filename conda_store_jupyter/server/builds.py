@@ -112,16 +112,21 @@ class BuildArtifactHandler(BaseHandler):
     async def get(self, build_id: str, what: str) -> None:
         wanted = parse_id(build_id)
 
+        kind = self.KINDS[what]
+
         def work(db):
             build = api.get_build(db, wanted)  # artifacts loaded eagerly
             self.authorize(db, Permission.ENVIRONMENT_READ, _arn(build))
-            return build
+            # Which artifacts its environment makes (settings can switch the archive/image off there).
+            env = build.environment
+            made = api.effective_settings(db, self.store, api.Scope(env.namespace.name, env.name)).build_artifacts
+            return build, made
 
-        build, kind = await self.in_db(work), self.KINDS[what]
+        build, made = await self.in_db(work)
         if kind == BuildArtifactType.LOCKFILE:
             await send_lockfile(self, build)  # JSON, or YAML when asked (see lockfiles.py)
         else:
-            await send_artifact(self, build, kind)
+            await send_artifact(self, build, kind, made)
 
 
 HANDLERS = [

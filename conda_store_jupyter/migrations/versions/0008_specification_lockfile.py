@@ -16,10 +16,15 @@ depends_on = None
 
 def upgrade() -> None:
     # Every existing specification is an environment.yaml: false for them all.
-    with op.batch_alter_table("specification") as batch:
-        batch.add_column(sa.Column("is_lockfile", sa.Boolean(), nullable=False, server_default=sa.false()))
+    # A plain ADD COLUMN (SQLite supports it with a constant default), never batch mode's copy of
+    # the table: builds reference specification (see downgrade).
+    op.add_column("specification", sa.Column("is_lockfile", sa.Boolean(), nullable=False, server_default=sa.false()))
 
 
 def downgrade() -> None:
-    with op.batch_alter_table("specification") as batch:
-        batch.drop_column("is_lockfile")
+    # Not batch mode on SQLite: it copies the table and drops the original, which builds reference
+    # (with foreign keys on, that DROP fails or cascades). SQLite >= 3.35 drops a column natively.
+    if op.get_bind().dialect.name == "sqlite":
+        op.execute("ALTER TABLE specification DROP COLUMN is_lockfile")
+    else:
+        op.drop_column("specification", "is_lockfile")
