@@ -54,7 +54,8 @@ def start_jupyter(root: Path, url: str, token: str) -> tuple[subprocess.Popen, s
     proc = subprocess.Popen(
         [sys.executable, "-m", "jupyter_server", "--no-browser", f"--ServerApp.port={port}",
          "--ServerApp.ip=127.0.0.1", f"--IdentityProvider.token={jtoken}", f"--ServerApp.root_dir={root}",
-         "--ServerApp.jpserver_extensions={'conda_store_jupyter.jupyter': True}"],
+         "--ServerApp.jpserver_extensions={'conda_store_jupyter.jupyter': True}",
+         *(["--allow-root"] if os.geteuid() == 0 else [])],
         env=env, stdout=log, stderr=subprocess.STDOUT)
     base = f"http://127.0.0.1:{port}"
     wait_for(lambda: httpx.get(f"{base}/api/status", headers={"Authorization": f"token {jtoken}"}).status_code == 200,

@@ -37,11 +37,12 @@ CELL = "import sys, numpy; print(sys.prefix)"
 
 
 @pytest.fixture
-def jp_server_config(service):  # noqa: F811
-    traits = {"url": service.url, "token": user_token(service, "alice"), "kernel_refresh_interval": 0.5}
+def jp_server_config(service, monkeypatch):  # noqa: F811
+    """As the README tells a user: the CLI's variables, every kernel setting at its default."""
+    monkeypatch.setenv("CONDA_STORE_URL", service.url)
+    monkeypatch.setenv("CONDA_STORE_TOKEN", user_token(service, "alice"))
     extensions = {EXTENSION: True, "jupyter_server_terminals": False}
-    return {"ServerApp": {"jpserver_extensions": extensions, "allow_unauthenticated_access": False},
-            "CondaStoreExtension": traits}
+    return {"ServerApp": {"jpserver_extensions": extensions, "allow_unauthenticated_access": False}}
 
 
 async def api(jp_fetch, *path: str, method: str = "GET", body: dict | None = None) -> dict:

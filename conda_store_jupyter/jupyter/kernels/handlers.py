@@ -35,7 +35,7 @@ class _KernelHandler(ExtensionHandlerMixin, APIHandler):
         backend = self.backend
         view = await backend.refresh(max_age=max_age)
         if view.error is not None and not view.version:  # never had a list: nothing to show
-            self.reply({"status": "error", "message": view.error, "data": None}, 502)
+            self.reply({"status": "error", "message": view.error, "data": None}, 503)
             return
         self.reply(backend.listing())
 
