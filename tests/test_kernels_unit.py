@@ -178,3 +178,43 @@ def test_a_missing_archive_says_what_to_do(archive_server, tmp_path):
         cache.download(cache.Source(archive_server.url, {}), 7, tmp_path / "a.tar.gz")
     assert "build 7 has no conda-pack archive on the service (build 7 has no CONDA_PACK artifact)" in str(err.value)
     assert "c.CondaStore.build_artifacts" in str(err.value)
+
+
+class _Service:
+    """Stands in for the service's one-environment answer (resolve_launch's only input from it)."""
+
+    def __init__(self, answer) -> None:
+        self.answer = answer
+
+    async def one(self, namespace, environment, build_id=None):
+        if isinstance(self.answer, Exception):
+            raise self.answer
+        return self.answer
+
+
+def _with(build_changes: dict | None, **entry_changes) -> EnvironmentEntry:
+    import dataclasses
+
+    e = entry("alice", "py")
+    build = None if build_changes is None else dataclasses.replace(e.build, **build_changes)
+    return dataclasses.replace(e, build=build, **entry_changes)
+
+
+@pytest.mark.parametrize(("answer", "pinned", "reason"), [
+    (None, None, "The environment alice/py does not exist any more, or you may no longer read it. Choose another kernel"),
+    (_with(None), None, "alice/py has no completed build yet. Wait for its build to complete"),
+    (_with(None), 2, "pinned to build 2 (metadata.conda_store.pin_build), which is not a build of alice/py. Clear the pin"),
+    (_with({"deleted": True}), None, "The build 3 of alice/py was deleted. Rebuild the environment"),
+    (_with({"deleted": True}), 3, "The build 3 of alice/py (this notebook's pinned build) was deleted. Clear or change the pin"),
+    (_with({"status": "FAILED"}), 3, "is FAILED, not COMPLETED"),
+    (_with({"kernel": None}), None, "has no kernel package. Add ipykernel (Python) or r-irkernel (R) to its dependencies and rebuild"),
+])
+def test_every_reason_a_kernel_cannot_start_is_worded(answer, pinned, reason):
+    import asyncio
+
+    from conda_store_jupyter.jupyter.kernels.resolve import ERROR_ENV, LaunchOptions, resolve_launch
+
+    plan = asyncio.run(resolve_launch(_Service(answer), None, LaunchOptions(), "alice", "py", pinned))
+    assert plan.error is not None and reason in plan.error, plan.error
+    assert plan.argv[1:3] == ["-m", "conda_store_jupyter.jupyter.kernels.fallback"] and plan.env[ERROR_ENV] == plan.error
+    assert plan.pinned == pinned
