@@ -218,3 +218,16 @@ def test_every_reason_a_kernel_cannot_start_is_worded(answer, pinned, reason):
     assert plan.error is not None and reason in plan.error, plan.error
     assert plan.argv[1:3] == ["-m", "conda_store_jupyter.jupyter.kernels.fallback"] and plan.env[ERROR_ENV] == plan.error
     assert plan.pinned == pinned
+
+
+def test_the_credential_never_follows_a_redirect_to_storage(tmp_path):
+    storage = _ArchiveServer([(200, {}, b"from storage")])
+    service = _ArchiveServer([(307, {"Location": f"{storage.url}/bucket/archive.tar.gz?X-Amz-Signature=s"}, b"")])
+    try:
+        cache.download(cache.Source(service.url, {"Authorization": "Bearer secret"}), 7, tmp_path / "a.tar.gz")
+    finally:
+        storage.close()
+        service.close()
+    assert (tmp_path / "a.tar.gz").read_bytes() == b"from storage"
+    assert service.requests[0]["auth"] == "Bearer secret"
+    assert storage.requests == [{"path": "/bucket/archive.tar.gz?X-Amz-Signature=s", "auth": None}]
