@@ -231,3 +231,12 @@ def test_the_credential_never_follows_a_redirect_to_storage(tmp_path):
     assert (tmp_path / "a.tar.gz").read_bytes() == b"from storage"
     assert service.requests[0]["auth"] == "Bearer secret"
     assert storage.requests == [{"path": "/bucket/archive.tar.gz?X-Amz-Signature=s", "auth": None}]
+
+
+@pytest.mark.parametrize("archive_server", [[(410, {"Content-Type": "application/json"},
+                                              b'{"status": "error", "message": "conda-pack: disk full"}')]],
+                         indirect=True)
+def test_a_failed_archive_says_so(archive_server, tmp_path):
+    with pytest.raises(cache.ArchiveError, match=r"making the conda-pack archive of build 7 failed "
+                                                 r"\(conda-pack: disk full\); rebuild the environment"):
+        cache.download(cache.Source(archive_server.url, {}), 7, tmp_path / "a.tar.gz")

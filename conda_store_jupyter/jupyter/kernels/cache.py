@@ -140,6 +140,9 @@ def _refused(build_id: int, resp: httpx.Response) -> str:
         return (f"build {build_id} has no conda-pack archive on the service ({message or 'not found'}); "
                 "ask an administrator to add CONDA_PACK to c.CondaStore.build_artifacts, or use this "
                 "kernel on a server that sees the store's files")
+    if resp.status_code == 410:
+        return (f"making the conda-pack archive of build {build_id} failed ({message or 'no reason given'}); "
+                "rebuild the environment, or ask an administrator to look at the build's artifacts")
     return f"the service refused the archive of build {build_id}: HTTP {resp.status_code} {message}".strip()
 
 
