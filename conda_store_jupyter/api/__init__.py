@@ -12,8 +12,8 @@ predicate derived from the caller's role bindings (:func:`visible_clause`).
 Modules: ``namespaces`` (namespaces, role mappings), ``environments`` (specifications,
 environments), ``builds`` (builds, submitting), ``packages`` (packages, channels, usage, metrics),
 ``settings`` (settings per scope), ``filesystem`` (environments kept in step with a directory of
-files), ``_query`` (paging, visibility, shared filters). Import from here; this list is the public
-surface.
+files), ``kernels`` (environments as a Jupyter server offers them as kernels), ``_query`` (paging,
+visibility, shared filters). Import from here; this list is the public surface.
 """
 
 from ._query import Page, PageResult, paginate, visible_clause
@@ -51,6 +51,7 @@ from .namespaces import (
     user_namespace_owner,
     validate_role_bindings,
 )
+from .kernels import list_kernel_environments
 from .packages import list_build_packages, list_channels, list_packages, metrics, usage
 from .settings import EffectiveSettings, Scope, effective_settings, scope_of, settings_for, update_settings
 
@@ -59,7 +60,8 @@ __all__ = [
     "create_namespace", "delete_build",
     "delete_environment", "delete_namespace", "delete_namespace_role", "effective_settings", "find_namespace",
     "get_build", "get_environment", "get_namespace", "get_namespace_role", "in_transaction", "list_build_packages",
-    "list_builds", "list_channels", "list_environments", "list_namespace_roles", "list_namespaces", "list_packages",
+    "list_builds", "list_channels", "list_environments", "list_kernel_environments", "list_namespace_roles",
+    "list_namespaces", "list_packages",
     "metrics", "paginate", "prepare_specification", "rebuild", "scope_of", "set_namespace_role", "settings_for",
     "submit", "submit_dynamic_build", "submit_specification", "update_environment", "update_namespace",
     "update_settings", "user_namespace_owner", "upsert_specification", "usage", "validate_role_bindings",

@@ -39,6 +39,7 @@ from . import (
     builds,
     environments,
     hub_login,
+    kernels,
     login,
     logs,
     metrics,
@@ -58,7 +59,7 @@ from .httpserver import HEADER_READ_LIMIT, PlainHTTPServer
 from .registry import Registry, registry_handlers
 
 HANDLER_MODULES = (permissions, namespaces, environments, validation, specifications, logs, builds, tokens,
-                   packages, settings, metrics, pages, login, hub_login)  # pages before login: GET /login/ is the page
+                   packages, settings, metrics, kernels, pages, login, hub_login)  # pages before login: GET /login/ is the page
 
 
 
