@@ -57,6 +57,8 @@ HANDLER_MODULES = (permissions, namespaces, environments, validation, specificat
                    packages, metrics, pages, login, hub_login)  # pages before login: GET /login/ is the page
 
 
+PROCESSES_PROBLEM = "CondaStoreServer.processes must be at least 1, got {}"
+
 
 def registry_host_of(url: str) -> str:
     """``host[:port]`` of ``registry_url`` (``host[:port]`` or ``http(s)://host[:port][/]``)."""
@@ -181,7 +183,7 @@ class CondaStoreServer(Application):
     @validate("processes")
     def _check_processes(self, proposal) -> int:
         if proposal.value < 1:
-            raise TraitError(f"CondaStoreServer.processes must be at least 1, got {proposal.value}")
+            raise TraitError(PROCESSES_PROBLEM.format(proposal.value))
         return proposal.value
 
     enable_registry = Bool(True, help="Serve the Docker registry API at ``/v2/``.").tag(config=True)
@@ -272,6 +274,10 @@ class CondaStoreServer(Application):
         if self.config_file:
             self.load_config_file(self.config_file)
             self.parse_command_line(argv)  # the command line wins over the file
+        # A value from the command line or file reaches the trait without its validator failing
+        # the start (traitlets only logs it), so check here too: one line, non-zero exit.
+        if self.processes < 1:
+            raise TraitError(PROCESSES_PROBLEM.format(self.processes))
         self.store = CondaStore(config=self.config, log=self.log)
         if self.config_file:
             self.store.config_file = os.path.abspath(self.config_file)  # read by worker jobs
