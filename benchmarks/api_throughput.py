@@ -128,7 +128,7 @@ _WRK_ERRORS = re.compile(r"Non-2xx or 3xx responses: (\d+)|Socket errors: .*")
 def wrk(url: str, concurrency: int, seconds: float) -> dict[str, float]:
     """``wrk`` (C, epoll): far cheaper per request than the server, so it measures the server."""
     threads = min(concurrency, 2)
-    out = subprocess.run(["wrk", f"-t{threads}", f"-c{concurrency}", f"-d{seconds:g}s", "--latency",
+    out = subprocess.run(["wrk", f"-t{threads}", f"-c{concurrency}", f"-d{seconds:g}s", "--latency", "--timeout", "60s",
                           "-H", f"Authorization: Bearer {TOKEN}", url],
                          capture_output=True, text=True, check=True).stdout
     errors = _WRK_ERRORS.search(out)
@@ -187,6 +187,29 @@ def python_clients(url: str, concurrency: int, seconds: float) -> dict[str, floa
             "p99_ms": 1000 * latencies[min(len(latencies) - 1, int(len(latencies) * 0.99))]}
 
 
+def server_cpu_seconds(pid: int) -> float:
+    """CPU time (user + system) of ``pid`` and every live descendant: the servers' own cost,
+    which the neighbours of a shared machine do not change (unlike req/s)."""
+    parents: dict[int, int] = {}
+    times: dict[int, float] = {}
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()
+            except OSError:
+                continue
+            parents[int(entry.name)] = int(fields[1])
+            times[int(entry.name)] = (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    tree, todo = {pid}, [pid]
+    while todo:
+        parent = todo.pop()
+        for child, ppid in parents.items():
+            if ppid == parent and child not in tree:
+                tree.add(child)
+                todo.append(child)
+    return sum(times.get(p, 0.0) for p in tree)
+
+
 def compare_processes(args) -> None:
     """``--processes 1`` and ``--processes N`` on the same store, driven by the same load generator."""
     load = wrk if shutil.which("wrk") else python_clients
@@ -209,22 +232,31 @@ def compare_processes(args) -> None:
             try:
                 page = url + "api/v1/environment/?size=100"
                 load(page, 4, 1.0)  # warm-up: connections, caches, the SQLite page cache
-                results[count] = {c: load(page, c, args.seconds) for c in (1, 4, 32)}
+                results[count] = {}
+                for c in (1, 4, 32):
+                    cpu = server_cpu_seconds(proc.pid)
+                    m = results[count][c] = load(page, c, args.seconds)
+                    m["cpu_ms"] = 1000 * (server_cpu_seconds(proc.pid) - cpu) / (m["rps"] * args.seconds)
             finally:
                 stop_server(proc)
     print(f"GET /api/v1/environment/?size=100 over {args.environments} environments (SQLite), "
           f"{args.seconds:g} s per figure, load generator: {'wrk' if load is wrk else 'Python client processes'}, "
           f"{len(os.sched_getaffinity(0))} cores")
     n = args.processes
-    print(f"  {'clients':>7} | {'1 process':^32} | {f'{n} processes':^32} | speed-up")
+    print(f"  {'clients':>7} | {'1 process':^52} | {f'{n} processes':^52} | speed-up")
     for c in (1, 4, 32):
         one, many = results[1][c], results[n][c]
-        cell = lambda m: f"{m['rps']:7.1f} req/s p50 {m['p50_ms']:6.1f} p99 {m['p99_ms']:6.1f} ms"  # noqa: E731
+        cell = lambda m: (f"{m['rps']:7.1f} req/s p50 {m['p50_ms']:6.1f} p99 {m['p99_ms']:6.1f} ms "  # noqa: E731
+                          f"cpu {m['cpu_ms']:5.1f} ms/req")
         print(f"  {c:>7} | {cell(one)} | {cell(many)} | {many['rps'] / one['rps']:5.2f}x")
     worst = results[n][32]
     print(f"target at 32 clients with {n} processes: >= 200 req/s ({worst['rps']:.0f}: "
           f"{'met' if worst['rps'] >= 200 else 'NOT met'}), p99 < 300 ms ({worst['p99_ms']:.0f} ms: "
           f"{'met' if worst['p99_ms'] < 300 else 'NOT met'})")
+    cpu = worst["cpu_ms"]
+    print(f"server CPU per request at 32 clients: {cpu:.1f} ms, so {n} processes on {n} idle cores could serve "
+          f"~{1000 * n / cpu:.0f} req/s; load average now {os.getloadavg()[0]:.1f} on "
+          f"{len(os.sched_getaffinity(0))} cores (req/s and latency above are shared with it)")
 
 
 def main() -> None:
