@@ -45,7 +45,9 @@ class Server:
         return urlsplit(self.url).port
 
     def supervisor(self) -> int:
-        children = [pid for pid in descendants(self.proc.pid) if _ppid(pid) == self.proc.pid]
+        # A fork of the main process: same command line (standalone's redis/workers have others).
+        children = [pid for pid in descendants(self.proc.pid)
+                    if _ppid(pid) == self.proc.pid and _command(pid) == _command(self.proc.pid)]
         assert len(children) == 1, f"expected one supervisor under the main process, found {children}"
         return children[0]
 
@@ -55,6 +57,13 @@ class Server:
 
     def connect(self) -> http.client.HTTPConnection:
         return http.client.HTTPConnection("127.0.0.1", self.port, timeout=10)
+
+
+def _command(pid: int) -> str:
+    try:
+        return Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode()
+    except OSError:
+        return ""
 
 
 def _stat(pid: int) -> list[str]:
@@ -110,14 +119,14 @@ def request(conn: http.client.HTTPConnection, method: str, path: str, token: str
     return response.status, json.loads(response.read() or b"null")
 
 
-def connections_on_every_process(server: Server) -> dict[int, http.client.HTTPConnection]:
+def connections_on_every_process(server: Server, token: str = ADMIN) -> dict[int, http.client.HTTPConnection]:
     """One kept-alive connection per server process (new connections until each has one)."""
     pids = server.servers()
     found: dict[int, http.client.HTTPConnection] = {}
 
     def more() -> bool:
         conn = server.connect()
-        assert request(conn, "GET", "/api/v1/")[0] == 200
+        assert request(conn, "GET", "/api/v1/", token)[0] == 200
         pid = serving_pid(conn, pids)
         if pid in found:
             conn.close()
@@ -265,3 +274,32 @@ def test_stopping_the_server_leaves_no_process_behind(tmp_path, redis_url, how):
             os.killpg(server.proc.pid, signal.SIGKILL)
         except ProcessLookupError:
             pass
+
+
+def test_standalone_starts_its_services_once_and_stops_everything(tmp_path, local_channel, package_cache_dir):
+    """``--standalone --processes 2 --workers 1``: one redis-server and one worker, children of
+    the main process (not of the server processes), a working admin token; SIGTERM stops all."""
+    from .standalone_server import standalone_server, write_standalone_config
+
+    config = f"--config={write_standalone_config(tmp_path, local_channel, package_cache_dir)}"
+    with standalone_server(tmp_path, config, "--processes=2", "--workers=1") as running:
+        main = running.proc.pid
+        match = running.wait_output(r"admin token \(shown once; also in (\S+),")
+        token = Path(match.group(1)).read_text().strip()
+        server = Server(proc=running.proc, url=running.url + "/", log=running.log, config=Path())
+        wait_for(lambda: len(server.servers()) == 2, 30, "2 server processes", proc=running.proc, log=running.log)
+        tree = descendants(main)
+        redis = [pid for pid in tree if "redis-server" in _command(pid)]
+        workers = [pid for pid in tree if "conda_store_jupyter.worker" in _command(pid)]
+        assert len(redis) == 1 and len(workers) == 1, [(pid, _command(pid)) for pid in tree]
+        forks = {server.supervisor(), *server.servers()}
+        for pid in redis + workers:  # started by the main process (maybe through a wrapper), not a fork
+            assert not {pid, _ppid(pid)} & forks, (pid, _command(pid))
+        for pid, conn in connections_on_every_process(server, token).items():
+            status, body = request(conn, "GET", "/api/v1/permission/", token)
+            assert status == 200 and body["data"]["authenticated"], (pid, body)
+            conn.close()
+        running.proc.send_signal(signal.SIGTERM)
+        assert running.proc.wait(60) == 0
+        wait_for(lambda: not [pid for pid in tree if Path(f"/proc/{pid}").exists() and not _zombie(pid)], 30,
+                 "every process of the standalone server to exit", log=running.log)
