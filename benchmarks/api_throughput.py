@@ -187,9 +187,9 @@ def python_clients(url: str, concurrency: int, seconds: float) -> dict[str, floa
             "p99_ms": 1000 * latencies[min(len(latencies) - 1, int(len(latencies) * 0.99))]}
 
 
-def server_cpu_seconds(pid: int) -> float:
-    """CPU time (user + system) of ``pid`` and every live descendant: the servers' own cost,
-    which the neighbours of a shared machine do not change (unlike req/s)."""
+def server_cpu_seconds(pid: int) -> dict[int, float]:
+    """CPU time (user + system) of ``pid`` and of every live descendant, per pid: the servers' own
+    cost, which the neighbours of a shared machine do not change (unlike req/s)."""
     parents: dict[int, int] = {}
     times: dict[int, float] = {}
     for entry in Path("/proc").iterdir():
@@ -207,7 +207,7 @@ def server_cpu_seconds(pid: int) -> float:
             if ppid == parent and child not in tree:
                 tree.add(child)
                 todo.append(child)
-    return sum(times.get(p, 0.0) for p in tree)
+    return {p: times.get(p, 0.0) for p in tree}
 
 
 def compare_processes(args) -> None:
@@ -234,21 +234,26 @@ def compare_processes(args) -> None:
                 load(page, 4, 1.0)  # warm-up: connections, caches, the SQLite page cache
                 results[count] = {}
                 for c in (1, 4, 32):
-                    cpu = server_cpu_seconds(proc.pid)
+                    before = server_cpu_seconds(proc.pid)
                     m = results[count][c] = load(page, c, args.seconds)
-                    m["cpu_ms"] = 1000 * (server_cpu_seconds(proc.pid) - cpu) / (m["rps"] * args.seconds)
+                    after = server_cpu_seconds(proc.pid)
+                    used = sorted((after[p] - before.get(p, 0.0) for p in after), reverse=True)
+                    m["cpu_ms"] = 1000 * sum(used) / (m["rps"] * args.seconds)
+                    # how evenly the kernel spread the work: the busiest processes' shares
+                    m["split"] = "/".join(f"{100 * u / max(sum(used), 1e-9):.0f}" for u in used[:count])
             finally:
                 stop_server(proc)
     print(f"GET /api/v1/environment/?size=100 over {args.environments} environments (SQLite), "
           f"{args.seconds:g} s per figure, load generator: {'wrk' if load is wrk else 'Python client processes'}, "
           f"{len(os.sched_getaffinity(0))} cores")
     n = args.processes
-    print(f"  {'clients':>7} | {'1 process':^52} | {f'{n} processes':^52} | speed-up")
+    print(f"  {'clients':>7} | {'1 process':^62} | {f'{n} processes':^62} | speed-up")
     for c in (1, 4, 32):
         one, many = results[1][c], results[n][c]
         cell = lambda m: (f"{m['rps']:7.1f} req/s p50 {m['p50_ms']:6.1f} p99 {m['p99_ms']:6.1f} ms "  # noqa: E731
                           f"cpu {m['cpu_ms']:5.1f} ms/req")
-        print(f"  {c:>7} | {cell(one)} | {cell(many)} | {many['rps'] / one['rps']:5.2f}x")
+        split = f" (CPU split {many['split']} %)" if n > 1 else ""
+        print(f"  {c:>7} | {cell(one)} | {cell(many)} | {many['rps'] / one['rps']:5.2f}x{split}")
     worst = results[n][32]
     print(f"target at 32 clients with {n} processes: >= 200 req/s ({worst['rps']:.0f}: "
           f"{'met' if worst['rps'] >= 200 else 'NOT met'}), p99 < 300 ms ({worst['p99_ms']:.0f} ms: "

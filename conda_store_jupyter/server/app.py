@@ -411,6 +411,7 @@ class CondaStoreServer(Application):
 
     async def _serve_sockets(self, sockets: list) -> None:
         server = self._http_server()
+        server.accept_one_at_a_time = True  # the socket is shared with the other server processes
         server.add_sockets(sockets)
         stop = asyncio.Event()
         loop = asyncio.get_running_loop()

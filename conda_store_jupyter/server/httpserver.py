@@ -1,12 +1,13 @@
-"""The HTTP server of ``conda-store-server``: plain HTTP that refuses TLS handshakes at once and
-answers oversized request headers with 431 instead of dropping the connection."""
+"""The HTTP server of ``conda-store-server``: plain HTTP that refuses TLS handshakes at once,
+answers oversized request headers with 431 instead of dropping the connection, and — when
+several processes share the listening socket — takes one new connection at a time."""
 
 from __future__ import annotations
 
 import json
 import logging
 import socket
-from typing import Awaitable
+from typing import Awaitable, Callable, Iterable
 
 from tornado import httputil
 from tornado.httpserver import HTTPServer
@@ -41,6 +42,21 @@ class PlainHTTPServer(HTTPServer):
     """Bytes of request line + headers above which a request is answered ``431 Request Header
     Fields Too Large`` (set from ``CondaStoreServer.max_header_size``)."""
 
+    accept_one_at_a_time: bool = False
+    """Accept one connection per wake-up instead of all that are waiting (tornado's way). Set
+    when several processes accept on one socket (``CondaStoreServer.processes``): all of them
+    wake for a burst of connections, and each takes one in turn, so a few simultaneous
+    keep-alive clients spread over the processes instead of all landing on the first awake one;
+    a process busy with a request comes back to accept later, so idle ones take more."""
+
+    def add_sockets(self, sockets: Iterable[socket.socket]) -> None:
+        if not self.accept_one_at_a_time:
+            super().add_sockets(sockets)
+            return
+        for sock in sockets:
+            self._sockets[sock.fileno()] = sock
+            self._handlers[sock.fileno()] = _accept_one(sock, self._handle_connection)
+
     def start_request(self, server_conn: object, request_conn: httputil.HTTPConnection) -> httputil.HTTPMessageDelegate:
         return _HeaderLimit(super().start_request(server_conn, request_conn), request_conn, self.max_header_size)
 
@@ -69,6 +85,30 @@ class PlainHTTPServer(HTTPServer):
             HTTPServer.handle_stream(self, stream, address)
 
         loop.add_handler(fd, readable, IOLoop.READ)
+
+
+def _accept_one(sock: socket.socket, callback: Callable[[socket.socket, object], None]) -> Callable[[], None]:
+    """``tornado.netutil.add_accept_handler`` taking at most one connection per readiness event
+    (the socket stays readable while more wait, so the loop calls us again)."""
+    loop = IOLoop.current()
+    removed = False
+
+    def ready(_fd, _events) -> None:
+        if removed:
+            return
+        try:
+            connection, address = sock.accept()
+        except (BlockingIOError, ConnectionAbortedError):
+            return  # another process took it, or the client gave up while it waited
+        callback(connection, address)
+
+    def remove() -> None:
+        nonlocal removed
+        loop.remove_handler(sock)
+        removed = True
+
+    loop.add_handler(sock, ready, IOLoop.READ)
+    return remove
 
 
 class _HeaderLimit(httputil.HTTPMessageDelegate):
