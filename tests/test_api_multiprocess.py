@@ -303,3 +303,18 @@ def test_standalone_starts_its_services_once_and_stops_everything(tmp_path, loca
         assert running.proc.wait(60) == 0
         wait_for(lambda: not [pid for pid in tree if Path(f"/proc/{pid}").exists() and not _zombie(pid)], 30,
                  "every process of the standalone server to exit", log=running.log)
+
+
+def test_a_config_that_starts_a_thread_is_refused_before_forking(tmp_path, redis_url):
+    """Forking a process with threads copies half-held locks: refused, one line, nothing started."""
+    config = write_config(tmp_path / "conda_store_config.py",
+                          {"store_directory": str(tmp_path / "store"), "redis_url": redis_url})
+    config.write_text(config.read_text() + "import threading, time\n"
+                      "threading.Thread(target=time.sleep, args=(60,), daemon=True, name='from-config').start()\n")
+    result = subprocess.run([sys.executable, "-m", "conda_store_jupyter.server.app", "--config", str(config),
+                             "--port", "0", "--processes", "2"], capture_output=True, text=True, timeout=60)
+    assert result.returncode == 1, result
+    assert result.stderr.strip().splitlines()[-1].startswith(
+        "conda-store-server: cannot fork the server processes safely: threads are running ("), result.stderr
+    assert "from-config" in result.stderr and "CondaStoreServer.processes = 1" in result.stderr
+    assert "Traceback" not in result.stderr

@@ -50,7 +50,7 @@ from . import (
 from . import standalone as _standalone
 from .base import NotFoundHandler, routes
 from .httpserver import HEADER_READ_LIMIT, PlainHTTPServer
-from .processes import ServerProcesses, default_processes
+from .processes import ForkUnsafe, ServerProcesses, default_processes
 from .registry import Registry, registry_handlers
 
 HANDLER_MODULES = (permissions, namespaces, environments, validation, specifications, logs, builds, tokens,
@@ -433,6 +433,8 @@ def main(argv: list[str] | None = None) -> None:
         sys.exit(f"conda-store-server: {exc}")
     try:
         app.start()
+    except ForkUnsafe as exc:  # e.g. the config file started a thread: say so, no traceback
+        sys.exit(f"conda-store-server: {exc}")
     except KeyboardInterrupt:  # pragma: no cover - a second Ctrl-C during shutdown
         sys.exit(130)
 

@@ -69,6 +69,10 @@ def default_processes() -> int:
         return max(1, os.cpu_count() or 1)
 
 
+class ForkUnsafe(RuntimeError):
+    """Something in this process (e.g. code run by the config file) started what a fork must not copy."""
+
+
 def check_fork_safe(store: Any) -> None:
     """Raise unless this process may fork: one thread, no event loop, no DB engine, no Redis client."""
     problems = []
@@ -84,7 +88,8 @@ def check_fork_safe(store: Any) -> None:
     except RuntimeError:
         pass
     if problems:
-        raise RuntimeError("cannot fork the server processes safely: " + "; ".join(problems))
+        raise ForkUnsafe("cannot fork the server processes safely: " + "; ".join(problems)
+                         + " (set CondaStoreServer.processes = 1 to serve from this process alone)")
 
 
 def set_parent_death_signal(sig: int = signal.SIGTERM) -> None:
