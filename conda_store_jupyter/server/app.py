@@ -49,7 +49,7 @@ from . import (
 )
 from . import standalone as _standalone
 from .base import NotFoundHandler, routes
-from .httpserver import HEADER_READ_LIMIT, PlainHTTPServer
+from .httpserver import HEADER_READ_LIMIT, PlainHTTPServer, SharedLoad
 from .processes import ForkUnsafe, ServerProcesses, default_processes
 from .registry import Registry, registry_handlers
 
@@ -405,13 +405,13 @@ class CondaStoreServer(Application):
             await asyncio.wait_for(server.close_all_connections(), timeout=5)
         return code
 
-    def _serve_child(self, sockets: list) -> None:
+    def _serve_child(self, sockets: list, shared: SharedLoad) -> None:
         """One of several server processes (runs in a fork of the supervisor)."""
-        asyncio.run(self._serve_sockets(sockets))
+        asyncio.run(self._serve_sockets(sockets, shared))
 
-    async def _serve_sockets(self, sockets: list) -> None:
+    async def _serve_sockets(self, sockets: list, shared: SharedLoad) -> None:
         server = self._http_server()
-        server.accept_one_at_a_time = True  # the socket is shared with the other server processes
+        server.shared = shared  # the socket is shared with the other server processes
         server.add_sockets(sockets)
         stop = asyncio.Event()
         loop = asyncio.get_running_loop()

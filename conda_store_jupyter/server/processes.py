@@ -37,6 +37,7 @@ from __future__ import annotations
 import asyncio
 import ctypes
 import logging
+import mmap
 import os
 import pickle
 import select
@@ -48,6 +49,8 @@ import time
 import traceback
 from dataclasses import dataclass, field
 from typing import Any, Callable
+
+from .httpserver import SharedLoad
 
 log = logging.getLogger(__name__)
 
@@ -114,15 +117,17 @@ class _Slot:
 class ServerProcesses:
     """The supervisor, seen from the main process (:meth:`fork`, :meth:`go`, :meth:`stop`).
 
-    ``serve(sockets)`` runs one server until SIGTERM/SIGINT; it is called in each forked server.
+    ``serve(sockets, shared)`` runs one server until SIGTERM/SIGINT; it is called in each forked
+    server, with its slot in the open-connection counts all servers share (:class:`SharedLoad`).
     """
 
     sockets: list[socket.socket]
     count: int
-    serve: Callable[[list[socket.socket]], None]
+    serve: Callable[[list[socket.socket], SharedLoad], None]
     pid: int = 0
     _control: int = -1
     _slots: list[_Slot] = field(default_factory=list)
+    _counts: Any = None  # open connections per server slot, shared with the servers
 
     # -- the main process ------------------------------------------------------------------------
     def fork(self, store: Any) -> None:
@@ -194,6 +199,8 @@ class ServerProcesses:
             if before.get(name, _MISSING) != value:
                 setattr(store, name, value)
         store.upgrade_database = message["upgrade_database"]
+        # Anonymous shared memory, mapped before the servers are forked: every one sees the others'.
+        self._counts = memoryview(mmap.mmap(-1, 8 * self.count)).cast("q")
         self._slots = [_Slot() for _ in range(self.count)]
         for slot in self._slots:
             self._start(slot, store)
@@ -218,6 +225,8 @@ class ServerProcesses:
         return bool(readable) and os.read(self._control, 1) == b""
 
     def _start(self, slot: _Slot, store: Any) -> None:
+        index = self._slots.index(slot)
+        self._counts[index] = 0  # a dead one's connections are gone with it
         pid = os.fork()
         if pid == 0:  # a server: never returns
             code = 1
@@ -225,7 +234,7 @@ class ServerProcesses:
                 os.close(self._control)
                 signal.pthread_sigmask(signal.SIG_SETMASK, set())
                 set_parent_death_signal()
-                self.serve(self.sockets)
+                self.serve(self.sockets, SharedLoad(self._counts, index))
                 code = 0
             except BaseException:  # noqa: BLE001 - say why; the supervisor replaces us
                 traceback.print_exc()
@@ -247,6 +256,7 @@ class ServerProcesses:
                 # while is replaced at once.
                 slot.delay = min(RESTART_DELAY_MAX, max(0.5, slot.delay * 2)) if lived < 5 else 0.0
                 slot.pid, slot.restart_at = 0, now + slot.delay
+                self._counts[self._slots.index(slot)] = 2**62  # never "the least loaded" while dead
                 log.warning("server process %d exited (%s) after %.1f s: replacing it%s", pid,
                             _describe(status), lived, f" in {slot.delay:g} s" if slot.delay else "")
             if not slot.pid and now >= slot.restart_at:
