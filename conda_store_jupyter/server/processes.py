@@ -6,7 +6,9 @@ With ``processes > 1`` the command runs as::
     │                              demo; waits for SIGTERM/SIGINT and stops everything below
     └── supervisor                 forked first; forks the N servers, replaces one that dies
         ├── server 1               its own event loop, SQLAlchemy engine and Redis client
-        └── server N               (all accept on the same socket: the kernel spreads connections)
+        └── server N               (all accept on the same socket, one connection per wake-up;
+                                    a busier one leaves new connections to the least loaded:
+                                    ``httpserver.SharedLoad``, counts in shared memory)
 
 Why a supervisor forked before anything else: a process that forks must hold no threads, locks,
 database connections or event loop, or the child inherits half-held locks and shared sockets.
