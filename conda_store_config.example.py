@@ -28,6 +28,8 @@ c.CondaStoreServer.port = 8080
 c.CondaStoreServer.url_prefix = "/conda-store"
 c.CondaStoreServer.max_page_size = 100
 c.CondaStoreServer.max_body_size = 1024 * 1024
+# Server processes on the port (default: one per core; 1 = a single process, as before):
+# c.CondaStoreServer.processes = 4
 # Where `docker pull` reaches the registry (/v2/ at the host's root). Default: the host the page is
 # opened at; set it behind JupyterHub, whose proxy forwards /services/conda-store/ but not /v2/:
 # c.CondaStoreServer.registry_url = "conda-store.example.org:8080"

@@ -547,3 +547,40 @@ def test_http_requests_stay_fast_while_hub_hangs(tmp_path, redis_url):
                 assert time.monotonic() - started < 0.5
                 for future in junk:
                     assert future.result().status_code == 503, future.result().text
+
+
+def test_browser_login_through_the_hub_whichever_server_process_answers(hub):
+    """The hub's OAuth login ends in our session cookie, again and again: the managed service runs
+    the default number of server processes, and the callback may reach another process than the
+    login did (the pending login travels in a signed cookie, not in one process's memory).
+
+    The proxy would keep one connection to the service (so one process) for this one client:
+    our pages are fetched from the service directly, a new connection each (cookies ignore ports).
+    """
+    direct = hub.admin("GET", f"/services/{SERVICE}").json()["url"].rstrip("/")
+    no_keepalive = httpx.Limits(max_keepalive_connections=0)
+    with httpx.Client(timeout=30, limits=no_keepalive) as browser:
+        def visit(url: str) -> httpx.Response:
+            for _ in range(10):
+                if url.startswith("/"):
+                    url = (direct if url.startswith(f"/services/{SERVICE}/") else hub.public_url) + url
+                resp = browser.get(url)
+                if resp.status_code not in (301, 302, 303, 307):
+                    return resp
+                url = resp.headers["location"]
+            raise AssertionError(f"too many redirects at {url}")
+
+        browser.get(f"{hub.public_url}/hub/login")
+        resp = browser.post(f"{hub.public_url}/hub/login", data={
+            "username": "alice", "password": "x", "_xsrf": browser.cookies.get("_xsrf", "")})
+        assert resp.status_code == 302, resp.text[-500:]  # (not followed: alice has no server here)
+        for attempt in range(6):  # 2 processes: a state kept in one process fails ~half of these
+            browser.cookies.delete("conda-store-auth")
+            resp = visit(f"/services/{SERVICE}/oauth_login/?next=namespaces/")
+            assert resp.status_code == 200, (attempt, resp.status_code, resp.text[-500:])
+            assert resp.url.path == f"/services/{SERVICE}/namespaces/", resp.url
+            me = browser.get(f"{direct}/services/{SERVICE}/api/v1/permission/").json()["data"]
+            assert me["authenticated"] and me["primary_namespace"] == "alice", me
+        # A callback without this browser's pending-login cookie is refused, clearly.
+        resp = browser.get(f"{direct}/services/{SERVICE}/oauth_callback/", params={"code": "x", "state": "forged"})
+        assert resp.status_code == 401 and "start again" in resp.json()["message"]

@@ -55,12 +55,15 @@ from . import (
 from . import filesystem_watch
 from . import standalone as _standalone
 from .base import NotFoundHandler, routes
-from .httpserver import HEADER_READ_LIMIT, PlainHTTPServer
+from .httpserver import HEADER_READ_LIMIT, PlainHTTPServer, SharedLoad
+from .processes import ForkUnsafe, ServerProcesses, default_processes
 from .registry import Registry, registry_handlers
 
 HANDLER_MODULES = (permissions, namespaces, environments, validation, specifications, logs, builds, tokens,
                    packages, settings, metrics, kernels, pages, login, hub_login)  # pages before login: GET /login/ is the page
 
+
+PROCESSES_PROBLEM = "CondaStoreServer.processes must be at least 1, got {}"
 
 
 def registry_host_of(url: str) -> str:
@@ -172,6 +175,23 @@ class CondaStoreServer(Application):
 
     workers = Integer(2, help="Worker processes started by --standalone.").tag(config=True)
 
+    processes = Integer(
+        help="""Server processes answering on the port (all accept on the same socket). Default:
+        the number of cores this process may use. 1 serves from this process alone, as before.
+        With more, a supervisor process forks them, replaces one that dies, and stops them all
+        on SIGTERM/SIGINT; --standalone still starts one Redis and one set of workers.""",
+    ).tag(config=True)
+
+    @default("processes")
+    def _default_processes(self) -> int:
+        return default_processes()
+
+    @validate("processes")
+    def _check_processes(self, proposal) -> int:
+        if proposal.value < 1:
+            raise TraitError(PROCESSES_PROBLEM.format(proposal.value))
+        return proposal.value
+
     enable_registry = Bool(True, help="Serve the Docker registry API at ``/v2/``.").tag(config=True)
 
     registry_url = Unicode(
@@ -209,6 +229,7 @@ class CondaStoreServer(Application):
         "port": "CondaStoreServer.port",
         "url-prefix": "CondaStoreServer.url_prefix",
         "workers": "CondaStoreServer.workers",
+        "processes": "CondaStoreServer.processes",
         "log-level": "Application.log_level",
     }
     flags = {
@@ -260,6 +281,10 @@ class CondaStoreServer(Application):
         if self.config_file:
             self.load_config_file(self.config_file)
             self.parse_command_line(argv)  # the command line wins over the file
+        # A value from the command line or file reaches the trait without its validator failing
+        # the start (traitlets only logs it), so check here too: one line, non-zero exit.
+        if self.processes < 1:
+            raise TraitError(PROCESSES_PROBLEM.format(self.processes))
         self.store = CondaStore(config=self.config, log=self.log)
         try:  # created at start (prepare_database): a bad name fails now, in one line
             validate_name(self.store.default_namespace, "CondaStore.default_namespace")
@@ -307,12 +332,16 @@ class CondaStoreServer(Application):
         api.in_transaction(self.store, lambda db: api.create_namespace(db, self.store.default_namespace,
                                                                        exist_ok=True))
 
-    def listen(self) -> HTTPServer:
-        """Bind (port 0 → a free port, remembered in ``bound_port``) and start serving."""
-        self.prepare_database()
+    def _http_server(self) -> PlainHTTPServer:
         server = PlainHTTPServer(self.make_app(), max_body_size=self.max_buffer_size, xheaders=True,
                                  max_header_size=max(HEADER_READ_LIMIT, 2 * self.max_header_size))
         server.max_header_size = self.max_header_size
+        return server
+
+    def listen(self) -> HTTPServer:
+        """Bind (port 0 → a free port, remembered in ``bound_port``) and start serving."""
+        self.prepare_database()
+        server = self._http_server()
         sockets = bind_sockets(self.port, self.address)
         server.add_sockets(sockets)
         self.bound_port = sockets[0].getsockname()[1]
@@ -326,6 +355,9 @@ class CondaStoreServer(Application):
 
     # -- running -----------------------------------------------------------------------------------
     def start(self) -> None:
+        if self.processes > 1:
+            self._start_processes()
+            return
         with ExitStack() as stack:
             if self.standalone:
                 _standalone.prepare_standalone(self.store, config_file=self.config_file, workers=self.workers,
@@ -335,26 +367,87 @@ class CondaStoreServer(Application):
                 self.admin_token = _standalone.admin_token(self.store, renew=self.new_admin_token)
             asyncio.run(self._serve())
 
-    async def _serve(self) -> None:
-        server = self.listen()
+    def _start_processes(self) -> None:
+        """``processes > 1``: see :mod:`.processes` for the layout and why the fork comes first."""
+        sockets = bind_sockets(self.port, self.address)
+        self.bound_port = sockets[0].getsockname()[1]
+        group = ServerProcesses(sockets, self.processes, self._serve_child)
+        group.fork(self.store)  # before threads, the engine, Redis and the event loop exist here
+        with ExitStack() as stack:
+            stack.callback(group.stop)  # also when the preparation below fails
+            if self.standalone:
+                _standalone.prepare_standalone(self.store, config_file=self.config_file, workers=self.workers,
+                                               stack=stack)
+            stack.callback(group.stop)  # servers stop before the embedded services they use
+            self.store.engine  # noqa: B018 - migrations run once, here; the servers skip them
+            self.prepare_database()  # the default namespace, once, here
+            self.cookie_secret()  # created once, here: every server signs with the same secret
+            if self.standalone:
+                self.admin_token = _standalone.admin_token(self.store, renew=self.new_admin_token)
+            group.go(self.store)
+            code = asyncio.run(self._serve(group))
+        if code:
+            sys.exit(code)
+
+    async def _serve(self, group: ServerProcesses | None = None) -> int:
+        """Serve here (``group`` None) or watch the server processes; return the exit code."""
+        server = self.listen() if group is None else None
+        if group is not None:
+            # Environments from files: watched by this main process, not by each server process.
+            self.watch_task = filesystem_watch.start_watching(self.store)
         stop = asyncio.Event()
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGINT, signal.SIGTERM):
             loop.add_signal_handler(sig, stop.set)
-        print(f"conda-store-server listening on {self.public_url}", flush=True)
+        print(f"conda-store-server listening on {self.public_url}"
+              + (f" ({self.processes} processes)" if group is not None else ""), flush=True)
         demo = None
         if self.admin_token is not None:
             url = self.public_url.rstrip("/")
             _standalone.announce(self.admin_token, url)
             if self.demo:
                 demo = loop.create_task(_standalone.follow_demo(self.store, self.admin_token, url))
-        await stop.wait()
+        code = 0
+        if group is None:
+            await stop.wait()
+        else:
+            while not stop.is_set():
+                exited = group.exited()
+                if exited is not None:  # never on its own: something killed it
+                    self.log.error("the server supervisor exited (%s): stopping", exited)
+                    code = 1
+                    break
+                try:
+                    await asyncio.wait_for(stop.wait(), timeout=0.5)
+                except asyncio.TimeoutError:
+                    pass
         for task in (demo, self.watch_task):
             if task is not None:
                 task.cancel()
         self.log.info("shutting down")
+        if server is not None:
+            server.stop()
+            await asyncio.wait_for(server.close_all_connections(), timeout=5)
+        return code
+
+    def _serve_child(self, sockets: list, shared: SharedLoad) -> None:
+        """One of several server processes (runs in a fork of the supervisor)."""
+        asyncio.run(self._serve_sockets(sockets, shared))
+
+    async def _serve_sockets(self, sockets: list, shared: SharedLoad) -> None:
+        server = self._http_server()
+        server.shared = shared  # the socket is shared with the other server processes
+        server.add_sockets(sockets)
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.add_signal_handler(sig, stop.set)
+        await stop.wait()
         server.stop()
-        await asyncio.wait_for(server.close_all_connections(), timeout=5)
+        try:
+            await asyncio.wait_for(server.close_all_connections(), timeout=5)
+        except asyncio.TimeoutError:
+            self.log.warning("server process %d: connections still open after 5 s, exiting anyway", os.getpid())
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -365,6 +458,8 @@ def main(argv: list[str] | None = None) -> None:
         sys.exit(f"conda-store-server: {exc}")
     try:
         app.start()
+    except ForkUnsafe as exc:  # e.g. the config file started a thread: say so, no traceback
+        sys.exit(f"conda-store-server: {exc}")
     except KeyboardInterrupt:  # pragma: no cover - a second Ctrl-C during shutdown
         sys.exit(130)
 

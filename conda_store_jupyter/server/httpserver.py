@@ -1,12 +1,13 @@
-"""The HTTP server of ``conda-store-server``: plain HTTP that refuses TLS handshakes at once and
-answers oversized request headers with 431 instead of dropping the connection."""
+"""The HTTP server of ``conda-store-server``: plain HTTP that refuses TLS handshakes at once,
+answers oversized request headers with 431 instead of dropping the connection, and — when
+several processes share the listening socket — takes one new connection at a time."""
 
 from __future__ import annotations
 
 import json
 import logging
 import socket
-from typing import Awaitable
+from typing import Awaitable, Callable, Iterable
 
 from tornado import httputil
 from tornado.httpserver import HTTPServer
@@ -41,6 +42,25 @@ class PlainHTTPServer(HTTPServer):
     """Bytes of request line + headers above which a request is answered ``431 Request Header
     Fields Too Large`` (set from ``CondaStoreServer.max_header_size``)."""
 
+    shared: "SharedLoad | None" = None
+    """Set when several processes accept on one socket (``CondaStoreServer.processes``): then a
+    wake-up accepts one connection, not all that wait (tornado's way), and a process holding more
+    open connections than the least loaded one leaves new ones to it for a moment. Otherwise a
+    few keep-alive clients connecting at once all land on whichever process woke first."""
+
+    def add_sockets(self, sockets: Iterable[socket.socket]) -> None:
+        if self.shared is None:
+            super().add_sockets(sockets)
+            return
+        for sock in sockets:
+            self._sockets[sock.fileno()] = sock
+            self._handlers[sock.fileno()] = _accept_one(sock, self._handle_connection, self.shared)
+
+    def on_close(self, server_conn: object) -> None:
+        super().on_close(server_conn)
+        if self.shared is not None:
+            self.shared.report(len(self._connections))
+
     def start_request(self, server_conn: object, request_conn: httputil.HTTPConnection) -> httputil.HTTPMessageDelegate:
         return _HeaderLimit(super().start_request(server_conn, request_conn), request_conn, self.max_header_size)
 
@@ -67,8 +87,72 @@ class PlainHTTPServer(HTTPServer):
                 stream.close()
                 return
             HTTPServer.handle_stream(self, stream, address)
+            if self.shared is not None:
+                self.shared.report(len(self._connections))
 
         loop.add_handler(fd, readable, IOLoop.READ)
+
+
+class SharedLoad:
+    """Open connections per server process, in memory shared by all of them (``counts``: one
+    int64 slot per process, mapped before they were forked); ``index`` is this process's slot."""
+
+    DEFER_SECONDS = 0.002
+    """How long a busier process steps back before looking at a waiting connection again."""
+
+    MAX_DEFER_SECONDS = 0.02
+    """It accepts anyway after this long: a stuck or slow least-loaded process must not make
+    clients wait."""
+
+    def __init__(self, counts: memoryview, index: int) -> None:
+        self.counts, self.index = counts, index
+        self.counts[index] = 0
+
+    def report(self, open_connections: int) -> None:
+        self.counts[self.index] = open_connections
+
+    def busier_than_the_least(self) -> bool:
+        return self.counts[self.index] > min(self.counts)
+
+
+def _accept_one(sock: socket.socket, callback: Callable[[socket.socket, object], None],
+                shared: SharedLoad) -> Callable[[], None]:
+    """``tornado.netutil.add_accept_handler`` taking at most one connection per readiness event
+    (the socket stays readable while more wait, so the loop calls us again), after letting a less
+    loaded process take it first (see :class:`SharedLoad`)."""
+    loop = IOLoop.current()
+    removed = False
+    deferring_since: float | None = None
+
+    def resume() -> None:
+        if not removed:
+            loop.add_handler(sock, ready, IOLoop.READ)
+
+    def ready(_fd, _events) -> None:
+        nonlocal deferring_since
+        if removed:
+            return
+        if shared.busier_than_the_least():
+            now = loop.time()
+            deferring_since = now if deferring_since is None else deferring_since
+            if now - deferring_since < shared.MAX_DEFER_SECONDS:
+                loop.remove_handler(sock)
+                loop.call_later(shared.DEFER_SECONDS, resume)
+                return
+        deferring_since = None
+        try:
+            connection, address = sock.accept()
+        except (BlockingIOError, ConnectionAbortedError):
+            return  # another process took it, or the client gave up while it waited
+        callback(connection, address)
+
+    def remove() -> None:
+        nonlocal removed
+        loop.remove_handler(sock)
+        removed = True
+
+    loop.add_handler(sock, ready, IOLoop.READ)
+    return remove
 
 
 class _HeaderLimit(httputil.HTTPMessageDelegate):

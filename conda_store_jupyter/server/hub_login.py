@@ -7,12 +7,18 @@ like any hub token (the user must hold ``access:services!service=<name>``), and 
 ordinary browser session: one of *our* hashed, revocable tokens in the ``conda-store-auth``
 cookie (``login.start_browser_session``). The hub token is not kept. Users who already have a
 hub session see no second password prompt.
+
+The pending login (state, page to return to, PKCE verifier) travels in a cookie signed with the
+server's cookie secret, not in ``HubOAuth``'s memory: with several server processes
+(``CondaStoreServer.processes``) the callback often reaches another process than the login.
 """
 
 from __future__ import annotations
 
+import json
 import os
 import re
+import secrets
 
 from tornado import web
 from tornado.httputil import url_concat
@@ -30,8 +36,15 @@ def hub_oauth_configured(auth) -> bool:
     return auth.hub is not None and bool(os.environ.get("JUPYTERHUB_CLIENT_ID")) and bool(auth.hub.api_token)
 
 
+STATE_COOKIE = "conda-store-oauth-"
+"""Prefix of the signed cookie holding one pending login (its name ends with the state)."""
+
+STATE_MAX_AGE_DAYS = 10 / (24 * 60)
+"""A pending login is honoured for 10 minutes (as JupyterHub's own state cookies)."""
+
+
 def _oauth(handler: BaseHandler):
-    """One ``HubOAuth`` per application (it keeps the pending OAuth states in memory)."""
+    """One ``HubOAuth`` per application: login URL, PKCE and the code exchange (no state kept)."""
     oauth = handler.settings.get("conda_store_hub_oauth")
     if oauth is None:
         from jupyterhub.services.auth import HubOAuth
@@ -63,8 +76,13 @@ class HubLoginHandler(BaseHandler):
         if oauth.pkce_enabled:
             verifier, challenge, method = oauth.generate_pkce_code_challenge()
             params.update(code_challenge=challenge, code_challenge_method=method)
-        params["state"] = oauth.set_state_cookie(self, next_url=_next_url(self, self.get_argument("next", "")),
-                                                 code_verifier=verifier)
+        state = secrets.token_urlsafe(16)
+        pending = {"next": _next_url(self, self.get_argument("next", "")), "verifier": verifier}
+        # A cookie per state: two tabs logging in at once do not overwrite each other's.
+        self.set_secure_cookie(STATE_COOKIE + state, json.dumps(pending), expires_days=STATE_MAX_AGE_DAYS,
+                               path=self.server.base_url + "oauth_callback", httponly=True, samesite="Lax",
+                               secure=self.request.protocol == "https")
+        params["state"] = state
         self.redirect(url_concat(oauth.login_url, params))
 
 
@@ -81,12 +99,15 @@ class HubCallbackHandler(BaseHandler):
         code, state = self.get_argument("code", None), self.get_argument("state", None)
         if not code or not state:
             raise ValidationError("the OAuth callback needs 'code' and 'state': start again at the login page")
-        cookie_state = self.get_secure_cookie(oauth.get_state_cookie_name(state))
-        oauth.clear_oauth_state_cookies(self)
-        if cookie_state is None or cookie_state.decode("ascii", "replace") != state:
+        pending = None
+        if re.fullmatch(r"[A-Za-z0-9_-]{1,64}", state):  # ours are; anything else names no cookie
+            cookie = STATE_COOKIE + state
+            pending = self.get_secure_cookie(cookie, max_age_days=STATE_MAX_AGE_DAYS)
+            self.clear_cookie(cookie, path=self.server.base_url + "oauth_callback")
+        if pending is None:
             raise AuthenticationError("the OAuth state does not match this browser: start again at the login page")
-        next_url, verifier = oauth.get_next_url(state), oauth.get_code_verifier(state)
-        oauth.clear_oauth_state(state)
+        pending = json.loads(pending)
+        next_url, verifier = pending["next"], pending["verifier"]
         try:
             hub_token = await oauth.token_for_code(code, sync=False, code_verifier=verifier)
         except web.HTTPError as exc:
