@@ -175,10 +175,11 @@ def test_cli_prints_url_last(local_channel: LocalChannel) -> None:
 
 def test_concurrent_builds_share_one_result(local_channel: LocalChannel, tmp_path: Path) -> None:
     """Two processes building the same new channel: both succeed, one build, no leftovers."""
-    # Seed the wheel cache from the existing channel so this test needs no network.
+    # Seed the wheel cache from the existing channel's (pure and kernel wheels) so this test
+    # needs no network.
     wheels = tmp_path / "channel.wheels"
     wheels.mkdir()
-    for whl in local_channel.pypi_dir.glob("*.whl"):
+    for whl in (local_channel.path.parent / f"{local_channel.path.name}.wheels").glob("*.whl"):
         os.link(whl, wheels / whl.name)
     cmd = [sys.executable, "-m", "conda_store_jupyter.testing.channel", str(tmp_path / "channel")]
     procs = [subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=REPO)

@@ -8,12 +8,13 @@ from traitlets import Float, Unicode
 
 from .config import ServiceTarget, resolve_target
 from .handlers import ConfigHandler, ForwardHandler
+from .kernels.setup import KernelTraits
 
 URL_PREFIX = "conda-store"
 """Every route of the extension lives under ``<base_url>conda-store/``."""
 
 
-class CondaStoreExtension(ExtensionApp):
+class CondaStoreExtension(KernelTraits, ExtensionApp):
     """Forward ``<base_url>conda-store/api/v1/…`` to the conda-store service, adding the credential
     server-side, so JupyterLab never logs in to the service and never sees a token."""
 
@@ -69,16 +70,22 @@ class CondaStoreExtension(ExtensionApp):
         # Redirects go back to the browser (a presigned S3 URL is for it to follow, not for us).
         self.client = httpx.AsyncClient(timeout=timeout, verify=self.target.verify_ssl,
                                         follow_redirects=False)
+        self.setup_kernels()
 
     def initialize_handlers(self) -> None:
         self.handlers.extend([
             (rf"/{URL_PREFIX}/config/?", ConfigHandler),
             (rf"/{URL_PREFIX}/(api/v1/.*)", ForwardHandler),
+            *self.kernel_handlers(URL_PREFIX),
         ])
+
+    async def _start_jupyter_server_extension(self, serverapp) -> None:  # noqa: ANN001 - jupyter-server's hook
+        self.start_kernel_polling()
 
     @property
     def service_public_url(self) -> str | None:
         return (self.public_url or self.target.url or "").rstrip("/") or None
 
     async def stop_extension(self) -> None:
+        await self.stop_kernels()
         await self.client.aclose()

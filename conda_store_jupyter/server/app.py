@@ -36,6 +36,7 @@ from . import (
     builds,
     environments,
     hub_login,
+    kernels,
     login,
     logs,
     metrics,
@@ -53,7 +54,7 @@ from .httpserver import HEADER_READ_LIMIT, PlainHTTPServer
 from .registry import Registry, registry_handlers
 
 HANDLER_MODULES = (permissions, namespaces, environments, validation, specifications, logs, builds, tokens,
-                   packages, metrics, pages, login, hub_login)  # pages before login: GET /login/ is the page
+                   packages, metrics, kernels, pages, login, hub_login)  # pages before login: GET /login/ is the page
 
 
 

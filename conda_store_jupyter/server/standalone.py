@@ -47,6 +47,8 @@ name: python-demo
 description: A sample environment built by conda-store-server --demo
 dependencies:
   - python
+  - numpy
+  - ipykernel
   - six
   - hello
   - pip:

@@ -7,6 +7,9 @@ build a real channel from things that are available offline or from PyPI:
 * ``python`` (linux-64): a relocatable copy of the running interpreter (see ``_python_pkg``);
   for osx-arm64 a clearly labelled solve-only stand-in;
 * pure-Python wheels converted with whl2conda (noarch: python): pip, six, packaging, ...;
+* ``ipykernel`` with its whole dependency closure and ``numpy``, binary wheels included, wrapped
+  as linux-64 packages for the channel's python by ``_wheel_pkg`` (when we have pins for that
+  python: see ``_wheels.KERNEL_WHEELS``), so environments can run real kernels;
 * tiny native packages written by our own writer, in both package formats, with prefix
   placeholders, several versions and dependencies: ``libgreet``, ``hello``, ``greet-data``;
 * a PEP 503 simple index of pinned wheels, for the ``pip:`` section of environment files.
@@ -38,10 +41,11 @@ from typing import Iterator
 
 from ._pkgwriter import PackageFile, PackageFormat, PackageRecipe, write_package
 from ._python_pkg import InterpreterSource, relocatable_python, solve_only_python
-from ._wheels import WHEELS, Wheel, convert_wheels, fetch_wheels, write_simple_index
+from ._wheel_pkg import TargetPython, wheel_recipe
+from ._wheels import WHEELS, Wheel, convert_wheels, fetch_wheels, kernel_wheels_for, write_simple_index
 
 # Bump whenever anything below changes what ends up in the channel: it is part of the cache key.
-RECIPE_VERSION = "2"
+RECIPE_VERSION = "3"
 
 MARKER = ".build-key"
 BUILD_INFO = "build-info.json"
@@ -144,6 +148,10 @@ def native_recipes() -> list[tuple[PackageRecipe, PackageFormat]]:
 # Cache key, lock, atomic swap
 # --------------------------------------------------------------------------------------------
 
+def _kernel_wheels() -> tuple[Wheel, ...]:
+    return kernel_wheels_for(InterpreterSource.current().short)
+
+
 def cache_key(wheels: tuple[Wheel, ...] = WHEELS) -> str:
     """Hash of every input that changes the channel's content. Cheap: no file is read."""
     inputs = {
@@ -151,6 +159,7 @@ def cache_key(wheels: tuple[Wheel, ...] = WHEELS) -> str:
         "base_prefix": sys.base_prefix,
         "recipe": RECIPE_VERSION,
         "wheels": [[w.filename, w.sha256, w.conda] for w in wheels],
+        "kernel_wheels": [[w.filename, w.sha256] for w in _kernel_wheels()],
     }
     return hashlib.sha256(json.dumps(inputs, sort_keys=True).encode()).hexdigest()
 
@@ -233,23 +242,35 @@ def _index(channel: Path) -> None:
         scratch.rmdir()
 
 
+def _write_wheel_packages(wheels: dict[str, Path], src: InterpreterSource, root: Path) -> list[Path]:
+    """The kernel closure (and numpy) as linux-64 packages for ``src``'s python."""
+    target = TargetPython(src.version)
+    return [write_package(wheel_recipe(path, target), root, "conda") for _, path in sorted(wheels.items())]
+
+
 def _build_into(root: Path, wheel_cache: Path, key: str) -> BuildReport:
     """Write the whole channel + pip index into the empty directory ``root``."""
     started = time.monotonic()
     for subdir in ("noarch", *NATIVE_SUBDIRS):
         (root / subdir).mkdir(parents=True, exist_ok=True)
 
-    wheels = fetch_wheels(wheel_cache)
     src = InterpreterSource.current()
-    with ThreadPoolExecutor(max_workers=1) as pool:
+    kernel = _kernel_wheels()
+    with ThreadPoolExecutor(max_workers=2) as pool:
+        # Two pip downloads (pure wheels; the kernel's wheels for this interpreter) side by side:
+        # on a cold cache they are network-bound.
+        kernel_fetch = pool.submit(fetch_wheels, wheel_cache, kernel, True)
+        wheels = fetch_wheels(wheel_cache)
         # whl2conda runs in subprocesses; overlap them with the (CPU-bound) python package.
         converted = pool.submit(
             convert_wheels, [wheels[w.project] for w in WHEELS if w.conda], root / "noarch"
         )
+        kernel_pkgs = pool.submit(_write_wheel_packages, kernel_fetch.result(), src, root)
         written = [write_package(relocatable_python(src), root, "conda")]
         written.append(write_package(solve_only_python(src.version, "osx-arm64"), root, "conda"))
         written += [write_package(recipe, root, fmt) for recipe, fmt in native_recipes()]
         written += converted.result()
+        written += kernel_pkgs.result()
 
     _index(root)
 
