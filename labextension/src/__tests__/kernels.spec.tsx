@@ -224,6 +224,12 @@ describe('NotebooksModel', () => {
     expect(nb.metadata.conda_store).toEqual({ namespace: 'alice', environment: 'py', build_id: 13,
       lockfile_sha256: 'sha-13', started: '2026-12-02T12:00:03Z', pin_build: 12 });
 
+    build = 14; // a restart made elsewhere (REST): Lab only sees the new process start
+    nb.statusChanged.emit('starting');
+    nb.statusChanged.emit('idle');
+    await model.idle();
+    expect(nb.metadata.conda_store).toMatchObject({ build_id: 14, started: '2026-12-02T12:00:04Z', pin_build: 12 });
+
     await model.pinActive(null);
     expect(nb.metadata.conda_store).not.toHaveProperty('pin_build');
     expect(nb.saves).toBe(2);

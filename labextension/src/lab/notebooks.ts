@@ -153,11 +153,18 @@ export class NotebooksModel {
       restarting = false;
       void this.record(widget);
     };
+    // A restart keeps the kernel id but starts a new process, maybe of another build. Lab says
+    // 'restarting' for its own restarts; one made elsewhere (REST, another tab) only shows as the
+    // new process's 'starting'. Asked at 'starting' and again once it is idle or busy, because the
+    // server may still be launching at 'starting' (an unchanged answer writes nothing).
     const onStatus = (_: unknown, status: string) => {
       if (status === 'restarting' || status === 'autorestarting') restarting = true;
-      else if (restarting && (status === 'idle' || status === 'busy')) {
+      else if (status === 'starting') {
+        restarting = true;
+        void this.record(widget);
+      } else if (restarting && (status === 'idle' || status === 'busy')) {
         restarting = false;
-        void this.record(widget); // same kernel id, a new process: maybe another build
+        void this.record(widget);
       }
     };
     session.kernelChanged.connect(onKernel, this);
