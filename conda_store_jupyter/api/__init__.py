@@ -11,7 +11,8 @@ predicate derived from the caller's role bindings (:func:`visible_clause`).
 
 Modules: ``namespaces`` (namespaces, role mappings), ``environments`` (specifications,
 environments), ``builds`` (builds, submitting), ``packages`` (packages, channels, usage, metrics),
-``_query`` (paging, visibility, shared filters). Import from here; this list is the public surface.
+``kernels`` (environments as a Jupyter server offers them as kernels), ``_query`` (paging,
+visibility, shared filters). Import from here; this list is the public surface.
 """
 
 from ._query import Page, PageResult, paginate, visible_clause
@@ -47,12 +48,14 @@ from .namespaces import (
     user_namespace_owner,
     validate_role_bindings,
 )
+from .kernels import list_kernel_environments
 from .packages import list_build_packages, list_channels, list_packages, metrics, usage
 
 __all__ = [
     "Page", "PageResult", "create_namespace", "delete_build", "delete_environment", "delete_namespace",
     "delete_namespace_role", "find_namespace", "get_build", "get_environment", "get_namespace",
     "get_namespace_role", "in_transaction", "list_build_packages", "list_builds", "list_channels", "list_environments",
+    "list_kernel_environments",
     "list_namespace_roles", "list_namespaces", "list_packages", "metrics",
     "paginate", "prepare_specification", "rebuild", "set_namespace_role", "submit",
     "submit_dynamic_build", "submit_specification", "update_environment", "update_namespace", "user_namespace_owner",

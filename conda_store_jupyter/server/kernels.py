@@ -22,7 +22,8 @@ import threading
 from collections import OrderedDict
 from typing import Any
 
-from ..api.kernels import KernelEnvironment, KernelPackage, list_kernel_environments
+from ..api import list_kernel_environments
+from ..api.kernels import KernelEnvironment, KernelPackage
 from ..exceptions import ValidationError
 from ..naming import validate_name
 from .base import BaseHandler, run_sync

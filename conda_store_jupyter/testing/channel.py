@@ -19,7 +19,7 @@ A build goes into a temporary directory beside the target; the target path itsel
 that is swapped atomically, so a concurrent or killed run never exposes half a channel, and an
 ``fcntl`` lock keeps two processes from building at the same time.
 
-Usage: ``python -m conda_store_jupyter.testing.channel DIR`` prints the channel URL last.
+Usage: ``python -m conda_store_jupyter.testing.channel [--without-kernel] DIR`` prints the channel URL last.
 """
 
 from __future__ import annotations
@@ -148,18 +148,18 @@ def native_recipes() -> list[tuple[PackageRecipe, PackageFormat]]:
 # Cache key, lock, atomic swap
 # --------------------------------------------------------------------------------------------
 
-def _kernel_wheels() -> tuple[Wheel, ...]:
-    return kernel_wheels_for(InterpreterSource.current().short)
+def _kernel_wheels(kernel: bool = True) -> tuple[Wheel, ...]:
+    return kernel_wheels_for(InterpreterSource.current().short) if kernel else ()
 
 
-def cache_key(wheels: tuple[Wheel, ...] = WHEELS) -> str:
+def cache_key(wheels: tuple[Wheel, ...] = WHEELS, kernel: bool = True) -> str:
     """Hash of every input that changes the channel's content. Cheap: no file is read."""
     inputs = {
         "python": sys.version,
         "base_prefix": sys.base_prefix,
         "recipe": RECIPE_VERSION,
         "wheels": [[w.filename, w.sha256, w.conda] for w in wheels],
-        "kernel_wheels": [[w.filename, w.sha256] for w in _kernel_wheels()],
+        "kernel_wheels": [[w.filename, w.sha256] for w in _kernel_wheels(kernel)],
     }
     return hashlib.sha256(json.dumps(inputs, sort_keys=True).encode()).hexdigest()
 
@@ -248,18 +248,18 @@ def _write_wheel_packages(wheels: dict[str, Path], src: InterpreterSource, root:
     return [write_package(wheel_recipe(path, target), root, "conda") for _, path in sorted(wheels.items())]
 
 
-def _build_into(root: Path, wheel_cache: Path, key: str) -> BuildReport:
+def _build_into(root: Path, wheel_cache: Path, key: str, kernel: bool = True) -> BuildReport:
     """Write the whole channel + pip index into the empty directory ``root``."""
     started = time.monotonic()
     for subdir in ("noarch", *NATIVE_SUBDIRS):
         (root / subdir).mkdir(parents=True, exist_ok=True)
 
     src = InterpreterSource.current()
-    kernel = _kernel_wheels()
+    kernel_wheels = _kernel_wheels(kernel)
     with ThreadPoolExecutor(max_workers=2) as pool:
         # Two pip downloads (pure wheels; the kernel's wheels for this interpreter) side by side:
         # on a cold cache they are network-bound.
-        kernel_fetch = pool.submit(fetch_wheels, wheel_cache, kernel, True)
+        kernel_fetch = pool.submit(fetch_wheels, wheel_cache, kernel_wheels, True)
         wheels = fetch_wheels(wheel_cache)
         # whl2conda runs in subprocesses; overlap them with the (CPU-bound) python package.
         converted = pool.submit(
@@ -293,14 +293,16 @@ def _build_into(root: Path, wheel_cache: Path, key: str) -> BuildReport:
     return report
 
 
-def build_channel(directory: Path) -> LocalChannel:
+def build_channel(directory: Path, kernel: bool = True) -> LocalChannel:
     """Build (or reuse) the local test channel at ``directory`` and describe it.
 
     ``directory`` becomes a symlink to a hidden sibling holding the actual build; its URL stays
     the same across rebuilds. Returns in milliseconds when the cached build matches the inputs.
+    ``kernel=False`` leaves out ipykernel's closure and numpy (a channel ~25% cheaper to build, for
+    callers that never run kernels, e.g. tests of the build machinery itself).
     """
     directory = Path(directory).absolute()
-    key = cache_key()
+    key = cache_key(kernel=kernel)
     if _is_current(directory, key):
         return _channel_for(directory)
 
@@ -311,7 +313,7 @@ def build_channel(directory: Path) -> LocalChannel:
         tmp = directory.parent / f".{directory.name}-tmp-{os.getpid()}-{secrets.token_hex(4)}"
         tmp.mkdir(parents=True)
         try:
-            _build_into(tmp, directory.parent / f"{directory.name}.wheels", key)
+            _build_into(tmp, directory.parent / f"{directory.name}.wheels", key, kernel)
             if final.exists():
                 shutil.rmtree(final)
             tmp.rename(final)
@@ -349,11 +351,13 @@ def install_prefix(channel_url: str, cache_dir: Path, prefix: Path, specs: list[
 
 def main(argv: list[str] | None = None) -> int:
     args = sys.argv[1:] if argv is None else argv
+    kernel = "--without-kernel" not in args
+    args = [a for a in args if a != "--without-kernel"]
     if len(args) != 1 or args[0] in ("-h", "--help"):
-        print(f"usage: python -m {__spec__.name if __spec__ else 'channel'} DIR", file=sys.stderr)
+        print(f"usage: python -m {__spec__.name if __spec__ else 'channel'} [--without-kernel] DIR", file=sys.stderr)
         return 2
     started = time.monotonic()
-    channel = build_channel(Path(args[0]))
+    channel = build_channel(Path(args[0]), kernel=kernel)
     print(f"# built or reused in {time.monotonic() - started:.2f} s: {channel.path}")
     print(f"pypi index: {channel.pypi_index_url}")
     print(f"pypi wheels: {channel.pypi_dir}")

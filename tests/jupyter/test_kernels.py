@@ -37,15 +37,18 @@ CELL = "import sys, numpy; print(sys.prefix)"
 
 
 @pytest.fixture
-def jp_server_config(service):  # noqa: F811
-    traits = {"url": service.url, "token": user_token(service, "alice"), "kernel_refresh_interval": 0.5}
+def jp_server_config(service, monkeypatch):  # noqa: F811
+    """As the README tells a user: the CLI's variables, every kernel setting at its default."""
+    monkeypatch.setenv("CONDA_STORE_URL", service.url)
+    monkeypatch.setenv("CONDA_STORE_TOKEN", user_token(service, "alice"))
     extensions = {EXTENSION: True, "jupyter_server_terminals": False}
-    return {"ServerApp": {"jpserver_extensions": extensions, "allow_unauthenticated_access": False},
-            "CondaStoreExtension": traits}
+    return {"ServerApp": {"jpserver_extensions": extensions, "allow_unauthenticated_access": False}}
 
 
 async def api(jp_fetch, *path: str, method: str = "GET", body: dict | None = None) -> dict:
-    r = await jp_fetch(*path, method=method, body=json.dumps(body) if body is not None else None)
+    # long enough for a first start that downloads and unpacks the environment on a busy CI box
+    r = await jp_fetch(*path, method=method, body=json.dumps(body) if body is not None else None,
+                       request_timeout=180)
     return json.loads(r.body) if r.body else {}
 
 
@@ -123,7 +126,9 @@ async def test_kernel_follows_builds_and_pins(jp_fetch, jp_serverapp, jp_root_di
     real_download = cache.download
     monkeypatch.setattr(cache, "download", lambda src, build_id, dest, **kw: downloads.append(build_id)
                         or real_download(src, build_id, dest, **kw))
+    began = time.monotonic()
     await api(jp_fetch, "api", "kernels", kernel_id, "restart", method="POST", body={})
+    print(f"first start from the archive (download + unpack): {time.monotonic() - began:.1f} s")
     remote = await api(jp_fetch, "conda-store", "kernels", "running", kernel_id)
     assert remote["build_id"] == second and remote["source"] == "cache"
     cache_root = _run.cache_root()

@@ -153,3 +153,10 @@ async def test_fallback_when_the_service_is_down(jp_fetch, jp_serverapp, service
 async def test_running_is_404_for_other_kernels(jp_fetch, jp_serverapp):
     r = await jp_fetch("conda-store", "kernels", "running", "not-a-kernel", raise_error=False)
     assert r.code == 404 and "not started from a conda-store environment" in json.loads(r.body)["message"]
+
+
+@pytest.mark.parametrize("kernel_traits", [{"url": f"http://127.0.0.1:{free_port()}"}], indirect=True)
+async def test_listing_when_the_service_was_never_reached(jp_fetch, jp_serverapp):
+    r = await jp_fetch("conda-store", "kernels", raise_error=False)
+    assert r.code == 503
+    assert "cannot be reached (connection refused)" in json.loads(r.body)["message"]

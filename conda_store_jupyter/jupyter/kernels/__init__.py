@@ -15,7 +15,9 @@ How it fits together, and why:
   depend on a build and one spec serves every build: ``conda-store-<len(ns)>-<ns>-<env>``
   (length-prefixed, since ``-``, ``.`` and ``_`` may all occur in names), display name
   ``ns/env``. Because resolution happens in the provisioner, kernels also work for
-  nbclient/papermill running inside the server's environment.
+  nbclient/papermill in the server's environment when the spec directory is on their
+  ``JUPYTER_PATH`` (the specs are not put in the user's own kernels directory: other Jupyter
+  installations there, without our provisioner, would warn about them at every listing).
 - **Freshness**: the extension polls ``GET /api/v1/kernels/`` (one SQL query on the service,
   ``If-None-Match`` so an unchanged list is a bodiless 304) every ``kernel_refresh_interval``
   seconds and rewrites only specs that changed; the Lab panel may force a refresh (``POST

@@ -14,6 +14,7 @@ thread. The archive is an artifact that may be produced after the build complete
 from __future__ import annotations
 
 import hashlib
+import logging
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -23,6 +24,8 @@ import httpx
 
 from ...cli import _run
 from ...cli._config import Config
+
+log = logging.getLogger("conda_store_jupyter.kernels")
 
 PENDING = (202, 409, 425, 503)
 """Answers meaning "the archive is not ready yet" (with ``Retry-After``)."""
@@ -62,8 +65,13 @@ def ensure_unpacked(source: Source, build_id: int, identity: dict, *, wait: floa
             return cached, False
         archive = directory / f".download-{time.time_ns()}.tar.gz"
         try:
+            began = time.monotonic()
             digest = download(source, build_id, archive, wait=wait)
-            return _run.install_archive(archive, digest, build_id, directory, identity), True
+            fetched = time.monotonic()
+            prefix = _run.install_archive(archive, digest, build_id, directory, identity)
+            log.info("conda-store: build %s fetched (%.1f MB, %.1f s) and unpacked into %s (%.1f s)", build_id,
+                     archive.stat().st_size / 1e6, fetched - began, prefix, time.monotonic() - fetched)
+            return prefix, True
         finally:
             archive.unlink(missing_ok=True)
 
@@ -132,6 +140,9 @@ def _refused(build_id: int, resp: httpx.Response) -> str:
         return (f"build {build_id} has no conda-pack archive on the service ({message or 'not found'}); "
                 "ask an administrator to add CONDA_PACK to c.CondaStore.build_artifacts, or use this "
                 "kernel on a server that sees the store's files")
+    if resp.status_code == 410:
+        return (f"making the conda-pack archive of build {build_id} failed ({message or 'no reason given'}); "
+                "rebuild the environment, or ask an administrator to look at the build's artifacts")
     return f"the service refused the archive of build {build_id}: HTTP {resp.status_code} {message}".strip()
 
 

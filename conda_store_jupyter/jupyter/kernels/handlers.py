@@ -11,6 +11,7 @@ from tornado import web
 
 from . import backend as backends
 from .backend import KernelBackend
+from .service import ServiceUnavailable
 
 LIST_MAX_AGE = 1.0
 """Seconds a listing may be old before ``GET kernels`` asks the service again (single flight)."""
@@ -34,7 +35,7 @@ class _KernelHandler(ExtensionHandlerMixin, APIHandler):
         backend = self.backend
         view = await backend.refresh(max_age=max_age)
         if view.error is not None and not view.version:  # never had a list: nothing to show
-            self.reply({"status": "error", "message": view.error, "data": None}, 502)
+            self.reply({"status": "error", "message": view.error, "data": None}, 503)
             return
         self.reply(backend.listing())
 
@@ -68,8 +69,11 @@ class RunningKernelHandler(_KernelHandler):
                         "message": f"kernel {kernel_id} was not started from a conda-store environment "
                                    "(or is not running)"}, 404)
             return
-        await backend.refresh(max_age=LIST_MAX_AGE)
-        entry = backend.entry(running.namespace, running.environment)
+        # NOW, not as of the last poll: the panel offers "restart to use build N" from this.
+        try:
+            entry = await backend.service.one(running.namespace, running.environment)
+        except ServiceUnavailable:
+            entry = backend.entry(running.namespace, running.environment)
         self.reply(running.to_json(entry.current_build_id if entry is not None else None))
 
 

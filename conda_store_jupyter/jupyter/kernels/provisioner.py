@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import datetime as dt
 import os
+import time
 from typing import Any
 
 from jupyter_client.provisioning import LocalProvisioner
@@ -32,6 +33,7 @@ class CondaStoreProvisioner(LocalProvisioner):  # type: ignore[misc]
     plan: LaunchPlan | None = None
 
     async def pre_launch(self, **kwargs: Any) -> dict[str, Any]:
+        began = time.monotonic()
         backend = backends.current() or backends.standalone()
         env = dict(kwargs.get("env") or os.environ)
         pin = read_pin(env.get("JPY_SESSION_NAME"), backend.root_dir or self._root_dir(), self.namespace,
@@ -43,8 +45,8 @@ class CondaStoreProvisioner(LocalProvisioner):  # type: ignore[misc]
             self.log.warning("conda-store: kernel %s/%s starts the fallback kernel: %s",
                              self.namespace, self.environment, plan.error)
         else:
-            self.log.info("conda-store: kernel %s/%s runs build %s from %s (%s)", self.namespace,
-                          self.environment, plan.build_id, plan.prefix, plan.source)
+            self.log.info("conda-store: kernel %s/%s runs build %s from %s (%s; resolved in %.0f ms)", self.namespace,
+                          self.environment, plan.build_id, plan.prefix, plan.source, (time.monotonic() - began) * 1000)
         for name in _DROPPED:
             env.pop(name, None)
         env.update(plan.env)

@@ -6,8 +6,7 @@ Parsed once from the service's ``GET /api/v1/kernels/`` items (see
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
-from pathlib import Path
+from dataclasses import dataclass
 from typing import Any, Mapping
 
 
@@ -111,14 +110,9 @@ class RunningKernel:
     pinned: int | None
     started: str
     error: str | None = None
-    extra: dict[str, Any] = field(default_factory=dict)
 
     def to_json(self, current_build_id: int | None) -> dict[str, Any]:
         return {"namespace": self.namespace, "environment": self.environment, "build_id": self.build_id,
                 "lockfile_sha256": self.lockfile_sha256, "prefix": self.prefix, "source": self.source,
                 "pinned": self.pinned, "current_build_id": current_build_id, "started": self.started,
                 "error": self.error}
-
-
-def as_path(value: str | None) -> Path | None:
-    return Path(value) if value else None

@@ -22,7 +22,6 @@ import os
 import sys
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 from ...cli import _run
 from ...cli._errors import CLIError
@@ -204,10 +203,6 @@ async def resolve_launch(service: KernelService, source: cache.Source | None, op
     return LaunchPlan(argv=with_activation_hooks(prefix, argv), env=kernel_environ(prefix, name, build.id),
                       namespace=namespace, environment=environment, build_id=build.id,
                       lockfile_sha256=build.lockfile_sha256, prefix=str(prefix), source=origin, pinned=pinned)
-
-
-def plan_summary(plan: LaunchPlan) -> dict[str, Any]:
-    return {"build_id": plan.build_id, "prefix": plan.prefix, "source": plan.source, "error": plan.error}
 
 
 __all__ = ["ERROR_ENV", "LaunchOptions", "fallback", "kernel_argv", "read_pin", "resolve_launch", "store_prefix"]

@@ -52,14 +52,23 @@ class KernelService:
         resp = await self._get({}, etag)
         if resp.status_code == 304:
             return None, etag
-        return [EnvironmentEntry.parse(item) for item in resp.json()["data"]], resp.headers.get("etag")
+        return self._parse(resp), resp.headers.get("etag")
 
     async def one(self, namespace: str, environment: str, build_id: int | None = None) -> EnvironmentEntry | None:
         params: dict[str, Any] = {"namespace": namespace, "environment": environment}
         if build_id is not None:
             params["build_id"] = build_id
-        data = (await self._get(params)).json()["data"]
-        return EnvironmentEntry.parse(data[0]) if data else None
+        entries = self._parse(await self._get(params))
+        return entries[0] if entries else None
+
+    def _parse(self, resp: httpx.Response) -> list[EnvironmentEntry]:
+        try:
+            return [EnvironmentEntry.parse(item) for item in resp.json()["data"]]
+        except (ValueError, KeyError, TypeError, IndexError) as exc:
+            # e.g. an older service without /api/v1/kernels/ behind a proxy answering 200 with a page
+            raise ServiceUnavailable(f"the conda-store service at {self.url} answered GET /api/v1/kernels/ with "
+                                     f"something that is not a kernel list ({type(exc).__name__}: {exc}); "
+                                     "is it a version with kernel support?") from None
 
 
 def _message(resp: httpx.Response) -> str:

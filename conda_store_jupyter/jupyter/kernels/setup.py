@@ -27,8 +27,10 @@ class KernelTraits(LoggingConfigurable):
         "",
         help="""Directory the extension writes its kernelspecs to (one per environment; it holds
         nothing else, and is added to the server's ``KernelSpecManager.kernel_dirs``). Empty:
-        ``<jupyter data dir>/conda-store/kernels/<service key>``, kept across restarts so a
-        notebook finds its kernel even while the service is down (it then explains why).""",
+        ``<jupyter data dir>/conda-store/<service key>/kernels``, kept across restarts so a
+        notebook finds its kernel even while the service is down (it then explains why); with
+        ``JUPYTER_PATH=<jupyter data dir>/conda-store/<service key>`` other Jupyter tools
+        (nbclient, papermill) in this environment see the kernels too.""",
     ).tag(config=True)
 
     kernel_refresh_interval = Float(
@@ -79,7 +81,8 @@ class KernelTraits(LoggingConfigurable):
         from ...cli._config import Config
 
         key = Config(url=target.url).cache_key if target.configured else "unconfigured"
-        return Path(jupyter_data_dir()) / "conda-store" / "kernels" / key
+        # <dir>/kernels/<name>/kernel.json: JUPYTER_PATH=<dir> shows them to any Jupyter tool too
+        return Path(jupyter_data_dir()) / "conda-store" / key / "kernels"
 
     def start_kernel_polling(self) -> None:
         backend = backends.current()
