@@ -133,8 +133,27 @@ describe('KernelsModel', () => {
     await model.poll();
     down = true;
     await model.poll();
-    expect(model.state.error?.message).toBe('the server is restarting');
+    expect(model.state.error).toBe('the server is restarting');
     expect(model.entry('alice', 'py')).toBeDefined();
+  });
+
+  it('stops polling a server whose kernel routes are off (404), and passes on the list\'s own error', async () => {
+    let off = false;
+    const transport = new FakeTransport({
+      'GET kernels': () => (off ? { status: 404, body: { message: 'kernels from conda-store environments are disabled' } }
+        : { body: { version: 'v', kernels: [], error: 'conda-store service at http://x is not reachable' } })
+    });
+    const model = new KernelsModel(new KernelsClient(transport), { refreshSpecs: async () => {}, interval: 10 });
+    await model.poll();
+    expect(model.state.error).toBe('conda-store service at http://x is not reachable');
+    off = true;
+    model.start();
+    await until('the 404', () => model.state.disabled === true);
+    const asked = transport.requests.length;
+    await new Promise((r) => setTimeout(r, 60));
+    expect(transport.requests.length).toBe(asked);
+    expect(model.state.error).toBeUndefined();
+    model.dispose();
   });
 });
 

@@ -27,6 +27,8 @@ export interface KernelList {
   /** Opaque; changes whenever the list changes (the UI then refreshes Lab's kernelspecs). */
   version: string;
   kernels: KernelEntry[];
+  /** The server's last refresh from the service failed: why (the list is its last good one). */
+  error?: string | null;
 }
 
 /** What a kernel started from an environment runs. */

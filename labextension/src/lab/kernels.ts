@@ -7,14 +7,17 @@
  * No Lab imports: tested in vitest with a fake transport and a counter for refreshSpecs.
  */
 import { ISignal, Signal } from '@lumino/signaling';
+import { ApiError } from '../api/client';
 import type { KernelEntry, KernelList, KernelsClient } from '../api/kernels';
 
 export interface KernelsState {
   /** By `namespace/environment`. */
   entries: ReadonlyMap<string, KernelEntry>;
   version: string | null;
-  /** The last poll failed (extension without kernel routes, server gone): its message. */
-  error?: Error;
+  /** The last poll failed (server gone), or the server could not refresh its list: why. */
+  error?: string;
+  /** This server offers no environment kernels (its routes answer 404): nothing to poll or show. */
+  disabled?: boolean;
   loaded: boolean;
 }
 
@@ -85,7 +88,9 @@ export class KernelsModel {
       try {
         await step();
       } catch (error) {
-        this._state = { ...this._state, error: error as Error, loaded: true };
+        const disabled = error instanceof ApiError && error.status === 404;
+        if (disabled) this._running = false; // kernels are off here (enable_kernels): stop asking
+        this._state = { ...this._state, error: disabled ? undefined : (error as Error).message, disabled, loaded: true };
         this._changed.emit(this._state);
       }
     });
@@ -98,6 +103,7 @@ export class KernelsModel {
     this._state = {
       entries: new Map(list.kernels.map((k) => [kernelKey(k.namespace, k.environment), k])),
       version: list.version,
+      error: list.error || undefined,
       loaded: true
     };
     this._changed.emit(this._state);

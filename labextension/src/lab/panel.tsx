@@ -67,7 +67,7 @@ export function EnvironmentsPanel(props: PanelProps) {
   const [expanded, setExpanded] = useState<string | undefined>();
   const filterId = useId();
   const groups = useMemo(() => groupRows(state.rows, filter), [state.rows, filter]);
-  useSignal(props.kernels?.changed, () => props.kernels?.state); // rows show each kernel's status
+  const kernels = useSignal(props.kernels?.changed, () => props.kernels?.state); // rows show each kernel's status
 
   let body;
   if (props.problem || state.error) {
@@ -114,6 +114,11 @@ export function EnvironmentsPanel(props: PanelProps) {
       <input id={filterId} type="search" className="cs-panel-filter" placeholder="Filter environments"
         value={filter} onChange={(e) => setFilter(e.target.value)} />
       {props.notebooks ? <ActiveNotebookSection notebooks={props.notebooks} kernels={props.kernels} /> : null}
+      {kernels?.error && !props.problem && !state.error ? (
+        <div className="cs-kernel-line cs-kernel-notice" data-kernel-status="unavailable" role="status">
+          Kernels may be out of date: {kernels.error}
+        </div>
+      ) : null}
       <div className="cs-panel-body" aria-live="polite" aria-busy={!state.loaded}>{body}</div>
     </div>
   );
