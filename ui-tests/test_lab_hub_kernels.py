@@ -219,7 +219,9 @@ def test_alice_creates_a_kernel_environment_and_runs_a_notebook_on_it(kernel_hub
         panel_screenshots(page, "lab-kernels-restart")
 
         # -- the pin: "always use build N" is saved in the notebook; a restart then keeps that build
-        active.get_by_role("button", name=f"Always use build {build_id}").click()
+        pin = active.get_by_role("button", name=f"Always use build {build_id}")
+        pin.focus()  # keyboard: a real button, Enter works
+        page.keyboard.press("Enter")
         expect(active.locator('[data-field="pin"]')).to_contain_text(f"Always uses build {build_id}.")
         expect(restart).to_have_count(0)  # pinned: the current build is not offered
         wait_for(lambda: saved_record().get("pin_build") == build_id, 30, "the saved pin", log=hub.log)
@@ -248,7 +250,8 @@ def test_alice_creates_a_kernel_environment_and_runs_a_notebook_on_it(kernel_hub
         assert "pin_build" not in saved_record()
 
         # -- "Add ipykernel and rebuild": the environment without a kernel package becomes one
-        plain_row.get_by_role("button", name="Add ipykernel to alice/plain and rebuild").click()
+        plain_row.get_by_role("button", name="Add ipykernel to alice/plain and rebuild").focus()
+        page.keyboard.press("Space")
         expect(page.locator(CURRENT_TAB)).to_contain_text(re.compile(r"Build #\d+"))
         expect(plain_row.locator("[data-kernel-status]")).to_have_attribute("data-kernel-status", "ready",
                                                                             timeout=BUILD_TIMEOUT_MS)
