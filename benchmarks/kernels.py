@@ -161,16 +161,18 @@ def measure(args, root: Path, channel, cache):  # noqa: ANN001 - script plumbing
         with running_server(Config(), ["--config", str(config)]) as service:
             alice = user_token(service, "alice")
             env.start_worker()
-            jupyter, base, jtoken = start_jupyter(root, service.url, alice)
+            jupyter = None
             try:
+                jupyter, base, jtoken = start_jupyter(root, service.url, alice)
                 listed = []
                 for i in range(args.builds):
                     build_id, seconds = time_to_listed(service, env.store, base, jtoken, alice, f"env{i}")
                     listed.append(seconds)
                     print(f"build {build_id}: COMPLETED -> listed in {seconds:.2f} s")
             finally:
-                stop_process(jupyter)
-                env.stop_workers()
+                if jupyter is not None:
+                    stop_process(jupyter)
+                env.stop_workers()  # also when jupyter did not start
 
             # start times, in this process: our provisioner vs plain ipykernel in the same prefix
             os.environ.update(CONDA_STORE_URL=service.url, CONDA_STORE_TOKEN=alice)

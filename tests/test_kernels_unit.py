@@ -45,6 +45,9 @@ def test_spec_directory_holds_exactly_the_environments_with_a_kernel(tmp_path):
     assert specs.names() == {kernel_name("alice", "py"), kernel_name("alice", "r")}
     spec = json.loads((tmp_path / "kernels" / kernel_name("alice", "r") / "kernel.json").read_text())
     assert spec["display_name"] == "alice/r" and spec["language"] == "r"
+    # the Launcher's Python logo for Python kernels (from the server's own ipykernel), none for R
+    assert (tmp_path / "kernels" / kernel_name("alice", "py") / "logo-64x64.png").is_file()
+    assert not (tmp_path / "kernels" / kernel_name("alice", "r") / "logo-64x64.png").exists()
     assert spec["metadata"]["kernel_provisioner"] == {"provisioner_name": "conda-store",
                                                       "config": {"namespace": "alice", "environment": "r"}}
     # a rebuild (another build id) changes nothing on disk: specs do not depend on builds

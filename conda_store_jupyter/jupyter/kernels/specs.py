@@ -74,6 +74,8 @@ class KernelSpecDirectory:
         changed = False
         for name, spec in wanted.items():
             changed |= self._write(name, spec)
+            if spec["language"] == "python":
+                self._logos(self.root / name)
         for child in self._existing():
             if child.name not in wanted:
                 shutil.rmtree(child, ignore_errors=True)
@@ -88,6 +90,23 @@ class KernelSpecDirectory:
             return [c for c in self.root.iterdir() if c.is_dir() and c.name.startswith(NAME_PREFIX)]
         except FileNotFoundError:
             return []
+
+    @staticmethod
+    def _logos(directory: Path) -> None:
+        """Python's logos for the Launcher tile (else Lab shows the display name's first letter),
+        taken from the ipykernel of the server's own environment when it has one."""
+        import importlib.util
+
+        found = importlib.util.find_spec("ipykernel")
+        if found is None or not found.submodule_search_locations:
+            return
+        resources = Path(next(iter(found.submodule_search_locations))) / "resources"
+        for logo in ("logo-32x32.png", "logo-64x64.png", "logo-svg.svg"):
+            source, target = resources / logo, directory / logo
+            if source.is_file() and not target.exists():
+                tmp = directory / f".{logo}.{os.getpid()}.tmp"
+                shutil.copyfile(source, tmp)
+                os.replace(tmp, target)
 
     def _write(self, name: str, spec: dict[str, Any]) -> bool:
         directory = self.root / name
