@@ -8,6 +8,8 @@ from __future__ import annotations
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import httpx
@@ -26,12 +28,20 @@ SPEC = "name: labenv\ndependencies:\n  - hello\n"
 
 @pytest.fixture(scope="module")
 def lab_hub(tmp_path_factory, chp, local_channel, package_cache_dir):  # noqa: F811
-    tmp = tmp_path_factory.mktemp("labhub")
+    with running_lab_hub(tmp_path_factory.mktemp("labhub"), chp, local_channel, package_cache_dir) as hub:
+        yield hub
+
+
+@contextmanager
+def running_lab_hub(tmp: Path, chp: Path, local_channel, package_cache_dir, *, workers: int = 0,  # noqa: F811
+                    store_traits: dict | None = None, extra_config: str = "") -> Iterator[Hub]:
+    """The example hub (see the module docstring); ``workers`` > 0 builds what is submitted,
+    ``store_traits`` and ``extra_config`` (appended to the hub config) adjust it per test module."""
     proxy_port, hub_port, proxy_api_port, service_port = (free_port() for _ in range(4))
     store_config = write_config(
         tmp / "conda_store_config.py",
         {"store_directory": str(tmp / "store"), **local_channel_traits(local_channel, package_cache_dir),
-         "conda_solve_platforms": ["linux-64"]})
+         "conda_solve_platforms": ["linux-64"], **(store_traits or {})})
     for user in ("alice", "bob"):
         (tmp / "home" / user).mkdir(parents=True)
     public = f"http://127.0.0.1:{proxy_port}"
@@ -52,7 +62,7 @@ c.JupyterHub.cookie_secret_file = {str(tmp / 'jupyterhub_cookie_secret')!r}
 [service] = c.JupyterHub.services
 service["url"] = "http://127.0.0.1:{service_port}"
 service["command"] = {[sys.executable, "-m", "conda_store_jupyter.server.app", "--standalone",
-                       f"--config={store_config}", "--workers=0"]!r}
+                       f"--config={store_config}", f"--workers={workers}"]!r}
 service["cwd"] = {str(tmp)!r}
 c.JupyterHub.services.append({{"name": "test-admin", "api_token": {HUB_ADMIN_TOKEN!r}}})
 c.JupyterHub.load_roles.append({{"name": "test-admin", "services": ["test-admin"],
@@ -64,7 +74,7 @@ c.SimpleLocalProcessSpawner.home_dir_template = {str(tmp / 'home' / '{username}'
 c.Spawner.cmd = [{str(BIN / 'jupyterhub-singleuser')!r}]
 c.Spawner.args = ["--allow-root"]
 c.Spawner.ip = "127.0.0.1"
-""")
+""" + extra_config)
     log = tmp / "jupyterhub.log"
     with open(log, "wb") as out:
         proc = subprocess.Popen([sys.executable, "-m", "jupyterhub", "-f", str(tmp / "jupyterhub_config.py")],

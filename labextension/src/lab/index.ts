@@ -6,14 +6,20 @@
 import { ILayoutRestorer } from '@jupyterlab/application';
 import type { JupyterFrontEnd, JupyterFrontEndPlugin } from '@jupyterlab/application';
 import { Clipboard, ICommandPalette, MainAreaWidget, Notification, WidgetTracker } from '@jupyterlab/apputils';
+import { INotebookTracker } from '@jupyterlab/notebook';
 import { LabIcon } from '@jupyterlab/ui-components';
 import type { ReadonlyPartialJSONObject } from '@lumino/coreutils';
 import { CondaStoreClient } from '../api';
+import { KernelsClient } from '../api/kernels';
 import { LabTransport } from '../api/labTransport';
 import type { LabConfig } from '../api/labTransport';
 import type { Route } from '../views';
+import { KernelsModel } from './kernels';
+import { addIpykernel } from './ipykernel';
 import { EnvironmentsModel } from './model';
 import type { FinishedBuild } from './model';
+import { NotebooksModel } from './notebooks';
+import type { NotebookTrackerLike } from './notebooks';
 import { CondaStoreView, PanelWidget, routeKey } from './widgets';
 import type { ViewHost } from './widgets';
 
@@ -60,10 +66,23 @@ function routeOf(args: ReadonlyPartialJSONObject): Route {
   return { kind: 'home' };
 }
 
-function activate(app: JupyterFrontEnd, palette: ICommandPalette | null, restorer: ILayoutRestorer | null): void {
+function activate(app: JupyterFrontEnd, palette: ICommandPalette | null, restorer: ILayoutRestorer | null,
+  notebookTracker: INotebookTracker | null): void {
   const transport = new LabTransport();
   const client = new CondaStoreClient(transport);
   const model = new EnvironmentsModel(client);
+  const kernelsClient = new KernelsClient(transport);
+  const specs = app.serviceManager.kernelspecs;
+  const kernels = new KernelsModel(kernelsClient, { refreshSpecs: () => specs.refreshSpecs(), document });
+  const notebooks = notebookTracker
+    ? new NotebooksModel(kernelsClient, notebookTracker as unknown as NotebookTrackerLike, {
+      isOurs: (name) => {
+        const spec = specs.specs?.kernelspecs[name];
+        // The contract marks our specs with metadata.conda_store; names are never parsed.
+        return spec ? Boolean((spec.metadata as { conda_store?: unknown } | undefined)?.conda_store) : undefined;
+      }
+    })
+    : undefined;
   const tracker = new WidgetTracker<MainAreaWidget<CondaStoreView>>({ namespace: 'conda-store' });
   let config: LabConfig | undefined;
 
@@ -127,14 +146,23 @@ function activate(app: JupyterFrontEnd, palette: ICommandPalette | null, restore
     copy: (text, what) => {
       Clipboard.copyToSystem(text);
       Notification.info(`Copied the ${what}: ${text}`, { autoClose: 3000 });
+    },
+    addIpykernel: async (row) => {
+      const id = await addIpykernel(client, row);
+      model.refreshSoon();
+      return id;
     }
-  });
+  }, { kernels, notebooks });
   panel.id = PANEL_ID;
   panel.title.icon = condaStoreIcon;
   panel.title.caption = 'conda-store environments';
   app.shell.add(panel, 'left', { rank: 650 });
 
-  model.finished.connect((_, finished) => notifyFinished(finished, (route) => void open(route)));
+  model.finished.connect((_, finished) => {
+    notifyFinished(finished, (route) => void open(route));
+    // The new build is the environment's kernel now: the Launcher shows it without waiting.
+    if (finished.build.status === 'COMPLETED') void kernels.buildCompleted();
+  });
   transport.config().then(
     (value) => {
       config = value;
@@ -144,6 +172,7 @@ function activate(app: JupyterFrontEnd, palette: ICommandPalette | null, restore
     (err: Error) => (panel.configError = `the conda-store extension of this Jupyter server did not answer: ${err.message}`)
   );
   model.start();
+  kernels.start();
 
   const { commands } = app;
   commands.addCommand(CommandIDs.open, {
@@ -201,7 +230,7 @@ const plugin: JupyterFrontEndPlugin<void> = {
   id: PLUGIN_ID,
   description: 'conda-store environments in JupyterLab: sidebar panel, views, notifications.',
   autoStart: true,
-  optional: [ICommandPalette, ILayoutRestorer],
+  optional: [ICommandPalette, ILayoutRestorer, INotebookTracker],
   activate
 };
 

@@ -7,8 +7,11 @@
 import { useEffect, useId, useMemo, useState } from 'react';
 import type { CondaStoreClient } from '../api';
 import type { Route } from '../views';
+import type { KernelsModel } from './kernels';
+import { ActiveNotebookSection, KernelLine, useSignal } from './kernelViews';
 import type { EnvironmentRow, EnvironmentsModel, ModelState } from './model';
 import { groupRows } from './model';
+import type { NotebooksModel } from './notebooks';
 
 /** The current build's downloads the panel offers, by the artifact that must exist. */
 const DOWNLOADS = [
@@ -22,6 +25,8 @@ export interface PanelActions {
   /** Queue a new build of the row's build; resolves to the new build id. */
   rebuild(row: EnvironmentRow): Promise<number>;
   copy(text: string, what: string): void;
+  /** Submit the row's current specification with ipykernel added; resolves to the new build id. */
+  addIpykernel?(row: EnvironmentRow): Promise<number>;
 }
 
 export interface PanelProps {
@@ -32,6 +37,10 @@ export interface PanelProps {
   registryHost: string;
   /** Why the service cannot be used (from the extension's config), shown instead of the list. */
   problem?: string | null;
+  /** Environments as kernels (status per row); absent: no kernel line. */
+  kernels?: KernelsModel;
+  /** The active notebook's kernel; absent: no such section. */
+  notebooks?: NotebooksModel;
 }
 
 export function useModelState(model: EnvironmentsModel): ModelState {
@@ -58,6 +67,7 @@ export function EnvironmentsPanel(props: PanelProps) {
   const [expanded, setExpanded] = useState<string | undefined>();
   const filterId = useId();
   const groups = useMemo(() => groupRows(state.rows, filter), [state.rows, filter]);
+  const kernels = useSignal(props.kernels?.changed, () => props.kernels?.state); // rows show each kernel's status
 
   let body;
   if (props.problem || state.error) {
@@ -103,6 +113,12 @@ export function EnvironmentsPanel(props: PanelProps) {
       <label htmlFor={filterId} className="cs-visually-hidden">Filter environments</label>
       <input id={filterId} type="search" className="cs-panel-filter" placeholder="Filter environments"
         value={filter} onChange={(e) => setFilter(e.target.value)} />
+      {props.notebooks ? <ActiveNotebookSection notebooks={props.notebooks} kernels={props.kernels} /> : null}
+      {kernels?.error && !props.problem && !state.error ? (
+        <div className="cs-kernel-line cs-kernel-notice" data-kernel-status="unavailable" role="status">
+          Kernels may be out of date: {kernels.error}
+        </div>
+      ) : null}
       <div className="cs-panel-body" aria-live="polite" aria-busy={!state.loaded}>{body}</div>
     </div>
   );
@@ -146,6 +162,13 @@ function PanelRow(props: PanelProps & { row: EnvironmentRow; expanded: boolean; 
         <button type="button" className="cs-panel-icon-btn" aria-expanded={props.expanded}
           aria-label={`Actions for ${label}`} title="Actions" onClick={props.onToggle}>⋯</button>
       </div>
+      {props.kernels ? (
+        <KernelLine entry={props.kernels.entry(row.namespace, row.name)} label={label} building={row.inFlight}
+          addIpykernel={async () => {
+            if (!actions.addIpykernel) throw new Error('adding ipykernel is not available here');
+            actions.open({ kind: 'build', id: await actions.addIpykernel(row) });
+          }} />
+      ) : null}
       {props.expanded ? (
         <div className="cs-panel-actions" role="group" aria-label={`Actions for ${label}`}>
           <button type="button" className="cs-panel-action"

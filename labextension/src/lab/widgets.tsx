@@ -8,7 +8,9 @@ import type { CondaStoreClient } from '../api';
 import type { LabConfig } from '../api/labTransport';
 import { App, routePath, routeTitle } from '../views';
 import type { Navigator, Route } from '../views';
+import type { KernelsModel } from './kernels';
 import type { EnvironmentsModel } from './model';
+import type { NotebooksModel } from './notebooks';
 import { EnvironmentsPanel } from './panel';
 import type { PanelActions } from './panel';
 
@@ -82,7 +84,8 @@ export class PanelWidget extends ReactWidget {
   constructor(
     private readonly model: EnvironmentsModel,
     private readonly client: CondaStoreClient,
-    private readonly actions: PanelActions
+    private readonly actions: PanelActions,
+    private readonly kernelParts: { kernels?: KernelsModel; notebooks?: NotebooksModel } = {}
   ) {
     super();
     this.addClass('cs-panel-widget');
@@ -104,7 +107,8 @@ export class PanelWidget extends ReactWidget {
     const problem = this._configError ?? (config && !config.configured ? config.message : null);
     return (
       <EnvironmentsPanel model={this.model} client={this.client} actions={this.actions}
-        registryHost={config?.registry ?? window.location.host} problem={problem} />
+        registryHost={config?.registry ?? window.location.host} problem={problem}
+        kernels={this.kernelParts.kernels} notebooks={this.kernelParts.notebooks} />
     );
   }
 
