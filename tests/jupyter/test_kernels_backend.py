@@ -109,6 +109,12 @@ async def _has(jp_fetch, name: str) -> dict | None:
 async def test_fallback_kernel_answers_with_the_reason(jp_fetch, jp_serverapp, service):  # noqa: F811
     # COMPLETED with ipykernel, but its files are nowhere this server can see and it has no archive
     build = add_build(service.app.store, "alice", "py", ["python", "ipykernel"])
+    # No archive because its environment's settings switch conda-pack off (a 404, never a pending 409).
+    from conda_store_jupyter import api
+
+    store = service.app.store
+    api.in_transaction(store, lambda db: api.update_settings(db, store, api.Scope("alice", "py"),
+                                                             {"build_artifacts": ["LOCKFILE", "YAML"]}))
     name = kernel_name("alice", "py")
     await wait_for(lambda: _has(jp_fetch, name), 5.0, f"{name} in /api/kernelspecs")
     kernel_id = await jp_serverapp.kernel_manager.start_kernel(kernel_name=name)
