@@ -311,8 +311,10 @@ class CondaStore(LoggingConfigurable):
     ).tag(config=True)
 
     conda_pack_compress_level = Integer(
-        4,
-        help="gzip level of conda-pack archives (1 fast .. 9 small).",
+        1,
+        help="""gzip level of conda-pack archives (1 fast .. 9 small). 1 by default: the archive is
+        what ``conda-store run``, remote kernels and downloads wait for right after COMPLETED, and
+        level 1 packs ~20 % faster than conda-pack's 4 for an archive ~6 % larger.""",
     ).tag(config=True)
 
     storage_class = Type(

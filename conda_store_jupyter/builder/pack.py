@@ -15,7 +15,7 @@ from pathlib import Path
 from ..exceptions import ArtifactError
 
 
-def pack_prefix(prefix: Path, output: Path, compress_level: int = 4) -> Path:
+def pack_prefix(prefix: Path, output: Path, compress_level: int = 1) -> Path:
     """Write ``output`` (tar.gz) from ``prefix``; the archive appears only once complete."""
     import conda_pack
 

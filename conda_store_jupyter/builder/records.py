@@ -45,7 +45,7 @@ class BuildSettings:
     pip_index_url: str | None = None
     pip_find_links: tuple[str, ...] = ()
     artifacts: frozenset[BuildArtifactType] = DEFAULT_ARTIFACTS
-    conda_pack_compress_level: int = 4
+    conda_pack_compress_level: int = 1
     timeout: float | None = 3600.0
     included_packages: tuple[str, ...] = ()
     """Match specs added to the specification unless it names that package (store policy)."""
