@@ -21,11 +21,10 @@ import re
 from dataclasses import dataclass, field
 from typing import Any, Iterable, Mapping
 
-import yaml
-
 from .exceptions import InvalidNameError, SpecificationError
 from .naming import validate_name
-from .schema import DEFAULT_CHANNEL_ALIAS, _NoAliasLoader, channel_allowed, channel_url, invalid_unicode_at
+from .schema import (DEFAULT_CHANNEL_ALIAS, channel_allowed, channel_url, invalid_unicode_at,
+                     load_untrusted_yaml)
 from .urls import redact_url
 
 LOCKFILE_MAX_BYTES = 8 * 1024 * 1024
@@ -131,15 +130,9 @@ def _load(text: str | bytes | Mapping[str, Any]) -> Any:
             raise SpecificationError("the lockfile is not valid UTF-8") from None
     if len(text.encode("utf-8", "surrogatepass")) > LOCKFILE_MAX_BYTES:
         raise SpecificationError(f"the lockfile is larger than the limit of {LOCKFILE_MAX_BYTES} bytes")
-    try:  # JSON (what upstream serves) is YAML; aliases are refused as in environment files
-        return yaml.load(text, Loader=_NoAliasLoader)  # noqa: S506 - a SafeLoader subclass
-    except RecursionError:
-        raise SpecificationError("the lockfile is nested too deeply") from None
-    except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        at = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
-        problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
-        raise SpecificationError(f"the lockfile is not valid YAML or JSON{at}: {problem}") from None
+    # JSON (what upstream serves) is YAML; aliases are refused as in environment files
+    return load_untrusted_yaml(text, nested="the lockfile is nested too deeply",
+                               invalid="the lockfile is not valid YAML or JSON")
 
 
 def _plain_json(value: Any) -> Any:

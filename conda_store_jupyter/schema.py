@@ -328,6 +328,21 @@ class _NoAliasLoader(yaml.SafeLoader):
         return super().compose_node(parent, index)
 
 
+def load_untrusted_yaml(text: str, *, nested: str, invalid: str) -> Any:
+    """``text`` (YAML or JSON from a user) as Python data, without aliases; any failure is a
+    SpecificationError: ``nested`` when it is too deep to parse, else ``invalid`` followed by
+    where and what the YAML error is (each caller names its own document in these messages)."""
+    try:
+        return yaml.load(text, Loader=_NoAliasLoader)  # noqa: S506 - a SafeLoader subclass
+    except RecursionError:
+        raise SpecificationError(nested) from None
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        at = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
+        problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
+        raise SpecificationError(f"{invalid}{at}: {problem}") from None
+
+
 def parse_specification(
     text: str | bytes, *, allowed_channels: Iterable[str] | None = None, channel_alias: str = DEFAULT_CHANNEL_ALIAS
 ) -> Specification:
@@ -345,13 +360,5 @@ def parse_specification(
             raise SpecificationError("specification is not valid UTF-8") from None
     if len(text) > SPECIFICATION_MAX_BYTES:
         raise SpecificationError(f"specification is {len(text)} characters; the limit is {SPECIFICATION_MAX_BYTES}")
-    try:
-        data = yaml.load(text, Loader=_NoAliasLoader)  # noqa: S506 - a SafeLoader subclass
-    except RecursionError:
-        raise SpecificationError("specification is nested too deeply") from None
-    except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        at = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
-        problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
-        raise SpecificationError(f"invalid YAML{at}: {problem}") from None
+    data = load_untrusted_yaml(text, nested="specification is nested too deeply", invalid="invalid YAML")
     return specification_from_dict(data, allowed_channels=allowed_channels, channel_alias=channel_alias)

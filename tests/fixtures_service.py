@@ -213,6 +213,15 @@ BUILD_DEADLINE = 120.0
 """Generous upper bound for one small build on a loaded CI machine."""
 
 
+def work_queues(env, *queues: str) -> None:
+    """Run an RQ worker (a real process) on ``queues`` of ``env``'s store until they are empty."""
+    code = ("from rq import Queue, Worker; from conda_store_jupyter.worker.tasks import load_store;"
+            f"s = load_store({str(env.config)!r}); Worker([Queue(q, connection=s.redis) for q in {list(queues)!r}],"
+            " connection=s.redis).work(burst=True)")
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, timeout=BUILD_DEADLINE)
+    assert proc.returncode == 0, proc.stderr.decode(errors="replace")[-3000:]
+
+
 class HangingIndex:
     """A TCP server that accepts HTTP connections and never answers; tracks which are still open."""
 

@@ -24,7 +24,7 @@ from conda_store_jupyter.worker.artifacts import alive_key
 from conda_store_jupyter.worker.queue import ARTIFACT_QUEUE, BUILD_QUEUE, BuildQueue, artifact_job_id
 from conda_store_jupyter.worker.repair import RepairPolicy, repair
 
-from .fixtures_service import BUILD_DEADLINE, QUICK, QUICK2, build_row, make_build, status_of, wait_for
+from .fixtures_service import QUICK, QUICK2, build_row, make_build, status_of, wait_for, work_queues
 from .processes import cli_env, kill_tree
 
 CONDA_STORE = Path(sys.executable).parent / "conda-store"
@@ -33,15 +33,6 @@ ADMIN = "admin-token-for-artifact-tests-01"
 ARTIFACTS = ["LOCKFILE", "YAML", "CONDA_PACK", "DOCKER_MANIFEST"]
 # Repair's "no job record at all" grace stays long: these tests are about jobs RQ saw die.
 NO_GRACE_FOR_DEAD_JOBS = RepairPolicy(tail_grace=3600, image_grace=3600, purge_grace=3600)
-
-
-def _work(env, *queues: str) -> None:
-    """Run an RQ worker (a real process) on ``queues`` until they are empty."""
-    code = ("from rq import Queue, Worker; from conda_store_jupyter.worker.tasks import load_store;"
-            f"s = load_store({str(env.config)!r}); Worker([Queue(q, connection=s.redis) for q in {list(queues)!r}],"
-            " connection=s.redis).work(burst=True)")
-    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, timeout=BUILD_DEADLINE)
-    assert proc.returncode == 0, proc.stderr.decode(errors="replace")[-3000:]
 
 
 def _states(build: dict) -> dict[str, tuple[str, str | None]]:
@@ -77,7 +68,7 @@ def test_archive_and_image_are_pending_after_completed_then_ready_or_failed(serv
         ok = client.post("specification/", json={"specification": QUICK}).json()["data"]["build_id"]
         bad = client.post("specification/", json={"specification": QUICK2.replace("hi", "bad")}
                           ).json()["data"]["build_id"]
-        _work(env, BUILD_QUEUE)  # the builds, not their artifact jobs
+        work_queues(env, BUILD_QUEUE)  # the builds, not their artifact jobs
 
         # COMPLETED and usable: lockfile and YAML are there; archive and image are announced, PENDING.
         build = client.get(f"build/{ok}/").json()["data"]
@@ -115,7 +106,7 @@ def test_archive_and_image_are_pending_after_completed_then_ready_or_failed(serv
         # A pack that fails (an unreadable package record in the prefix) fails only the archive.
         bad_prefix = build_row(store, bad).prefix_path(store.store_path)
         (bad_prefix / "conda-meta" / "broken-1.0-0.json").write_text("{not json")
-        _work(env, ARTIFACT_QUEUE)
+        work_queues(env, ARTIFACT_QUEUE)
         out, err = waiting.communicate(timeout=60)
         assert waiting.returncode == 0 and out.strip() == str(tmp_path / "env.tar.gz"), err
         assert (tmp_path / "env.tar.gz").read_bytes()[:2] == b"\x1f\x8b"
@@ -153,7 +144,7 @@ def test_archive_job_of_a_killed_worker_is_queued_again_and_finishes(service_fac
     store = env.store
     build_id = make_build(store, QUICK)
     BuildQueue(store).enqueue_build(build_id)
-    _work(env, BUILD_QUEUE)
+    work_queues(env, BUILD_QUEUE)
     assert status_of(store, build_id)[0] == BuildStatus.COMPLETED
     prefix = build_row(store, build_id).prefix_path(store.store_path)
     # Incompressible bytes make the pack take long enough to kill its worker in the middle.
@@ -179,7 +170,7 @@ def test_archive_job_of_a_killed_worker_is_queued_again_and_finishes(service_fac
     wait_for(lambda: repair(store, NO_GRACE_FOR_DEAD_JOBS).archives_queued == [build_id], 60,
              "repair to queue the lost archive job again", interval=1)
     big.unlink()
-    _work(env, ARTIFACT_QUEUE)
+    work_queues(env, ARTIFACT_QUEUE)
     build = build_row(store, build_id)
     assert build.artifact(BuildArtifactType.CONDA_PACK) is not None and build.status is BuildStatus.COMPLETED
     assert store.storage.get_bytes(build.artifact(BuildArtifactType.CONDA_PACK).key)[:2] == b"\x1f\x8b"

@@ -8,26 +8,15 @@ makes them.
 
 from __future__ import annotations
 
-import subprocess
-import sys
-
 import httpx
 from playwright.sync_api import expect
 from traitlets.config import Config
 
 from conda_store_jupyter.server.testing import bearer, running_server
-from tests.fixtures_service import (BUILD_DEADLINE, QUICK, redis_server_url, redis_url,  # noqa: F401 - fixtures
-                                    service_factory)
+from tests.fixtures_service import (QUICK, redis_server_url, redis_url,  # noqa: F401 - fixtures
+                                    service_factory, work_queues)
 
 ADMIN = "ui-artifact-states-admin-0123456789"
-
-
-def _work(env, *queues: str) -> None:
-    code = ("from rq import Queue, Worker; from conda_store_jupyter.worker.tasks import load_store;"
-            f"s = load_store({str(env.config)!r}); Worker([Queue(q, connection=s.redis) for q in {list(queues)!r}],"
-            " connection=s.redis).work(burst=True)")
-    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, timeout=BUILD_DEADLINE)
-    assert proc.returncode == 0, proc.stderr.decode(errors="replace")[-3000:]
 
 
 def test_downloads_show_pending_then_ready_live(service_factory, page, screenshots):  # noqa: F811
@@ -41,7 +30,7 @@ def test_downloads_show_pending_then_ready_live(service_factory, page, screensho
     with running_server(c, ["--config", str(env.config)]) as server:
         client = httpx.Client(base_url=server.api(""), headers=bearer(ADMIN), timeout=60)
         build_id = client.post("specification/", json={"specification": QUICK}).json()["data"]["build_id"]
-        _work(env, BUILD_QUEUE)
+        work_queues(env, BUILD_QUEUE)
 
         page.goto(f"{server.url}build/{build_id}/")
         page.get_by_label("API token").fill(ADMIN)
@@ -56,7 +45,7 @@ def test_downloads_show_pending_then_ready_live(service_factory, page, screensho
         expect(page.get_by_role("link", name="Lockfile (conda-lock.yml)")).to_be_visible()  # usable now
         screenshots(page, "build-artifacts-pending")
 
-        _work(env, ARTIFACT_QUEUE)
+        work_queues(env, ARTIFACT_QUEUE)
         # No reload: the page follows the states while one is pending.
         expect(archive).to_have_attribute("data-artifact-state", "ready", timeout=15_000)
         expect(image).to_have_attribute("data-artifact-state", "ready", timeout=15_000)

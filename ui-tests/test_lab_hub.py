@@ -10,30 +10,13 @@ import pytest
 from playwright.sync_api import expect
 
 from conda_store_jupyter.builder.records import current_platform
+from tests.jupyter.hub_browser import hub_login
 from tests.jupyter.test_hub_lab import SPEC, lab, lab_hub, spawn  # noqa: F401 - lab_hub is a fixture
 from tests.test_hub import chp  # noqa: F401 - a fixture of lab_hub
 
 pytestmark = pytest.mark.skipif(current_platform() != "linux-64", reason="the local test channel is linux-64")
 
 SCREENSHOTS = Path(__file__).parent / "screenshots"
-PANEL_TAB = '.jp-SideBar .lm-TabBar-tab[data-id="conda-store-panel"]'
-
-
-def hub_login(browser, hub, user: str):
-    """A fresh browser that logs in on the hub's own form and lands in the user's Lab."""
-    context = browser.new_context(viewport={"width": 1200, "height": 800})
-    page = context.new_page()
-    errors: list[str] = []
-    page.on("pageerror", lambda e: errors.append(str(e)))
-    page.goto(f"{hub.public_url}/hub/login")
-    page.locator("#username_input").fill(user)
-    page.locator("#password_input").fill("any")
-    page.locator("#login_submit").click()
-    page.wait_for_url(f"**/user/{user}/lab**", timeout=120_000)
-    tab = page.locator(PANEL_TAB)
-    tab.wait_for(timeout=60_000)
-    tab.click()
-    return context, page, errors
 
 
 def test_panel_through_the_hub_shows_only_the_users_environments(lab_hub, browser):  # noqa: F811

@@ -22,6 +22,7 @@ from playwright.sync_api import TimeoutError as PlaywrightTimeout
 from playwright.sync_api import expect
 
 from conda_store_jupyter.builder.records import current_platform
+from tests.jupyter.hub_browser import hub_login
 from tests.jupyter.test_hub_lab import lab, running_lab_hub, spawn
 from tests.processes import wait_for
 from tests.test_hub import chp  # noqa: F401 - a fixture of kernel_hub
@@ -29,7 +30,6 @@ from tests.test_hub import chp  # noqa: F401 - a fixture of kernel_hub
 pytestmark = pytest.mark.skipif(current_platform() != "linux-64", reason="the local test channel is linux-64")
 
 SCREENSHOTS = Path(__file__).parent / "screenshots"
-PANEL_TAB = '.jp-SideBar .lm-TabBar-tab[data-id="conda-store-panel"]'
 BUILD_TIMEOUT_MS = 300_000  # a loaded 2-core machine
 SPEC = "name: kernelenv\ndependencies:\n  - python\n  - ipykernel\n  - numpy\n"
 CELL = "import sys, numpy; print(sys.prefix)"
@@ -53,24 +53,6 @@ c.Spawner.environment = {{"JUPYTER_CONFIG_DIR": {str(config_dir)!r}}}
     with running_lab_hub(tmp, chp, local_channel, package_cache_dir, workers=1, extra_config=extra,
                          store_traits={"build_artifacts": ["LOCKFILE", "YAML"]}) as hub:
         yield hub
-
-
-def hub_login(browser, hub, user: str):
-    """A fresh browser that logs in on the hub's own form and lands in the user's Lab, panel open."""
-    context = browser.new_context(viewport={"width": 1280, "height": 860})
-    page = context.new_page()
-    errors: list[str] = []
-    page.on("pageerror", lambda e: errors.append(str(e)))
-    page.goto(f"{hub.public_url}/hub/login")
-    page.locator("#username_input").fill(user)
-    page.locator("#password_input").fill("any")
-    page.locator("#login_submit").click()
-    page.wait_for_url(f"**/user/{user}/lab**", timeout=120_000)
-    tab = page.locator(PANEL_TAB)
-    tab.wait_for(timeout=60_000)
-    if tab.get_attribute("aria-selected") != "true":
-        tab.click()
-    return context, page, errors
 
 
 def run_cell(page, text: str) -> str:
@@ -130,7 +112,7 @@ def test_alice_creates_a_kernel_environment_and_runs_a_notebook_on_it(kernel_hub
                 json={"namespace": "alice", "specification": "name: plain\ndependencies:\n  - hello\n"})
     assert plain.status_code == 200, plain.text
 
-    context, page, errors = hub_login(browser, hub, "alice")
+    context, page, errors = hub_login(browser, hub, "alice", viewport=(1280, 860))
     try:
         panel = page.locator("#conda-store-panel")
         plain_row = panel.locator('li[data-environment="alice/plain"]')

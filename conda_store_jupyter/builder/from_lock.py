@@ -32,14 +32,13 @@ import yaml
 
 from ..exceptions import ArtifactError, InstallError, SolveError
 from ..lockspec import LockedFile, LockSpecification
-from ..schema import BuildArtifactType, Specification, channel_allowed
+from ..schema import Specification, channel_allowed
 from ..urls import redact_text, redact_url
 from .export import write_pinned_yaml
 from .install import cached_summaries, install_conda
 from .log import BuildLog
-from .pack import pack_prefix
 from .pip import install_locked_pip
-from .pipeline import BuildRun, prefix_size, run_blocking
+from .pipeline import BuildRun, run_blocking
 from .records import BuildOutputs, BuildPaths, BuildSettings, InstalledPackage, PipPackage, PlatformSolution
 from .solve import gateway_for, package_from_record
 
@@ -234,21 +233,7 @@ class LockBuildRun(BuildRun):
             summaries: tuple[InstalledPackage, ...] = cached_summaries(packages, settings)
             self._written(write_pinned_yaml(paths.yaml, self.spec, settings.channels, summaries, pip_packages))
 
-        archive: Path | None = None
-        if BuildArtifactType.CONDA_PACK in settings.artifacts:
-            with self.stage("conda-pack"):
-                archive = await self._in_thread(
-                    pack_prefix, paths.prefix, paths.archive, settings.conda_pack_compress_level
-                )
-                self._written(archive)
-
-        size = prefix_size(paths.prefix)
-        log.write(f"environment size: {size / 1e6:.1f} MB")
-        return BuildOutputs(
-            prefix=paths.prefix, lockfile=paths.lockfile, yaml=paths.yaml, archive=archive, log=paths.log,
-            packages=summaries, pip_packages=pip_packages, timings=log.timings[first_timing:],
-            size_bytes=size, platforms=tuple(lock.platforms),
-        )
+        return await self._pack_and_finish(first_timing, summaries, pip_packages, tuple(lock.platforms))
 
 
 def run_lock_pipeline(lock: LockSpecification, settings: BuildSettings, output: BuildPaths,

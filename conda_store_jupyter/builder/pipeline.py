@@ -39,7 +39,7 @@ from .lockfile import write_lockfile
 from .log import BuildLog
 from .pack import pack_prefix
 from .pip import install_pip
-from .records import BuildOutputs, BuildPaths, BuildSettings, PipPackage
+from .records import BuildOutputs, BuildPaths, BuildSettings, InstalledPackage, PipPackage
 from .solve import solve_specification
 
 
@@ -150,6 +150,14 @@ class BuildRun:
             packages = cached_summaries(host.packages, settings)
             self._written(write_pinned_yaml(paths.yaml, spec, settings.channels, packages, pip_packages))
 
+        return await self._pack_and_finish(first_timing, packages, pip_packages, solved.platforms)
+
+    # -- helpers ----------------------------------------------------------------------------
+    async def _pack_and_finish(self, first_timing: int, packages: tuple[InstalledPackage, ...],
+                               pip_packages: tuple[PipPackage, ...], platforms: tuple[str, ...]) -> BuildOutputs:
+        """The last steps of every build, however it installed: the conda-pack archive when the
+        settings ask for one, the prefix's size, and the outputs record."""
+        settings, paths, log = self.settings, self.paths, self.log
         archive: Path | None = None
         if BuildArtifactType.CONDA_PACK in settings.artifacts:
             with self.stage("conda-pack"):
@@ -170,10 +178,9 @@ class BuildRun:
             pip_packages=pip_packages,
             timings=log.timings[first_timing:],
             size_bytes=size,
-            platforms=solved.platforms,
+            platforms=platforms,
         )
 
-    # -- helpers ----------------------------------------------------------------------------
     def _written(self, path: Path) -> Path:
         self.written.append(path)
         return path
