@@ -91,6 +91,7 @@ def test_archive_and_image_are_pending_after_completed_then_ready_or_failed(serv
         assert _states(listed[0])["CONDA_PACK"] == ("PENDING", None)
         env_row = client.get("environment/", params={"name": "hi"}).json()["data"][0]
         assert _states(env_row["current_build"])["CONDA_PACK"] == ("PENDING", None)
+        assert env_row["current_build"]["image_status"] == build["image_status"]  # the listing's own rows
 
         # The archive asked for before it exists: a clear 409 with a retry hint, never a file.
         early = client.get(f"build/{ok}/archive/")

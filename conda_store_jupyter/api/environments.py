@@ -21,7 +21,7 @@ from ..exceptions import (
 )
 from ..lockspec import LockSpecification
 from ..naming import validate_name
-from ..schema import BuildArtifactType, BuildStatus, Specification, parse_specification
+from ..schema import ArtifactStatus, BuildArtifactType, BuildStatus, Specification, parse_specification
 from ._query import Page, PageResult, has_artifact, paginate, visible_clause
 from .settings import EffectiveSettings, settings_for
 
@@ -200,6 +200,8 @@ class ListedArtifact:
     id: int
     artifact_type: BuildArtifactType
     key: str
+    status: ArtifactStatus
+    reason: str | None
 
 
 @dataclass(frozen=True, slots=True)
@@ -210,13 +212,17 @@ class ListedBuild:
     environment_id: int
     status: BuildStatus
     status_info: str | None
-    image_status: Any
     size: int | None
     scheduled_on: Any
     started_on: Any
     ended_on: Any
     deleted_on: Any
     artifacts: tuple[ListedArtifact, ...]
+
+    @property
+    def image_status(self) -> ArtifactStatus | None:
+        """As :attr:`orm.Build.image_status`: the image row's state, None when none was asked for."""
+        return next((a.status for a in self.artifacts if a.artifact_type == BuildArtifactType.DOCKER_MANIFEST), None)
 
 
 @dataclass(frozen=True, slots=True)
@@ -229,7 +235,7 @@ class ListedEnvironment:
     current_build: ListedBuild | None
 
 
-_LISTED_BUILD_COLUMNS = ("id", "environment_id", "status", "status_info", "image_status", "size",
+_LISTED_BUILD_COLUMNS = ("id", "environment_id", "status", "status_info", "size",
                          "scheduled_on", "started_on", "ended_on", "deleted_on")
 
 
@@ -299,7 +305,7 @@ def _listed_rows(db: Session, ids: list[int]) -> list[ListedEnvironment]:
     artifacts: dict[int, list[ListedArtifact]] = {}
     if build_ids:
         for build_id, *fields in db.execute(
-                select(A.build_id, A.id, A.artifact_type, A.key).where(A.build_id.in_(build_ids)).order_by(A.id)):
+                select(A.build_id, A.id, A.artifact_type, A.key, A.status, A.reason).where(A.build_id.in_(build_ids)).order_by(A.id)):
             artifacts.setdefault(build_id, []).append(ListedArtifact(*fields))
     by_id = {}
     for env_id, env_name, description, current_build_id, ns_id, ns_name, *build in rows:
