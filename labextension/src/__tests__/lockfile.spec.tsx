@@ -36,7 +36,7 @@ function transport() {
 }
 
 const NOTE = 'made from a lockfile, so it cannot be edited as environment.yaml. ' +
-  'Submit a new lockfile with `conda-store env update -f conda-lock.yml -n ns/env`';
+  'Submit a new lockfile with conda-store env update -f conda-lock.yml -n ns/env;';
 
 describe('a lockfile environment', () => {
   it('says why it is not editable, shows what it pins, and rebuilds', async () => {
@@ -44,6 +44,7 @@ describe('a lockfile environment', () => {
     view = await render(<EnvironmentView namespace="alice" name="locked" />, fake);
     await settle();
     expect(view.container.querySelector('[data-testid=lockfile-note]')?.textContent).toContain(NOTE);
+    expect(view.container.querySelector('[data-testid=lockfile-note] code')?.textContent).toBe('conda-store env update -f conda-lock.yml -n ns/env');
     expect(view.container.querySelector('[aria-label="Current specification"]')).toBeNull(); // not passed off as YAML
     expect(view.container.querySelector('summary')?.textContent).toBe('Lockfile: 2 locked packages');
     const edit = [...view.container.querySelectorAll('.cs-page-header button')].find((b) => b.textContent === 'Edit') as HTMLButtonElement;

@@ -2,8 +2,8 @@
 import { useEffect, useId, useRef, useState } from 'react';
 import type { Permissions } from '../api';
 import { useUI } from './context';
-import { ErrorMessage, Link, Loading, useAction, useAsync } from './common';
-import { LOCKFILE_NOT_EDITABLE, specToYaml } from './yaml';
+import { ErrorMessage, Link, Loading, LockfileNote, useAction, useAsync } from './common';
+import { specToYaml } from './yaml';
 
 const VALIDATE_DEBOUNCE_MS = 300;
 
@@ -110,7 +110,7 @@ export function CreateView(props: { namespace?: string; edit?: { namespace: stri
           <Link to={{ kind: 'home' }}>Environments</Link> / <Link to={{ kind: 'environment', ...edit }}>{edit.namespace}/{edit.name}</Link>
         </nav>
         <h1 id="cs-create-title">Edit {edit.namespace}/{edit.name}</h1>
-        <div className="cs-alert cs-alert-info" data-testid="lockfile-note">{LOCKFILE_NOT_EDITABLE}</div>
+        <LockfileNote />
         <Link to={{ kind: 'environment', ...edit }}>Back to {edit.namespace}/{edit.name} (its builds can be rebuilt there)</Link>
       </section>
     );

@@ -3,9 +3,9 @@ import { useState } from 'react';
 import type { Build } from '../api';
 import { useUI } from './context';
 import {
-  ConfirmDialog, ErrorMessage, Link, Loading, StatusBadge, duration, formatBytes, formatTime, useAction, useAsync
+  ConfirmDialog, ErrorMessage, Link, Loading, LockfileNote, StatusBadge, duration, formatBytes, formatTime, useAction, useAsync
 } from './common';
-import { LOCKFILE_NOT_EDITABLE, lockedPackageCount, specToYaml } from './yaml';
+import { lockedPackageCount, specToYaml } from './yaml';
 
 export function EnvironmentView(props: { namespace: string; name: string }) {
   const { client, nav } = useUI();
@@ -113,7 +113,7 @@ function CurrentSpecification(props: { build: { value?: Build; error?: Error; lo
       {spec?.is_lockfile ? (
         // A lockfile is not environment.yaml: say so, and show what it pins rather than pass it off as YAML.
         <>
-          <div className="cs-alert cs-alert-info" id="cs-lockfile-note" data-testid="lockfile-note">{LOCKFILE_NOT_EDITABLE}</div>
+          <LockfileNote id="cs-lockfile-note" />
           <details>
             <summary>Lockfile: {lockedPackageCount(spec.spec)} locked packages</summary>
             <pre className="cs-code" tabIndex={0} aria-label="Current lockfile">{JSON.stringify(spec.spec.lockfile, null, 2)}</pre>
