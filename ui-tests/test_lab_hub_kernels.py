@@ -143,6 +143,15 @@ def test_alice_creates_a_kernel_environment_and_runs_a_notebook_on_it(kernel_hub
         expect(page.locator(CURRENT_TAB)).to_contain_text(re.compile(r"Build #\d+"))
         build_id = int(re.search(r"Build #(\d+)", page.locator(CURRENT_TAB).inner_text()).group(1))
 
+        # -- the Build tab streams the live log through her server: under the hub an EventSource's
+        # cookie counts only with the `_xsrf` argument (a 403 showed "closed by the server" before)
+        build_view = page.locator(".cs-lab-view:visible")
+        expect(build_view.get_by_test_id("build-log")).to_contain_text("-- ", timeout=BUILD_TIMEOUT_MS)
+        expect(build_view.get_by_test_id("log-state")).to_have_text(re.compile(r"^[1-9]\d* lines$"),
+                                                                     timeout=BUILD_TIMEOUT_MS)
+        expect(build_view.get_by_text("live log stream was closed")).to_have_count(0)
+        panel_screenshots(page, "lab-hub-build-live-log")
+
         # -- the tile appears within 5 s of COMPLETED
         page.wait_for_function("() => window.__tileAt !== null", polling=100, timeout=BUILD_TIMEOUT_MS)
         shown = page.evaluate("() => window.__tileAt") / 1000

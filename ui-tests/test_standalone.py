@@ -7,10 +7,14 @@ from __future__ import annotations
 
 import re
 
+import httpx
+
 import pytest
 from playwright.sync_api import expect
 
 from conda_store_jupyter.builder.records import current_platform
+from conftest import ADMIN_TOKEN
+from tests.processes import wait_for
 
 pytestmark = pytest.mark.skipif(current_platform() != "linux-64", reason="the local test channel is linux-64")
 
@@ -189,3 +193,45 @@ def test_standalone_flow(standalone, page, browser, screenshots, tmp_path):
     expect(page.get_by_role("heading", name="Log in to conda-store")).to_be_visible()
     page.goto(url)
     expect(page.get_by_role("heading", name="Log in to conda-store")).to_be_visible()
+
+
+def test_a_lockfile_environment_says_it_has_no_yaml_editor_and_rebuilds(standalone, page, screenshots):
+    """An environment submitted as a conda-lock file ({name, description, lockfile} stored) is not
+    offered as environment.yaml (that submit would fail: "unknown key(s) in specification: lockfile")."""
+    api = httpx.Client(base_url=f"{standalone.url}api/v1/", headers={"Authorization": f"Bearer {ADMIN_TOKEN}"},
+                       timeout=60)
+
+    def completed(build_id: int) -> None:
+        wait_for(lambda: api.get(f"build/{build_id}/").json()["data"]["status"] in ("COMPLETED", "FAILED"),
+                 BUILD_TIMEOUT_MS / 1000, f"build {build_id}", 0.3)
+        assert api.get(f"build/{build_id}/").json()["data"]["status"] == "COMPLETED"
+
+    first = api.post("specification/", json={"namespace": "alice", "specification": "name: tolock\ndependencies:\n  - hello\n"})
+    completed(first.json()["data"]["build_id"])
+    lockfile = api.get(f"build/{first.json()['data']['build_id']}/lockfile/").text
+    r = api.post("specification/", json={"specification": lockfile, "is_lockfile": True, "namespace": "alice",
+                                         "environment_name": "locked"})
+    assert r.status_code == 200, r.text
+    locked = r.json()["data"]["build_id"]
+    completed(locked)
+
+    login(page, standalone, "alice")
+    page.goto(f"{standalone.url}environment/alice/locked/")
+    note = page.get_by_test_id("lockfile-note")
+    expect(note).to_contain_text("made from a lockfile")
+    expect(note).to_contain_text("conda-store env update -f conda-lock.yml -n ns/env")
+    expect(page.get_by_role("button", name="Edit", exact=True)).to_be_disabled()
+    expect(page.get_by_label("Current specification")).to_have_count(0)
+    screenshots(page, "lockfile-environment")
+
+    page.goto(f"{standalone.url}environment/alice/locked/edit/")
+    expect(page.get_by_test_id("lockfile-note")).to_contain_text("cannot be edited as environment.yaml")
+    expect(page.locator("textarea")).to_have_count(0)
+    screenshots(page, "lockfile-edit")
+
+    # rebuilding the lockfile build still works (installed as locked again)
+    page.get_by_role("navigation", name="Breadcrumb").get_by_role("link", name="alice/locked").click()
+    page.get_by_role("button", name=f"Rebuild build {locked}").click()
+    expect(page).to_have_url(re.compile(r"/build/\d+/$"))
+    assert not page.url.endswith(f"/build/{locked}/")
+    wait_completed(page)

@@ -4,7 +4,7 @@ import { createRoot } from 'react-dom/client';
 import { afterEach, describe, expect, it, vi } from 'vitest';
 import type { ServerConnection } from '@jupyterlab/services';
 import { CondaStoreClient } from '../api';
-import { LabTransport } from '../api/labTransport';
+import { LabTransport, xsrfCookie } from '../api/labTransport';
 import { EnvironmentsModel, currentStep, groupRows } from '../lab/model';
 import type { EnvironmentRow, FinishedBuild } from '../lab/model';
 import { EnvironmentsPanel, statusText } from '../lab/panel';
@@ -26,6 +26,22 @@ function labTransport(answer: (url: string, init: RequestInit) => Response) {
 }
 
 describe('LabTransport', () => {
+  it('puts the _xsrf cookie in the log stream URL: an EventSource cannot send X-XSRFToken (JupyterHub >= 4.1 wants it)', () => {
+    const opened: string[] = [];
+    vi.stubGlobal('EventSource', class { constructor(url: string) { opened.push(url); } });
+    document.cookie = '_xsrf=2|ab%3D|cd|1700000000; path=/';
+    try {
+      const { transport } = labTransport(() => new Response(''));
+      new CondaStoreClient(transport).buildLogEvents(4);
+      expect(opened).toEqual(['/user/alice/conda-store/api/v1/build/4/logs/stream/?_xsrf=2%7Cab%3D%7Ccd%7C1700000000']);
+    } finally {
+      document.cookie = '_xsrf=; expires=Thu, 01 Jan 1970 00:00:00 GMT; path=/';
+      vi.unstubAllGlobals();
+    }
+    expect(xsrfCookie('a=1; _xsrf=x%7Cy; b=2')).toBe('x|y');
+    expect(xsrfCookie('a=1')).toBeUndefined();
+  });
+
   it('sends API calls to <base_url>conda-store/ through ServerConnection, JSON bodies, no redirects', async () => {
     const { transport, calls } = labTransport(() => new Response('{"status":"ok","data":{"build_id":7},"message":null}'));
     const client = new CondaStoreClient(transport);

@@ -63,9 +63,17 @@ export class LabTransport implements Transport {
     return this.makeRequest(this.url(path, options.query), init, this.settings);
   }
 
-  /** Same origin as Lab: the browser's session with its own server authorizes the stream. */
+  /**
+   * Same origin as Lab: the browser's session with its own server authorizes the stream. Under
+   * JupyterHub (>= 4.1) that cookie counts only with an XSRF token for a non-navigation GET (an
+   * EventSource is fetched in "cors" mode), and an EventSource cannot send the X-XSRFToken header
+   * that `makeRequest` adds; so the token goes in the `_xsrf` argument, which the single-user
+   * server checks the same way. It is the `_xsrf` cookie's value (an anti-forgery value tied to
+   * this browser's session, not a credential); the extension drops it before forwarding.
+   */
   events(path: string): EventSource {
-    return new EventSource(this.url(path));
+    const xsrf = xsrfCookie();
+    return new EventSource(this.url(path, xsrf ? { _xsrf: xsrf } : undefined));
   }
 
   /** The extension's view of the service; its errors are the extension's own words. */
@@ -83,4 +91,15 @@ export class LabTransport implements Transport {
     }
     return body.data;
   }
+}
+
+/** The `_xsrf` cookie Jupyter's server sets (what Lab itself sends as X-XSRFToken), if any. */
+export function xsrfCookie(cookies: string = typeof document === 'undefined' ? '' : document.cookie): string | undefined {
+  for (const part of cookies.split(';')) {
+    const [name, ...value] = part.trim().split('=');
+    if (name === '_xsrf') {
+      return decodeURIComponent(value.join('='));
+    }
+  }
+  return undefined;
 }

@@ -53,6 +53,8 @@ export interface Specification {
   id: number;
   name: string;
   spec: Record<string, unknown>;
+  /** Submitted as a conda-lock file: `spec` is `{name, description, lockfile}`, not environment.yaml. */
+  is_lockfile?: boolean;
   sha256: string;
   created_on: string | null;
 }

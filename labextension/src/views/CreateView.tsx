@@ -2,7 +2,7 @@
 import { useEffect, useId, useRef, useState } from 'react';
 import type { Permissions } from '../api';
 import { useUI } from './context';
-import { ErrorMessage, Link, Loading, useAction, useAsync } from './common';
+import { ErrorMessage, Link, Loading, LockfileNote, useAction, useAsync } from './common';
 import { specToYaml } from './yaml';
 
 const VALIDATE_DEBOUNCE_MS = 300;
@@ -54,11 +54,11 @@ export function CreateView(props: { namespace?: string; edit?: { namespace: stri
     if (!edit) return undefined;
     const env = await client.environment(edit.namespace, edit.name, signal);
     const build = env.current_build_id ? await client.build(env.current_build_id, signal) : undefined;
-    return { env, spec: build?.specification?.spec };
+    return { env, spec: build?.specification?.spec, lockfile: !!build?.specification?.is_lockfile };
   }, [client, edit?.namespace, edit?.name]);
   useEffect(() => {
     if (current.value && text === undefined) {
-      setText(current.value.spec ? specToYaml(current.value.spec) : `name: ${edit!.name}\ndependencies: []\n`);
+      setText(current.value.lockfile ? '' : current.value.spec ? specToYaml(current.value.spec) : `name: ${edit!.name}\ndependencies: []\n`);
       setDescription(current.value.env.description ?? '');
     }
   }, [current.value, text, edit]);
@@ -101,6 +101,20 @@ export function CreateView(props: { namespace?: string; edit?: { namespace: stri
   };
 
   if (edit && current.error) return <ErrorMessage error={current.error} />;
+  if (edit && current.value?.lockfile) {
+    // Its stored form is {name, description, lockfile}: as environment.yaml it would be refused
+    // ("unknown key(s) in specification: lockfile"), so there is no editor to mislead with.
+    return (
+      <section aria-labelledby="cs-create-title">
+        <nav className="cs-breadcrumb" aria-label="Breadcrumb">
+          <Link to={{ kind: 'home' }}>Environments</Link> / <Link to={{ kind: 'environment', ...edit }}>{edit.namespace}/{edit.name}</Link>
+        </nav>
+        <h1 id="cs-create-title">Edit {edit.namespace}/{edit.name}</h1>
+        <LockfileNote />
+        <Link to={{ kind: 'environment', ...edit }}>Back to {edit.namespace}/{edit.name} (its builds can be rebuilt there)</Link>
+      </section>
+    );
+  }
   if (text === undefined) return <Loading what="specification" />;
   const invalid = validation?.valid === false;
   const lineCount = text.split('\n').length;

@@ -3,9 +3,9 @@ import { useState } from 'react';
 import type { Build } from '../api';
 import { useUI } from './context';
 import {
-  ConfirmDialog, ErrorMessage, Link, Loading, StatusBadge, duration, formatBytes, formatTime, useAction, useAsync
+  ConfirmDialog, ErrorMessage, Link, Loading, LockfileNote, StatusBadge, duration, formatBytes, formatTime, useAction, useAsync
 } from './common';
-import { specToYaml } from './yaml';
+import { lockedPackageCount, specToYaml } from './yaml';
 
 export function EnvironmentView(props: { namespace: string; name: string }) {
   const { client, nav } = useUI();
@@ -17,6 +17,12 @@ export function EnvironmentView(props: { namespace: string; name: string }) {
       : Promise.resolve(undefined),
     [client, env.value?.id, env.value?.current_build_id]
   );
+  // The current build's specification: shown, and it decides whether "Edit" (a YAML editor) applies.
+  const currentBuild = useAsync(
+    (signal) => env.value?.current_build_id ? client.build(env.value.current_build_id, signal) : Promise.resolve(undefined),
+    [client, env.value?.current_build_id]
+  );
+  const fromLockfile = !!currentBuild.value?.specification?.is_lockfile;
   const [confirmDelete, setConfirmDelete] = useState(false);
   const remove = useAction(async () => {
     await client.deleteEnvironment(namespace, name);
@@ -45,7 +51,10 @@ export function EnvironmentView(props: { namespace: string; name: string }) {
       <div className="cs-page-header">
         <h1 id="cs-env-title"><span className="cs-muted">{namespace}/</span>{name}</h1>
         <div className="cs-actions">
-          <Link to={{ kind: 'edit', namespace, name }} className="cs-btn cs-btn-primary">Edit</Link>
+          {fromLockfile ? (
+            <button type="button" className="cs-btn cs-btn-primary" disabled aria-describedby="cs-lockfile-note"
+              title="Made from a lockfile: not editable as environment.yaml">Edit</button>
+          ) : <Link to={{ kind: 'edit', namespace, name }} className="cs-btn cs-btn-primary">Edit</Link>}
           <button type="button" className="cs-btn cs-btn-danger" onClick={() => setConfirmDelete(true)}>Delete</button>
         </div>
       </div>
@@ -58,7 +67,7 @@ export function EnvironmentView(props: { namespace: string; name: string }) {
         <dt>Disk size</dt>
         <dd>{formatBytes(current?.size)}</dd>
       </dl>
-      {current ? <CurrentSpecification buildId={current.id} /> : null}
+      {current ? <CurrentSpecification build={currentBuild} /> : null}
       <h2>Builds</h2>
       <ErrorMessage error={builds.error} context="Builds" />
       {builds.loading && !builds.value ? <Loading what="builds" /> : null}
@@ -94,15 +103,24 @@ export function EnvironmentView(props: { namespace: string; name: string }) {
   );
 }
 
-function CurrentSpecification(props: { buildId: number }) {
-  const { client } = useUI();
-  const build = useAsync((signal) => client.build(props.buildId, signal), [client, props.buildId]);
+function CurrentSpecification(props: { build: { value?: Build; error?: Error; loading: boolean } }) {
+  const { build } = props;
+  const spec = build.value?.specification;
   return (
     <>
       <h2>Specification</h2>
       <ErrorMessage error={build.error} context="Specification" />
-      {build.value?.specification ? (
-        <pre className="cs-code" tabIndex={0} aria-label="Current specification">{specToYaml(build.value.specification.spec)}</pre>
+      {spec?.is_lockfile ? (
+        // A lockfile is not environment.yaml: say so, and show what it pins rather than pass it off as YAML.
+        <>
+          <LockfileNote id="cs-lockfile-note" />
+          <details>
+            <summary>Lockfile: {lockedPackageCount(spec.spec)} locked packages</summary>
+            <pre className="cs-code" tabIndex={0} aria-label="Current lockfile">{JSON.stringify(spec.spec.lockfile, null, 2)}</pre>
+          </details>
+        </>
+      ) : spec ? (
+        <pre className="cs-code" tabIndex={0} aria-label="Current specification">{specToYaml(spec.spec)}</pre>
       ) : build.loading ? <Loading what="specification" /> : null}
     </>
   );

@@ -3,6 +3,7 @@ import { DependencyList, ReactNode, useCallback, useEffect, useId, useRef, useSt
 import { ApiError, BuildStatus } from '../api';
 import { useUI } from './context';
 import type { Route } from './routes';
+import { LOCKFILE_NOT_EDITABLE } from './yaml';
 
 export interface AsyncState<T> {
   value?: T;
@@ -201,4 +202,14 @@ export function duration(start?: string | null, end?: string | null): string {
   const t1 = end ? new Date(end + (end.endsWith('Z') ? '' : 'Z')).getTime() : Date.now();
   const s = Math.max(0, Math.round((t1 - t0) / 1000));
   return s < 60 ? `${s} s` : `${Math.floor(s / 60)} min ${s % 60} s`;
+}
+
+/** Why a lockfile environment has no YAML editor; the `command` shown as code. */
+export function LockfileNote(props: { id?: string }) {
+  const parts = LOCKFILE_NOT_EDITABLE.split('`');
+  return (
+    <div className="cs-alert cs-alert-info" id={props.id} data-testid="lockfile-note">
+      {parts.map((part, i) => (i % 2 ? <code key={i}>{part}</code> : part))}
+    </div>
+  );
 }

@@ -46,3 +46,14 @@ function listItem(item: unknown, indent: number): string {
   }
   return `${pad}- ${scalar(item)}\n`;
 }
+
+/** Why a lockfile environment has no YAML editor (what to do instead, in the CLI's words). */
+export const LOCKFILE_NOT_EDITABLE =
+  'This environment was made from a lockfile, so it cannot be edited as environment.yaml. ' +
+  'Submit a new lockfile with `conda-store env update -f conda-lock.yml -n ns/env`; rebuilding a build still works.';
+
+/** How many packages a stored lockfile specification pins (conda-lock v1: `package` list). */
+export function lockedPackageCount(spec: Record<string, unknown>): number {
+  const lockfile = spec.lockfile as { package?: unknown } | undefined;
+  return Array.isArray(lockfile?.package) ? lockfile!.package.length : 0;
+}
