@@ -238,6 +238,9 @@ class BaseCheckHandler(RegistryHandler):
     head = get
 
 
+DYNAMIC_SUBMIT_LOCK = "conda-store:registry:dynamic-submit:{env_name}"
+"""Redis lock held by the one server process that checks for, and submits, an on-demand build."""
+
 _DYNAMIC_LOCKS: "weakref.WeakValueDictionary[str, asyncio.Lock]" = weakref.WeakValueDictionary()
 """Per on-demand environment, held while one request decides whether to submit its build."""
 
@@ -289,8 +292,9 @@ class ManifestHandler(RegistryHandler):
         if not self.images_enabled:
             raise RegistryError(404, "MANIFEST_UNKNOWN", "this conda-store does not build images "
                                 "(DOCKER_MANIFEST is not in CondaStore.build_artifacts)")
-        # One request per process decides whether to submit; concurrent pulls of a new name then
-        # find its build instead of each submitting one.
+        # One request per process decides whether to submit (and, across server processes, one
+        # process: see _submit_dynamic_once); concurrent pulls of a new name then find its build
+        # instead of each submitting one.
         lock = _DYNAMIC_LOCKS.get(env_name)
         if lock is None:
             lock = _DYNAMIC_LOCKS[env_name] = asyncio.Lock()
@@ -298,8 +302,22 @@ class ManifestHandler(RegistryHandler):
             build_id = await run_sync(self._existing_dynamic_build, env_name, specs)
             if build_id is None:
                 await self._check_solvable(name, env_name, specs)  # a typo must leave no rows behind
-                build_id = await run_sync(self._submit_dynamic_build, identity, env_name, specs)
+                build_id = await run_sync(self._submit_dynamic_once, identity, env_name, specs)
         return ResolvedImage(build_id, await self._wait_for_image(build_id))
+
+    def _submit_dynamic_once(self, identity, env_name: str, specs: list[str]) -> int:
+        """Check again and submit under a Redis lock: with several server processes, pulls of one
+        new name reach different processes, whose asyncio locks know nothing of each other."""
+        from redis.exceptions import LockError
+
+        try:
+            with self.store.redis.lock(DYNAMIC_SUBMIT_LOCK.format(env_name=env_name), timeout=60,
+                                       blocking_timeout=60):
+                build_id = self._existing_dynamic_build(env_name, specs)
+                return build_id if build_id is not None else self._submit_dynamic_build(identity, env_name, specs)
+        except LockError:
+            raise RegistryError(503, "UNAVAILABLE", f"another request is still submitting the build of "
+                                f"{env_name}; retry shortly") from None
 
     async def _check_solvable(self, name: str, env_name: str, specs: list[str]) -> None:
         """Solve the name's specification here, before any row exists, as the build would.
