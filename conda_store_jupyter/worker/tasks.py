@@ -132,6 +132,10 @@ def job_config_path(config_path: str | None) -> str | None:
     return os.environ.get(CONFIG_ENV) or config_path
 
 
+SUPERVISOR_GRACE = 5.0
+"""Seconds past ``build_timeout`` before the supervisor stops a build that did not stop itself."""
+
+
 def log_file(store: "CondaStore", build_id: int) -> Path:
     """The build's log file: started by its supervisor, continued by the build child."""
     return work_dir(store, build_id) / "build.log"
@@ -244,7 +248,10 @@ def supervise(store: "CondaStore", build_id: int, config_path: str | None, *, jo
     wd.mkdir(parents=True, exist_ok=True)
     parent = os.getppid()
     limit = store.build_time_limit
-    deadline = time.monotonic() + limit if limit is not None else float("inf")
+    # The build enforces its limit itself (the pipeline stops, logs and records why); this deadline,
+    # a little later, is the backstop for a child that does not stop. Equal deadlines raced: both
+    # sides ended the build at the same moment and the log could lose the build's own lines.
+    deadline = time.monotonic() + limit + SUPERVISOR_GRACE if limit is not None else float("inf")
     next_beat = next_status = 0.0
     committed_at: float | None = None  # monotonic time the child was first seen COMPLETED
     terminated = threading.Event()
